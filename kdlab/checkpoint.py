@@ -1,0 +1,110 @@
+"""Checkpoints: a model file that rebuilds its own network, and the resumable training state.
+
+Both load with ``torch.load(..., weights_only=True)``: they hold only tensors, numbers,
+strings, lists and dicts, never pickled code. A model checkpoint carries what is needed to
+rebuild the network (task, architecture, options, class count), so ``kdlab eval x.pt`` and
+``teacher.checkpoint: x.pt`` need nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.errors import KdlabError
+
+MODEL_FORMAT = "kdlab-model/1"
+STATE_FORMAT = "kdlab-train-state/1"
+
+
+def atomic_save(payload: dict[str, Any], path: Path) -> None:
+    """Write through a temporary file so a crash mid-save never leaves a torn checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def safe_load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise KdlabError(f"checkpoint '{path}' not found: check the path or train the model first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise KdlabError(
+            f"checkpoint '{path}' is corrupt or not a kdlab checkpoint ({reason}); retrain it or pick another file"
+        ) from None
+    if not isinstance(payload, dict):
+        raise KdlabError(f"checkpoint '{path}' is not a kdlab checkpoint (expected a dict); retrain it")
+    return payload
+
+
+def save_model(path: Path, model: nn.Module, *, task: str, arch: str, options: dict, num_classes: int,
+               classes: list[str] | None = None, extra: dict | None = None) -> None:
+    atomic_save(
+        {
+            "format": MODEL_FORMAT,
+            "task": task,
+            "arch": arch,
+            "options": dict(options),
+            "num_classes": num_classes,
+            "classes": list(classes or []),
+            "state_dict": model.state_dict(),
+            **(extra or {}),
+        },
+        path,
+    )
+
+
+def load_model_state(model: nn.Module, state_dict: dict, source: str) -> None:
+    """Load weights, turning shape or key mismatches into one readable line."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise KdlabError(
+            f"checkpoint '{source}' does not fit the model (wrong architecture or class count): {detail[:200]}"
+        ) from None
+
+
+def load_model(path: str | Path, expected_classes: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network a model checkpoint describes and load its weights (eval mode)."""
+    payload = safe_load(path)
+    if payload.get("format") != MODEL_FORMAT:
+        raise KdlabError(
+            f"'{path}' is not a kdlab model checkpoint (format {payload.get('format')!r}); "
+            "pass a run's best.pt or a run directory"
+        )
+    if expected_classes is not None and payload["num_classes"] != expected_classes:
+        raise KdlabError(
+            f"checkpoint '{path}' predicts {payload['num_classes']} classes but the data has {expected_classes}: "
+            "use a checkpoint trained on the same dataset"
+        )
+    from kdlab.models.factory import build_model
+
+    model = build_model(payload["task"], payload["arch"], payload["num_classes"], payload["options"])
+    load_model_state(model, payload["state_dict"], str(path))
+    model.eval()
+    return model, payload
+
+
+def resolve_model_path(target: str | Path) -> Path:
+    """A run directory means its best.pt; a file is taken as it is."""
+    target = Path(target)
+    if target.is_dir():
+        best = target / "best.pt"
+        if not best.is_file():
+            raise KdlabError(f"run directory '{target}' has no best.pt: the run has not finished an epoch yet")
+        return best
+    return target

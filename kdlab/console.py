@@ -1,0 +1,100 @@
+"""Rich terminal output: training progress with ETA, and result tables. No logic lives here."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from kdlab.engine import Reporter
+
+console = Console(stderr=False)
+error_console = Console(stderr=True)
+
+
+def _format_terms(terms: dict[str, float]) -> str:
+    return " ".join(f"{name}={value:.3f}" for name, value in terms.items())
+
+
+class RichReporter(Reporter):
+    """One progress bar over the whole run (ETA covers all epochs), the latest loss terms beside it."""
+
+    def __init__(self, title: str, out: Console | None = None):
+        self.title = title
+        self.console = out or console
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.images = 0
+        self.elapsed_start = 0.0
+
+    def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
+        self.epochs = epochs
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[terms]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        total = epochs * batches_per_epoch
+        done = (start_epoch - 1) * batches_per_epoch
+        self.task = self.progress.add_task(
+            f"{self.title} epoch {start_epoch}/{epochs}", total=total, completed=done, speed="", terms=""
+        )
+
+    def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None:
+        assert self.progress is not None and self.task is not None
+        self.images += images
+        task = self.progress.tasks[0]
+        rate = self.images / task.elapsed if task.elapsed else 0.0
+        self.progress.update(
+            self.task,
+            advance=1,
+            description=f"{self.title} epoch {epoch}/{self.epochs}",
+            speed=f"{rate:,.0f} img/s",
+            terms=_format_terms(terms),
+        )
+
+    def epoch_done(self, epoch: int, metrics: dict[str, Any]) -> None:
+        assert self.progress is not None
+        shown = {k: v for k, v in metrics.items() if k not in {"epoch", "epoch_seconds", "images_per_s"}}
+        self.progress.console.print(
+            f"  epoch {epoch}: " + " ".join(f"{k}={v:.4g}" for k, v in shown.items() if isinstance(v, float))
+        )
+
+    def fit_finished(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def results_table(title: str, rows: Iterable[dict[str, Any]], columns: list[str]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column not in {"model", "run", "attack", "role"} else "left")
+    for row in rows:
+        table.add_row(*[_cell(row.get(column)) for column in columns])
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)

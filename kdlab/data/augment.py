@@ -1,0 +1,55 @@
+"""Batch augmentation on uint8 image tensors, vectorised over the batch (no per-image Python loop)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["to_float", "random_crop_flip", "crop_flip"]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] -> float32 in [0, 1] (float input is returned as float32 unchanged)."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    return images.to(torch.float32)
+
+
+def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
+              padding: int = 4) -> torch.Tensor:
+    """Deterministic part of :func:`random_crop_flip`: per-sample crop offsets into the zero-padded image
+    (``top``/``left`` in [0, 2*padding]) and horizontal flips (bool). Returns the same dtype as ``images``.
+
+    Output pixel (i, j) of sample b = padded[b, :, top[b] + i, left[b] + j'] where j' = W-1-j if flipped.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"expected a B x C x H x W batch, got shape {tuple(images.shape)}")
+    batch, _, height, width = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding)) if padding > 0 else images
+    rows = top.to(device).view(batch, 1) + torch.arange(height, device=device).view(1, height)  # B x H
+    cols = torch.arange(width, device=device).view(1, width).expand(batch, width)
+    cols = torch.where(flip.to(device).view(batch, 1), (width - 1) - cols, cols)
+    cols = cols + left.to(device).view(batch, 1)  # B x W
+    b_idx = torch.arange(batch, device=device).view(batch, 1, 1)
+    # Advanced indices separated by a slice: result is B x H x W x C; move channels back.
+    out = padded[b_idx, :, rows.view(batch, height, 1), cols.view(batch, 1, width)]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = None,
+                     padding: int = 4) -> torch.Tensor:
+    """Random crop (with ``padding`` pixels of zero padding) and random horizontal flip (p = 0.5).
+
+    ``images``: uint8 B x 3 x H x W (any device). Returns float32 in [0, 1] on the same device.
+    Random numbers come from ``generator`` (on its own device) in a fixed order: top offsets, left offsets, flips,
+    so the result is a function of the generator's state.
+    """
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    batch = images.shape[0]
+    device = generator.device if generator is not None else torch.device("cpu")
+    top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    flip = torch.rand(batch, generator=generator, device=device) < 0.5
+    return to_float(crop_flip(images, top, left, flip, padding))

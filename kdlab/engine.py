@@ -1,0 +1,238 @@
+"""The one training loop shared by every method and task.
+
+A *method* is an ``nn.Module`` whose registered submodules are exactly what is trained and
+checkpointed (the student plus any connectors/adapters; a frozen teacher is held outside
+the module tree) and whose ``training_step(batch, generator)`` returns a :class:`StepResult`.
+The engine owns everything else: optimizer, learning-rate schedule, progress, per-epoch
+``last.pt`` (weights, optimizer, scheduler, RNG state, history), ``best.pt`` chosen on the
+validation split, ``metrics.csv``, resume and the NaN guard.
+
+Resume is exact on CPU: every epoch draws its randomness (shuffling, augmentation, mixup,
+attack starts) from a generator seeded by ``(seed, epoch)``, so an epoch computes the same
+thing whether it follows a restart or not.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+from torch import nn
+
+from kdlab.checkpoint import STATE_FORMAT, atomic_save, safe_load
+from kdlab.errors import KdlabError
+from kdlab.recipe import TrainSpec
+from kdlab.results import atomic_write_text
+
+
+@dataclass
+class StepResult:
+    """One step's total loss plus its named (already weighted) terms for display."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    correct: int = 0
+    count: int = 0
+
+
+class TrainableMethod(Protocol):
+    def training_step(self, batch: Any, generator: torch.Generator) -> StepResult: ...
+
+
+@dataclass
+class DataSource:
+    """How the engine gets an epoch of batches: ``batches(generator)`` and how many there are."""
+
+    batches: Callable[[torch.Generator], Iterable[Any]]
+    batches_per_epoch: int
+    batch_size: Callable[[Any], int]
+
+
+class Reporter:
+    """Progress callbacks; the default reports nothing (tests, ablation workers)."""
+
+    def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None: ...
+
+    def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None: ...
+
+    def epoch_done(self, epoch: int, metrics: dict[str, Any]) -> None: ...
+
+    def fit_finished(self) -> None: ...
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_score: float
+    train_seconds: float
+    images_per_second: float
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def lr_factor(spec: TrainSpec, steps_per_epoch: int) -> Callable[[int], float]:
+    """Per-iteration multiplier: optional linear warm-up, then cosine, multistep or constant."""
+    total = spec.epochs * steps_per_epoch
+    warmup = int(round(spec.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if spec.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if spec.schedule == "multistep":
+            epoch = step // steps_per_epoch
+            return spec.gamma ** sum(epoch >= milestone for milestone in spec.milestones)
+        return 1.0
+
+    return factor
+
+
+def build_optimizer(method: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    # Weight decay on weights only: biases and norm parameters are not shrunk (standard CIFAR practice).
+    decay, no_decay = [], []
+    for parameter in method.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim > 1 else no_decay).append(parameter)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=spec.lr,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov and spec.momentum > 0,
+    )
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state()}
+
+
+def fit(
+    method: nn.Module,
+    data: DataSource,
+    spec: TrainSpec,
+    *,
+    seed: int,
+    run_dir: Path,
+    validate: Callable[[], float] | None,
+    export_best: Callable[[Path], None],
+    resume: bool = False,
+    reporter: Reporter | None = None,
+) -> FitResult:
+    """Train ``method`` for ``spec.epochs`` epochs, checkpointing every epoch; see the module docstring."""
+    reporter = reporter or Reporter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = min(data.batches_per_epoch, spec.max_batches_per_epoch or data.batches_per_epoch)
+    optimizer = build_optimizer(method, spec)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec, steps_per_epoch))
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, start_epoch = -math.inf, 0, 1
+    last_path = run_dir / "last.pt"
+
+    if resume and last_path.exists():
+        state = safe_load(last_path)
+        if state.get("format") != STATE_FORMAT:
+            raise KdlabError(f"'{last_path}' is not a kdlab training state; remove it or pass --force")
+        try:
+            method.load_state_dict(state["method"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise KdlabError(
+                f"'{last_path}' does not match this recipe ({str(error).splitlines()[0][:120]}); pass --force to restart"
+            ) from None
+        torch.set_rng_state(state["rng"]["torch"])
+        history, best_score, best_epoch = state["history"], state["best_score"], state["best_epoch"]
+        start_epoch = state["epoch"] + 1
+
+    reporter.fit_started(spec.epochs, steps_per_epoch, start_epoch)
+    for epoch in range(start_epoch, spec.epochs + 1):
+        generator = epoch_generator(seed, epoch)
+        torch.manual_seed(seed * 1_000_003 + epoch)
+        method.train()
+        sums: dict[str, float] = {}
+        correct = count = images = 0
+        started = time.perf_counter()
+        for step, batch in enumerate(data.batches(generator), start=1):
+            if step > steps_per_epoch:
+                break
+            result = method.training_step(batch, generator)
+            if not torch.isfinite(result.loss):
+                shown = ", ".join(f"{k}={float(v):.4g}" for k, v in result.terms.items())
+                raise KdlabError(
+                    f"loss became {float(result.loss)} at epoch {epoch}, step {step} ({shown}); lower train.lr or "
+                    f"a loss weight; the last good checkpoint is kept at {last_path}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            optimizer.step()
+            scheduler.step()
+            terms = {name: float(value) for name, value in result.terms.items()}
+            terms["loss"] = float(result.loss)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value
+            correct, count = correct + result.correct, count + result.count
+            batch_images = data.batch_size(batch)
+            images += batch_images
+            reporter.step_done(epoch, step, terms, batch_images)
+        seconds = time.perf_counter() - started
+        steps_done = max(1, min(steps_per_epoch, step))
+        metrics: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        metrics.update({name: total / steps_done for name, total in sums.items()})
+        if count:
+            metrics["train_acc"] = 100.0 * correct / count
+        metrics["epoch_seconds"] = seconds
+        metrics["images_per_s"] = images / seconds if seconds > 0 else 0.0
+        score = validate() if validate is not None else float(epoch)
+        if validate is not None:
+            metrics["val_score"] = score
+        # Without a validation split the latest epoch is "best": never pick on test.
+        if score >= best_score:
+            best_score, best_epoch = score, epoch
+            export_best(run_dir / "best.pt")
+        history.append(metrics)
+        atomic_save(
+            {
+                "format": STATE_FORMAT,
+                "epoch": epoch,
+                "method": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "history": history,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+            },
+            last_path,
+        )
+        _write_metrics(run_dir / "metrics.csv", history)
+        reporter.epoch_done(epoch, metrics)
+    reporter.fit_finished()
+    train_seconds = sum(row["epoch_seconds"] for row in history)
+    total_images = sum(row["images_per_s"] * row["epoch_seconds"] for row in history)
+    return FitResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_score=best_score,
+        train_seconds=train_seconds,
+        images_per_second=total_images / train_seconds if train_seconds > 0 else 0.0,
+    )
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,128 @@
+"""MixACM: mixup-based robustness transfer by distilling activated channel maps.
+
+Muhammad Awais et al., "MixACM: Mixup-Based Robustness Transfer via Distillation of Activated
+Channel Maps", NeurIPS 2021. Each step draws ONE mixup batch (lambda ~ Beta(alpha, alpha), one
+permutation) and feeds the same mixed images to the frozen teacher (eval mode, no grad) and to
+the student:
+
+    L = w_mix * mixupCE(s(x~), y_a, y_b, lambda) + w_kd * KD(s(x~), t(x~); T) + sum_j beta_j * ACM_j
+
+With mixup off the batch is clean and the label loss is plain CE. Every ablation row of the
+paper is a setting of this one step:
+
+    ACM only      mixup.enabled=false  kd.weight=0   acm.weight>0
+    ACM + KD      mixup.enabled=false  kd.weight>0   acm.weight>0
+    ACM + mixup   mixup.enabled=true   kd.weight=0   acm.weight>0
+    MixACM        mixup.enabled=true   kd.weight>0   acm.weight>0
+    KD only       mixup.enabled=false  kd.weight>0   acm.weight=0
+    student (CE)  mixup.enabled=false  kd.weight=0   acm.weight=0   (no teacher forward at all)
+
+Reading chosen where the paper is silent: the label loss is always present (``label_weight``);
+"ACM only" therefore means CE + ACM, and "KD only" means CE + KD, as in the paper's table whose
+rows add components to the same base.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.connectors import build_connector
+from kdlab.engine import StepResult
+from kdlab.losses import acm_loss, kd_loss, mix_batch, mixup_cross_entropy
+from kdlab.recipe import MethodSpec
+from kdlab.taps import FeatureTaps
+
+
+def block_channels(model: nn.Module, keys: list, image_shape: tuple[int, ...]) -> list[int]:
+    """Channel count of each tapped block, from one dry forward pass."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FeatureTaps(model, keys, detach=True) as taps:
+        model(torch.zeros(1, *image_shape))
+    model.train(was_training)
+    return [taps.features[key].shape[1] for key in keys]
+
+
+class MixACM(nn.Module):
+    """Registered submodules (saved, trained): ``student`` and ``connectors``; the teacher is frozen and held aside."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: MethodSpec,
+                 image_shape: tuple[int, ...] = (3, 32, 32)):
+        super().__init__()
+        self.student = student
+        self.spec = spec
+        self.uses_acm = spec.acm.weight > 0
+        self.uses_kd = spec.kd.weight > 0
+        self.connectors = nn.ModuleList()
+        self._teacher: list[nn.Module] = []
+        if self.uses_acm or self.uses_kd:
+            if teacher is None:
+                raise ValueError("KD and ACM terms need a teacher")
+            teacher.eval()
+            for parameter in teacher.parameters():
+                parameter.requires_grad_(False)
+            self._teacher.append(teacher)  # a plain list keeps it out of state_dict() and parameters()
+        self.blocks = list(spec.acm.blocks) if self.uses_acm else []
+        self.block_weights = list(spec.acm.block_weights or [1.0] * len(self.blocks))
+        if self.uses_acm:
+            student_channels = block_channels(student, self.blocks, image_shape)
+            teacher_channels = block_channels(self.teacher, self.blocks, image_shape)
+            for s_channels, t_channels in zip(student_channels, teacher_channels):
+                kind = spec.acm.connector
+                if kind == "auto":
+                    kind = "identity" if s_channels == t_channels else "conv1x1"
+                self.connectors.append(build_connector(s_channels, t_channels, kind))
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
+
+    def train(self, mode: bool = True) -> "MixACM":
+        super().train(mode)
+        if self._teacher:
+            self.teacher.eval()  # the teacher is frozen: BN statistics and dropout stay in eval mode
+        return self
+
+    def training_step(self, batch, generator: torch.Generator) -> StepResult:
+        images, labels = batch
+        spec = self.spec
+        if spec.mixup.enabled:
+            mixed = mix_batch(images, labels, spec.mixup.alpha, generator)
+            inputs = mixed.images
+        else:
+            inputs = images
+
+        teacher_logits = None
+        teacher_features: dict = {}
+        if self._teacher:
+            with torch.no_grad(), FeatureTaps(self.teacher, self.blocks, detach=True) as teacher_taps:
+                teacher_logits = self.teacher(inputs)
+            teacher_features = teacher_taps.features
+        with FeatureTaps(self.student, self.blocks) as student_taps:
+            logits = self.student(inputs)
+
+        terms: dict[str, torch.Tensor] = {}
+        if spec.mixup.enabled:
+            label_loss = mixup_cross_entropy(logits, mixed.targets_a, mixed.targets_b, mixed.lam)
+            terms["mixup_ce"] = spec.label_weight * label_loss
+        else:
+            terms["ce"] = spec.label_weight * F.cross_entropy(logits, labels)
+        if self.uses_kd:
+            terms["kd"] = spec.kd.weight * kd_loss(logits, teacher_logits, spec.kd.temperature)
+        for block, beta, connector in zip(self.blocks, self.block_weights, self.connectors):
+            student_map = connector(student_taps.features[block])
+            distance = acm_loss(
+                student_map, teacher_features[block],
+                p=spec.acm.p, normalize=spec.acm.normalize, distance=spec.acm.distance,
+            )
+            terms[f"acm{block}"] = spec.acm.weight * beta * distance
+
+        if spec.mixup.enabled:
+            # Accuracy on a mixed batch: credit the dominant label.
+            dominant = mixed.targets_a if mixed.lam >= 0.5 else mixed.targets_b
+        else:
+            dominant = labels
+        correct = int((logits.argmax(1) == dominant).sum())
+        return StepResult(loss=sum(terms.values()), terms=terms, correct=correct, count=len(labels))

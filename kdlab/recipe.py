@@ -1,0 +1,328 @@
+"""Recipes: the typed, validated description of one run.
+
+A recipe is a YAML file (read with ``yaml.safe_load``, never anything that can run code)
+parsed into frozen pydantic models. Every section forbids unknown keys, so a typo such as
+``train.lrr`` fails at load time with the key, where it is, and the closest valid key.
+``--set a.b=c`` overrides are applied to the raw mapping *before* validation, so they are
+type-checked exactly like the file.
+
+Two kinds of recipe share one schema:
+
+* a *training* recipe has ``model:`` (``kdlab train``: standard or adversarial training);
+* a *distillation* recipe has ``student:`` and ``teacher:`` (``kdlab distill``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from kdlab.errors import KdlabError
+
+
+def parse_fraction(value: Any) -> Any:
+    """Accept ``8/255`` as well as ``0.0314`` for perturbation sizes; leave other types to pydantic."""
+    if isinstance(value, str) and "/" in value:
+        numerator, _, denominator = value.partition("/")
+        try:
+            return float(numerator) / float(denominator)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"'{value}' is not a number or a fraction like 8/255") from None
+    return value
+
+
+Fraction = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
+BlockKey = Union[int, str]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data, models
+class DataSpec(Section):
+    dataset: Literal["embedded", "cifar10", "cifar100", "imagefolder", "synthetic", "voc", "coco"] = "embedded"
+    root: str | None = None
+    download: bool = False
+    subset: int | None = Field(None, gt=0, description="train images kept (stratified, seeded)")
+    val_size: int = Field(0, ge=0, description="held-out train images used to pick the best checkpoint")
+    test_subset: int | None = Field(None, gt=0)
+    batch_size: int = Field(128, gt=0)
+    augment: bool = True
+    # detection only
+    image_size: int | None = Field(None, gt=0, description="longest image side after resizing (detection)")
+    train_split: str = "train"
+    test_split: str = "test"
+    annotations: str | None = Field(None, description="COCO json for the train split (detection)")
+    test_annotations: str | None = None
+    num_images: int = Field(96, gt=0, description="synthetic detection images")
+
+
+class ModelSpec(Section):
+    arch: str
+    width: int | None = Field(None, gt=0)
+    blocks_per_stage: int | None = Field(None, gt=0)
+    stages: int | None = Field(None, gt=0)
+    # detection only
+    backbone: str | None = None
+    min_size: int | None = Field(None, gt=0)
+    max_size: int | None = Field(None, gt=0)
+    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    def build_options(self) -> dict[str, Any]:
+        """The keyword options this spec passes to the model builder (unset fields omitted)."""
+        fields = ("width", "blocks_per_stage", "stages", "backbone", "min_size", "max_size")
+        built = {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+        built.update(self.options)
+        return built
+
+
+class TeacherSpec(Section):
+    checkpoint: str | None = None
+    recipe: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> "TeacherSpec":
+        if (self.checkpoint is None) == (self.recipe is None):
+            raise ValueError("give exactly one of teacher.checkpoint (a .pt file) or teacher.recipe (a training recipe)")
+        return self
+
+
+# --------------------------------------------------------------------------- method
+class MixupSpec(Section):
+    enabled: bool = True
+    alpha: float = Field(1.0, gt=0)
+
+
+class KDSpec(Section):
+    weight: float = Field(1.0, ge=0, description="0 turns soft labels off")
+    temperature: float = Field(4.0, gt=0)
+
+
+class ACMSpec(Section):
+    weight: float = Field(10.0, ge=0, description="0 turns ACM off; multiplies every block's beta")
+    blocks: list[BlockKey] = Field(default_factory=lambda: [2, 3, 4])
+    block_weights: list[float] | None = None
+    p: float = Field(1.0, gt=0)
+    normalize: Literal["l2", "none"] = "l2"
+    distance: Literal["squared_l2", "l1", "cosine"] = "squared_l2"
+    connector: Literal["auto", "conv1x1", "identity"] = "auto"
+
+    @model_validator(mode="after")
+    def _weights_match_blocks(self) -> "ACMSpec":
+        if self.block_weights is not None and len(self.block_weights) != len(self.blocks):
+            raise ValueError(
+                f"acm.block_weights has {len(self.block_weights)} entries but acm.blocks has {len(self.blocks)}"
+            )
+        return self
+
+
+class FeatureKDSpec(Section):
+    """Feature distillation on detector FPN levels (Structural KD)."""
+
+    kind: Literal["none", "l1", "l2", "ssim"] = "ssim"
+    weight: float = Field(1.0, ge=0)
+    components: Literal["lcs", "cs", "s"] = "lcs"
+    normalize: Literal["sample_channel", "level", "none"] = "sample_channel"
+    adapter: bool = False
+
+
+class MethodSpec(Section):
+    name: Literal["mixacm", "skd"] = "mixacm"
+    label_weight: float = Field(1.0, ge=0, description="w_mix: weight of the (mixup) cross-entropy")
+    mixup: MixupSpec = MixupSpec()
+    kd: KDSpec = KDSpec()
+    acm: ACMSpec = ACMSpec()
+    feature: FeatureKDSpec = FeatureKDSpec()
+
+
+# --------------------------------------------------------------------------- train, eval, output
+class AdversarialSpec(Section):
+    method: Literal["none", "pgd", "fgsm-rs", "trades"] = "none"
+    eps: Fraction = 8 / 255
+    alpha: Fraction | None = Field(None, description="step size; default 2/255 (pgd, trades), 10/255 (fgsm-rs)")
+    steps: int = Field(10, gt=0, description="inner steps for pgd and trades")
+    trades_beta: float = Field(6.0, ge=0)
+
+    @property
+    def step_size(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return 10 / 255 if self.method == "fgsm-rs" else 2 / 255
+
+
+class TrainSpec(Section):
+    epochs: int = Field(30, gt=0)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, description="epochs where multistep multiplies lr by gamma")
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    adversarial: AdversarialSpec = AdversarialSpec()
+    max_batches_per_epoch: int | None = Field(None, gt=0, description="cap for smoke tests")
+
+
+class EvalSpec(Section):
+    n: int = Field(1000, gt=0, description="test images evaluated (fixed, seeded order)")
+    attacks: list[str] = Field(default_factory=lambda: ["clean", "pgd"])
+    eps: Fraction = 8 / 255
+    alpha: Fraction = 2 / 255
+    steps: int = Field(20, gt=0)
+    batch_size: int = Field(256, gt=0)
+    seed: int = 0
+
+
+class OutputSpec(Section):
+    dir: str = "results/runs"
+    table: str = "results/runs.csv"
+
+
+class Recipe(Section):
+    name: str = "run"
+    task: Literal["classification", "detection"] = "classification"
+    seed: int = 0
+    data: DataSpec = DataSpec()
+    model: ModelSpec | None = None
+    student: ModelSpec | None = None
+    teacher: TeacherSpec | None = None
+    method: MethodSpec = MethodSpec()
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+    output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _one_kind_of_recipe(self) -> "Recipe":
+        if (self.model is None) == (self.student is None):
+            raise ValueError(
+                "a recipe has either model: (a training recipe) or student: + teacher: (a distillation recipe)"
+            )
+        if self.student is not None and self.teacher is None:
+            raise ValueError("a distillation recipe needs teacher: with checkpoint: or recipe:")
+        if self.model is not None and self.teacher is not None:
+            raise ValueError("teacher: belongs to distillation recipes; rename model: to student: or drop teacher:")
+        return self
+
+    @property
+    def is_distillation(self) -> bool:
+        return self.student is not None
+
+    @property
+    def trained_model(self) -> ModelSpec:
+        """The network this recipe trains: the student, or the model of a training recipe."""
+        return self.student if self.student is not None else self.model  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def key(self, *extra: str) -> str:
+        """A content hash of everything that changes the result (not the name or output paths)."""
+        identity = self.to_dict()
+        identity.pop("name")
+        identity.pop("output")
+        payload = json.dumps([identity, list(extra)], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+# --------------------------------------------------------------------------- loading and overrides
+def _closest(name: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(candidates)})"
+
+
+def _section_model(location: tuple) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``location`` (for did-you-mean suggestions)."""
+    model: Any = Recipe
+    for part in location[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _describe(error: dict) -> str:
+    location = tuple(part for part in error["loc"] if not str(part).startswith("function-after"))
+    path = ".".join(str(part) for part in location)
+    if error["type"] == "extra_forbidden":
+        owner = _section_model(location)
+        key = location[-1]
+        where = ".".join(str(p) for p in location[:-1]) or "the top level"
+        hint = _closest(str(key), list(owner.model_fields)) if owner else ""
+        return f"unknown key '{key}' in {where}{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"missing required key '{path}'"
+    got = error.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    return f"{path or 'recipe'}: {message}{shown}"
+
+
+def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
+    if not isinstance(raw, dict):
+        raise KdlabError(f"{source}: a recipe must be a YAML mapping of sections (data:, train:, ...)")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        more = error.error_count() - 1
+        suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise KdlabError(f"{source}: {_describe(first)}{suffix}") from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=c`` overrides to a raw recipe mapping; values are parsed as YAML scalars/lists."""
+    updated = copy.deepcopy(raw)
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        if not sep or not path.strip():
+            raise KdlabError(f"--set '{override}': expected KEY=VALUE, e.g. --set train.epochs=5")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        keys = path.strip().split(".")
+        node = updated
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise KdlabError(f"--set '{override}': '{key}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return updated
+
+
+def read_yaml(path: str | Path) -> Any:
+    file = Path(path)
+    if not file.is_file():
+        raise KdlabError(f"recipe file '{path}' not found: check the path (recipes live in recipes/)")
+    try:
+        return yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise KdlabError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    raw = read_yaml(path)
+    if isinstance(raw, dict):
+        raw.setdefault("name", Path(path).stem)
+        raw = apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, source=str(path))

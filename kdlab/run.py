@@ -1,0 +1,220 @@
+"""One run, end to end: recipe -> data -> models -> method -> engine -> evaluation -> results.
+
+A run lives in ``<output.dir>/<name>-<key>`` where ``key`` hashes the resolved recipe (and the
+teacher's identity), so the directory *is* the cache entry: a finished run is reused, an
+interrupted one resumes, and a teacher named by recipe is trained once and shared by every
+student and ablation cell that names the same teacher recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from kdlab.checkpoint import load_model, save_model
+from kdlab.engine import DataSource, Reporter, fit
+from kdlab.errors import KdlabError
+from kdlab.recipe import Recipe, load_recipe
+from kdlab.results import append_rows, provenance, read_json, write_json
+
+ReporterFactory = Callable[[str], Reporter]
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    summary: dict[str, Any]
+    reused: bool
+
+
+# --------------------------------------------------------------------------- helpers
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images of a fixed, seeded permutation (the same for every model)."""
+    order = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
+    return test_set.images[order].float().div(255), test_set.labels[order]
+
+
+def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            batch = images_uint8[start:start + batch_size].float().div(255)
+            correct += int((model(batch).argmax(1) == labels[start:start + batch_size]).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(1, len(labels))
+
+
+def evaluate_classifier(model: nn.Module, test_set, recipe: Recipe) -> dict[str, float]:
+    """Clean and attack accuracies (percent) on the recipe's fixed test selection."""
+    from kdlab.attacks import AttackSpec
+    from kdlab.evaluate import evaluate_robustness
+
+    spec = recipe.eval
+    images, labels = test_selection(test_set, spec.n, spec.seed)
+    attacks = [
+        AttackSpec.create(name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, seed=spec.seed)
+        for name in spec.attacks
+    ]
+    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size)
+    return {f"{result.attack}_acc": result.accuracy for result in results}
+
+
+# --------------------------------------------------------------------------- teachers
+def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: ReporterFactory | None) -> tuple[nn.Module, dict]:
+    """Load the teacher named by checkpoint, or train/reuse it from its recipe (the teacher cache)."""
+    spec = recipe.teacher
+    assert spec is not None
+    if spec.checkpoint is not None:
+        teacher, payload = load_model(spec.checkpoint, expected_classes=num_classes)
+        info = {"teacher": spec.checkpoint, "teacher_identity": file_digest(Path(spec.checkpoint))}
+        return teacher, info
+    teacher_recipe = load_recipe(spec.recipe)
+    if teacher_recipe.is_distillation:
+        raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; name a training recipe (model:)")
+    outcome = run_recipe(teacher_recipe, resume=True, reporter_factory=reporter_factory)
+    teacher, _ = load_model(outcome.run_dir / "best.pt", expected_classes=num_classes)
+    info = {
+        "teacher": str(outcome.run_dir),
+        "teacher_identity": outcome.summary["key"],
+        "teacher_clean_acc": outcome.summary.get("clean_acc"),
+        "teacher_pgd_acc": outcome.summary.get("pgd_acc"),
+    }
+    return teacher, info
+
+
+# --------------------------------------------------------------------------- the run
+def run_directory(recipe: Recipe, teacher_identity: str = "") -> Path:
+    return Path(recipe.output.dir) / f"{recipe.name}-{recipe.key(teacher_identity)}"
+
+
+def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
+    """Return the finished summary to reuse, or prepare the directory for (re)training."""
+    summary_path = run_dir / "summary.json"
+    if force and run_dir.exists():
+        for child in run_dir.iterdir():
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    elif summary_path.exists():
+        return read_json(summary_path)
+    elif (run_dir / "last.pt").exists() and not resume:
+        raise KdlabError(
+            f"an unfinished run exists at {run_dir}: pass --resume to continue it or --force to start over"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
+               reporter_factory: ReporterFactory | None = None, command: str = "") -> RunOutcome:
+    if recipe.task == "detection":
+        from kdlab.detection_run import run_detection_recipe
+
+        return run_detection_recipe(recipe, resume=resume, force=force, reporter_factory=reporter_factory)
+    from kdlab.data.classification import iterate_batches, load_classification_data, num_batches
+
+    data_spec = recipe.data
+    data = load_classification_data(
+        data_spec.dataset, root=data_spec.root, download=data_spec.download, subset=data_spec.subset,
+        val_size=data_spec.val_size, test_subset=data_spec.test_subset, seed=recipe.seed,
+    )
+    teacher, teacher_info = None, {}
+    if recipe.is_distillation:
+        teacher, teacher_info = prepare_teacher(recipe, data.num_classes, reporter_factory)
+
+    run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(run_dir) + ".lock"):
+        finished = _claim_directory(run_dir, resume, force)
+        if finished is not None:
+            return RunOutcome(run_dir, finished, reused=True)
+        started = time.perf_counter()
+        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+        write_json(run_dir / "run.json", {"command": command, "seed": recipe.seed, **teacher_info, **provenance()})
+
+        torch.manual_seed(recipe.seed)
+        spec = recipe.trained_model
+        from kdlab.models.factory import build_model
+
+        options = spec.build_options()
+        model = build_model("classification", spec.arch, data.num_classes, options)
+        if teacher is not None:
+            from kdlab.methods.mixacm import MixACM
+
+            image_shape = tuple(data.train.images.shape[1:])
+            method: nn.Module = MixACM(model, teacher, recipe.method, image_shape=image_shape)
+        else:
+            from kdlab.methods.supervised import SupervisedTraining
+
+            method = SupervisedTraining(model, recipe.train.adversarial)
+
+        batch_size = data_spec.batch_size
+        source = DataSource(
+            batches=lambda generator: iterate_batches(
+                data.train, batch_size, generator, shuffle=True, augment=data_spec.augment, drop_last=True
+            ),
+            batches_per_epoch=num_batches(len(data.train), batch_size, drop_last=True),
+            batch_size=lambda batch: len(batch[1]),
+        )
+        validate = (lambda: accuracy(model, data.val.images, data.val.labels)) if data.val is not None else None
+
+        def export_best(path: Path) -> None:
+            save_model(path, model, task="classification", arch=spec.arch, options=options,
+                       num_classes=data.num_classes, classes=data.classes, extra={"recipe_key": run_dir.name})
+
+        reporter = reporter_factory(recipe.name) if reporter_factory else None
+        result = fit(method, source, recipe.train, seed=recipe.seed, run_dir=run_dir, validate=validate,
+                     export_best=export_best, resume=resume, reporter=reporter)
+
+        best, _ = load_model(run_dir / "best.pt", expected_classes=data.num_classes)
+        evaluation = evaluate_classifier(best, data.test, recipe)
+        summary = {
+            "name": recipe.name,
+            "kind": "distill" if recipe.is_distillation else "train",
+            "key": run_dir.name,
+            "run_dir": str(run_dir),
+            "arch": spec.arch,
+            "options": options,
+            "dataset": data_spec.dataset,
+            "train_images": len(data.train),
+            "seed": recipe.seed,
+            "epochs": recipe.train.epochs,
+            "best_epoch": result.best_epoch,
+            "val_acc": result.best_score if validate is not None else None,
+            **evaluation,
+            "eval_n": min(recipe.eval.n, len(data.test)),
+            "eval_eps": recipe.eval.eps,
+            "eval_steps": recipe.eval.steps,
+            "train_seconds": round(result.train_seconds, 2),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "images_per_s": round(result.images_per_second, 1),
+            "adversarial_training": recipe.train.adversarial.method,
+            **({k: v for k, v in teacher_info.items() if k != "teacher_identity"}),
+            **provenance(),
+        }
+        write_json(run_dir / "summary.json", summary)
+        append_rows(recipe.output.table, [_table_row(summary)])
+    return RunOutcome(run_dir, summary, reused=False)
+
+
+def _table_row(summary: dict[str, Any]) -> dict[str, Any]:
+    row = {key: value for key, value in summary.items() if key not in {"versions", "options"}}
+    row["torch"] = summary.get("versions", {}).get("torch")
+    return row
