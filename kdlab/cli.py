@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional
 
 import typer
 
@@ -60,7 +60,7 @@ def _print_run(outcome, role: str) -> None:
     console.print(results_table(title, rows, ["role", "run", "clean", "pgd"]))
 
 
-def _run(recipe_path: Path, overrides: List[str], resume: bool, force: bool, expect_distill: bool) -> None:
+def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool) -> None:
     from kdlab.console import RichReporter
     from kdlab.recipe import load_recipe
     from kdlab.run import run_recipe
@@ -78,7 +78,7 @@ def _run(recipe_path: Path, overrides: List[str], resume: bool, force: bool, exp
 @friendly
 def distill(
     recipe: Path = typer.Argument(..., help="Distillation recipe (YAML with student: and teacher:)."),
-    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
 ) -> None:
@@ -94,7 +94,7 @@ def distill(
 @friendly
 def train(
     recipe: Path = typer.Argument(..., help="Training recipe (YAML with model:)."),
-    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
 ) -> None:
@@ -106,8 +106,8 @@ def train(
 @friendly
 def inspect(
     model: str = typer.Argument(..., help="Architecture: resnet_small, preact_resnet18, wrn-16-4, wrn-34-10, ..."),
-    width: Optional[int] = typer.Option(None, help="Base width (resnet_small)."),
-    blocks_per_stage: Optional[int] = typer.Option(None, help="Residual blocks per stage (resnet_small)."),
+    width: int | None = typer.Option(None, help="Base width (resnet_small)."),
+    blocks_per_stage: int | None = typer.Option(None, help="Residual blocks per stage (resnet_small)."),
     num_classes: int = typer.Option(10, help="Output classes."),
     image_size: int = typer.Option(32, help="Input height and width."),
 ) -> None:
@@ -126,6 +126,115 @@ def inspect(
         ["block", "module path", "output shape", "channels"],
     )
     console.print(table)
+
+
+@app.command("eval")
+@friendly
+def eval_(
+    target: Path = typer.Argument(..., help="A run directory (uses its best.pt and recipe) or a model checkpoint."),
+    attack: list[str] = typer.Option(
+        ["clean", "pgd"], "--attack",
+        help="Repeatable: clean, fgsm, pgd, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack, aa-fast."),
+    eps: str | None = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 or 0.0314 (default 8/255)."),
+    alpha: str | None = typer.Option(None, "--alpha", help="Step size for pgd/cw/fgsm (default eps/4; fgsm: eps)."),
+    steps: int | None = typer.Option(None, "--steps", help="Iterations (pgd 20, cw 30, apgd 100; square: queries)."),
+    restarts: int | None = typer.Option(None, "--restarts", help="Random restarts (default 1)."),
+    n: int = typer.Option(1000, "--n", min=1, help="Test images, taken in a fixed, seeded order."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per attack batch (memory stays flat)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the image order and the attacks' random starts."),
+    data: str | None = typer.Option(
+        None, "--data", help="Test set NAME[:ROOT] instead of the run's, e.g. imagefolder:../shared/data/cifar10-jpeg."),
+    out: Path = typer.Option(Path("results/eval.csv"), "--out", help="CSV the rows are appended to."),
+    sanity: bool = typer.Option(False, "--sanity", help="Also run the sanity checks (eps=0, bounds, monotone, ...)."),
+    eps_sweep: str | None = typer.Option(
+        None, "--eps-sweep", help="Comma-separated eps list, e.g. 0,2/255,4/255,8/255,16/255; also writes a PNG."),
+) -> None:
+    """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV."""
+    from kdlab.attacks import parse_eps, parse_eps_list
+    from kdlab.console import AttackProgress, console, results_table
+    from kdlab.eval_run import evaluate_target
+
+    with AttackProgress() as progress:
+        report = evaluate_target(
+            target, attack, eps=parse_eps(eps) if eps is not None else None,
+            alpha=parse_eps(alpha) if alpha is not None else None, steps=steps, restarts=restarts, n=n,
+            batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity,
+            eps_sweep=parse_eps_list(eps_sweep) if eps_sweep else None, progress=progress,
+        )
+    columns = [c for c in ("attack", "eps_255", "steps", "n", "accuracy", "AP", "AP50", "images_per_s", "components")
+               if any(c in row for row in report.rows)]
+    console.print(results_table(f"{report.rows[0]['model']}: accuracy (%)", report.rows, columns))
+    for violation in report.violations:
+        console.print(f"[bold yellow]sanity warning:[/] {violation}")
+    if report.plot:
+        console.print(f"wrote {report.plot}")
+    console.print(f"appended {len(report.rows)} rows to {out}")
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise KdlabError(f"{option} '{text}': expected comma-separated integers, e.g. {option} 0,1,2") from None
+
+
+@app.command()
+@friendly
+def ablate(
+    recipe: Path = typer.Argument(..., help="Base recipe; every cell is this recipe plus the cell's overrides."),
+    components: bool = typer.Option(
+        False, "--components",
+        help="MixACM component ablation: teacher, student-ce, kd-only, acm, acm+kd, acm+mixup, mixacm."),
+    blocks: str | None = typer.Option(
+        None, "--blocks", help="Block ablation, e.g. 2,3,4: one student per block plus one with all listed blocks."),
+    cumulative: bool = typer.Option(False, "--cumulative", help="With --blocks: growing prefixes (2; 2,3; 2,3,4)."),
+    grid: list[str] = typer.Option([], "--grid", help="KEY=V1,V2,... over any recipe key (repeatable: product)."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; every cell runs once per seed."),
+    attack: list[str] = typer.Option(["pgd"], "--attack", help="Evaluation columns besides clean (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Cells run in parallel processes."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch threads per cell (default cores/jobs)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every cell."),
+    name: str | None = typer.Option(None, "--name", help="Table name (default: the recipe's name)."),
+    out: Path = typer.Option(Path("results/ablations"), "--out", help="Folder for the CSV, Markdown and PNG."),
+) -> None:
+    """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
+    from kdlab.ablate import plan_ablation, run_ablation
+    from kdlab.console import console
+
+    plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
+                         seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name)
+    total = len(plan.cells) * len(plan.seeds)
+    console.print(f"[bold]{plan.name}-{plan.kind}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
+                  f" ({', '.join(c.label for c in plan.cells)})")
+    finished = []
+
+    def on_cell(label: str, seed: int, summary: dict) -> None:
+        finished.append(label)
+        shown = " ".join(f"{k}={v:.2f}" for k, v in summary.items() if k.endswith("_acc") and isinstance(v, float))
+        console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}")
+
+    table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell)
+    console.print(table.with_suffix(".md").read_text())
+    console.print(f"wrote {table}, {table.with_suffix('.md')}, {table.with_suffix('.png')}")
+
+
+@app.command()
+@friendly
+def table(
+    csv: Path = typer.Argument(..., help="An ablation CSV written by kdlab ablate."),
+    paper: str | None = typer.Option(
+        None, "--paper", help="Reference numbers to place beside kdlab's: mixacm-components, skd-retinanet-coco."),
+) -> None:
+    """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone."""
+    from kdlab.console import console
+    from kdlab.paper import PAPER_NUMBERS
+    from kdlab.tables import render
+
+    if paper is not None and paper not in PAPER_NUMBERS:
+        raise KdlabError(f"--paper '{paper}' unknown: choose one of {', '.join(PAPER_NUMBERS)}")
+    markdown, plot = render(csv, paper=paper)
+    console.print(markdown.read_text())
+    console.print(f"wrote {markdown} and {plot}")
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

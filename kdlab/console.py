@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -15,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typing_extensions import Self
 
 from kdlab.engine import Reporter
 
@@ -98,3 +100,35 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+class AttackProgress:
+    """``progress(name, done, total)`` callback for evaluations: one bar per attack with images/s and ETA."""
+
+    def __init__(self, out: Console | None = None):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=out or console,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> Self:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total, speed="")
+        task_id = self.tasks[name]
+        task = self.progress.tasks[[t.id for t in self.progress.tasks].index(task_id)]
+        rate = done / task.elapsed if task.elapsed else 0.0
+        self.progress.update(task_id, completed=done, total=total, speed=f"{rate:,.0f} img/s")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def lr_factor(spec: TrainSpec, steps_per_epoch: int) -> Callable[[int], float]:
     """Per-iteration multiplier: optional linear warm-up, then cosine, multistep or constant."""
     total = spec.epochs * steps_per_epoch
-    warmup = int(round(spec.warmup_epochs * steps_per_epoch))
+    warmup = round(spec.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -174,8 +175,8 @@ def fit(
             result.loss.backward()
             optimizer.step()
             scheduler.step()
-            terms = {name: float(value) for name, value in result.terms.items()}
-            terms["loss"] = float(result.loss)
+            terms = {name: float(value.detach()) for name, value in result.terms.items()}
+            terms["loss"] = float(result.loss.detach())
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value
             correct, count = correct + result.correct, count + result.count

@@ -19,7 +19,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -39,7 +39,7 @@ def parse_fraction(value: Any) -> Any:
 
 
 Fraction = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
-BlockKey = Union[int, str]
+BlockKey = int | str
 
 
 class Section(BaseModel):
@@ -54,6 +54,7 @@ class DataSpec(Section):
     subset: int | None = Field(None, gt=0, description="train images kept (stratified, seeded)")
     val_size: int = Field(0, ge=0, description="held-out train images used to pick the best checkpoint")
     test_subset: int | None = Field(None, gt=0)
+    split_seed: int = Field(0, ge=0, description="seed of the subset/val/test selection; fixed across run seeds")
     batch_size: int = Field(128, gt=0)
     augment: bool = True
     # detection only
@@ -89,7 +90,7 @@ class TeacherSpec(Section):
     recipe: str | None = None
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "TeacherSpec":
+    def _exactly_one_source(self) -> TeacherSpec:
         if (self.checkpoint is None) == (self.recipe is None):
             raise ValueError("give exactly one of teacher.checkpoint (a .pt file) or teacher.recipe (a training recipe)")
         return self
@@ -116,7 +117,7 @@ class ACMSpec(Section):
     connector: Literal["auto", "conv1x1", "identity"] = "auto"
 
     @model_validator(mode="after")
-    def _weights_match_blocks(self) -> "ACMSpec":
+    def _weights_match_blocks(self) -> ACMSpec:
         if self.block_weights is not None and len(self.block_weights) != len(self.blocks):
             raise ValueError(
                 f"acm.block_weights has {len(self.block_weights)} entries but acm.blocks has {len(self.blocks)}"
@@ -201,7 +202,7 @@ class Recipe(Section):
     output: OutputSpec = OutputSpec()
 
     @model_validator(mode="after")
-    def _one_kind_of_recipe(self) -> "Recipe":
+    def _one_kind_of_recipe(self) -> Recipe:
         if (self.model is None) == (self.student is None):
             raise ValueError(
                 "a recipe has either model: (a training recipe) or student: + teacher: (a distillation recipe)"

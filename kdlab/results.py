@@ -17,10 +17,11 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from filelock import FileLock
 

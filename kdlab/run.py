@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -69,12 +70,26 @@ def evaluate_classifier(model: nn.Module, test_set, recipe: Recipe) -> dict[str,
 
     spec = recipe.eval
     images, labels = test_selection(test_set, spec.n, spec.seed)
+    # eval.alpha and eval.steps configure PGD (the number every run reports); other attacks keep their
+    # documented defaults (CW-inf 30 steps, AutoAttack's reference settings).
     attacks = [
-        AttackSpec.create(name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, seed=spec.seed)
+        AttackSpec(name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, seed=spec.seed) if name == "pgd"
+        else AttackSpec(name, eps=spec.eps, seed=spec.seed)
         for name in spec.attacks
     ]
     results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size)
     return {f"{result.attack}_acc": result.accuracy for result in results}
+
+
+def load_data(recipe: Recipe):
+    """The recipe's classification data (split selection fixed by data.split_seed, not the run seed)."""
+    from kdlab.data.classification import load_classification_data
+
+    spec = recipe.data
+    return load_classification_data(
+        spec.dataset, root=spec.root, download=spec.download, subset=spec.subset,
+        val_size=spec.val_size, test_subset=spec.test_subset, seed=spec.split_seed,
+    )
 
 
 # --------------------------------------------------------------------------- teachers
@@ -83,7 +98,7 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
     spec = recipe.teacher
     assert spec is not None
     if spec.checkpoint is not None:
-        teacher, payload = load_model(spec.checkpoint, expected_classes=num_classes)
+        teacher, _ = load_model(spec.checkpoint, expected_classes=num_classes)
         info = {"teacher": spec.checkpoint, "teacher_identity": file_digest(Path(spec.checkpoint))}
         return teacher, info
     teacher_recipe = load_recipe(spec.recipe)
@@ -128,13 +143,10 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         from kdlab.detection_run import run_detection_recipe
 
         return run_detection_recipe(recipe, resume=resume, force=force, reporter_factory=reporter_factory)
-    from kdlab.data.classification import iterate_batches, load_classification_data, num_batches
+    from kdlab.data.classification import iterate_batches, num_batches
 
     data_spec = recipe.data
-    data = load_classification_data(
-        data_spec.dataset, root=data_spec.root, download=data_spec.download, subset=data_spec.subset,
-        val_size=data_spec.val_size, test_subset=data_spec.test_subset, seed=recipe.seed,
-    )
+    data = load_data(recipe)
     teacher, teacher_info = None, {}
     if recipe.is_distillation:
         teacher, teacher_info = prepare_teacher(recipe, data.num_classes, reporter_factory)

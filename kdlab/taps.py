@@ -5,7 +5,8 @@
     f2 = taps.features[2]
 
 Keys are block indices (``int``, numbered by ``model.blocks()``: 1 = stem, 2.. = stages) or module paths
-(``str``, as accepted by ``model.get_submodule``). A string of digits ("2") is read as a block index.
+(``str``, as accepted by ``model.get_submodule``). A string of digits ("2") is read as a block index when
+the model has ``blocks()`` (an :class:`~kdlab.models.registry.ImageClassifier`), else as a path.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import Self
 
 from kdlab.errors import KdlabError
 
-__all__ = ["TapKey", "FeatureTaps", "resolve_tap", "describe_model_blocks"]
+__all__ = ["FeatureTaps", "TapKey", "describe_model_blocks", "resolve_tap"]
 
 TapKey = int | str
 
@@ -41,10 +43,16 @@ def describe_model_blocks(model: nn.Module) -> str:
     return f"model {name} has blocks {listing}"
 
 
+def _normalise_key(model: nn.Module, key: TapKey) -> TapKey:
+    """A digit string ("2", e.g. from a command line) is a block index for models that number their blocks."""
+    if isinstance(key, str) and key.strip().isdigit() and hasattr(model, "blocks"):
+        return int(key.strip())
+    return key
+
+
 def resolve_tap(model: nn.Module, key: TapKey) -> str:
     """Return the module path that ``key`` names in ``model``; raise :class:`KdlabError` if it names nothing."""
-    if isinstance(key, str) and key.strip().isdigit():
-        key = int(key.strip())
+    key = _normalise_key(model, key)
     if isinstance(key, bool) or not isinstance(key, (int, str)):
         raise KdlabError(f"feature tap {key!r} must be a block index (int) or a module path (str); "
                          f"{describe_model_blocks(model)}")
@@ -70,24 +78,19 @@ class FeatureTaps:
     """Context manager that records the outputs of the tapped modules during forward passes.
 
     ``features[key]`` holds the output of the last forward for each requested key (keys as given, except that
-    digit strings become ints); ``paths[key]`` is the resolved module path. All keys are resolved before any
-    hook is registered, and every hook is removed on exit, also when the body raises.
+    digit strings become block indices on models with ``blocks()``); ``paths[key]`` is the resolved module
+    path. All keys are resolved before any hook is registered, and every hook is removed on exit, also when
+    the body raises.
     ``detach=True`` stores ``output.detach()`` (use for teacher features).
     """
 
     def __init__(self, model: nn.Module, keys: Iterable[TapKey], detach: bool = False):
         self.model = model
         self.detach = detach
-        self.keys: list[TapKey] = [self._normalise_key(k) for k in keys]
+        self.keys: list[TapKey] = [_normalise_key(model, k) for k in keys]
         self.paths: dict[TapKey, str] = {}
         self.features: dict[TapKey, Any] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    @staticmethod
-    def _normalise_key(key: TapKey) -> TapKey:
-        if isinstance(key, str) and key.strip().isdigit():
-            return int(key.strip())
-        return key
 
     def _make_hook(self, key: TapKey):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -97,7 +100,7 @@ class FeatureTaps:
 
         return hook
 
-    def open(self) -> FeatureTaps:
+    def open(self) -> Self:
         if self._handles:
             raise RuntimeError("FeatureTaps is already open")
         paths = {key: resolve_tap(self.model, key) for key in self.keys}
@@ -121,14 +124,14 @@ class FeatureTaps:
         """Drop stored features (frees the activations they keep alive)."""
         self.features = {}
 
-    def __enter__(self) -> FeatureTaps:
+    def __enter__(self) -> Self:
         return self.open()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
 
     def __getitem__(self, key: TapKey) -> Any:
-        return self.features[self._normalise_key(key)]
+        return self.features[_normalise_key(self.model, key)]
 
 
 def _detach(output: Any) -> Any:

@@ -1,0 +1,24 @@
+"""Distillation losses: mixup CE, soft-target KD, activated channel maps, structural (SSIM) and l_p features."""
+
+from kdlab.losses.acm import acm_distance, acm_loss, activated_channel_map
+from kdlab.losses.feature import feature_distance, minmax_normalize
+from kdlab.losses.kd import kd_loss
+from kdlab.losses.mixup import MixedBatch, mix_batch, mixup_cross_entropy, sample_beta
+from kdlab.losses.ssim import effective_window, multilevel_feature_loss, ssim_loss, ssim_map
+
+__all__ = [
+    "MixedBatch",
+    "acm_distance",
+    "acm_loss",
+    "activated_channel_map",
+    "effective_window",
+    "feature_distance",
+    "kd_loss",
+    "minmax_normalize",
+    "mix_batch",
+    "mixup_cross_entropy",
+    "multilevel_feature_loss",
+    "sample_beta",
+    "ssim_loss",
+    "ssim_map",
+]

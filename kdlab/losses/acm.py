@@ -115,5 +115,3 @@ def acm_loss(
     student_acm = activated_channel_map(student_features, p=p, normalize=normalize)
     teacher_acm = activated_channel_map(teacher_features, p=p, normalize=normalize)
     return acm_distance(student_acm, teacher_acm, distance=distance)
-
-

@@ -39,7 +39,9 @@ def minmax_normalize(x: Tensor, granularity: str = "sample_channel", eps: float 
         return x
     if granularity == "sample_channel":
         if x.dim() < 3:
-            raise ValueError(f"'sample_channel' min-max needs B x C x ... features, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"'sample_channel' min-max needs B x C x ... features, got shape {tuple(x.shape)}"
+            )
         flat = x.flatten(2)
     elif granularity == "level":
         if x.dim() < 2:

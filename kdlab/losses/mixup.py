@@ -89,7 +89,9 @@ def mix_batch(images: Tensor, targets: Tensor, alpha: float, generator: torch.Ge
     The permutation is drawn on the generator's device and moved to the images' device.
     """
     if images.shape[0] != targets.shape[0]:
-        raise ValueError(f"images and targets disagree on the batch size: {images.shape[0]} vs {targets.shape[0]}")
+        raise ValueError(
+            f"images and targets disagree on the batch size: {images.shape[0]} vs {targets.shape[0]}"
+        )
     lam = sample_beta(alpha, alpha, generator) if alpha > 0.0 else 1.0
     perm = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(images.device)
     mixed = lam * images + (1.0 - lam) * images[perm]

@@ -79,7 +79,7 @@ class MixACM(nn.Module):
     def teacher(self) -> nn.Module:
         return self._teacher[0]
 
-    def train(self, mode: bool = True) -> "MixACM":
+    def train(self, mode: bool = True) -> MixACM:
         super().train(mode)
         if self._teacher:
             self.teacher.eval()  # the teacher is frozen: BN statistics and dropout stay in eval mode

@@ -21,12 +21,12 @@ from torch import nn
 from kdlab.errors import KdlabError
 
 __all__ = [
+    "BasicBlock",
     "ClassifierHead",
     "PreActBlock",
-    "BasicBlock",
     "PreActResNet18",
-    "WideResNet",
     "SmallResNet",
+    "WideResNet",
 ]
 
 

@@ -92,6 +92,9 @@ class ImageClassifier(nn.Module):
         self.num_classes = getattr(net, "num_classes", None)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:
+            raise ValueError(f"{self.arch} expects N x {self.mean.shape[1]} x H x W images in [0, 1], "
+                             f"got shape {tuple(x.shape)}")
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,7 +203,13 @@ def describe_blocks(model: ImageClassifier, image_size: Sequence[int] = (3, 32, 
     model.eval()
     try:
         with torch.no_grad(), FeatureTaps(model, [b.index for b in blocks], detach=True) as taps:
-            model(x)
+            try:
+                model(x)
+            except (RuntimeError, ValueError) as error:
+                shape = "x".join(str(s) for s in image_size)
+                detail = " ".join(str(error).split())[:160]
+                raise KdlabError(f"model {model.arch} cannot take {shape} images ({detail}): "
+                                 "give the image size the model was built for") from None
     finally:
         model.train(was_training)
     total = count_parameters(model)

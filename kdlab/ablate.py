@@ -1,0 +1,254 @@
+"""Ablations: a grid of resolved recipes, each an ordinary (cached, resumable) run, gathered into one table.
+
+An ablation is a list of *cells* (a label and the ``--set`` overrides that define it) crossed
+with seeds. ``--components`` and ``--blocks`` are named presets over that grid; ``--grid
+KEY=V1,V2`` builds the cartesian product over any recipe key. Every cell is a normal run
+directory keyed by its resolved recipe, so rerunning an ablation skips finished cells and
+resumes interrupted ones; the table is rebuilt from the cells' summaries after every cell, so
+it is always the same function of what has finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdlab.errors import KdlabError
+from kdlab.recipe import Recipe, apply_overrides, read_yaml, validate_recipe
+
+TEACHER_CELL = "teacher"
+
+
+@dataclass(frozen=True)
+class Cell:
+    label: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass
+class AblationPlan:
+    name: str
+    kind: str  # components | blocks | grid
+    base_raw: dict
+    cells: list[Cell]
+    seeds: list[int]
+    attacks: list[str]
+    recipe_path: str
+    include_teacher: bool = False
+    common_overrides: list[str] = field(default_factory=list)
+
+    def table_path(self, out_dir: Path) -> Path:
+        return out_dir / f"{self.name}-{self.kind}.csv"
+
+    def recipe_for(self, cell: Cell, seed: int) -> Recipe:
+        raw = apply_overrides(self.base_raw, self.common_overrides + list(cell.overrides))
+        raw = apply_overrides(raw, [f"seed={seed}", f"name={self.name}-{_slug(cell.label)}-s{seed}"])
+        raw.setdefault("eval", {})["attacks"] = ["clean", *[a for a in self.attacks if a != "clean"]]
+        return validate_recipe(raw, source=f"{self.recipe_path} [cell {cell.label}, seed {seed}]")
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in label.replace("+", "_"))
+
+
+# --------------------------------------------------------------------------- presets
+def component_cells(base: Recipe) -> list[Cell]:
+    """The paper's component ablation plus the student trained alone (CE): exactly these loss terms each."""
+    kd_weight = base.method.kd.weight or 1.0
+    acm_weight = base.method.acm.weight or 10.0
+    on_kd, off_kd = f"method.kd.weight={kd_weight}", "method.kd.weight=0"
+    on_acm, off_acm = f"method.acm.weight={acm_weight}", "method.acm.weight=0"
+    mix, no_mix = "method.mixup.enabled=true", "method.mixup.enabled=false"
+    return [
+        Cell("student-ce", (no_mix, off_kd, off_acm)),
+        Cell("kd-only", (no_mix, on_kd, off_acm)),
+        Cell("acm", (no_mix, off_kd, on_acm)),
+        Cell("acm+kd", (no_mix, on_kd, on_acm)),
+        Cell("acm+mixup", (mix, off_kd, on_acm)),
+        Cell("mixacm", (mix, on_kd, on_acm)),
+    ]
+
+
+def parse_blocks(text: str, available: list[int], model_name: str) -> list[int]:
+    listing = ", ".join(str(b) for b in available)
+    blocks = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise KdlabError(f"--blocks '{text}': '{part}' is not a block index; {model_name} has blocks {listing}")
+        if int(part) not in available:
+            raise KdlabError(f"--blocks '{text}': block {part} does not exist; {model_name} has blocks {listing}")
+        blocks.append(int(part))
+    if len(set(blocks)) != len(blocks):
+        raise KdlabError(f"--blocks '{text}' lists a block twice")
+    return blocks
+
+
+def block_cells(blocks: list[int], cumulative: bool) -> list[Cell]:
+    def cell(chosen: list[int]) -> Cell:
+        label = "block" + "+".join(map(str, chosen)) if len(chosen) > 1 else f"block{chosen[0]}"
+        return Cell(label, (f"method.acm.blocks={chosen}", "method.acm.block_weights=null"))
+
+    if cumulative:
+        return [cell(blocks[: i + 1]) for i in range(len(blocks))]
+    cells = [cell([b]) for b in blocks]
+    if len(blocks) > 1:
+        cells.append(cell(blocks))
+    return cells
+
+
+def grid_cells(grid: list[str]) -> list[Cell]:
+    axes = []
+    for entry in grid:
+        key, sep, values = entry.partition("=")
+        if not sep or not values:
+            raise KdlabError(f"--grid '{entry}': expected KEY=V1,V2,..., e.g. --grid method.kd.temperature=2,4,8")
+        axes.append([(key.strip(), value.strip()) for value in _split_values(values)])
+    cells = []
+    for combination in itertools.product(*axes):
+        label = ",".join(f"{key.split('.')[-1]}={value}" for key, value in combination)
+        cells.append(Cell(label, tuple(f"{key}={value}" for key, value in combination)))
+    return cells
+
+
+def _split_values(text: str) -> list[str]:
+    """Split on commas outside brackets so list values like [2,3] survive."""
+    values, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += ch
+    values.append(current)
+    return [v for v in values if v.strip()]
+
+
+def model_blocks(recipe: Recipe) -> tuple[list[int], str]:
+    from kdlab.models.factory import build_model
+
+    spec = recipe.trained_model
+    model = build_model("classification", spec.arch, 10, spec.build_options())
+    return [block.index for block in model.blocks()], spec.arch
+
+
+def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cumulative: bool, grid: list[str],
+                  seeds: list[int], attacks: list[str], overrides: list[str], name: str | None) -> AblationPlan:
+    raw = read_yaml(recipe_path)
+    if not isinstance(raw, dict):
+        raise KdlabError(f"{recipe_path}: a recipe must be a YAML mapping")
+    raw.setdefault("name", Path(recipe_path).stem)
+    base = validate_recipe(apply_overrides(raw, overrides), source=recipe_path)
+    chosen = sum([components, blocks is not None, bool(grid)])
+    if chosen != 1:
+        raise KdlabError("choose exactly one of --components, --blocks 2,3,4 or --grid KEY=V1,V2")
+    if (components or blocks is not None) and not base.is_distillation:
+        raise KdlabError(f"{recipe_path} is a training recipe; --components and --blocks need a distill recipe")
+    if components:
+        kind, cells, include_teacher = "components", component_cells(base), True
+    elif blocks is not None:
+        available, arch = model_blocks(base)
+        kind, include_teacher = "blocks", False
+        cells = block_cells(parse_blocks(blocks, available, arch), cumulative)
+    else:
+        kind, cells, include_teacher = "grid", grid_cells(grid), False
+    plan = AblationPlan(name=name or base.name, kind=kind, base_raw=raw, cells=cells, seeds=seeds,
+                        attacks=attacks, recipe_path=recipe_path, include_teacher=include_teacher,
+                        common_overrides=list(overrides))
+    for cell in cells:  # validate every cell up front: a bad grid value fails before hours of training
+        plan.recipe_for(cell, seeds[0])
+    return plan
+
+
+# --------------------------------------------------------------------------- running
+def _run_cell(recipe_yaml: str, threads: int) -> dict[str, Any]:
+    """Worker entry point (a separate process with --jobs): run one cell and return its summary."""
+    import torch
+
+    from kdlab.run import run_recipe
+
+    torch.set_num_threads(threads)
+    recipe = validate_recipe(yaml.safe_load(recipe_yaml))
+    outcome = run_recipe(recipe, resume=True)
+    return outcome.summary
+
+
+def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
+    """Evaluate the shared teacher with the ablation's attacks (cached in the teacher's run directory)."""
+    import torch
+
+    from kdlab.results import read_json, write_json
+    from kdlab.run import evaluate_classifier, load_data, prepare_teacher
+
+    torch.set_num_threads(threads)
+    recipe = plan.recipe_for(plan.cells[0], plan.seeds[0])
+    data = load_data(recipe)
+    teacher, info = prepare_teacher(recipe, data.num_classes, None)
+    cache_dir = Path(info["teacher"]) if Path(info["teacher"]).is_dir() else Path(recipe.output.dir)
+    cache = cache_dir / f"eval-{recipe.key('teacher-eval')}.json"
+    if cache.exists():
+        evaluation = read_json(cache)
+    else:
+        evaluation = evaluate_classifier(teacher, data.test, recipe)
+        write_json(cache, evaluation)
+    return {"run_dir": info["teacher"], **evaluation}
+
+
+def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
+    row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
+           "seed": seed}
+    row.update({key: value for key, value in summary.items() if key.endswith("_acc") and key != "val_acc"})
+    row["val_acc"] = summary.get("val_acc")
+    row["wall_seconds"] = summary.get("wall_seconds")
+    row["run_dir"] = summary.get("run_dir")
+    return row
+
+
+def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
+                 on_cell: Callable[[str, int, dict], None] | None = None) -> Path:
+    """Run every (cell, seed), in ``jobs`` processes, rebuilding the table after each finished cell."""
+    from kdlab.tables import write_ablation_outputs
+
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = plan.table_path(out_dir)
+    rows: dict[tuple[str, int], dict] = {}
+    order = [(cell, seed) for cell in plan.cells for seed in plan.seeds]
+
+    def record(cell: Cell, seed: int, summary: dict) -> None:
+        rows[(cell.label, seed)] = _row(plan, cell, seed, summary)
+        ordered = [rows[(c.label, s)] for c, s in ([(Cell(TEACHER_CELL), plan.seeds[0])] + order)
+                   if (c.label, s) in rows]
+        write_ablation_outputs(ordered, table)
+        if on_cell:
+            on_cell(cell.label, seed, summary)
+
+    # The teacher is trained (or found in the cache) before any cell so parallel cells share it.
+    if plan.include_teacher or plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
+        teacher = _teacher_row(plan, threads)
+        if plan.include_teacher and teacher is not None:
+            record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
+
+    payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in order]
+    if jobs <= 1:
+        for cell, seed, recipe_yaml in payloads:
+            record(cell, seed, _run_cell(recipe_yaml, threads))
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_cell, recipe_yaml, threads): (cell, seed)
+                       for cell, seed, recipe_yaml in payloads}
+            for future in as_completed(futures):
+                cell, seed = futures[future]
+                record(cell, seed, future.result())
+    return table

@@ -1,0 +1,143 @@
+"""``kdlab eval``: evaluate a checkpoint or run directory under attacks and append the rows to a CSV.
+
+Every row names the model (path and SHA-256 prefix of the checkpoint), the attack and its full
+configuration (eps, alpha, steps, restarts, n, seed), the accuracy, wall time, images/s, any
+sanity-check violations, and the code version. Re-evaluating an identical configuration
+appends a new row; readers take the latest (see the README's pandas one-liner).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from kdlab.errors import KdlabError
+from kdlab.recipe import DataSpec, Recipe, validate_recipe
+from kdlab.results import append_rows, provenance
+
+
+@dataclass
+class EvalTarget:
+    checkpoint: Path
+    recipe: Recipe | None
+    label: str
+
+
+@dataclass
+class EvalReport:
+    rows: list[dict[str, Any]]
+    violations: list[str] = field(default_factory=list)
+    plot: Path | None = None
+
+
+def resolve_target(target: str | Path) -> EvalTarget:
+    """A run directory (its best.pt and recipe.yaml) or a bare model checkpoint."""
+    import yaml
+
+    from kdlab.checkpoint import resolve_model_path
+
+    path = Path(target)
+    if not path.exists():
+        raise KdlabError(f"'{target}' not found: pass a run directory (results/runs/<name>-<key>) or a .pt file")
+    checkpoint = resolve_model_path(path)
+    recipe_file = (path if path.is_dir() else path.parent) / "recipe.yaml"
+    recipe = validate_recipe(yaml.safe_load(recipe_file.read_text()), str(recipe_file)) if recipe_file.is_file() else None
+    label = path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
+    return EvalTarget(checkpoint, recipe, label)
+
+
+def parse_data_option(text: str) -> DataSpec:
+    """``--data NAME[:ROOT]``, e.g. ``embedded``, ``cifar10:~/data``, ``imagefolder:../shared/data/cifar10-jpeg``."""
+    name, _, root = text.partition(":")
+    try:
+        return DataSpec(dataset=name, root=root or None)
+    except ValidationError:
+        raise KdlabError(
+            f"--data '{text}': use NAME[:ROOT] with NAME one of embedded, cifar10, cifar100, imagefolder, voc, coco"
+        ) from None
+
+
+def _data_spec(target: EvalTarget, data: str | None) -> DataSpec:
+    if data is not None:
+        return parse_data_option(data)
+    if target.recipe is None:
+        raise KdlabError(
+            f"{target.checkpoint} has no recipe.yaml beside it: say which test set to use with --data, "
+            "e.g. --data embedded or --data imagefolder:../shared/data/cifar10-jpeg"
+        )
+    return target.recipe.data
+
+
+def evaluate_target(target: str | Path, attacks: list[str], *, eps: float | None = None, alpha: float | None = None,
+                    steps: int | None = None, restarts: int | None = None, n: int = 1000, batch_size: int = 256,
+                    seed: int = 0, data: str | None = None, out: Path = Path("results/eval.csv"),
+                    sanity: bool = False, eps_sweep: list[float] | None = None, progress=None) -> EvalReport:
+    from kdlab.attacks import AttackSpec
+    from kdlab.checkpoint import load_model
+    from kdlab.evaluate import eps_sweep as sweep
+    from kdlab.evaluate import evaluate_robustness, sanity_check
+    from kdlab.run import file_digest, load_data, test_selection
+
+    resolved = resolve_target(target)
+    if resolved.recipe is not None and resolved.recipe.task == "detection" and data is None:
+        from kdlab.detection_run import evaluate_detection_target
+
+        return evaluate_detection_target(resolved, out=out, batch_size=batch_size)
+    data_spec = _data_spec(resolved, data)
+    base = resolved.recipe or validate_recipe({"model": {"arch": "resnet_small"}})
+    dataset = load_data(base.model_copy(update={"data": data_spec}))
+    model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
+    images, labels = test_selection(dataset.test, min(n, len(dataset.test)), seed)
+
+    def spec_for(name: str) -> AttackSpec:
+        spec = AttackSpec(name, seed=seed)
+        overrides = {"eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts}
+        return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+
+    specs = [spec_for(name) for name in dict.fromkeys(attacks)]
+    torch.manual_seed(seed)
+    if eps_sweep:
+        results = sweep(model, images, labels, [s for s in specs if s.name != "clean"] or specs, eps_sweep,
+                        batch_size=batch_size, progress=progress)
+    else:
+        results = evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress)
+
+    violations: list[str] = []
+    if sanity:
+        check_eps = eps if eps is not None else 8 / 255
+        violations = [str(v) for v in sanity_check(model, images, labels, eps=check_eps, batch_size=batch_size,
+                                                    seed=seed, progress=progress)]
+    context = {
+        "model": resolved.label,
+        "checkpoint": str(resolved.checkpoint),
+        "checkpoint_sha256": file_digest(resolved.checkpoint),
+        "arch": payload.get("arch"),
+        "dataset": data_spec.dataset,
+        "sanity": "not run" if not sanity else ("ok" if not violations else " | ".join(violations)),
+    }
+    info = provenance()
+    rows = [{**context, **result.row(), "git_commit": info["git_commit"], "torch": info["versions"]["torch"],
+             "evaluated_at": info["finished_at"]} for result in results]
+    append_rows(out, rows)
+    plot = None
+    if eps_sweep:
+        import pandas as pd
+
+        from kdlab.plots import plot_robustness_curve
+
+        plot = out.parent / f"robustness-{resolved.label.replace('/', '_')}.png"
+        plot_robustness_curve(pd.DataFrame(rows), plot)
+    return EvalReport(rows, violations, plot)
+
+
+def latest_rows(path: Path):
+    """The newest row per (model, attack, eps, alpha, steps, restarts, n, seed): re-evaluations supersede."""
+    from kdlab.results import read_table
+
+    frame = read_table(path)
+    keys = ["model", "attack", "eps", "alpha", "steps", "restarts", "n", "seed"]
+    return frame.drop_duplicates(subset=[k for k in keys if k in frame.columns], keep="last")

@@ -1,0 +1,459 @@
+"""Robust accuracy of a classifier under L-inf attacks, with self-checks that catch unreliable evaluations.
+
+- :func:`evaluate_robustness`: clean accuracy (one shared clean pass) and accuracy under each attack, batched so
+  memory stays flat for any number of images. A point is *robust* when it is classified correctly both clean and
+  under the attack; ``autoattack`` reports the worst case over its components (see :mod:`kdlab.attacks`).
+- :func:`eps_sweep`: the same for every (attack, eps) pair -- the data of a robustness curve.
+- :func:`sanity_check`: the checks of Carlini et al. ("On Evaluating Adversarial Robustness", 2019) and Athalye
+  et al. ("Obfuscated Gradients Give a False Sense of Security", ICML 2018) that a trustworthy number passes:
+  eps = 0 gives the clean accuracy, adversarial images stay in the eps-ball and in [0, 1], accuracy does not rise
+  with eps, a huge eps drives accuracy to ~0, FGSM is not stronger than PGD, and black-box Square is not stronger
+  than white-box PGD/APGD. Each violation names its likely cause.
+
+Images are float tensors in [0, 1], shape (N, C, H, W); the model normalises inside and returns logits.
+Every number is reported with its attack, eps, alpha, steps, restarts, seed and sample count (``AttackResult.row``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+
+from kdlab.attacks import (
+    DEFAULT_EPS,
+    AttackSpec,
+    CompositeAttack,
+    LogitsModel,
+    attack_def,
+    attack_mode,
+    build_attack,
+    format_eps,
+    run_attack,
+)
+from kdlab.errors import KdlabError
+
+__all__ = [
+    "AttackResult",
+    "Progress",
+    "SanityViolation",
+    "eps_sweep",
+    "evaluate_robustness",
+    "sanity_check",
+]
+
+Progress = Callable[[str, int, int], None]
+"""``progress(name, done, total)``: called after every batch. ``name`` is ``"clean"`` for the shared clean pass,
+``spec.label`` (e.g. ``"pgd@8/255"``) for an attack, and ``"autoattack@8/255:apgd-t"`` for an AutoAttack
+component, whose ``total`` is the number of points still robust when the component starts."""
+
+_RANGE_TOL = 1e-6
+
+
+@dataclass
+class AttackResult:
+    """Accuracy of one attack configuration on ``n`` images.
+
+    ``accuracy`` and ``clean_accuracy`` are percentages; ``robust`` is the per-sample bool mask (CPU) of points
+    correct both clean and under the attack. ``components`` holds, for ``autoattack``, the robust accuracy after
+    each component (cumulative, like the reference's log), starting with ``"clean"``. ``max_perturbation`` is
+    the largest L-inf distance of any adversarial image from its original, ``min_value``/``max_value`` the range
+    of the adversarial images (for the bound checks). ``adv_images`` is kept only on request.
+    """
+
+    attack: str
+    eps: float
+    alpha: float | None
+    steps: int
+    restarts: int
+    n: int
+    seed: int
+    accuracy: float
+    robust: Tensor
+    wall_s: float
+    images_per_s: float
+    clean_accuracy: float
+    components: dict[str, float] = field(default_factory=dict)
+    max_perturbation: float = 0.0
+    min_value: float = 0.0
+    max_value: float = 1.0
+    adv_images: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.attack}@{format_eps(self.eps)}"
+
+    @property
+    def robust_count(self) -> int:
+        return int(self.robust.sum())
+
+    def row(self) -> dict[str, object]:
+        """One CSV row; the same columns for every attack (``components`` is ``"name=acc;..."`` or ``""``)."""
+        return {
+            "attack": self.attack,
+            "eps": self.eps,
+            "eps_255": round(self.eps * 255, 4),
+            "alpha": self.alpha if self.alpha is not None else float("nan"),
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "seed": self.seed,
+            "n": self.n,
+            "clean_accuracy": round(self.clean_accuracy, 4),
+            "accuracy": round(self.accuracy, 4),
+            "robust_count": self.robust_count,
+            "max_linf": self.max_perturbation,
+            "wall_s": round(self.wall_s, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "components": ";".join(f"{k}={v:.2f}" for k, v in self.components.items()),
+        }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# input checks
+
+
+def _model_device(model: nn.Module, images: Tensor) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return images.device
+
+
+def _check_inputs(images: Tensor, labels: Tensor, batch_size: int) -> None:
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+        raise KdlabError("images and labels must be torch tensors")
+    if images.dim() != 4:
+        raise KdlabError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise KdlabError(f"images are {images.dtype}: convert them to float in [0, 1] (e.g. uint8 / 255)")
+    if images.shape[0] == 0:
+        raise KdlabError("no images to evaluate: select at least one test image")
+    if labels.shape != (images.shape[0],):
+        raise KdlabError(f"labels must be ({images.shape[0]},) to match the images, got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise KdlabError("labels must be integer class indices")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise KdlabError(f"batch_size={batch_size!r} must be a positive integer")
+
+
+def _range_problem(images: Tensor) -> str | None:
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL or math.isnan(lo) or math.isnan(hi):
+        return (f"images span [{lo:.3g}, {hi:.3g}], outside [0, 1]: wrong normalisation -- kdlab models normalise "
+                "inside, so pass raw [0, 1] images (do not normalise them in the data pipeline)")
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+@dataclass
+class _Stats:
+    max_perturbation: float = 0.0
+    min_value: float = math.inf
+    max_value: float = -math.inf
+
+    def update(self, adv: Tensor, clean: Tensor) -> None:
+        if adv.numel() == 0:
+            return
+        self.max_perturbation = max(self.max_perturbation, float((adv - clean).abs().max()))
+        self.min_value = min(self.min_value, float(adv.min()))
+        self.max_value = max(self.max_value, float(adv.max()))
+
+
+def _batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def _percent(mask: Tensor) -> float:
+    return 100.0 * float(mask.sum()) / mask.numel()
+
+
+def _clean_pass(net: LogitsModel, images: Tensor, labels: Tensor, batch_size: int, device: torch.device,
+                progress: Progress | None) -> tuple[Tensor, int]:
+    n = images.shape[0]
+    correct = torch.zeros(n, dtype=torch.bool)
+    num_classes = 0
+    with torch.no_grad():
+        for start, end in _batches(n, batch_size):
+            logits = net(images[start:end].to(device))
+            num_classes = logits.shape[1]
+            correct[start:end] = (logits.argmax(1) == labels[start:end].to(device)).cpu()
+            if progress is not None:
+                progress("clean", end, n)
+    return correct, num_classes
+
+
+def _predict(net: LogitsModel, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        return net(x).argmax(1)
+
+
+def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, device, progress, keep_adv):
+    n = images.shape[0]
+    robust = torch.zeros(n, dtype=torch.bool)
+    stats = _Stats()
+    adv_store = images.detach().clone().cpu() if keep_adv else None
+    for start, end in _batches(n, batch_size):
+        x = images[start:end].to(device)
+        y = labels[start:end].to(device)
+        adv = run_attack(attack, x, y, torch.arange(start, end), seed=spec.seed)
+        robust[start:end] = clean_correct[start:end] & (_predict(net, adv) == y).cpu()
+        stats.update(adv, x)
+        if adv_store is not None:
+            adv_store[start:end] = adv.cpu()
+        if progress is not None:
+            progress(spec.label, end, n)
+    return robust, stats, {}, adv_store
+
+
+def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_correct, batch_size, device,
+                   progress, keep_adv):
+    """Each component on the still-robust points, in index order and batches (the reference's schedule)."""
+    robust = clean_correct.clone()
+    stats = _Stats()
+    adv_store = images.detach().clone().cpu() if keep_adv else None
+    components = {"clean": _percent(clean_correct)}
+    for name, component in attack.components:
+        alive = robust.nonzero().flatten()
+        total = alive.numel()
+        for start, end in _batches(total, batch_size):
+            idx = alive[start:end]
+            x = images[idx].to(device)
+            y = labels[idx].to(device)
+            adv = run_attack(component, x, y, idx, seed=spec.seed)
+            fooled = (_predict(net, adv) != y).cpu()
+            robust[idx[fooled]] = False
+            stats.update(adv, x)
+            if adv_store is not None:
+                adv_store[idx[fooled]] = adv.cpu()[fooled]
+            if progress is not None:
+                progress(f"{spec.label}:{name}", end, total)
+        components[name] = _percent(robust)
+    return robust, stats, components, adv_store
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    attacks: Sequence[AttackSpec | str],
+    batch_size: int = 256,
+    progress: Progress | None = None,
+    *,
+    device: torch.device | str | None = None,
+    keep_adv: bool = False,
+    deterministic: bool = True,
+) -> list[AttackResult]:
+    """Clean and adversarial accuracy of ``model`` on ``images`` (float, [0, 1]) for each attack, in order.
+
+    ``attacks`` are :class:`AttackSpec` (or bare names, which take every default). One clean pass is shared by
+    all attacks. Images may stay on the CPU: each batch is moved to ``device`` (default: the model's device).
+    The model is evaluated in eval mode and its modes are restored afterwards; the call works from inside
+    ``torch.no_grad()``. The same call gives the same numbers (seeded); for ``clean``, ``fgsm``, ``pgd`` and
+    ``cw`` they do not depend on ``batch_size`` either. ``keep_adv=True`` also returns the adversarial images
+    (CPU; memory grows with n). ``deterministic`` asks cuDNN for deterministic kernels during the call.
+    """
+    _check_inputs(images, labels, batch_size)
+    problem = _range_problem(images)
+    if problem:
+        raise KdlabError(problem)
+    specs = [(AttackSpec(a) if isinstance(a, str) else a).resolved() for a in attacks]
+    if not specs:
+        raise KdlabError("no attacks to run: give at least one attack name, e.g. pgd")
+    device = torch.device(device) if device is not None else _model_device(model, images)
+    n = images.shape[0]
+    labels = labels.long()
+    results: list[AttackResult] = []
+    with attack_mode(model, deterministic=deterministic) as net:
+        t0 = time.perf_counter()
+        clean_correct, num_classes = _clean_pass(net, images, labels, batch_size, device, progress)
+        clean_wall = time.perf_counter() - t0
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise KdlabError(f"labels range over [{int(labels.min())}, {int(labels.max())}] but the model has "
+                             f"{num_classes} outputs: check the dataset/model pairing")
+        clean_acc = _percent(clean_correct)
+        for spec in specs:
+            start = time.perf_counter()
+            attack = build_attack(net, spec, num_classes)
+            if attack_def(spec.name).kind == "none":
+                robust, stats, components = clean_correct.clone(), _Stats(0.0, float(images.min()),
+                                                                            float(images.max())), {}
+                adv_store = images.detach().clone().cpu() if keep_adv else None
+                wall = clean_wall
+            else:
+                runner = _run_composite if isinstance(attack, CompositeAttack) else _run_batched
+                robust, stats, components, adv_store = runner(net, attack, spec, images, labels, clean_correct,
+                                                              batch_size, device, progress, keep_adv)
+                wall = time.perf_counter() - start
+            results.append(AttackResult(
+                attack=spec.name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, restarts=spec.restarts,
+                n=n, seed=spec.seed, accuracy=_percent(robust), robust=robust, wall_s=wall,
+                images_per_s=n / wall if wall > 0 else float("inf"), clean_accuracy=clean_acc,
+                components=components, max_perturbation=stats.max_perturbation,
+                min_value=stats.min_value, max_value=stats.max_value, adv_images=adv_store,
+            ))
+    return results
+
+
+def eps_sweep(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    attacks: Sequence[AttackSpec | str],
+    eps_list: Sequence[float],
+    batch_size: int = 256,
+    progress: Progress | None = None,
+    **kwargs,
+) -> list[AttackResult]:
+    """Every attack at every eps (eps-major order), sharing one clean pass: the data of a robustness curve.
+
+    A spec's step size follows its eps (default rule, e.g. eps/4 for PGD) unless the spec fixed ``alpha``.
+    ``kwargs`` go to :func:`evaluate_robustness`.
+    """
+    base = [AttackSpec(a) if isinstance(a, str) else a for a in attacks]
+    if not eps_list:
+        raise KdlabError("empty eps list: give values like 0,2/255,4/255,8/255")
+    specs = [replace(spec, eps=float(eps)) for eps in eps_list for spec in base]
+    return evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sanity checks
+
+
+@dataclass(frozen=True)
+class SanityViolation:
+    """One failed sanity check: ``check`` is a short id, ``message`` states the evidence and the likely cause."""
+
+    check: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.message}"
+
+
+def _determinism_problem(model: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> str | None:
+    with attack_mode(model) as net, torch.no_grad():
+        flips, max_change = 0, 0.0
+        for start, end in _batches(images.shape[0], batch_size):
+            x = images[start:end].to(device)
+            a, b = net(x), net(x)
+            flips += int((a.argmax(1) != b.argmax(1)).sum())
+            scale = float(a.abs().max()) + 1e-12
+            max_change = max(max_change, float((a - b).abs().max()) / scale)
+    if flips or max_change > 1e-4:
+        return (f"two clean passes in eval mode disagree ({flips} of {images.shape[0]} predictions flip, relative "
+                f"logit change {max_change:.2g}): the model is random at test time -- dropout/BatchNorm forced "
+                "into train mode inside forward, or a randomized defense; make forward deterministic or "
+                "evaluate with EOT")
+    return None
+
+
+def sanity_check(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    eps: float = DEFAULT_EPS,
+    *,
+    eps_factors: Sequence[float] = (0.5, 1.0, 2.0),
+    large_eps: float = 0.5,
+    large_eps_max_accuracy: float = 5.0,
+    pgd_steps: int = 10,
+    apgd_steps: int = 20,
+    square_queries: int = 300,
+    tolerance: float = 1.0,
+    bound_tolerance: float = 1e-5,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[SanityViolation]:
+    """Run the sanity checks (cheap settings by default) and return the violations; ``[]`` means all passed.
+
+    Runs PGD (``pgd_steps``) at eps 0, ``eps_factors`` x eps and ``large_eps``; FGSM, APGD-CE (``apgd_steps``)
+    and Square (``square_queries``) at ``eps``. Accuracy comparisons allow ``tolerance`` points, and at least
+    one image. Adversarial images must lie within eps (+``bound_tolerance``) of the originals and in [0, 1].
+    """
+    _check_inputs(images, labels, batch_size)
+    problem = _range_problem(images)
+    if problem:
+        return [SanityViolation("input-range", problem)]
+    device = _model_device(model, images)
+    violations: list[SanityViolation] = []
+    problem = _determinism_problem(model, images, batch_size, device)
+    if problem:
+        violations.append(SanityViolation("deterministic", problem))
+
+    n = images.shape[0]
+    tol = max(tolerance, 100.0 / n)
+    pgd_eps = sorted({0.0, *(float(f) * eps for f in eps_factors), float(eps), float(large_eps)})
+    specs = [AttackSpec("pgd", eps=e, steps=pgd_steps, seed=seed) for e in pgd_eps]
+    specs += [
+        AttackSpec("fgsm", eps=eps, seed=seed),
+        AttackSpec("apgd-ce", eps=eps, steps=apgd_steps, seed=seed),
+        AttackSpec("square", eps=eps, steps=square_queries, seed=seed),
+    ]
+    results = evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress)
+    pgd = {r.eps: r for r in results if r.attack == "pgd"}
+    other = {r.attack: r for r in results if r.attack != "pgd"}
+    clean = results[0].clean_accuracy
+
+    if abs(pgd[0.0].accuracy - clean) > 1e-9:
+        violations.append(SanityViolation(
+            "eps0-equals-clean",
+            f"PGD at eps=0 gives {pgd[0.0].accuracy:.2f}% but the clean accuracy is {clean:.2f}%: unperturbed "
+            "inputs are classified differently -- the model is stochastic (dropout/BatchNorm in train mode) or "
+            "the attack moves the images although eps=0"))
+
+    for r in results:
+        if r.max_perturbation > r.eps + bound_tolerance or r.min_value < -bound_tolerance \
+                or r.max_value > 1 + bound_tolerance:
+            violations.append(SanityViolation(
+                "within-eps-and-range",
+                f"{r.label} returned images up to {r.max_perturbation * 255:.3f}/255 from the originals (eps "
+                f"{r.eps * 255:.3f}/255) with values in [{r.min_value:.4f}, {r.max_value:.4f}]: the attack "
+                "breaks the threat model -- eps in the wrong units, or images not in [0, 1] (wrong "
+                "normalisation)"))
+
+    ordered = [pgd[e] for e in pgd_eps]
+    for lo, hi in itertools.pairwise(ordered):
+        if hi.accuracy > lo.accuracy + tol:
+            violations.append(SanityViolation(
+                "monotone-in-eps",
+                f"PGD accuracy rises from {lo.accuracy:.2f}% at eps={format_eps(lo.eps)} to {hi.accuracy:.2f}% "
+                f"at eps={format_eps(hi.eps)}: a larger budget cannot help the model -- gradient masking "
+                "(shattered or vanishing gradients), a stochastic model, or a step size unsuited to the eps"))
+
+    big = pgd[float(large_eps)]
+    if big.accuracy > large_eps_max_accuracy:
+        violations.append(SanityViolation(
+            "large-eps-breaks-all",
+            f"PGD at eps={format_eps(big.eps)} still leaves {big.accuracy:.2f}% accuracy (expected about 0, at "
+            f"most {large_eps_max_accuracy:.1f}%): the gradients do not lead anywhere -- gradient masking "
+            "(a non-differentiable or quantising layer, saturated logits), or the attacked inputs are not what "
+            "the model sees (normalisation applied outside the model, model in train mode)"))
+
+    at_eps = pgd[float(eps)]
+    fgsm = other["fgsm"]
+    if fgsm.accuracy < at_eps.accuracy - tol:
+        violations.append(SanityViolation(
+            "fgsm-not-stronger-than-pgd",
+            f"one-step FGSM ({fgsm.accuracy:.2f}%) beats {at_eps.steps}-step PGD ({at_eps.accuracy:.2f}%) at "
+            f"eps={format_eps(eps)}: the iterative attack is being misled -- gradient masking (a locally "
+            "flat or highly curved loss) or a PGD step size / step count too small"))
+
+    square = other["square"]
+    white = min(at_eps.accuracy, other["apgd-ce"].accuracy)
+    if square.accuracy < white - tol:
+        violations.append(SanityViolation(
+            "blackbox-not-stronger-than-whitebox",
+            f"black-box Square ({square.accuracy:.2f}%) beats white-box PGD/APGD ({white:.2f}%) at "
+            f"eps={format_eps(eps)}: the gradients are uninformative -- gradient masking, so the white-box "
+            "numbers overstate robustness; use AutoAttack or an adaptive attack"))
+    return violations

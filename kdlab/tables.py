@@ -1,0 +1,100 @@
+"""Ablation tables: CSV (one row per cell and seed) -> Markdown (mean ± std over seeds) + PNG bars.
+
+``kdlab table results/ablations/x.csv`` regenerates the Markdown and the plot from the CSV
+alone, so a committed CSV is the single source of every figure shown beside it.
+Standard deviations are sample standard deviations (ddof = 1) over seeds; a cell with one
+seed shows its mean alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock
+
+from kdlab.paper import PAPER_NUMBERS
+from kdlab.results import atomic_write_text, read_table
+
+METRIC_NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack", "cw_acc": "CW∞",
+                "fgsm_acc": "FGSM", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    accuracy = [c for c in frame.columns if c.endswith("_acc") and c != "val_acc"]
+    detection = [c for c in ("AP", "AP50", "AP75", "APs", "APm", "APl") if c in frame.columns]
+    return accuracy + detection
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and seed count per cell, in the order cells first appear."""
+    metrics = metric_columns(frame)
+    grouped = frame.groupby("cell", sort=False)[metrics]
+    summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
+    summary["seeds"] = frame.groupby("cell", sort=False)["seed"].nunique()
+    return summary.reset_index()
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    if std is None or math.isnan(std):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown_table(frame: pd.DataFrame, paper: str | None = None) -> str:
+    summary = summarise(frame)
+    metrics = metric_columns(frame)
+    reference = PAPER_NUMBERS.get(paper) if paper else None
+    header = ["cell", "seeds"] + [METRIC_NAMES.get(m, m) for m in metrics]
+    if reference:
+        header.append(f"paper ({METRIC_NAMES.get(reference['metric'], reference['metric'])})")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in summary.iterrows():
+        cells = [str(row["cell"]), str(int(row["seeds"]))]
+        cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        if reference:
+            value = reference["cells"].get(row["cell"])
+            cells.append(f"{value:.2f}" if value is not None else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "Mean ± sample standard deviation over seeds (accuracy in %)."]
+    if reference:
+        notes.append(f"Paper column: {reference['source']}.")
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_ablation_outputs(rows: list[dict[str, Any]], csv_path: Path, paper: str | None = None) -> None:
+    """Rewrite the ablation CSV atomically (under its lock), then its Markdown and PNG."""
+    frame = pd.DataFrame(rows)
+    with FileLock(str(csv_path) + ".lock", timeout=600):
+        atomic_write_text(csv_path, frame.to_csv(index=False))
+    render(csv_path, paper=paper)
+
+
+def default_paper(csv_path: Path) -> str | None:
+    return "mixacm-components" if csv_path.stem.endswith("-components") else None
+
+
+def render(csv_path: Path, paper: str | None = None) -> tuple[Path, Path]:
+    """Markdown and PNG beside the CSV, from the CSV alone."""
+    from kdlab.plots import plot_ablation_bars
+
+    csv_path = Path(csv_path)
+    frame = read_table(csv_path)
+    paper = paper or default_paper(csv_path)
+    markdown = csv_path.with_suffix(".md")
+    atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + markdown_table(frame, paper))
+    summary = summarise(frame)
+    metrics = metric_columns(frame)
+    plot = csv_path.with_suffix(".png")
+    plot_ablation_bars(
+        summary,
+        plot,
+        value_columns=[f"{m}_mean" for m in metrics],
+        error_columns=[f"{m}_std" for m in metrics],
+        label_column="cell",
+    )
+    return markdown, plot

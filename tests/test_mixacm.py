@@ -1,0 +1,86 @@
+"""The MixACM step: the intended loss terms per ablation setting, one shared mixed batch, a frozen teacher."""
+
+import pytest
+import torch
+
+from kdlab.ablate import component_cells
+from kdlab.methods.mixacm import MixACM
+from kdlab.models.registry import build_classifier
+from kdlab.recipe import apply_overrides, validate_recipe
+
+BASE = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpoint": "unused.pt"},
+        "method": {"acm": {"blocks": [2, 3, 4]}}}
+EXPECTED_TERMS = {
+    "student-ce": {"ce"},
+    "kd-only": {"ce", "kd"},
+    "acm": {"ce", "acm2", "acm3", "acm4"},
+    "acm+kd": {"ce", "kd", "acm2", "acm3", "acm4"},
+    "acm+mixup": {"mixup_ce", "acm2", "acm3", "acm4"},
+    "mixacm": {"mixup_ce", "kd", "acm2", "acm3", "acm4"},
+}
+
+
+def models():
+    torch.manual_seed(0)
+    return build_classifier("resnet_small", 10, width=4), build_classifier("resnet_small", 10, width=8)
+
+
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(6, 3, 32, 32, generator=generator), torch.randint(0, 10, (6,), generator=generator)
+
+
+@pytest.mark.parametrize("cell", component_cells(validate_recipe(BASE)), ids=lambda c: c.label)
+def test_each_component_setting_produces_exactly_its_loss_terms(cell):
+    recipe = validate_recipe(apply_overrides(BASE, list(cell.overrides)))
+    student, teacher = models()
+    method = MixACM(student, teacher, recipe.method)
+    result = method.training_step(batch(), torch.Generator().manual_seed(0))
+    assert set(result.terms) == EXPECTED_TERMS[cell.label]
+    assert torch.isfinite(result.loss)
+    assert result.loss.item() == pytest.approx(sum(t.item() for t in result.terms.values()), rel=1e-6)
+    assert all(term.item() > 0 for term in result.terms.values())
+
+
+def test_component_cells_are_exactly_the_papers_rows_plus_student():
+    labels = [cell.label for cell in component_cells(validate_recipe(BASE))]
+    assert labels == ["student-ce", "kd-only", "acm", "acm+kd", "acm+mixup", "mixacm"]
+
+
+def test_teacher_and_student_see_the_identical_mixed_batch_and_teacher_gets_no_gradient():
+    student, teacher = models()
+    seen = {}
+    student.register_forward_pre_hook(lambda module, args: seen.__setitem__("student", args[0].clone()))
+    teacher.register_forward_pre_hook(lambda module, args: seen.__setitem__("teacher", args[0].clone()))
+    method = MixACM(student, teacher, validate_recipe(BASE).method)
+    images, labels = batch()
+    result = method.training_step((images, labels), torch.Generator().manual_seed(0))
+    result.loss.backward()
+    assert torch.equal(seen["student"], seen["teacher"])
+    assert not torch.equal(seen["student"], images)  # it is a mixed batch, not the clean one
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+    assert all(p.grad is not None for p in method.connectors.parameters())
+    assert not teacher.training
+    method.train()
+    assert student.training and not teacher.training
+
+
+def test_teacher_is_not_part_of_the_saved_or_trained_state():
+    student, teacher = models()
+    method = MixACM(student, teacher, validate_recipe(BASE).method)
+    names = set(method.state_dict())
+    assert any(name.startswith("student.") for name in names)
+    assert any(name.startswith("connectors.") for name in names)
+    assert not any(name.startswith("teacher") for name in names)
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in method.parameters()}
+
+
+def test_student_alone_never_runs_the_teacher():
+    student, teacher = models()
+    calls = []
+    teacher.register_forward_hook(lambda *args: calls.append(1))
+    recipe = validate_recipe(apply_overrides(BASE, list(component_cells(validate_recipe(BASE))[0].overrides)))
+    MixACM(student, teacher, recipe.method).training_step(batch(), torch.Generator().manual_seed(0))
+    assert calls == []
