@@ -198,7 +198,7 @@ def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
     if cache.exists():
         evaluation = read_json(cache)
     else:
-        evaluation = evaluate_classifier(teacher, data.test, recipe)
+        evaluation = evaluate_classifier(teacher, data, recipe)
         write_json(cache, evaluation)
     return {"run_dir": info["teacher"], **evaluation}
 

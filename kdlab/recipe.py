@@ -181,6 +181,7 @@ class EvalSpec(Section):
     steps: int = Field(20, gt=0)
     batch_size: int = Field(256, gt=0)
     seed: int = 0
+    split: Literal["test", "val"] = Field("test", description="val: tune settings without touching the test set")
 
 
 class OutputSpec(Section):

@@ -63,13 +63,15 @@ def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
     return 100.0 * correct / max(1, len(labels))
 
 
-def evaluate_classifier(model: nn.Module, test_set, recipe: Recipe) -> dict[str, float]:
-    """Clean and attack accuracies (percent) on the recipe's fixed test selection."""
+def evaluate_classifier(model: nn.Module, data, recipe: Recipe) -> dict[str, float]:
+    """Clean and attack accuracies (percent) on the recipe's fixed selection of its eval split."""
     from kdlab.attacks import AttackSpec
     from kdlab.evaluate import evaluate_robustness
 
     spec = recipe.eval
-    images, labels = test_selection(test_set, spec.n, spec.seed)
+    if spec.split == "val" and data.val is None:
+        raise KdlabError("eval.split is val but the recipe has no validation split: set data.val_size")
+    images, labels = test_selection(data.val if spec.split == "val" else data.test, spec.n, spec.seed)
     # eval.alpha and eval.steps configure PGD (the number every run reports); other attacks keep their
     # documented defaults (CW-inf 30 steps, AutoAttack's reference settings).
     attacks = [
@@ -196,7 +198,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
                      export_best=export_best, resume=resume, reporter=reporter)
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=data.num_classes)
-        evaluation = evaluate_classifier(best, data.test, recipe)
+        evaluation = evaluate_classifier(best, data, recipe)
         summary = {
             "name": recipe.name,
             "kind": "distill" if recipe.is_distillation else "train",
@@ -211,7 +213,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "best_epoch": result.best_epoch,
             "val_acc": result.best_score if validate is not None else None,
             **evaluation,
-            "eval_n": min(recipe.eval.n, len(data.test)),
+            "eval_split": recipe.eval.split,
+            "eval_n": min(recipe.eval.n, len(data.val if recipe.eval.split == "val" else data.test)),
             "eval_eps": recipe.eval.eps,
             "eval_steps": recipe.eval.steps,
             "train_seconds": round(result.train_seconds, 2),

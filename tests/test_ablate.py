@@ -1,0 +1,120 @@
+"""Ablations: exact cell expansion, resumable runs, parallel == serial, correct mean ± std."""
+
+import math
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kdlab.ablate import block_cells, grid_cells, parse_blocks, plan_ablation, run_ablation
+from kdlab.cli import app
+from kdlab.errors import KdlabError
+from kdlab.tables import markdown_table, summarise
+
+DATA = {"dataset": "embedded", "subset": 128, "test_subset": 40, "batch_size": 32}
+
+
+@pytest.fixture()
+def train_recipe(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "abl", "data": DATA, "model": {"arch": "resnet_small", "width": 4}, "train": {"epochs": 1},
+        "eval": {"n": 30, "steps": 2},
+        "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")},
+    }))
+    return path
+
+
+def test_block_presets_expand_to_the_intended_cells():
+    cells = block_cells([2, 3, 4], cumulative=False)
+    assert [c.label for c in cells] == ["block2", "block3", "block4", "block2+3+4"]
+    assert cells[3].overrides == ("method.acm.blocks=[2, 3, 4]", "method.acm.block_weights=null")
+    assert [c.label for c in block_cells([2, 3, 4], cumulative=True)] == ["block2", "block2+3", "block2+3+4"]
+
+
+def test_grid_is_the_cartesian_product_and_keeps_list_values():
+    cells = grid_cells(["train.lr=0.1,0.2", "method.acm.blocks=[2,3],[4]"])
+    assert [c.overrides for c in cells] == [
+        ("train.lr=0.1", "method.acm.blocks=[2,3]"), ("train.lr=0.1", "method.acm.blocks=[4]"),
+        ("train.lr=0.2", "method.acm.blocks=[2,3]"), ("train.lr=0.2", "method.acm.blocks=[4]"),
+    ]
+
+
+def test_malformed_blocks_give_one_line_error_listing_the_models_blocks(tmp_path):
+    with pytest.raises(KdlabError, match=r"'x' is not a block index; resnet_small has blocks 1, 2, 3, 4"):
+        parse_blocks("2,x", [1, 2, 3, 4], "resnet_small")
+    with pytest.raises(KdlabError, match="block 7 does not exist; resnet_small has blocks 1, 2, 3, 4"):
+        parse_blocks("2,7", [1, 2, 3, 4], "resnet_small")
+    recipe = tmp_path / "d.yaml"
+    recipe.write_text("student: {arch: resnet_small, width: 4}\nteacher: {checkpoint: t.pt}\n")
+    result = CliRunner().invoke(app, ["ablate", str(recipe), "--blocks", "2,9"])
+    assert result.exit_code == 2 and "has blocks 1, 2, 3, 4" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_grid_value_fails_before_any_training(train_recipe):
+    with pytest.raises(KdlabError, match="train.epochs"):
+        plan_ablation(str(train_recipe), components=False, blocks=None, cumulative=False,
+                      grid=["train.epochs=1,lots"], seeds=[0], attacks=["pgd"], overrides=[], name=None)
+
+
+def plan(recipe, seeds=(0,)):
+    return plan_ablation(str(recipe), components=False, blocks=None, cumulative=False,
+                         grid=["train.lr=0.05,0.1"], seeds=list(seeds), attacks=["pgd"], overrides=[], name=None)
+
+
+def accuracy_rows(table):
+    frame = pd.read_csv(table)
+    return frame[["cell", "seed", "clean_acc", "pgd_acc"]].to_dict("records")
+
+
+def test_killed_ablation_reruns_only_missing_cells_and_gives_the_same_table(train_recipe, tmp_path, monkeypatch):
+    import kdlab.run
+
+    calls = []
+    real_fit = kdlab.run.fit
+    monkeypatch.setattr(kdlab.run, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+
+    def die_after_first(label, seed, summary):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(plan(train_recipe, seeds=(0, 1)), tmp_path / "abl", threads=1, on_cell=die_after_first)
+    assert len(calls) == 1
+    table = run_ablation(plan(train_recipe, seeds=(0, 1)), tmp_path / "abl", threads=1)
+    assert len(calls) == 4  # the finished cell was reused, the three missing ones ran
+    fresh = run_ablation(plan(train_recipe, seeds=(0, 1)), tmp_path / "again", threads=1)
+    assert len(calls) == 4  # everything cached now
+    assert accuracy_rows(table) == accuracy_rows(fresh)
+    assert len(accuracy_rows(table)) == 4
+    assert table.with_suffix(".md").is_file() and table.with_suffix(".png").stat().st_size > 0
+
+
+def test_parallel_jobs_give_the_same_rows_as_serial(train_recipe, tmp_path):
+    serial = run_ablation(plan(train_recipe), tmp_path / "serial", jobs=1, threads=1)
+    raw = yaml.safe_load(train_recipe.read_text())
+    raw["output"]["dir"] = str(tmp_path / "runs-parallel")  # fresh run directories: really retrain
+    parallel_recipe = tmp_path / "train.yaml"
+    parallel_recipe.write_text(yaml.safe_dump(raw))
+    parallel = run_ablation(plan(parallel_recipe), tmp_path / "parallel", jobs=2, threads=1)
+    assert accuracy_rows(serial) == accuracy_rows(parallel)
+
+
+def test_mean_and_sample_std_over_seeds():
+    frame = pd.DataFrame({"cell": ["a", "a", "a", "b"], "seed": [0, 1, 2, 0],
+                          "clean_acc": [50.0, 52.0, 57.0, 40.0], "pgd_acc": [10.0, 10.0, 13.0, 5.0]})
+    summary = summarise(frame).set_index("cell")
+    assert summary.loc["a", "clean_acc_mean"] == pytest.approx(53.0)
+    assert summary.loc["a", "clean_acc_std"] == pytest.approx(math.sqrt(((3**2) + 1 + 4**2) / 2))
+    assert summary.loc["a", "pgd_acc_std"] == pytest.approx(math.sqrt((1 + 1 + 4) / 2))
+    assert math.isnan(summary.loc["b", "clean_acc_std"]) and summary.loc["b", "seeds"] == 1
+    text = markdown_table(frame)
+    assert "| a | 3 | 53.00 ± 3.61 | 11.00 ± 1.73 |" in text and "| b | 1 | 40.00 | 5.00 |" in text
+
+
+def test_paper_numbers_sit_beside_kdlabs():
+    frame = pd.DataFrame({"cell": ["mixacm", "kd-only"], "seed": [0, 0], "clean_acc": [60.0, 61.0],
+                          "pgd_acc": [20.0, 2.0]})
+    text = markdown_table(frame, paper="mixacm-components")
+    assert "| mixacm | 1 | 60.00 | 20.00 | 56.65 |" in text and "| kd-only | 1 | 61.00 | 2.00 | — |" in text
