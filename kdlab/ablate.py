@@ -24,6 +24,7 @@ from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, apply_overrides, read_yaml, validate_recipe
 
 TEACHER_CELL = "teacher"
+DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 @dataclass(frozen=True)
@@ -187,18 +188,20 @@ def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
     import torch
 
     from kdlab.results import read_json, write_json
-    from kdlab.run import evaluate_classifier, load_data, prepare_teacher
+    from kdlab.run import prepare_teacher
+    from kdlab.tasks import get_task
 
     torch.set_num_threads(threads)
     recipe = plan.recipe_for(plan.cells[0], plan.seeds[0])
-    data = load_data(recipe)
-    teacher, info = prepare_teacher(recipe, data.num_classes, None)
+    task = get_task(recipe.task)
+    data = task.load_data(recipe)
+    teacher, info = prepare_teacher(recipe, task.num_classes(data), None)
     cache_dir = Path(info["teacher"]) if Path(info["teacher"]).is_dir() else Path(recipe.output.dir)
     cache = cache_dir / f"eval-{recipe.key('teacher-eval')}.json"
     if cache.exists():
         evaluation = read_json(cache)
     else:
-        evaluation = evaluate_classifier(teacher, data, recipe)
+        evaluation = task.evaluate(teacher, data, recipe)
         write_json(cache, evaluation)
     return {"run_dir": info["teacher"], **evaluation}
 
@@ -206,8 +209,8 @@ def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
 def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
     row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
            "seed": seed}
-    row.update({key: value for key, value in summary.items() if key.endswith("_acc") and key != "val_acc"})
-    row["val_acc"] = summary.get("val_acc")
+    row.update({key: value for key, value in summary.items() if key.endswith("_acc") or key in DETECTION_METRICS})
+    row["val_score"] = summary.get("val_score")
     row["wall_seconds"] = summary.get("wall_seconds")
     row["run_dir"] = summary.get("run_dir")
     return row

@@ -20,7 +20,7 @@ Defaults (images in [0, 1]; ``eps`` defaults to 8/255 for every attack; C = numb
 name        kind       alpha (step)        steps  restarts  notes
 ==========  =========  ==================  =====  ========  ====================================================
 clean       none       --                  0      0         no attack: the clean predictions
-fgsm        white-box  eps                 1      1         torchattacks.FGSM (one signed-gradient step of CE)
+fgsm        white-box  eps (at most eps)   1      1         torchattacks.FGSM (one signed-gradient step of CE)
 pgd         white-box  eps/4 (2/255)       20     1         torchattacks.PGD loop on CE; uniform random start
 cw          white-box  eps/4 (2/255)       30     1         same loop on the CW margin (CW-inf), kappa = 0
 apgd-ce     white-box  adaptive (2*eps)    100    1         torchattacks.APGD, loss 'ce', rho 0.75
@@ -43,8 +43,13 @@ torchattacks components with the reference settings: APGD-CE (100 iterations, 1 
 Square (5000 queries, p_init 0.8, 1 restart, resc_schedule=False); with C < 10 classes the targeted attacks use
 C - 1 targets. The components run in that order, each on the points still robust (clean-correct and not yet
 broken), in batches of those points in index order -- exactly as the reference -- and a point counts as robust
-only if it survives all of them. ``aa-fast`` is torchattacks' own AutoAttack class; it runs 10x fewer iterations
-and a faster Square schedule, so it is an upper bound on the standard number and is never labelled 'autoattack'.
+only if it survives all of them. With the same seed and batch size the per-point results equal the reference's
+(the components are seeded per batch like the reference; tests/test_attacks.py checks it against pyautoattack).
+``aa-fast`` is torchattacks' own AutoAttack class; it runs 10x fewer iterations and a faster Square schedule, so
+it usually reports a higher (weaker) robust accuracy, and it is never labelled 'autoattack'.
+
+Batch-size independence holds for ``clean``, ``fgsm``, ``pgd`` and ``cw``; the APGD/FAB/Square family seeds each
+batch (as the reference does), so it is reproducible for a fixed batch size.
 """
 
 from __future__ import annotations
@@ -341,7 +346,8 @@ def _build_clean(model: LogitsModel, spec: AttackSpec, num_classes: int) -> Batc
 
 
 def _build_fgsm(model: LogitsModel, spec: AttackSpec, num_classes: int) -> BatchAttack:
-    return _Torchattacks(torchattacks.FGSM(model, eps=spec.alpha))
+    # the single step is alpha (default eps), never more than eps
+    return _Torchattacks(torchattacks.FGSM(model, eps=min(spec.alpha, spec.eps)))
 
 
 def _build_pgd(model: LogitsModel, spec: AttackSpec, num_classes: int) -> BatchAttack:

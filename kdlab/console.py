@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -117,6 +118,7 @@ class AttackProgress:
             console=out or console,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.first: dict[str, tuple[float, int]] = {}
 
     def __enter__(self) -> Self:
         self.progress.start()
@@ -126,9 +128,13 @@ class AttackProgress:
         self.progress.stop()
 
     def __call__(self, name: str, done: int, total: int) -> None:
+        # Called after each batch: the rate is measured from the first report on, so the first batch's
+        # duration (unknown here) never inflates it.
+        now = time.perf_counter()
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(name, total=total, speed="")
-        task_id = self.tasks[name]
-        task = self.progress.tasks[[t.id for t in self.progress.tasks].index(task_id)]
-        rate = done / task.elapsed if task.elapsed else 0.0
-        self.progress.update(task_id, completed=done, total=total, speed=f"{rate:,.0f} img/s")
+            self.first[name] = (now, done)
+        started, first_done = self.first[name]
+        rate = (done - first_done) / (now - started) if now > started and done > first_done else None
+        speed = f"{rate:,.1f} img/s" if rate is not None else ""
+        self.progress.update(self.tasks[name], completed=done, total=total, speed=speed)

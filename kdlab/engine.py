@@ -166,7 +166,7 @@ def fit(
                 break
             result = method.training_step(batch, generator)
             if not torch.isfinite(result.loss):
-                shown = ", ".join(f"{k}={float(v):.4g}" for k, v in result.terms.items())
+                shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in result.terms.items())
                 raise KdlabError(
                     f"loss became {float(result.loss)} at epoch {epoch}, step {step} ({shown}); lower train.lr or "
                     f"a loss weight; the last good checkpoint is kept at {last_path}"

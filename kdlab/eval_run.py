@@ -80,11 +80,12 @@ def evaluate_target(target: str | Path, attacks: list[str], *, eps: float | None
     from kdlab.checkpoint import load_model
     from kdlab.evaluate import eps_sweep as sweep
     from kdlab.evaluate import evaluate_robustness, sanity_check
-    from kdlab.run import file_digest, load_data, test_selection
+    from kdlab.run import file_digest
+    from kdlab.tasks.classification import load_data, test_selection
 
     resolved = resolve_target(target)
     if resolved.recipe is not None and resolved.recipe.task == "detection" and data is None:
-        from kdlab.detection_run import evaluate_detection_target
+        from kdlab.tasks.detection import evaluate_detection_target
 
         return evaluate_detection_target(resolved, out=out, batch_size=batch_size)
     data_spec = _data_spec(resolved, data)

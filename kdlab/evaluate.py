@@ -34,6 +34,7 @@ from kdlab.attacks import (
     attack_mode,
     build_attack,
     format_eps,
+    parse_eps,
     run_attack,
 )
 from kdlab.errors import KdlabError
@@ -381,6 +382,7 @@ def sanity_check(
     one image. Adversarial images must lie within eps (+``bound_tolerance``) of the originals and in [0, 1].
     """
     _check_inputs(images, labels, batch_size)
+    eps, large_eps = parse_eps(eps), parse_eps(large_eps)
     problem = _range_problem(images)
     if problem:
         return [SanityViolation("input-range", problem)]

@@ -21,10 +21,11 @@ from filelock import FileLock
 from torch import nn
 
 from kdlab.checkpoint import load_model, save_model
-from kdlab.engine import DataSource, Reporter, fit
+from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import append_rows, provenance, read_json, write_json
+from kdlab.tasks import get_task
 
 ReporterFactory = Callable[[str], Reporter]
 
@@ -43,55 +44,6 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:16]
-
-
-def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` test images of a fixed, seeded permutation (the same for every model)."""
-    order = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
-    return test_set.images[order].float().div(255), test_set.labels[order]
-
-
-def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    was_training = model.training
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(labels), batch_size):
-            batch = images_uint8[start:start + batch_size].float().div(255)
-            correct += int((model(batch).argmax(1) == labels[start:start + batch_size]).sum())
-    model.train(was_training)
-    return 100.0 * correct / max(1, len(labels))
-
-
-def evaluate_classifier(model: nn.Module, data, recipe: Recipe) -> dict[str, float]:
-    """Clean and attack accuracies (percent) on the recipe's fixed selection of its eval split."""
-    from kdlab.attacks import AttackSpec
-    from kdlab.evaluate import evaluate_robustness
-
-    spec = recipe.eval
-    if spec.split == "val" and data.val is None:
-        raise KdlabError("eval.split is val but the recipe has no validation split: set data.val_size")
-    images, labels = test_selection(data.val if spec.split == "val" else data.test, spec.n, spec.seed)
-    # eval.alpha and eval.steps configure PGD (the number every run reports); other attacks keep their
-    # documented defaults (CW-inf 30 steps, AutoAttack's reference settings).
-    attacks = [
-        AttackSpec(name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, seed=spec.seed) if name == "pgd"
-        else AttackSpec(name, eps=spec.eps, seed=spec.seed)
-        for name in spec.attacks
-    ]
-    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size)
-    return {f"{result.attack}_acc": result.accuracy for result in results}
-
-
-def load_data(recipe: Recipe):
-    """The recipe's classification data (split selection fixed by data.split_seed, not the run seed)."""
-    from kdlab.data.classification import load_classification_data
-
-    spec = recipe.data
-    return load_classification_data(
-        spec.dataset, root=spec.root, download=spec.download, subset=spec.subset,
-        val_size=spec.val_size, test_subset=spec.test_subset, seed=spec.split_seed,
-    )
 
 
 # --------------------------------------------------------------------------- teachers
@@ -141,17 +93,12 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
                reporter_factory: ReporterFactory | None = None, command: str = "") -> RunOutcome:
-    if recipe.task == "detection":
-        from kdlab.detection_run import run_detection_recipe
-
-        return run_detection_recipe(recipe, resume=resume, force=force, reporter_factory=reporter_factory)
-    from kdlab.data.classification import iterate_batches, num_batches
-
-    data_spec = recipe.data
-    data = load_data(recipe)
+    """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it."""
+    task = get_task(recipe.task)
+    data = task.load_data(recipe)
     teacher, teacher_info = None, {}
     if recipe.is_distillation:
-        teacher, teacher_info = prepare_teacher(recipe, data.num_classes, reporter_factory)
+        teacher, teacher_info = prepare_teacher(recipe, task.num_classes(data), reporter_factory)
 
     run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -164,57 +111,36 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         write_json(run_dir / "run.json", {"command": command, "seed": recipe.seed, **teacher_info, **provenance()})
 
         torch.manual_seed(recipe.seed)
+        setup = task.setup(recipe, data, teacher)
         spec = recipe.trained_model
-        from kdlab.models.factory import build_model
-
         options = spec.build_options()
-        model = build_model("classification", spec.arch, data.num_classes, options)
-        if teacher is not None:
-            from kdlab.methods.mixacm import MixACM
-
-            image_shape = tuple(data.train.images.shape[1:])
-            method: nn.Module = MixACM(model, teacher, recipe.method, image_shape=image_shape)
-        else:
-            from kdlab.methods.supervised import SupervisedTraining
-
-            method = SupervisedTraining(model, recipe.train.adversarial)
-
-        batch_size = data_spec.batch_size
-        source = DataSource(
-            batches=lambda generator: iterate_batches(
-                data.train, batch_size, generator, shuffle=True, augment=data_spec.augment, drop_last=True
-            ),
-            batches_per_epoch=num_batches(len(data.train), batch_size, drop_last=True),
-            batch_size=lambda batch: len(batch[1]),
-        )
-        validate = (lambda: accuracy(model, data.val.images, data.val.labels)) if data.val is not None else None
 
         def export_best(path: Path) -> None:
-            save_model(path, model, task="classification", arch=spec.arch, options=options,
-                       num_classes=data.num_classes, classes=data.classes, extra={"recipe_key": run_dir.name})
+            save_model(path, setup.model, task=recipe.task, arch=spec.arch, options=options,
+                       num_classes=setup.num_classes, classes=setup.classes, extra={"recipe_key": run_dir.name})
 
         reporter = reporter_factory(recipe.name) if reporter_factory else None
-        result = fit(method, source, recipe.train, seed=recipe.seed, run_dir=run_dir, validate=validate,
-                     export_best=export_best, resume=resume, reporter=reporter)
+        result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
+                     validate=setup.validate, export_best=export_best, resume=resume, reporter=reporter)
 
-        best, _ = load_model(run_dir / "best.pt", expected_classes=data.num_classes)
-        evaluation = evaluate_classifier(best, data, recipe)
+        best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
+        evaluation = task.evaluate(best, data, recipe)
         summary = {
             "name": recipe.name,
+            "task": recipe.task,
             "kind": "distill" if recipe.is_distillation else "train",
             "key": run_dir.name,
             "run_dir": str(run_dir),
             "arch": spec.arch,
             "options": options,
-            "dataset": data_spec.dataset,
-            "train_images": len(data.train),
+            "dataset": recipe.data.dataset,
+            **setup.summary,
             "seed": recipe.seed,
             "epochs": recipe.train.epochs,
             "best_epoch": result.best_epoch,
-            "val_acc": result.best_score if validate is not None else None,
+            "val_score": result.best_score if setup.validate is not None else None,
             **evaluation,
             "eval_split": recipe.eval.split,
-            "eval_n": min(recipe.eval.n, len(data.val if recipe.eval.split == "val" else data.test)),
             "eval_eps": recipe.eval.eps,
             "eval_steps": recipe.eval.steps,
             "train_seconds": round(result.train_seconds, 2),

@@ -24,8 +24,11 @@ Choices and why:
 * Filtering: a separable depthwise convolution (one 1 x k and one k x 1 conv, ``groups`` = channels) with
   reflect padding to keep the map size (``padding="same"``). This is kornia's default (``kornia.metrics.ssim``,
   ``padding="same"``, reflect border), so the full SSIM matches ``kornia.losses.ssim_loss`` to float rounding;
-  ``padding="valid"`` (no padding, the MATLAB reference's choice) is available. For speed the five moment inputs
-  (x, y, x^2, y^2, xy) are stacked into one 5C-channel tensor, padded once and filtered by ONE conv per direction.
+  ``padding="valid"`` (no padding, the MATLAB reference's choice) is available. For speed, x and y are padded
+  once, the five moment inputs (x, x^2, xy, y, y^2) are stacked into one 5C-channel tensor and filtered by ONE
+  depthwise conv per direction, and a hand-written backward back-filters only the maps the student needs. On
+  CPU the channels are processed in blocks of a few MB (see ``_BLOCK_BYTES``); on GPU in one block.
+  Half-precision inputs are computed in float32 (the moments' differences E[x^2] - mu^2 cancel badly in fp16).
 * psi, min-max normalisation (``kdlab.losses.feature.minmax_normalize``), applied to student and teacher
   separately before SSIM, default per (sample, channel) map. FPN features are signed and unbounded, while SSIM's
   constants assume data in [0, L]. Worse, on signed data SSIM(x, -x) is close to +1: wherever the local mean and
@@ -51,7 +54,6 @@ Choices and why:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
@@ -100,18 +102,19 @@ def gaussian_window_1d(taps: int, sigma: float, dtype: torch.dtype, device: torc
     return (window / window.sum()).to(dtype=dtype, device=device)
 
 
-# Work is split into channel blocks whose stacked moment tensor stays under this many bytes: a block's whole
-# pipeline (pad, two convs, SSIM arithmetic) then runs on cache- and allocator-friendly tensors. Allocations of
-# tens of MB are served by fresh mmap'd pages on glibc, and their page faults made one fused 5C conv over a
-# 100 x 100 FPN level 5x slower than the same work in blocks (measured, benchmarks/ssim_loss.py). A small level
-# is a single block: one depthwise conv per direction over all 5C maps.
-_BLOCK_BYTES = 8 * 2**20
+# On CPU, work is split into channel blocks whose stacked moment tensor stays under this many bytes, so each
+# block's pipeline (pad, two convs, SSIM arithmetic) runs on cache- and allocator-friendly tensors: glibc serves
+# allocations of tens of MB with fresh mmap'd pages, whose page faults made one 5C conv over a 2 x 256 x 100 x 100
+# level ~5x slower than the same work in 8-channel blocks (measured on the dev VM). Small levels are one block:
+# one depthwise conv per direction over all 5C maps. GPUs get one block (a loop would only add kernel launches).
+_BLOCK_BYTES = 4 * 2**20
+_BLOCK_CHANNEL_MULTIPLE = 8
 
 
 def _separable_blur(maps: Tensor, window: Tensor) -> Tensor:
     """'Valid' depthwise Gaussian filtering of every channel: a 1 x k then a k x 1 conv (groups = channels)."""
     groups, taps = maps.shape[1], window.numel()
-    # Materialised (not expanded) weights: oneDNN picks its fast depthwise kernel for contiguous weights.
+    # One filter per group, i.e. per map.
     along_w = window.view(1, 1, 1, taps).repeat(groups, 1, 1, 1)
     along_h = window.view(1, 1, taps, 1).repeat(groups, 1, 1, 1)
     maps = F.conv2d(maps, along_w, groups=groups)
@@ -184,23 +187,22 @@ def _similarity(
     """The SSIM map (or its cs / s part) of one channel block."""
     mu_x, mu_y, mean_xx, mean_yy, mean_xy = _local_moments(x, y, taps, sigma, padding)
     mu_xy = mu_x * mu_y
-    mu_xx = mu_x * mu_x
-    mu_yy = mu_y * mu_y
-    var_x = mean_xx - mu_xx
-    var_y = mean_yy - mu_yy
-    cov_xy = mean_xy - mu_xy
-
     if components == "s":
         c3 = c2 / 2
-        std_x = var_x.clamp_min(_VARIANCE_EPS).sqrt()
-        std_y = var_y.clamp_min(_VARIANCE_EPS).sqrt()
-        return (cov_xy + c3) / (std_x * std_y + c3)
-    cs_num = 2 * cov_xy + c2
-    cs_den = var_x + var_y + c2
+        std_x = (mean_xx - mu_x * mu_x).clamp_min(_VARIANCE_EPS).sqrt()
+        std_y = (mean_yy - mu_y * mu_y).clamp_min(_VARIANCE_EPS).sqrt()
+        return (mean_xy - mu_xy + c3) / (std_x * std_y + c3)
+    # The in-place steps only touch fresh temporaries that no backward formula saves: fewer large allocations,
+    # which is most of the cost of this elementwise chain on CPU.
+    mu_sq = (mu_x * mu_x).addcmul_(mu_y, mu_y)  # mu_x^2 + mu_y^2
+    cs_num = (mean_xy - mu_xy).mul_(2.0).add_(c2)  # 2 sigma_xy + C2
+    cs_den = (mean_xx + mean_yy).sub_(mu_sq).add_(c2)  # sigma_x^2 + sigma_y^2 + C2
     if components == "cs":
         return cs_num / cs_den
+    l_num = (mu_xy * 2.0).add_(c1)  # 2 mu_x mu_y + C1
+    l_den = mu_sq.add_(c1)  # mu_x^2 + mu_y^2 + C1
     # One division for l * cs, as in the standard (and kornia's) form.
-    return ((2 * mu_xy + c1) * cs_num) / ((mu_xx + mu_yy + c1) * cs_den)
+    return (l_num * cs_num) / (l_den * cs_den)
 
 
 def _similarity_blocks(
@@ -227,14 +229,20 @@ def _similarity_blocks(
     taps, sigma = effective_window(height, width, window_size, sigma)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    pad = 2 * (taps // 2) if padding == "same" else 0
-    bytes_per_channel = 5 * batch * (height + pad) * (width + pad) * x.element_size()
-    blocks = max(1, math.ceil(channels * bytes_per_channel / _BLOCK_BYTES))
-    block_channels = math.ceil(channels / blocks)
+    if x.dtype in (torch.float16, torch.bfloat16) or y.dtype in (torch.float16, torch.bfloat16):
+        x, y = x.float(), y.float()
+    block_channels = channels
+    if x.device.type == "cpu":
+        pad = 2 * (taps // 2) if padding == "same" else 0
+        bytes_per_channel = 5 * batch * (height + pad) * (width + pad) * x.element_size()
+        # Whole multiples of 8 channels: oneDNN's depthwise kernels work on groups of 8 or 16 channels.
+        multiple = _BLOCK_CHANNEL_MULTIPLE
+        block_channels = max(multiple, int(_BLOCK_BYTES // bytes_per_channel) // multiple * multiple)
     # split, not slicing in a loop: its backward assembles the input gradient once instead of adding up one
     # zero-filled full-size tensor per block.
-    for x_block, y_block in zip(x.split(block_channels, dim=1), y.split(block_channels, dim=1)):
-        yield _similarity(x_block, y_block, taps, sigma, components, c1, c2, padding)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        for x_block, y_block in zip(x.split(block_channels, dim=1), y.split(block_channels, dim=1)):
+            yield _similarity(x_block, y_block, taps, sigma, components, c1, c2, padding)
 
 
 def ssim_map(

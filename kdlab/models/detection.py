@@ -239,9 +239,9 @@ def build_detector(
         trainable_layers: backbone stages left trainable; None = all (5 for ResNets, 6 for MobileNetV3).
         options: ``preset`` (``cpu``|``torchvision``, default ``cpu``), ``box_detections_per_img``,
             ``box_score_thresh`` (0.05), ``box_nms_thresh`` (0.5), ``anchor_base`` (smallest anchor, 32;
-            e.g. 16 for small images), ``fpn_channels`` (256; 128 makes the FPN and RPN convs ~4x cheaper
-            on CPU, teacher and student must match), ``norm`` (``batchnorm`` | ``frozen``; default ``frozen`` with a
-            ``backbone_checkpoint``, else ``batchnorm``), ``backbone_checkpoint`` (path);
+            e.g. 16 for small images), ``fpn_channels`` (256; 128 makes the FPN and RPN convs ~4x
+            cheaper on CPU; teacher and student must match), ``norm`` (``batchnorm`` | ``frozen``; default
+            ``frozen`` with a ``backbone_checkpoint``, else ``batchnorm``), ``backbone_checkpoint`` (path);
             Faster R-CNN only: ``rpn_pre_nms_top_n_train/test``, ``rpn_post_nms_top_n_train/test``,
             ``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``representation_size``;
             RetinaNet only: ``topk_candidates``.

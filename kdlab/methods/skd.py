@@ -1,0 +1,136 @@
+"""Structural knowledge distillation for object detection.
+
+Source: de Rijk, Schneider, Cordts & Gavrila, "Structural Knowledge Distillation for Object Detection",
+NeurIPS 2022. The student detector keeps its own detection losses and imitates the teacher's FPN levels with a
+structural (SSIM) loss instead of the usual pixel-wise l_p feature-imitation loss:
+
+    L = L_det(student) + lambda * sum_{levels i} mean_{b,c,h,w} (1 - SSIM(psi(phi_i(F_s^i)), psi(F_t^i))) / 2
+
+* ``L_det``: the detector's own loss dict, summed (Faster R-CNN: ``loss_classifier``, ``loss_box_reg``,
+  ``loss_objectness``, ``loss_rpn_box_reg``; RetinaNet: ``classification``, ``bbox_regression``);
+* ``F_s^i``, ``F_t^i``: level ``i`` of the student's and the frozen teacher's FPN on the SAME (augmented) images;
+  teacher and student resize identically (checked by ``check_fpn_compatible``), so the levels align;
+* ``lambda`` = ``method.feature.weight``; ``kind`` = ``method.feature.kind`` swaps the per-level SSIM term for the
+  l1 / l2 baselines on the same features (``"none"``: detection losses alone, no teacher forward at all).
+
+Readings chosen where the paper leaves room (each one is a recipe option):
+
+* psi: min-max normalisation to [0, 1] per (sample, channel) map (``feature.normalize: sample_channel``, the
+  default), because SSIM's constants assume data in [0, L] with L = 1 and FPN features are signed; the same psi is
+  applied to the l1 / l2 baselines so the ablation changes one thing only (``normalize: none`` gives raw-feature
+  l_p). See ``kdlab.losses.ssim`` for why min-max rather than none.
+* phi: the identity by default; ``feature.adapter: true`` adds one learned 1x1 convolution per FPN level on the
+  student side (the "adaptation layer" of detection feature KD; required when the FPN widths differ). With equal
+  widths it starts as the identity, so turning it on does not change the loss at initialisation. Adapters are
+  trained with the student and saved in ``last.pt`` but are not part of the exported detector (``best.pt``).
+* Levels: every level the FPN returns (P2-P5 + pool for Faster R-CNN, P3-P7 for RetinaNet), summed with equal
+  weight (not averaged), so lambda multiplies the sum over levels; the per-level loss is a mean over batch,
+  channels and positions and lies in [0, 1].
+* SSIM: full SSIM (``components: lcs``), 11-tap Gaussian window with sigma 1.5 (Wang et al. 2004), C1 and C2 for
+  L = 1.
+
+The teacher is held outside the module tree (a plain list, as in ``MixACM``): it is frozen (``requires_grad``
+False), always in eval mode and run under ``no_grad``, so it is neither trained nor checkpointed, and the
+student's forward pass that produces the detection losses also provides its FPN levels (one forward).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdlab.engine import StepResult
+from kdlab.losses.ssim import multilevel_feature_loss
+from kdlab.recipe import MethodSpec
+
+
+def _fpn_shapes(detector: nn.Module) -> dict[str, int]:
+    """Level name -> channel count of the detector's FPN, from a tiny dry run (64 x 64, no grad)."""
+    from kdlab.models.detection import fpn_module_path
+
+    module = detector.get_submodule(fpn_module_path(detector))
+    parameter = next(module.parameters())
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            levels = module(torch.zeros(1, 3, 64, 64, device=parameter.device, dtype=parameter.dtype))
+    finally:
+        module.train(was_training)
+    return {name: int(level.shape[1]) for name, level in levels.items()}
+
+
+def level_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 1x1 convolution from the student's FPN width to the teacher's; the identity map when the widths match."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True)
+    if in_channels == out_channels:
+        with torch.no_grad():
+            conv.weight.copy_(torch.eye(in_channels).view(in_channels, in_channels, 1, 1))
+            conv.bias.zero_()
+    return conv
+
+
+class StructuralKD(nn.Module):
+    """Registered submodules (trained, saved in ``last.pt``): ``student`` and, optionally, ``adapters``.
+
+    ``teacher`` may be None (a teacher's own training recipe): then the step is the detector's losses alone.
+    A given teacher must be FPN-compatible with the student (``KdlabError`` otherwise), even when
+    ``feature.kind`` is ``none``, so every cell of a ``kind`` ablation distils from (or ignores) the same teacher.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: MethodSpec):
+        super().__init__()
+        from kdlab.models.detection import check_fpn_compatible
+
+        self.student = student
+        self.feature = spec.feature
+        self._teacher: list[nn.Module] = []
+        self.adapters = nn.ModuleDict()
+        if teacher is not None:
+            check_fpn_compatible(teacher, student, adapter=self.feature.adapter)
+        if teacher is not None and self.feature.kind != "none":
+            teacher.eval()
+            for parameter in teacher.parameters():
+                parameter.requires_grad_(False)
+            self._teacher.append(teacher)  # a plain list keeps it out of state_dict() and parameters()
+            if self.feature.adapter:
+                student_levels, teacher_levels = _fpn_shapes(student), _fpn_shapes(teacher)
+                for name, channels in student_levels.items():
+                    self.adapters[name] = level_adapter(channels, teacher_levels[name])
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    @property
+    def distills(self) -> bool:
+        """True when a step runs the teacher and adds the feature term."""
+        return bool(self._teacher)
+
+    def train(self, mode: bool = True) -> StructuralKD:
+        super().train(mode)
+        if self._teacher:
+            self._teacher[0].eval()  # frozen: BN statistics stay the teacher's own
+        return self
+
+    def training_step(self, batch, generator: torch.Generator) -> StepResult:
+        from kdlab.models.detection import capture_fpn, fpn_levels
+
+        images, targets = batch
+        with capture_fpn(self.student) as student_levels:
+            losses = self.student(images, targets)
+        terms: dict[str, torch.Tensor] = dict(losses)
+        if self._teacher:
+            with torch.no_grad():
+                teacher_levels = fpn_levels(self._teacher[0], images)
+            feature = self.feature
+            terms[f"feat_{feature.kind}"] = multilevel_feature_loss(
+                dict(student_levels),
+                teacher_levels,
+                kind=feature.kind,
+                weight=feature.weight,
+                components=feature.components,
+                normalize=feature.normalize,
+                adapters=self.adapters if feature.adapter else None,
+            )
+        return StepResult(loss=sum(terms.values()), terms=terms)

@@ -1,0 +1,104 @@
+"""Image classification: in-memory CIFAR-style data, supervised/adversarial training or MixACM, robust accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.engine import DataSource
+from kdlab.errors import KdlabError
+from kdlab.recipe import Recipe
+from kdlab.tasks import TrainingSetup
+
+
+def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images of a fixed, seeded permutation (the same for every model)."""
+    order = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
+    return test_set.images[order].float().div(255), test_set.labels[order]
+
+
+def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            batch = images_uint8[start:start + batch_size].float().div(255)
+            correct += int((model(batch).argmax(1) == labels[start:start + batch_size]).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(1, len(labels))
+
+
+def load_data(recipe: Recipe):
+    """The recipe's classification data (split selection fixed by data.split_seed, not the run seed)."""
+    from kdlab.data.classification import load_classification_data
+
+    spec = recipe.data
+    return load_classification_data(
+        spec.dataset, root=spec.root, download=spec.download, subset=spec.subset,
+        val_size=spec.val_size, test_subset=spec.test_subset, seed=spec.split_seed,
+    )
+
+
+def evaluate_classifier(model: nn.Module, data, recipe: Recipe) -> dict[str, float]:
+    """Clean and attack accuracies (percent) on the recipe's fixed selection of its eval split."""
+    from kdlab.attacks import AttackSpec
+    from kdlab.evaluate import evaluate_robustness
+
+    spec = recipe.eval
+    if spec.split == "val" and data.val is None:
+        raise KdlabError("eval.split is val but the recipe has no validation split: set data.val_size")
+    images, labels = test_selection(data.val if spec.split == "val" else data.test, spec.n, spec.seed)
+    # eval.alpha and eval.steps configure PGD (the number every run reports); other attacks keep their
+    # documented defaults (CW-inf 30 steps, AutoAttack's reference settings).
+    attacks = [
+        AttackSpec(name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, seed=spec.seed) if name == "pgd"
+        else AttackSpec(name, eps=spec.eps, seed=spec.seed)
+        for name in spec.attacks
+    ]
+    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size)
+    evaluation: dict[str, Any] = {f"{result.attack}_acc": result.accuracy for result in results}
+    evaluation["eval_n"] = len(labels)
+    return evaluation
+
+
+class ClassificationTask:
+    name = "classification"
+
+    def load_data(self, recipe: Recipe):
+        return load_data(recipe)
+
+    def num_classes(self, data) -> int:
+        return data.num_classes
+
+    def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
+        from kdlab.data.classification import iterate_batches, num_batches
+        from kdlab.models.factory import build_model
+
+        spec = recipe.trained_model
+        model = build_model("classification", spec.arch, data.num_classes, spec.build_options())
+        if teacher is not None:
+            from kdlab.methods.mixacm import MixACM
+
+            method: nn.Module = MixACM(model, teacher, recipe.method, image_shape=tuple(data.train.images.shape[1:]))
+        else:
+            from kdlab.methods.supervised import SupervisedTraining
+
+            method = SupervisedTraining(model, recipe.train.adversarial)
+        batch_size, augment = recipe.data.batch_size, recipe.data.augment
+        source = DataSource(
+            batches=lambda generator: iterate_batches(
+                data.train, batch_size, generator, shuffle=True, augment=augment, drop_last=True
+            ),
+            batches_per_epoch=num_batches(len(data.train), batch_size, drop_last=True),
+            batch_size=lambda batch: len(batch[1]),
+        )
+        validate = (lambda: accuracy(model, data.val.images, data.val.labels)) if data.val is not None else None
+        return TrainingSetup(model=model, method=method, source=source, validate=validate,
+                             num_classes=data.num_classes, classes=list(data.classes),
+                             summary={"train_images": len(data.train)})
+
+    def evaluate(self, model: nn.Module, data, recipe: Recipe) -> dict[str, float]:
+        return evaluate_classifier(model, data, recipe)

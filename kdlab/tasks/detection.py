@@ -1,0 +1,209 @@
+"""Object detection: in-memory VOC / COCO / synthetic data, torchvision detectors, Structural KD, COCO box AP.
+
+Conventions:
+
+* ``num_classes`` counts the background (torchvision's convention): K foreground classes -> ``K + 1``. It is
+  what ``build_detector`` takes and what checkpoints store, so a teacher trained on other data is refused.
+* Model specs (``model:`` / ``student:``): ``arch`` (``fasterrcnn`` | ``retinanet``), ``backbone``, ``min_size``
+  and ``max_size`` (required: the detector's own resize; for images pre-resized to longest side ``S`` by
+  ``data.image_size`` use ``max_size: S`` and ``min_size:`` the shorter side), ``options`` for the rest
+  (``fpn_channels``, ``anchor_base``, ``preset``, ... see ``kdlab.models.detection.build_detector``).
+* Training: every recipe, teacher or student, is one :class:`~kdlab.methods.skd.StructuralKD` step (without a
+  teacher: the detector's losses alone). Batches: ``data.batch_size`` images, shuffled per epoch, horizontal
+  flip with p = 0.5 when ``data.augment``; the last incomplete batch is dropped (as for classification).
+* Model selection: with ``data.val_size > 0`` the engine keeps the epoch with the best validation **AP50** (the
+  cheaper, less noisy figure on small validation sets); without a validation split the last epoch is kept.
+* Evaluation: COCO box AP / AP50 / AP75 / APs / APm / APl in percent (pycocotools) on the test split (or the
+  validation split with ``eval.split: val``); ``eval.n`` caps the number of images (a fixed, ``eval.seed``-ed
+  selection), ``data.test_subset`` selects at load time. A size range without ground truth is ``null``. Images per
+  forward pass: ``data.batch_size`` (``eval.batch_size``'s default is sized for CIFAR attacks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.engine import DataSource
+from kdlab.errors import KdlabError
+from kdlab.recipe import ModelSpec, Recipe
+from kdlab.tasks import TrainingSetup
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def load_data(recipe: Recipe):
+    """The recipe's detection splits (subset/val/test selection fixed by ``data.split_seed``, not the run seed)."""
+    from kdlab.data.detection import load_detection_data
+
+    spec = recipe.data
+    return load_detection_data(
+        spec.dataset,
+        spec.root,
+        image_size=spec.image_size,
+        seed=spec.split_seed,
+        subset=spec.subset,
+        val_size=spec.val_size,
+        test_subset=spec.test_subset,
+        train_split=spec.train_split,
+        test_split=spec.test_split,
+        annotations=spec.annotations,
+        test_annotations=spec.test_annotations,
+        num_images=spec.num_images,
+    )
+
+
+def _check_spec(spec: ModelSpec, role: str) -> None:
+    if spec.min_size is None or spec.max_size is None:
+        raise KdlabError(
+            f"detection {role} needs min_size and max_size (the detector's resize): e.g. for data.image_size 256 "
+            f"on 640x480 images set {role}.min_size: 192 and {role}.max_size: 256"
+        )
+
+
+def build_detection_model(spec: ModelSpec, num_classes: int, role: str = "model") -> nn.Module:
+    from kdlab.models.factory import build_model
+
+    _check_spec(spec, role)
+    return build_model("detection", spec.arch, num_classes, spec.build_options())
+
+
+def _selection(dataset, n: int, seed: int):
+    """At most ``n`` images of ``dataset``: a fixed, seeded choice (the same for every model), in dataset order."""
+    if n >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return dataset.subset(sorted(order.tolist()))
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def evaluate_split(model: nn.Module, data, recipe: Recipe, batch_size: int | None = None) -> dict[str, Any]:
+    """COCO box AP (percent) of ``model`` on the recipe's evaluation split; NaN (no ground truth) -> None."""
+    from kdlab.evaluate_detection import evaluate_detector
+
+    spec = recipe.eval
+    if spec.split == "val":
+        if data.val is None:
+            raise KdlabError("eval.split is val but the recipe has no validation split: set data.val_size")
+        dataset = data.val
+    else:
+        if data.test is None:
+            raise KdlabError(
+                "the recipe has no test split to evaluate: set data.test_split (voc) or data.test_annotations (coco)"
+            )
+        dataset = data.test
+    dataset = _selection(dataset, spec.n, spec.seed)
+    metrics = evaluate_detector(model, dataset, batch_size=batch_size or recipe.data.batch_size)
+    evaluation: dict[str, Any] = {name: _finite(metrics[name]) for name in METRICS}
+    evaluation["eval_n"] = len(dataset)
+    return evaluation
+
+
+def _drop_last(batches, batch_size: int):
+    for images, targets in batches:
+        if len(images) == batch_size:
+            yield images, targets
+
+
+class DetectionTask:
+    name = "detection"
+
+    def load_data(self, recipe: Recipe):
+        return load_data(recipe)
+
+    def num_classes(self, data) -> int:
+        return data.num_classes + 1  # + background
+
+    def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
+        from kdlab.data.detection import iterate_detection_batches
+        from kdlab.evaluate_detection import evaluate_detector
+        from kdlab.methods.skd import StructuralKD
+
+        if recipe.is_distillation and recipe.method.name != "skd":
+            raise KdlabError(
+                f"detection distillation uses Structural KD: set method.name: skd (got '{recipe.method.name}')"
+            )
+        num_classes = self.num_classes(data)
+        role = "student" if recipe.is_distillation else "model"
+        model = build_detection_model(recipe.trained_model, num_classes, role)
+        method = StructuralKD(model, teacher, recipe.method)
+
+        train, batch_size, augment = data.train, recipe.data.batch_size, recipe.data.augment
+        if len(train) == 0:
+            raise KdlabError("the detection train split is empty: check data.root / data.train_split / data.subset")
+        drop_last = len(train) >= batch_size
+
+        def batches(generator: torch.Generator):
+            epoch = iterate_detection_batches(train, batch_size, generator, shuffle=True, augment=augment)
+            return _drop_last(epoch, batch_size) if drop_last else epoch
+
+        source = DataSource(
+            batches=batches,
+            batches_per_epoch=len(train) // batch_size if drop_last else 1,
+            batch_size=lambda batch: len(batch[0]),
+        )
+        validate = None
+        if data.val is not None:
+            def validate() -> float:
+                ap50 = evaluate_detector(model, data.val, batch_size=batch_size)["AP50"]
+                return 0.0 if math.isnan(ap50) else ap50
+
+        return TrainingSetup(model=model, method=method, source=source, validate=validate,
+                             num_classes=num_classes, classes=list(data.class_names),
+                             summary={"train_images": len(train), "backbone": recipe.trained_model.backbone})
+
+    def evaluate(self, model: nn.Module, data, recipe: Recipe) -> dict[str, Any]:
+        return evaluate_split(model, data, recipe)
+
+
+# --------------------------------------------------------------------------- kdlab eval RUN (detection runs)
+def evaluate_detection_target(resolved, out: Path, batch_size: int):
+    """``kdlab eval RUN_DIR`` for a detection run: COCO box AP of its best.pt on its recipe's eval split.
+
+    Appends one row to ``out`` (model, checkpoint SHA-256 prefix, dataset, split, n, AP metrics, wall time,
+    images/s, git commit) and returns it in an :class:`~kdlab.eval_run.EvalReport`. ``attack`` is
+    ``"coco-box-ap"`` so the row sits beside attack rows in the same CSV. Images per forward pass: ``batch_size``
+    capped at the recipe's ``data.batch_size`` (the CLI default of 256 is sized for CIFAR attacks).
+    """
+    from kdlab.checkpoint import load_model
+    from kdlab.eval_run import EvalReport
+    from kdlab.results import append_rows, provenance
+    from kdlab.run import file_digest
+
+    recipe = resolved.recipe
+    if recipe is None:
+        raise KdlabError(f"{resolved.checkpoint}: detection evaluation needs the run's recipe.yaml beside it")
+    task = DetectionTask()
+    data = task.load_data(recipe)
+    model, payload = load_model(resolved.checkpoint, expected_classes=task.num_classes(data))
+    started = time.perf_counter()
+    evaluation = evaluate_split(model, data, recipe, batch_size=max(1, min(batch_size, recipe.data.batch_size)))
+    seconds = time.perf_counter() - started
+    info = provenance()
+    row = {
+        "model": resolved.label,
+        "checkpoint": str(resolved.checkpoint),
+        "checkpoint_sha256": file_digest(resolved.checkpoint),
+        "arch": payload.get("arch"),
+        "backbone": payload.get("options", {}).get("backbone"),
+        "dataset": recipe.data.dataset,
+        "attack": "coco-box-ap",
+        "split": recipe.eval.split,
+        "n": evaluation["eval_n"],
+        **{name: evaluation[name] for name in METRICS},
+        "wall_seconds": round(seconds, 2),
+        "images_per_s": round(evaluation["eval_n"] / seconds, 2) if seconds > 0 else None,
+        "git_commit": info["git_commit"],
+        "torch": info["versions"]["torch"],
+        "evaluated_at": info["finished_at"],
+    }
+    append_rows(out, [row])
+    return EvalReport([row])
