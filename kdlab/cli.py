@@ -120,7 +120,7 @@ def inspect(
     rows = describe_blocks(network, image_size=(3, image_size, image_size))
     parameters = sum(p.numel() for p in network.parameters())
     table = results_table(
-        f"{model}: {parameters / 1e6:.2f}M parameters; block 1 = stem, blocks 2.. = stages",
+        f"{model}: {parameters / 1e6:.2f}M parameters",
         [{"block": r["index"], "module path": r["path"], "output shape": "×".join(map(str, r["shape"])),
           "channels": r["channels"]} for r in rows],
         ["block", "module path", "output shape", "channels"],

@@ -87,9 +87,11 @@ class RichReporter(Reporter):
 
 
 def results_table(title: str, rows: Iterable[dict[str, Any]], columns: list[str]) -> Table:
-    table = Table(title=title)
+    rows = list(rows)
+    table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column, justify="right" if column not in {"model", "run", "attack", "role"} else "left")
+        numeric = all(isinstance(row.get(column), (int, float)) or row.get(column) is None for row in rows)
+        table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
         table.add_row(*[_cell(row.get(column)) for column in columns])
     return table

@@ -114,7 +114,9 @@ class ACMSpec(Section):
     p: float = Field(1.0, gt=0)
     normalize: Literal["l2", "none"] = "l2"
     distance: Literal["squared_l2", "l1", "cosine"] = "squared_l2"
-    connector: Literal["auto", "conv1x1", "identity"] = "auto"
+    connector: Literal["auto", "conv1x1", "conv1x1-bn", "identity"] = Field(
+        "auto", description="auto: identity when channels match, else a plain 1x1 conv"
+    )
 
     @model_validator(mode="after")
     def _weights_match_blocks(self) -> ACMSpec:

@@ -184,16 +184,30 @@ def _local_moments(
 def _similarity(
     x: Tensor, y: Tensor, taps: int, sigma: float, components: str, c1: float, c2: float, padding: str
 ) -> Tensor:
-    """The SSIM map (or its cs / s part) of one channel block."""
-    mu_x, mu_y, mean_xx, mean_yy, mean_xy = _local_moments(x, y, taps, sigma, padding)
+    """The SSIM map (or its cs / s part) of one channel block, outside autocast (SSIM needs float32 or more)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _similarity_from_moments(*_local_moments(x, y, taps, sigma, padding), components, c1, c2)
+
+
+def _similarity_from_moments(
+    mu_x: Tensor,
+    mu_y: Tensor,
+    mean_xx: Tensor,
+    mean_yy: Tensor,
+    mean_xy: Tensor,
+    components: str,
+    c1: float,
+    c2: float,
+) -> Tensor:
+    """SSIM ("lcs"), cs or s from the local moments (formulas in the module docstring)."""
     mu_xy = mu_x * mu_y
     if components == "s":
         c3 = c2 / 2
         std_x = (mean_xx - mu_x * mu_x).clamp_min(_VARIANCE_EPS).sqrt()
         std_y = (mean_yy - mu_y * mu_y).clamp_min(_VARIANCE_EPS).sqrt()
         return (mean_xy - mu_xy + c3) / (std_x * std_y + c3)
-    # The in-place steps only touch fresh temporaries that no backward formula saves: fewer large allocations,
-    # which is most of the cost of this elementwise chain on CPU.
+    # The in-place steps only touch fresh temporaries that no backward formula saves: fewer full-size
+    # allocations for the same arithmetic.
     mu_sq = (mu_x * mu_x).addcmul_(mu_y, mu_y)  # mu_x^2 + mu_y^2
     cs_num = (mean_xy - mu_xy).mul_(2.0).add_(c2)  # 2 sigma_xy + C2
     cs_den = (mean_xx + mean_yy).sub_(mu_sq).add_(c2)  # sigma_x^2 + sigma_y^2 + C2
@@ -240,9 +254,8 @@ def _similarity_blocks(
         block_channels = max(multiple, int(_BLOCK_BYTES // bytes_per_channel) // multiple * multiple)
     # split, not slicing in a loop: its backward assembles the input gradient once instead of adding up one
     # zero-filled full-size tensor per block.
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        for x_block, y_block in zip(x.split(block_channels, dim=1), y.split(block_channels, dim=1)):
-            yield _similarity(x_block, y_block, taps, sigma, components, c1, c2, padding)
+    for x_block, y_block in zip(x.split(block_channels, dim=1), y.split(block_channels, dim=1)):
+        yield _similarity(x_block, y_block, taps, sigma, components, c1, c2, padding)
 
 
 def ssim_map(
