@@ -21,7 +21,8 @@ from torch import nn
 
 
 def _uniform_start(images: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
-    noise = torch.rand(images.shape, generator=generator, dtype=images.dtype) * 2 - 1
+    # Drawn on the generator's device (the CPU) so a run's randomness does not depend on where it trains.
+    noise = (torch.rand(images.shape, generator=generator, dtype=images.dtype) * 2 - 1).to(images.device)
     return (images + eps * noise).clamp(0, 1)
 
 
@@ -53,7 +54,7 @@ def trades_examples(model: nn.Module, images: torch.Tensor, *, eps: float, alpha
     """TRADES inner maximisation of KL(f(x) || f(x')) under the Linf ball."""
     with torch.no_grad():
         clean_probabilities = F.softmax(model(images), dim=1)
-    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
     adversarial = (images + 0.001 * noise).clamp(0, 1)
     for _ in range(steps):
         adversarial.requires_grad_(True)

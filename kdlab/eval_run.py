@@ -92,6 +92,7 @@ def evaluate_target(target: str | Path, attacks: list[str], *, eps: float | None
     base = resolved.recipe or validate_recipe({"model": {"arch": "resnet_small"}})
     dataset = load_data(base.model_copy(update={"data": data_spec}))
     model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
+    model = model.to(base.torch_device())
     images, labels = test_selection(dataset.test, min(n, len(dataset.test)), seed)
 
     def spec_for(name: str) -> AttackSpec:

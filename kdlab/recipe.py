@@ -195,6 +195,7 @@ class Recipe(Section):
     name: str = "run"
     task: Literal["classification", "detection"] = "classification"
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     data: DataSpec = DataSpec()
     model: ModelSpec | None = None
     student: ModelSpec | None = None
@@ -224,6 +225,15 @@ class Recipe(Section):
     def trained_model(self) -> ModelSpec:
         """The network this recipe trains: the student, or the model of a training recipe."""
         return self.student if self.student is not None else self.model  # type: ignore[return-value]
+
+    def torch_device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise KdlabError("device: cuda but no CUDA GPU is visible; set device: cpu (or auto)")
+        return torch.device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -124,7 +124,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
                      validate=setup.validate, export_best=export_best, resume=resume, reporter=reporter)
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
-        evaluation = task.evaluate(best, data, recipe)
+        evaluation = task.evaluate(best.to(recipe.torch_device()), data, recipe)
         summary = {
             "name": recipe.name,
             "task": recipe.task,

@@ -68,6 +68,7 @@ FEATURE_LOSS_KINDS = ("ssim", "l1", "l2", "none")
 
 # Floor for the variances under the square root of the structure term: finite d sqrt / d var at var = 0.
 _VARIANCE_EPS = 1e-12
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 Levels = Sequence[Tensor] | Mapping[str, Tensor]
 Adapters = nn.ModuleList | nn.ModuleDict | Sequence[nn.Module] | Mapping[str, nn.Module] | None
@@ -243,7 +244,7 @@ def _similarity_blocks(
     taps, sigma = effective_window(height, width, window_size, sigma)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    if x.dtype in (torch.float16, torch.bfloat16) or y.dtype in (torch.float16, torch.bfloat16):
+    if x.dtype in _HALF_DTYPES or y.dtype in _HALF_DTYPES:
         x, y = x.float(), y.float()
     block_channels = channels
     if x.device.type == "cpu":
@@ -307,6 +308,9 @@ def ssim_loss(
     if normalize not in GRANULARITIES:
         raise ValueError(f"unknown normalize {normalize!r}; allowed values: {', '.join(GRANULARITIES)}")
     teacher = teacher.detach()
+    if student.dtype in _HALF_DTYPES or teacher.dtype in _HALF_DTYPES:
+        # psi's division and SSIM's cancellations need float32 precision.
+        student, teacher = student.float(), teacher.float()
     blocks = _similarity_blocks(
         minmax_normalize(student, normalize),
         minmax_normalize(teacher, normalize),
@@ -366,6 +370,8 @@ def multilevel_feature_loss(
         raise ValueError(
             f"unknown feature loss kind {kind!r}; allowed values: {', '.join(FEATURE_LOSS_KINDS)}"
         )
+    if isinstance(student_levels, Mapping) != isinstance(teacher_levels, Mapping):
+        raise ValueError("student and teacher feature levels must both be lists or both be dicts")
     student_named = _as_named_levels(student_levels, "student")
     teacher_named = _as_named_levels(teacher_levels, "teacher")
     if [name for name, _ in student_named] != [name for name, _ in teacher_named]:

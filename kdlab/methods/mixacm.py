@@ -40,7 +40,7 @@ def block_channels(model: nn.Module, keys: list, image_shape: tuple[int, ...]) -
     was_training = model.training
     model.eval()
     with torch.no_grad(), FeatureTaps(model, keys, detach=True) as taps:
-        model(torch.zeros(1, *image_shape))
+        model(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
     model.train(was_training)
     return [taps.features[key].shape[1] for key in keys]
 

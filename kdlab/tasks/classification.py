@@ -22,11 +22,13 @@ def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     with torch.no_grad():
         for start in range(0, len(labels), batch_size):
-            batch = images_uint8[start:start + batch_size].float().div(255)
-            correct += int((model(batch).argmax(1) == labels[start:start + batch_size]).sum())
+            batch = images_uint8[start:start + batch_size].to(device).float().div(255)
+            predictions = model(batch).argmax(1).cpu()
+            correct += int((predictions == labels[start:start + batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / max(1, len(labels))
 
@@ -78,8 +80,10 @@ class ClassificationTask:
         from kdlab.models.factory import build_model
 
         spec = recipe.trained_model
-        model = build_model("classification", spec.arch, data.num_classes, spec.build_options())
+        device = recipe.torch_device()
+        model = build_model("classification", spec.arch, data.num_classes, spec.build_options()).to(device)
         if teacher is not None:
+            teacher = teacher.to(device)
             from kdlab.methods.mixacm import MixACM
 
             method: nn.Module = MixACM(model, teacher, recipe.method, image_shape=tuple(data.train.images.shape[1:]))
@@ -90,7 +94,8 @@ class ClassificationTask:
         batch_size, augment = recipe.data.batch_size, recipe.data.augment
         source = DataSource(
             batches=lambda generator: iterate_batches(
-                data.train, batch_size, generator, shuffle=True, augment=augment, drop_last=True
+                data.train, batch_size, generator, shuffle=True, augment=augment, drop_last=True,
+                device=None if device.type == "cpu" else device,
             ),
             batches_per_epoch=num_batches(len(data.train), batch_size, drop_last=True),
             batch_size=lambda batch: len(batch[1]),
