@@ -130,11 +130,17 @@ class ACMSpec(Section):
 class FeatureKDSpec(Section):
     """Feature distillation on detector FPN levels (Structural KD)."""
 
-    kind: Literal["none", "l1", "l2", "ssim"] = "ssim"
-    weight: float = Field(1.0, ge=0)
-    components: Literal["lcs", "cs", "s"] = "lcs"
-    normalize: Literal["sample_channel", "level", "none"] = "sample_channel"
-    adapter: bool = False
+    kind: Literal["none", "l1", "l2", "ssim"] = Field(
+        "ssim", description="per-level loss: (1 - SSIM)/2 (the paper), l1 / l2 baselines, or none (no teacher forward)"
+    )
+    weight: float = Field(1.0, ge=0, description="lambda: multiplies the feature loss summed over FPN levels")
+    components: Literal["lcs", "cs", "s"] = Field(
+        "lcs", description="SSIM terms: lcs = full SSIM, cs = contrast-structure, s = structure only"
+    )
+    normalize: Literal["sample_channel", "level", "none"] = Field(
+        "sample_channel", description="psi: min-max to [0, 1] per (sample, channel) map, per sample, or none"
+    )
+    adapter: bool = Field(False, description="learned 1x1 conv per student FPN level (needed if FPN widths differ)")
 
 
 class MethodSpec(Section):
@@ -242,10 +248,13 @@ class Recipe(Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def key(self, *extra: str) -> str:
-        """A content hash of everything that changes the result (not the name or output paths)."""
-        identity = self.to_dict()
-        identity.pop("name")
-        identity.pop("output")
+        """A content hash of everything that changes the result (not the name or output paths).
+
+        Only values that differ from the schema's defaults enter the hash, so a new option added to
+        kdlab (with a default) does not invalidate every cached run and teacher, and writing a default
+        explicitly names the same run as leaving it out.
+        """
+        identity = self.model_dump(mode="json", exclude_defaults=True, exclude={"name", "output", "device"})
         payload = json.dumps([identity, list(extra)], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

@@ -63,6 +63,8 @@ def test_key_ignores_name_and_output_but_not_settings():
     b = validate_recipe({**BASE, "name": "b", "output": {"dir": "elsewhere"}})
     c = validate_recipe({**BASE, "train": {"epochs": 3}})
     assert a.key() == b.key() != c.key()
+    explicit_default = validate_recipe({**BASE, "name": "a", "train": {"epochs": 30}, "device": "cpu"})
+    assert explicit_default.key() == a.key()  # defaults never enter the hash: new options keep old caches
     assert a.key("teacher-1") != a.key("teacher-2")
 
 

@@ -26,8 +26,7 @@ Choices and why:
   ``padding="same"``, reflect border), so the full SSIM matches ``kornia.losses.ssim_loss`` to float rounding;
   ``padding="valid"`` (no padding, the MATLAB reference's choice) is available. For speed, x and y are padded
   once, the five moment inputs (x, x^2, xy, y, y^2) are stacked into one 5C-channel tensor and filtered by ONE
-  depthwise conv per direction, and a hand-written backward back-filters only the maps the student needs. On
-  CPU the channels are processed in blocks of a few MB (see ``_BLOCK_BYTES``); on GPU in one block.
+  depthwise conv per direction, and a hand-written backward back-filters only the maps the student needs.
   Half-precision inputs are computed in float32 (the moments' differences E[x^2] - mu^2 cancel badly in fp16).
 * psi, min-max normalisation (``kdlab.losses.feature.minmax_normalize``), applied to student and teacher
   separately before SSIM, default per (sample, channel) map. FPN features are signed and unbounded, while SSIM's
@@ -54,7 +53,7 @@ Choices and why:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,15 +102,6 @@ def gaussian_window_1d(taps: int, sigma: float, dtype: torch.dtype, device: torc
     return (window / window.sum()).to(dtype=dtype, device=device)
 
 
-# On CPU, work is split into channel blocks whose stacked moment tensor stays under this many bytes, so each
-# block's pipeline (pad, two convs, SSIM arithmetic) runs on cache- and allocator-friendly tensors: glibc serves
-# allocations of tens of MB with fresh mmap'd pages, whose page faults made one 5C conv over a 2 x 256 x 100 x 100
-# level ~5x slower than the same work in 8-channel blocks (measured on the dev VM). Small levels are one block:
-# one depthwise conv per direction over all 5C maps. GPUs get one block (a loop would only add kernel launches).
-_BLOCK_BYTES = 4 * 2**20
-_BLOCK_CHANNEL_MULTIPLE = 8
-
-
 def _separable_blur(maps: Tensor, window: Tensor) -> Tensor:
     """'Valid' depthwise Gaussian filtering of every channel: a 1 x k then a k x 1 conv (groups = channels)."""
     groups, taps = maps.shape[1], window.numel()
@@ -122,105 +112,173 @@ def _separable_blur(maps: Tensor, window: Tensor) -> Tensor:
     return F.conv2d(maps, along_h, groups=groups)
 
 
-class _GaussianMoments(torch.autograd.Function):
-    """Local moments of two padded maps with ONE depthwise conv per direction over the 5C stacked maps.
+def _stacked_moments(x: Tensor, y: Tensor, window: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Local mu_x, E[x^2], E[xy], mu_y, E[y^2] of two padded maps: ONE conv per direction over 5C maps."""
+    batch, channels, height, width = x.shape
+    stacked = x.new_empty(batch, 5, channels, height, width)
+    stacked[:, 0] = x
+    torch.mul(x, x, out=stacked[:, 1])
+    torch.mul(x, y, out=stacked[:, 2])
+    stacked[:, 3] = y
+    torch.mul(y, y, out=stacked[:, 4])
+    filtered = _separable_blur(stacked.view(batch, 5 * channels, height, width), window)
+    return filtered.view(batch, 5, channels, *filtered.shape[-2:]).unbind(dim=1)
 
-    Output channels, in blocks of C: mu_x, E[x^2], E[xy], mu_y, E[y^2] (valid positions only). A hand-written
-    backward because autograd would (1) back-filter all 5C maps even when y (the detached teacher) needs no
-    gradient, 2/5 of the backward conv work wasted, and (2) keep the stacked products and a cat for backward.
-    The order puts x's three moments first and y's last, so the maps each input needs are one channel slice.
-    Backward: the filter is linear and the Gaussian symmetric, so its adjoint is the same filter as a full
-    (zero-padded) convolution; then the chain rule through the products,
-    dL/dx = G[mu_x] + 2 x G[E x^2] + y G[E xy]  (and symmetrically for y).
+
+class _GaussianSimilarity(torch.autograd.Function):
+    """SSIM ("lcs"), cs or s map of two padded maps, with a hand-written backward.
+
+    Forward: the five local moments come from ONE depthwise conv per direction over the stacked
+    (x, x^2, xy, y, y^2) maps, then the closed-form similarity (module docstring).
+
+    Backward, instead of autograd's op-by-op chain: (1) the closed-form derivatives of the similarity with
+    respect to the moments, only for the moments of the inputs that need a gradient (the detached teacher
+    needs none, which saves 2/5 of the back-filtering); (2) the adjoint of the Gaussian filter, which for a
+    symmetric window is the same separable filter run as a full (zero-padded) convolution, again ONE conv per
+    direction; (3) the chain rule through the products, dL/dx = G[mu_x] + 2 x G[E x^2] + y G[E xy].
+
+    Moment derivatives, with A1 = 2 mu_x mu_y + C1, B1 = mu_x^2 + mu_y^2 + C1, A2 = 2 sigma_xy + C2,
+    B2 = sigma_x^2 + sigma_y^2 + C2 (sigma_x^2 = E[x^2] - mu_x^2, sigma_xy = E[xy] - mu_x mu_y):
+
+        lcs, S = A1 A2 / (B1 B2):  dS/dE[xy] = 2 A1 / (B1 B2),  dS/dE[x^2] = -S / B2,
+                                   dS/dmu_x = 2 mu_y (A2 - A1) / (B1 B2) + 2 mu_x S (1/B2 - 1/B1)
+        cs,  S = A2 / B2:          dS/dE[xy] = 2 / B2,  dS/dE[x^2] = -S / B2,  dS/dmu_x = 2 (mu_x S - mu_y) / B2
+        s,   S = (sigma_xy + C3) / D, D = sigma_x sigma_y + C3:
+                                   dS/dE[xy] = 1 / D,  dS/dE[x^2] = -S sigma_y / (2 sigma_x D)  (0 where the
+                                   variance was clamped),  dS/dmu_x = -mu_y / D - 2 mu_x dS/dE[x^2]
+
+    and the same with x and y swapped. Each is checked against autograd by ``torch.autograd.gradcheck`` in the
+    tests.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, window: Tensor) -> Tensor:
-        batch, channels, height, width = x.shape
-        stacked = x.new_empty(batch, 5, channels, height, width)
-        stacked[:, 0] = x
-        torch.mul(x, x, out=stacked[:, 1])
-        torch.mul(x, y, out=stacked[:, 2])
-        stacked[:, 3] = y
-        torch.mul(y, y, out=stacked[:, 4])
-        ctx.save_for_backward(x, y, window)
-        return _separable_blur(stacked.view(batch, 5 * channels, height, width), window)
+    def forward(ctx, x: Tensor, y: Tensor, window: Tensor, components: str, c1: float, c2: float) -> Tensor:
+        mu_x, mean_xx, mean_xy, mu_y, mean_yy = _stacked_moments(x, y, window)
+        ctx.components = components
+        # No autograd inside forward: every temporary can be updated in place.
+        mu_xy = mu_x * mu_y
+        if components == "s":
+            var_x = mean_xx.sub_(mu_x * mu_x)
+            var_y = mean_yy.sub_(mu_y * mu_y)
+            std_x = var_x.clamp_min(_VARIANCE_EPS).sqrt_()
+            std_y = var_y.clamp_min(_VARIANCE_EPS).sqrt_()
+            den = (std_x * std_y).add_(c2 / 2)
+            similarity = mean_xy.sub_(mu_xy).add_(c2 / 2).div_(den)
+            ctx.save_for_backward(x, y, window, mu_x, mu_y, var_x, var_y, std_x, std_y, den, similarity)
+            return similarity
+        mu_sq = (mu_x * mu_x).addcmul_(mu_y, mu_y)
+        a2 = mean_xy.sub_(mu_xy).mul_(2.0).add_(c2)
+        b2 = mean_xx.add_(mean_yy).sub_(mu_sq).add_(c2)
+        if components == "cs":
+            similarity = a2 / b2
+            ctx.save_for_backward(x, y, window, mu_x, mu_y, b2, similarity)
+            return similarity
+        a1 = mu_xy.mul_(2.0).add_(c1)
+        b1 = mu_sq.add_(c1)
+        # One division for l * cs, as in the standard (and kornia's) form.
+        similarity = (a1 * a2).div_(b1 * b2)
+        ctx.save_for_backward(x, y, window, mu_x, mu_y, a1, a2, b1, b2, similarity)
+        return similarity
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        x, y, window = ctx.saved_tensors
+    def backward(ctx, grad: Tensor):
+        x, y, window, mu_x, mu_y, *rest = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        channels, radius = x.shape[1], window.numel() // 2
-        first = 0 if need_x else 2  # x needs blocks 0..2, y needs blocks 2..4
-        last = 5 if need_y else 3
+        if not (need_x or need_y):
+            return None, None, None, None, None, None
+        # Slots in the stacked order mu_x, E[x^2], E[xy], mu_y, E[y^2]; x needs 0..2, y needs 2..4.
+        first, last = (0 if need_x else 2), (5 if need_y else 3)
+        batch, channels, height, width = grad.shape
+        slots = grad.new_empty(batch, 5, channels, height, width)
+        if ctx.components == "lcs":
+            a1, a2, b1, b2, similarity = rest
+            grad_over_den = grad / (b1 * b2)
+            grad_s = grad * similarity
+            weight_mu_other = (a2 - a1).mul_(grad_over_den).mul_(2.0)
+            weight_mu_self = (b2.reciprocal() - b1.reciprocal()).mul_(grad_s).mul_(2.0)
+            torch.mul(a1, grad_over_den, out=slots[:, 2]).mul_(2.0)
+            grad_var = torch.div(grad_s, b2).neg_()
+            if need_x:
+                torch.mul(mu_y, weight_mu_other, out=slots[:, 0]).addcmul_(mu_x, weight_mu_self)
+                slots[:, 1] = grad_var
+            if need_y:
+                torch.mul(mu_x, weight_mu_other, out=slots[:, 3]).addcmul_(mu_y, weight_mu_self)
+                slots[:, 4] = grad_var
+        elif ctx.components == "cs":
+            b2, similarity = rest
+            grad_over_den = grad / b2
+            torch.mul(grad_over_den, 2.0, out=slots[:, 2])
+            grad_var = torch.mul(similarity, grad_over_den).neg_()
+            if need_x:
+                torch.mul(mu_x, similarity, out=slots[:, 0]).sub_(mu_y).mul_(slots[:, 2])
+                slots[:, 1] = grad_var
+            if need_y:
+                torch.mul(mu_y, similarity, out=slots[:, 3]).sub_(mu_x).mul_(slots[:, 2])
+                slots[:, 4] = grad_var
+        else:
+            var_x, var_y, std_x, std_y, den, similarity = rest
+            torch.div(grad, den, out=slots[:, 2])
+            # -S / (2 D) times dS-weighted sigma ratio; zero where clamp_min cut the variance (as autograd).
+            half_grad_s = torch.mul(similarity, slots[:, 2]).mul_(-0.5)
+            if need_x:
+                grad_var_x = (std_y / std_x).mul_(half_grad_s).mul_(var_x >= _VARIANCE_EPS)
+                slots[:, 1] = grad_var_x
+                torch.mul(mu_y, slots[:, 2], out=slots[:, 0]).neg_().addcmul_(mu_x, grad_var_x, value=-2.0)
+            if need_y:
+                grad_var_y = (std_x / std_y).mul_(half_grad_s).mul_(var_y >= _VARIANCE_EPS)
+                slots[:, 4] = grad_var_y
+                torch.mul(mu_x, slots[:, 2], out=slots[:, 3]).neg_().addcmul_(mu_y, grad_var_y, value=-2.0)
+
+        radius = window.numel() // 2
+        wanted = slots[:, first:last].reshape(batch, (last - first) * channels, height, width)
         # Explicit zero padding: oneDNN's depthwise conv was ~4x slower with the conv's own padding (measured).
-        padded = F.pad(grad[:, first * channels : last * channels], (2 * radius,) * 4)
-        back = _separable_blur(padded, window)
-        back = back.view(x.shape[0], last - first, channels, x.shape[2], x.shape[3])
+        back = _separable_blur(F.pad(wanted, (2 * radius,) * 4), window)
+        back = back.view(batch, last - first, channels, *back.shape[-2:])
         grad_x = grad_y = None
         if need_x:
             grad_x = torch.addcmul(back[:, 0], x, back[:, 1], value=2.0).addcmul_(y, back[:, 2])
         if need_y:
             grad_y = torch.addcmul(back[:, 3 - first], y, back[:, 4 - first], value=2.0)
             grad_y.addcmul_(x, back[:, 2 - first])
-        return grad_x, grad_y, None
-
-
-def _local_moments(
-    x: Tensor, y: Tensor, taps: int, sigma: float, padding: str
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gaussian-weighted local mu_x, mu_y, E[x^2], E[y^2], E[xy] of two B x C x H x W maps."""
-    radius = taps // 2
-    if padding == "same" and radius > 0:
-        # Pad x and y, not the 5 stacked maps: products of reflected maps are the reflected products, so the
-        # pad (and its backward) touches 2C maps instead of 5C. One 2-D pad up front equals kornia's
-        # pad-filter-pad-filter, because reflecting rows commutes with filtering along the rows.
-        x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-        y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
-    window = gaussian_window_1d(taps, sigma, x.dtype, x.device)
-    mu_x, mean_xx, mean_xy, mu_y, mean_yy = _GaussianMoments.apply(x, y, window).chunk(5, dim=1)
-    return mu_x, mu_y, mean_xx, mean_yy, mean_xy
+        return grad_x, grad_y, None, None, None, None
 
 
 def _similarity(
     x: Tensor, y: Tensor, taps: int, sigma: float, components: str, c1: float, c2: float, padding: str
 ) -> Tensor:
-    """The SSIM map (or its cs / s part) of one channel block, outside autocast (SSIM needs float32 or more)."""
+    """The SSIM map (or its cs / s part), computed outside autocast (SSIM needs float32 or more)."""
+    radius = taps // 2
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return _similarity_from_moments(*_local_moments(x, y, taps, sigma, padding), components, c1, c2)
+        if padding == "same" and radius > 0:
+            # Pad x and y, not the 5 stacked maps: products of reflected maps are the reflected products, so
+            # the pad (and its backward) touches 2C maps instead of 5C. One 2-D pad up front equals kornia's
+            # pad-filter-pad-filter, because reflecting rows commutes with filtering along the rows.
+            x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+            y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
+        window = gaussian_window_1d(taps, sigma, x.dtype, x.device)
+        return _GaussianSimilarity.apply(x, y, window, components, c1, c2)
 
 
-def _similarity_from_moments(
-    mu_x: Tensor,
-    mu_y: Tensor,
-    mean_xx: Tensor,
-    mean_yy: Tensor,
-    mean_xy: Tensor,
-    components: str,
-    c1: float,
-    c2: float,
-) -> Tensor:
-    """SSIM ("lcs"), cs or s from the local moments (formulas in the module docstring)."""
-    mu_xy = mu_x * mu_y
-    if components == "s":
-        c3 = c2 / 2
-        std_x = (mean_xx - mu_x * mu_x).clamp_min(_VARIANCE_EPS).sqrt()
-        std_y = (mean_yy - mu_y * mu_y).clamp_min(_VARIANCE_EPS).sqrt()
-        return (mean_xy - mu_xy + c3) / (std_x * std_y + c3)
-    # The in-place steps only touch fresh temporaries that no backward formula saves: fewer full-size
-    # allocations for the same arithmetic.
-    mu_sq = (mu_x * mu_x).addcmul_(mu_y, mu_y)  # mu_x^2 + mu_y^2
-    cs_num = (mean_xy - mu_xy).mul_(2.0).add_(c2)  # 2 sigma_xy + C2
-    cs_den = (mean_xx + mean_yy).sub_(mu_sq).add_(c2)  # sigma_x^2 + sigma_y^2 + C2
-    if components == "cs":
-        return cs_num / cs_den
-    l_num = (mu_xy * 2.0).add_(c1)  # 2 mu_x mu_y + C1
-    l_den = mu_sq.add_(c1)  # mu_x^2 + mu_y^2 + C1
-    # One division for l * cs, as in the standard (and kornia's) form.
-    return (l_num * cs_num) / (l_den * cs_den)
+# On CPU, channels are processed in blocks whose largest temporary (the 5C stacked moments) stays under this
+# size. glibc serves larger allocations with fresh mmap'd pages, returned to the OS on free; the page faults on
+# every reuse made the unblocked 100 x 100 FPN level up to ~1.5x slower than kornia's per-moment filtering, whose
+# 20 MB tensors are recycled by the heap (measured on a 2-core VM, benchmarks/ssim_loss.py). 24 MB is below
+# glibc's largest dynamic mmap threshold (32 MB); blocks much smaller than that only add per-op overhead.
+_CPU_BLOCK_BYTES = 24 * 2**20
 
 
-def _similarity_blocks(
+def _cpu_block_channels(x: Tensor, taps: int, padding: str) -> int:
+    """Channels per block: all of them on GPU (blocks would only add kernel launches) or when small enough."""
+    batch, channels, height, width = x.shape
+    if x.device.type != "cpu":
+        return channels
+    pad = 2 * (taps // 2) if padding == "same" else 0
+    bytes_per_channel = 5 * batch * (height + pad) * (width + pad) * x.element_size()
+    # Whole multiples of 8 channels: oneDNN's depthwise kernels work on groups of 8 or 16 channels.
+    return max(8, _CPU_BLOCK_BYTES // bytes_per_channel // 8 * 8)
+
+
+def _checked_similarity(
     x: Tensor,
     y: Tensor,
     window_size: int,
@@ -228,8 +286,8 @@ def _similarity_blocks(
     components: str,
     data_range: float,
     padding: str,
-) -> Iterator[Tensor]:
-    """Validate, then yield the similarity map of each channel block (see ``_BLOCK_BYTES``)."""
+) -> Tensor:
+    """Validate the options and shapes, then compute the similarity map."""
     if components not in COMPONENTS:
         raise ValueError(f"unknown SSIM components {components!r}; allowed values: {', '.join(COMPONENTS)}")
     if padding not in PADDINGS:
@@ -240,23 +298,19 @@ def _similarity_blocks(
         )
     if data_range <= 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
-    batch, channels, height, width = x.shape
-    taps, sigma = effective_window(height, width, window_size, sigma)
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
+    taps, sigma = effective_window(x.shape[-2], x.shape[-1], window_size, sigma)
     if x.dtype in _HALF_DTYPES or y.dtype in _HALF_DTYPES:
         x, y = x.float(), y.float()
-    block_channels = channels
-    if x.device.type == "cpu":
-        pad = 2 * (taps // 2) if padding == "same" else 0
-        bytes_per_channel = 5 * batch * (height + pad) * (width + pad) * x.element_size()
-        # Whole multiples of 8 channels: oneDNN's depthwise kernels work on groups of 8 or 16 channels.
-        multiple = _BLOCK_CHANNEL_MULTIPLE
-        block_channels = max(multiple, int(_BLOCK_BYTES // bytes_per_channel) // multiple * multiple)
-    # split, not slicing in a loop: its backward assembles the input gradient once instead of adding up one
-    # zero-filled full-size tensor per block.
-    for x_block, y_block in zip(x.split(block_channels, dim=1), y.split(block_channels, dim=1)):
-        yield _similarity(x_block, y_block, taps, sigma, components, c1, c2, padding)
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    block = _cpu_block_channels(x, taps, padding)
+    if block >= x.shape[1]:
+        return _similarity(x, y, taps, sigma, components, c1, c2, padding)
+    # split, not slicing in a loop: its backward assembles the input gradient in one go.
+    blocks = zip(x.split(block, dim=1), y.split(block, dim=1))
+    return torch.cat(
+        [_similarity(xb, yb, taps, sigma, components, c1, c2, padding) for xb, yb in blocks], dim=1
+    )
 
 
 def ssim_map(
@@ -273,17 +327,7 @@ def ssim_map(
     Symmetric in x and y; no normalisation and no detaching happen here. Returns B x C x H x W for
     ``padding="same"``, B x C x (H - k + 1) x (W - k + 1) for ``"valid"`` with k the effective window.
     """
-    maps = list(_similarity_blocks(x, y, window_size, sigma, components, data_range, padding))
-    return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
-
-
-def _map_positions(shape: torch.Size, window_size: int, padding: str) -> int:
-    """Positions per channel of the SSIM map: H * W for "same", the valid positions of the effective window else."""
-    height, width = shape[-2], shape[-1]
-    if padding == "same":
-        return height * width
-    taps, _ = effective_window(height, width, window_size, 1.0)
-    return (height - taps + 1) * (width - taps + 1)
+    return _checked_similarity(x, y, window_size, sigma, components, data_range, padding)
 
 
 def ssim_loss(
@@ -311,7 +355,7 @@ def ssim_loss(
     if student.dtype in _HALF_DTYPES or teacher.dtype in _HALF_DTYPES:
         # psi's division and SSIM's cancellations need float32 precision.
         student, teacher = student.float(), teacher.float()
-    blocks = _similarity_blocks(
+    similarity = _checked_similarity(
         minmax_normalize(student, normalize),
         minmax_normalize(teacher, normalize),
         window_size,
@@ -320,10 +364,8 @@ def ssim_loss(
         data_range,
         padding,
     )
-    # mean((1 - m) / 2) == (1 - mean(m)) / 2: sum block by block, never building the full map.
-    total = sum(block.sum() for block in blocks)
-    count = student.shape[0] * student.shape[1] * _map_positions(student.shape, window_size, padding)
-    return (1.0 - total / count) * 0.5
+    # mean((1 - m) / 2) == (1 - mean(m)) / 2, without another full-size temporary.
+    return (1.0 - similarity.mean()) * 0.5
 
 
 def _as_named_levels(levels: Levels, what: str) -> list[tuple[str, Tensor]]:
