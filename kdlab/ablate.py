@@ -10,7 +10,9 @@ it is always the same function of what has finished.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -197,7 +199,9 @@ def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
     data = task.load_data(recipe)
     teacher, info = prepare_teacher(recipe, task.num_classes(data), None)
     cache_dir = Path(info["teacher"]) if Path(info["teacher"]).is_dir() else Path(recipe.output.dir)
-    cache = cache_dir / f"eval-{recipe.key('teacher-eval')}.json"
+    # Keyed by what the numbers depend on (test data and evaluation settings), not by the cell.
+    setting = json.dumps([recipe.data.model_dump(mode="json"), recipe.eval.model_dump(mode="json")], sort_keys=True)
+    cache = cache_dir / f"eval-{hashlib.sha256(setting.encode()).hexdigest()[:10]}.json"
     if cache.exists():
         evaluation = read_json(cache)
     else:
@@ -209,7 +213,8 @@ def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
 def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
     row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
            "seed": seed}
-    row.update({key: value for key, value in summary.items() if key.endswith("_acc") or key in DETECTION_METRICS})
+    row.update({key: value for key, value in summary.items()
+                if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})
     row["val_score"] = summary.get("val_score")
     row["wall_seconds"] = summary.get("wall_seconds")
     row["run_dir"] = summary.get("run_dir")

@@ -161,7 +161,8 @@ def eval_(
             batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity,
             eps_sweep=parse_eps_list(eps_sweep) if eps_sweep else None, progress=progress,
         )
-    columns = [c for c in ("attack", "eps_255", "steps", "n", "accuracy", "AP", "AP50", "images_per_s", "components")
+    columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
+                           "images_per_s", "components")
                if any(c in row for row in report.rows)]
     console.print(results_table(f"{report.rows[0]['model']}: accuracy (%)", report.rows, columns))
     for violation in report.violations:

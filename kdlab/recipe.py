@@ -64,6 +64,9 @@ class DataSpec(Section):
     annotations: str | None = Field(None, description="COCO json for the train split (detection)")
     test_annotations: str | None = None
     num_images: int = Field(96, gt=0, description="synthetic detection images")
+    num_test_images: int | None = Field(
+        None, gt=0, description="synthetic detection test images (default max(16, num_images // 4))"
+    )
 
 
 class ModelSpec(Section):

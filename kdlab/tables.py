@@ -23,7 +23,7 @@ METRIC_NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoA
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    accuracy = [c for c in frame.columns if c.endswith("_acc") and c != "val_acc"]
+    accuracy = [c for c in frame.columns if c.endswith("_acc") and not c.startswith(("val_", "teacher_"))]
     detection = [c for c in ("AP", "AP50", "AP75", "APs", "APm", "APl") if c in frame.columns]
     return accuracy + detection
 
@@ -96,5 +96,6 @@ def render(csv_path: Path, paper: str | None = None) -> tuple[Path, Path]:
         value_columns=[f"{m}_mean" for m in metrics],
         error_columns=[f"{m}_std" for m in metrics],
         label_column="cell",
+        title=f"{csv_path.stem} (mean ± std over seeds)",
     )
     return markdown, plot

@@ -26,7 +26,10 @@ Choices and why:
   ``padding="same"``, reflect border), so the full SSIM matches ``kornia.losses.ssim_loss`` to float rounding;
   ``padding="valid"`` (no padding, the MATLAB reference's choice) is available. For speed, x and y are padded
   once, the five moment inputs (x, x^2, xy, y, y^2) are stacked into one 5C-channel tensor and filtered by ONE
-  depthwise conv per direction, and a hand-written backward back-filters only the maps the student needs.
+  depthwise conv per direction. The backward is hand-written (``_GaussianSimilarity``): closed-form
+  derivatives of the similarity with respect to the moments, then one back-filtering conv per direction over
+  only the maps the student needs; autograd's op-by-op chain was slower and back-filtered the teacher's maps
+  too. Double backward (``create_graph=True``) is not supported.
   Half-precision inputs are computed in float32 (the moments' differences E[x^2] - mu^2 cancel badly in fp16).
 * psi, min-max normalisation (``kdlab.losses.feature.minmax_normalize``), applied to student and teacher
   separately before SSIM, default per (sample, channel) map. FPN features are signed and unbounded, while SSIM's
@@ -186,53 +189,59 @@ class _GaussianSimilarity(torch.autograd.Function):
         need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_x or need_y):
             return None, None, None, None, None, None
-        # Slots in the stacked order mu_x, E[x^2], E[xy], mu_y, E[y^2]; x needs 0..2, y needs 2..4.
+        # Moment gradients in the stacked order mu_x, E[x^2], E[xy], mu_y, E[y^2]; x needs 0..2, y needs 2..4.
+        # They are written straight into the interior of the zero-padded buffer that the adjoint filter reads
+        # (a full convolution pads by k - 1): no separate pad copy, and only the maps that are needed.
         first, last = (0 if need_x else 2), (5 if need_y else 3)
         batch, channels, height, width = grad.shape
-        slots = grad.new_empty(batch, 5, channels, height, width)
+        full = window.numel() - 1
+        padded = grad.new_zeros(batch, last - first, channels, height + 2 * full, width + 2 * full)
+        interior = padded[..., full : full + height, full : full + width]
+
+        def slot(moment: int) -> Tensor:
+            return interior[:, moment - first]
+
         if ctx.components == "lcs":
             a1, a2, b1, b2, similarity = rest
             grad_over_den = grad / (b1 * b2)
             grad_s = grad * similarity
             weight_mu_other = (a2 - a1).mul_(grad_over_den).mul_(2.0)
             weight_mu_self = (b2.reciprocal() - b1.reciprocal()).mul_(grad_s).mul_(2.0)
-            torch.mul(a1, grad_over_den, out=slots[:, 2]).mul_(2.0)
+            torch.mul(a1, grad_over_den, out=slot(2)).mul_(2.0)
             grad_var = torch.div(grad_s, b2).neg_()
             if need_x:
-                torch.mul(mu_y, weight_mu_other, out=slots[:, 0]).addcmul_(mu_x, weight_mu_self)
-                slots[:, 1] = grad_var
+                torch.mul(mu_y, weight_mu_other, out=slot(0)).addcmul_(mu_x, weight_mu_self)
+                slot(1).copy_(grad_var)
             if need_y:
-                torch.mul(mu_x, weight_mu_other, out=slots[:, 3]).addcmul_(mu_y, weight_mu_self)
-                slots[:, 4] = grad_var
+                torch.mul(mu_x, weight_mu_other, out=slot(3)).addcmul_(mu_y, weight_mu_self)
+                slot(4).copy_(grad_var)
         elif ctx.components == "cs":
             b2, similarity = rest
             grad_over_den = grad / b2
-            torch.mul(grad_over_den, 2.0, out=slots[:, 2])
+            torch.mul(grad_over_den, 2.0, out=slot(2))
             grad_var = torch.mul(similarity, grad_over_den).neg_()
             if need_x:
-                torch.mul(mu_x, similarity, out=slots[:, 0]).sub_(mu_y).mul_(slots[:, 2])
-                slots[:, 1] = grad_var
+                torch.mul(mu_x, similarity, out=slot(0)).sub_(mu_y).mul_(slot(2))
+                slot(1).copy_(grad_var)
             if need_y:
-                torch.mul(mu_y, similarity, out=slots[:, 3]).sub_(mu_x).mul_(slots[:, 2])
-                slots[:, 4] = grad_var
+                torch.mul(mu_y, similarity, out=slot(3)).sub_(mu_x).mul_(slot(2))
+                slot(4).copy_(grad_var)
         else:
             var_x, var_y, std_x, std_y, den, similarity = rest
-            torch.div(grad, den, out=slots[:, 2])
-            # -S / (2 D) times dS-weighted sigma ratio; zero where clamp_min cut the variance (as autograd).
-            half_grad_s = torch.mul(similarity, slots[:, 2]).mul_(-0.5)
+            torch.div(grad, den, out=slot(2))
+            half_grad_s = torch.mul(similarity, slot(2)).mul_(-0.5)
+            # Zero where clamp_min cut the variance, as autograd's clamp would.
             if need_x:
                 grad_var_x = (std_y / std_x).mul_(half_grad_s).mul_(var_x >= _VARIANCE_EPS)
-                slots[:, 1] = grad_var_x
-                torch.mul(mu_y, slots[:, 2], out=slots[:, 0]).neg_().addcmul_(mu_x, grad_var_x, value=-2.0)
+                slot(1).copy_(grad_var_x)
+                torch.mul(mu_y, slot(2), out=slot(0)).neg_().addcmul_(mu_x, grad_var_x, value=-2.0)
             if need_y:
                 grad_var_y = (std_x / std_y).mul_(half_grad_s).mul_(var_y >= _VARIANCE_EPS)
-                slots[:, 4] = grad_var_y
-                torch.mul(mu_x, slots[:, 2], out=slots[:, 3]).neg_().addcmul_(mu_y, grad_var_y, value=-2.0)
+                slot(4).copy_(grad_var_y)
+                torch.mul(mu_x, slot(2), out=slot(3)).neg_().addcmul_(mu_y, grad_var_y, value=-2.0)
 
-        radius = window.numel() // 2
-        wanted = slots[:, first:last].reshape(batch, (last - first) * channels, height, width)
-        # Explicit zero padding: oneDNN's depthwise conv was ~4x slower with the conv's own padding (measured).
-        back = _separable_blur(F.pad(wanted, (2 * radius,) * 4), window)
+        # Explicit zero padding, not the conv's own: oneDNN's depthwise conv was ~4x slower with it (measured).
+        back = _separable_blur(padded.view(batch, (last - first) * channels, *padded.shape[-2:]), window)
         back = back.view(batch, last - first, channels, *back.shape[-2:])
         grad_x = grad_y = None
         if need_x:
@@ -257,25 +266,6 @@ def _similarity(
             y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
         window = gaussian_window_1d(taps, sigma, x.dtype, x.device)
         return _GaussianSimilarity.apply(x, y, window, components, c1, c2)
-
-
-# On CPU, channels are processed in blocks whose largest temporary (the 5C stacked moments) stays under this
-# size. glibc serves larger allocations with fresh mmap'd pages, returned to the OS on free; the page faults on
-# every reuse made the unblocked 100 x 100 FPN level up to ~1.5x slower than kornia's per-moment filtering, whose
-# 20 MB tensors are recycled by the heap (measured on a 2-core VM, benchmarks/ssim_loss.py). 24 MB is below
-# glibc's largest dynamic mmap threshold (32 MB); blocks much smaller than that only add per-op overhead.
-_CPU_BLOCK_BYTES = 24 * 2**20
-
-
-def _cpu_block_channels(x: Tensor, taps: int, padding: str) -> int:
-    """Channels per block: all of them on GPU (blocks would only add kernel launches) or when small enough."""
-    batch, channels, height, width = x.shape
-    if x.device.type != "cpu":
-        return channels
-    pad = 2 * (taps // 2) if padding == "same" else 0
-    bytes_per_channel = 5 * batch * (height + pad) * (width + pad) * x.element_size()
-    # Whole multiples of 8 channels: oneDNN's depthwise kernels work on groups of 8 or 16 channels.
-    return max(8, _CPU_BLOCK_BYTES // bytes_per_channel // 8 * 8)
 
 
 def _checked_similarity(
@@ -303,14 +293,7 @@ def _checked_similarity(
         x, y = x.float(), y.float()
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    block = _cpu_block_channels(x, taps, padding)
-    if block >= x.shape[1]:
-        return _similarity(x, y, taps, sigma, components, c1, c2, padding)
-    # split, not slicing in a loop: its backward assembles the input gradient in one go.
-    blocks = zip(x.split(block, dim=1), y.split(block, dim=1))
-    return torch.cat(
-        [_similarity(xb, yb, taps, sigma, components, c1, c2, padding) for xb, yb in blocks], dim=1
-    )
+    return _similarity(x, y, taps, sigma, components, c1, c2, padding)
 
 
 def ssim_map(

@@ -55,6 +55,7 @@ def load_data(recipe: Recipe):
         annotations=spec.annotations,
         test_annotations=spec.test_annotations,
         num_images=spec.num_images,
+        num_test_images=spec.num_test_images,
     )
 
 
