@@ -8,9 +8,15 @@ kornia always uses sigma = 1.5, so that one level's values differ but its work i
 
 kdlab and kornia are timed alternately, after warm-up, and the medians of ``--repeats`` runs are reported, so a
 slow period on a shared machine hits both. Wall time is the headline; the process's CPU time is printed too,
-because it is far less sensitive to other processes competing for the cores. Usage::
+because it is less sensitive to other processes competing for the cores. Usage::
 
     python benchmarks/ssim_loss.py --repeats 7 --threads 2
+
+Allocator note: kdlab filters all five moments of a level in one conv, so its temporaries on the 100 x 100 level
+are ~100 MB, while kornia's are ~20 MB. glibc hands out allocations above 32 MB as fresh mmap'd pages and returns
+them on free, so kdlab pays page faults that kornia does not; on a VM where faults are expensive this shows at one
+thread. ``MALLOC_MMAP_THRESHOLD_=4294967296 python benchmarks/ssim_loss.py ...`` takes the allocator out of the
+comparison.
 """
 
 from __future__ import annotations

@@ -173,6 +173,21 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
 
 
 # --------------------------------------------------------------------------- running
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, end this worker when the ablation process dies (kill, Ctrl-C).
+
+    Without it a killed ``kdlab ablate`` leaves its workers training on; they would hold their cells'
+    run-directory locks until done. Elsewhere this is a no-op (workers then finish their current cell).
+    """
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _run_cell(recipe_yaml: str, threads: int) -> dict[str, Any]:
     """Worker entry point (a separate process with --jobs): run one cell and return its summary."""
     import torch
@@ -230,12 +245,13 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     out_dir.mkdir(parents=True, exist_ok=True)
     table = plan.table_path(out_dir)
     rows: dict[tuple[str, int], dict] = {}
-    order = [(cell, seed) for cell in plan.cells for seed in plan.seeds]
+    # Seed-major: an interrupted ablation leaves complete tables for its first seeds, not a few full cells.
+    order = [(cell, seed) for seed in plan.seeds for cell in plan.cells]
 
     def record(cell: Cell, seed: int, summary: dict) -> None:
         rows[(cell.label, seed)] = _row(plan, cell, seed, summary)
-        ordered = [rows[(c.label, s)] for c, s in ([(Cell(TEACHER_CELL), plan.seeds[0])] + order)
-                   if (c.label, s) in rows]
+        cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *plan.cells] for s in plan.seeds]
+        ordered = [rows[(c.label, s)] for c, s in cell_major if (c.label, s) in rows]
         write_ablation_outputs(ordered, table)
         if on_cell:
             on_cell(cell.label, seed, summary)
@@ -253,7 +269,8 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     else:
         import multiprocessing
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             futures = {pool.submit(_run_cell, recipe_yaml, threads): (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):

@@ -62,9 +62,8 @@ def test_gradients_reach_student_and_adapter_never_the_teacher(batch):
     method.train()
     assert not teacher.training and student.training
     assert set(method.adapters) == {"0", "1", "2", "3", "pool"}
-    names = {name for name, _ in method.named_parameters()}
-    assert not any(name.startswith("teacher") or name.startswith("_teacher") for name in names)
-    assert not any(key.startswith("_teacher") for key in method.state_dict())
+    assert all(name.startswith(("student.", "adapters.")) for name, _ in method.named_parameters())
+    assert all(key.startswith(("student.", "adapters.")) for key in method.state_dict())
 
     result = method.training_step(batch, torch.Generator().manual_seed(0))
     assert set(result.terms) == FASTER_RCNN_LOSSES | {"feat_ssim"}
@@ -111,7 +110,8 @@ def test_weight_scales_the_feature_term(batch):
     for weight in (1.0, 3.0):
         method = StructuralKD(student, teacher, method_spec("l2", weight=weight))
         torch.manual_seed(1)
-        values[weight] = float(method.training_step(batch, torch.Generator().manual_seed(0)).terms["feat_l2"])
+        step = method.training_step(batch, torch.Generator().manual_seed(0))
+        values[weight] = float(step.terms["feat_l2"].detach())
     assert values[3.0] == pytest.approx(3 * values[1.0], rel=1e-5) and values[1.0] > 0
 
 
@@ -212,7 +212,7 @@ def test_teacher_with_other_resizing_or_classes_is_refused(recipes, tmp_path):
     path = tmp_path / "misaligned.pt"
     save_model(path, build_detector("fasterrcnn", num_classes=NUM_CLASSES, **options), task="detection",
                arch="fasterrcnn", options=options, num_classes=NUM_CLASSES)
-    overrides = [f"teacher.recipe=null", f"teacher.checkpoint={path}", f"output.dir={tmp_path}/runs"]
+    overrides = ["teacher.recipe=null", f"teacher.checkpoint={path}", f"output.dir={tmp_path}/runs"]
     with pytest.raises(KdlabError, match="resize images differently") as caught:
         run_recipe(load_recipe(student, overrides))
     message = str(caught.value)
@@ -261,11 +261,11 @@ def test_kind_ablation_plans_and_tabulates_ap(recipes, straight_run, tmp_path):
                          overrides=["train.epochs=1"], name="skd-tiny")
     kinds = [plan.recipe_for(cell, 0).method.feature.kind for cell in plan.cells]
     assert kinds == ["none", "l1", "l2", "ssim"]
-    plan.cells = plan.cells[:1] + plan.cells[-1:]  # run two cells: the baseline and SKD
+    plan.cells = plan.cells[-1:]  # run one cell (SKD): the others differ only in the term tested above
     table = run_ablation(plan, tmp_path / "ablations", threads=1)
     with open(table, newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert [row["cell"] for row in rows] == ["kind=none", "kind=ssim"]
-    assert all(row["AP"] != "" and row["AP50"] != "" for row in rows)
-    markdown = table.with_suffix(".md").read_text()
-    assert "| AP |" in markdown or "AP50" in markdown
+    assert [row["cell"] for row in rows] == ["kind=ssim"]
+    assert 0.0 <= float(rows[0]["AP"]) <= 100.0 and 0.0 <= float(rows[0]["AP50"]) <= 100.0
+    header = table.with_suffix(".md").read_text().splitlines()[4]
+    assert "| AP | AP50 | AP75 |" in header
