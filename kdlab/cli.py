@@ -21,6 +21,14 @@ app = typer.Typer(
 )
 
 SET_HELP = "Override a recipe key, e.g. --set train.epochs=5 (repeatable; type-checked like the file)."
+THREADS_HELP = "Torch CPU threads (default: one per core). On a machine shared with other jobs use 1 per process."
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def friendly(command: Callable) -> Callable:
@@ -46,25 +54,31 @@ def friendly(command: Callable) -> Callable:
 
 def _print_run(outcome, role: str) -> None:
     from kdlab.console import console, results_table
+    from kdlab.run import HEADLINE_METRICS
 
     summary = outcome.summary
+    metrics = [m for m in HEADLINE_METRICS if summary.get(m) is not None]
     rows = []
-    if summary.get("teacher_clean_acc") is not None:
-        rows.append({"role": "teacher", "run": summary.get("teacher"), "clean": summary.get("teacher_clean_acc"),
-                     "pgd": summary.get("teacher_pgd_acc")})
-    rows.append({"role": role, "run": summary["run_dir"], "clean": summary.get("clean_acc"),
-                 "pgd": summary.get("pgd_acc")})
+    if summary.get("teacher"):
+        rows.append({"role": "teacher", "run": summary["teacher"],
+                     **{m: summary.get(f"teacher_{m}") for m in metrics}})
+    rows.append({"role": role, "run": summary["run_dir"], **{m: summary.get(m) for m in metrics}})
     note = " (finished earlier: reused; --force retrains)" if outcome.reused else ""
-    title = (f"{summary['name']}: accuracy (%) on {summary.get('eval_n')} test images, "
-             f"PGD-{summary.get('eval_steps')} eps {summary.get('eval_eps', 0) * 255:.0f}/255{note}")
-    console.print(results_table(title, rows, ["role", "run", "clean", "pgd"]))
+    if summary.get("task") == "detection":
+        title = f"{summary['name']}: COCO box AP (%) on {summary.get('eval_n')} {summary.get('eval_split')} images{note}"
+    else:
+        title = (f"{summary['name']}: accuracy (%) on {summary.get('eval_n')} {summary.get('eval_split')} images, "
+                 f"PGD-{summary.get('eval_steps')} eps {summary.get('eval_eps', 0) * 255:.0f}/255{note}")
+    console.print(results_table(title, rows, ["role", "run", *metrics]))
 
 
-def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool) -> None:
+def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool,
+         threads: int | None) -> None:
     from kdlab.console import RichReporter
     from kdlab.recipe import load_recipe
     from kdlab.run import run_recipe
 
+    _set_threads(threads)
     recipe = load_recipe(recipe_path, overrides)
     if recipe.is_distillation != expect_distill:
         other = "distill" if recipe.is_distillation else "train"
@@ -81,13 +95,14 @@ def distill(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Distil a student from a teacher (trained first from its recipe if needed), evaluate it, append a row.
 
     Writes results/runs/<name>-<key>/ (recipe.yaml, run.json, metrics.csv, best.pt, last.pt,
     summary.json) and one row in results/runs.csv; prints clean and PGD-20 accuracy of teacher and student.
     """
-    _run(recipe, set_, resume, force, expect_distill=True)
+    _run(recipe, set_, resume, force, expect_distill=True, threads=threads)
 
 
 @app.command()
@@ -97,9 +112,10 @@ def train(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Train one model (standard, PGD-AT, FGSM-RS or TRADES adversarial training), evaluate it, append a row."""
-    _run(recipe, set_, resume, force, expect_distill=False)
+    _run(recipe, set_, resume, force, expect_distill=False, threads=threads)
 
 
 @app.command()
@@ -148,12 +164,14 @@ def eval_(
     sanity: bool = typer.Option(False, "--sanity", help="Also run the sanity checks (eps=0, bounds, monotone, ...)."),
     eps_sweep: str | None = typer.Option(
         None, "--eps-sweep", help="Comma-separated eps list, e.g. 0,2/255,4/255,8/255,16/255; also writes a PNG."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV."""
     from kdlab.attacks import parse_eps, parse_eps_list
     from kdlab.console import AttackProgress, console, results_table
     from kdlab.eval_run import evaluate_target
 
+    _set_threads(threads)
     with AttackProgress() as progress:
         report = evaluate_target(
             target, attack, eps=parse_eps(eps) if eps is not None else None,
@@ -164,7 +182,7 @@ def eval_(
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")
                if any(c in row for row in report.rows)]
-    console.print(results_table(f"{report.rows[0]['model']}: accuracy (%)", report.rows, columns))
+    console.print(results_table(f"{report.rows[0]['model']}: results (%)", report.rows, columns))
     for violation in report.violations:
         console.print(f"[bold yellow]sanity warning:[/] {violation}")
     if report.plot:
@@ -201,6 +219,7 @@ def ablate(
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablate import plan_ablation, run_ablation
     from kdlab.console import console
+    from kdlab.run import HEADLINE_METRICS
 
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name)
@@ -211,7 +230,8 @@ def ablate(
 
     def on_cell(label: str, seed: int, summary: dict) -> None:
         finished.append(label)
-        shown = " ".join(f"{k}={v:.2f}" for k, v in summary.items() if k.endswith("_acc") and isinstance(v, float))
+        shown = " ".join(f"{k}={v:.2f}" for k, v in summary.items()
+                         if k in HEADLINE_METRICS and isinstance(v, (int, float)))
         console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}")
 
     table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell)

@@ -84,7 +84,9 @@ def evaluate_target(target: str | Path, attacks: list[str], *, eps: float | None
     from kdlab.tasks.classification import load_data, test_selection
 
     resolved = resolve_target(target)
-    if resolved.recipe is not None and resolved.recipe.task == "detection" and data is None:
+    if resolved.recipe is not None and resolved.recipe.task == "detection":
+        if data is not None:
+            raise KdlabError("--data applies to classification runs; a detection run is evaluated on its recipe's test split")
         from kdlab.tasks.detection import evaluate_detection_target
 
         return evaluate_detection_target(resolved, out=out, batch_size=batch_size)

@@ -28,6 +28,8 @@ from kdlab.results import append_rows, provenance, read_json, write_json
 from kdlab.tasks import get_task
 
 ReporterFactory = Callable[[str], Reporter]
+# The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
+HEADLINE_METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "AP", "AP50", "AP75")
 
 
 @dataclass
@@ -63,8 +65,7 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
     info = {
         "teacher": str(outcome.run_dir),
         "teacher_identity": outcome.summary["key"],
-        "teacher_clean_acc": outcome.summary.get("clean_acc"),
-        "teacher_pgd_acc": outcome.summary.get("pgd_acc"),
+        **{f"teacher_{key}": value for key, value in outcome.summary.items() if key in HEADLINE_METRICS},
     }
     return teacher, info
 

@@ -57,10 +57,11 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None) -> str:
         cells = [str(row["cell"]), str(int(row["seeds"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         if reference:
-            value = reference["cells"].get(row["cell"])
+            # grid cells are labelled "kind=ssim": match the value as well as the whole label
+            value = reference["cells"].get(row["cell"], reference["cells"].get(str(row["cell"]).split("=")[-1]))
             cells.append(f"{value:.2f}" if value is not None else "—")
         lines.append("| " + " | ".join(cells) + " |")
-    notes = ["", "Mean ± sample standard deviation over seeds (accuracy in %)."]
+    notes = ["", "Mean ± sample standard deviation over seeds (accuracy and AP in %)."]
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"
