@@ -25,6 +25,12 @@ console = Console(stderr=False)
 error_console = Console(stderr=True)
 
 
+def _progress_columns() -> tuple:
+    """Name, bar, done/total, speed, elapsed and ETA: the columns every kdlab progress bar shows."""
+    return (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+
+
 def _format_terms(terms: dict[str, float]) -> str:
     return " ".join(f"{name}={value:.3f}" for name, value in terms.items())
 
@@ -42,18 +48,7 @@ class RichReporter(Reporter):
 
     def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
         self.epochs = epochs
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[terms]}"),
-            console=self.console,
-            transient=False,
-        )
+        self.progress = Progress(*_progress_columns(), TextColumn("{task.fields[terms]}"), console=self.console)
         self.progress.start()
         total = epochs * batches_per_epoch
         done = (start_epoch - 1) * batches_per_epoch
@@ -109,16 +104,7 @@ class AttackProgress:
     """``progress(name, done, total)`` callback for evaluations: one bar per attack with images/s and ETA."""
 
     def __init__(self, out: Console | None = None):
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=out or console,
-        )
+        self.progress = Progress(*_progress_columns(), console=out or console)
         self.tasks: dict[str, TaskID] = {}
         self.first: dict[str, tuple[float, int]] = {}
 

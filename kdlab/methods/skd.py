@@ -44,22 +44,6 @@ from kdlab.losses.ssim import multilevel_feature_loss
 from kdlab.recipe import MethodSpec
 
 
-def _fpn_shapes(detector: nn.Module) -> dict[str, int]:
-    """Level name -> channel count of the detector's FPN, from a tiny dry run (64 x 64, no grad)."""
-    from kdlab.models.detection import fpn_module_path
-
-    module = detector.get_submodule(fpn_module_path(detector))
-    parameter = next(module.parameters())
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            levels = module(torch.zeros(1, 3, 64, 64, device=parameter.device, dtype=parameter.dtype))
-    finally:
-        module.train(was_training)
-    return {name: int(level.shape[1]) for name, level in levels.items()}
-
-
 def level_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
     """A 1x1 convolution from the student's FPN width to the teacher's; the identity map when the widths match."""
     conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=True)
@@ -80,7 +64,7 @@ class StructuralKD(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: MethodSpec):
         super().__init__()
-        from kdlab.models.detection import check_fpn_compatible
+        from kdlab.models.detection import check_fpn_compatible, fpn_level_channels
 
         self.student = student
         self.feature = spec.feature
@@ -94,7 +78,7 @@ class StructuralKD(nn.Module):
                 parameter.requires_grad_(False)
             self._teacher.append(teacher)  # a plain list keeps it out of state_dict() and parameters()
             if self.feature.adapter:
-                student_levels, teacher_levels = _fpn_shapes(student), _fpn_shapes(teacher)
+                student_levels, teacher_levels = fpn_level_channels(student), fpn_level_channels(teacher)
                 for name, channels in student_levels.items():
                     self.adapters[name] = level_adapter(channels, teacher_levels[name])
 

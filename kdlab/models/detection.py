@@ -388,20 +388,22 @@ def _fpn_channels(detector: nn.Module) -> int:
     return int(detector.get_submodule(fpn_module_path(detector)).out_channels)
 
 
-def _level_names(detector: nn.Module) -> list[str]:
-    """FPN level names, from a tiny dry run of the backbone (cheap: 64 x 64)."""
+def fpn_level_channels(detector: nn.Module) -> dict[str, int]:
+    """FPN level name -> channel count, from a tiny dry run of the backbone + FPN (64 x 64, no grad)."""
     module = detector.get_submodule(fpn_module_path(detector))
     parameter = next(module.parameters())
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            names = list(
-                module(torch.zeros(1, 3, 64, 64, device=parameter.device, dtype=parameter.dtype)).keys()
-            )
+            levels = module(torch.zeros(1, 3, 64, 64, device=parameter.device, dtype=parameter.dtype))
     finally:
         module.train(was_training)
-    return names
+    return {name: int(level.shape[1]) for name, level in levels.items()}
+
+
+def _level_names(detector: nn.Module) -> list[str]:
+    return list(fpn_level_channels(detector))
 
 
 def check_fpn_compatible(teacher: nn.Module, student: nn.Module, adapter: bool = False) -> None:
