@@ -168,7 +168,7 @@ def fit(
             if not torch.isfinite(result.loss):
                 shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in result.terms.items())
                 raise KdlabError(
-                    f"loss became {float(result.loss)} at epoch {epoch}, step {step} ({shown}); lower train.lr or "
+                    f"loss became {float(result.loss.detach())} at epoch {epoch}, step {step} ({shown}); lower train.lr or "
                     f"a loss weight; the last good checkpoint is kept at {last_path}"
                 )
             optimizer.zero_grad(set_to_none=True)
