@@ -200,8 +200,8 @@ def _run_cell(recipe_yaml: str, threads: int) -> dict[str, Any]:
     return outcome.summary
 
 
-def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
-    """Evaluate the shared teacher with the ablation's attacks (cached in the teacher's run directory)."""
+def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool) -> dict[str, Any] | None:
+    """Train or find the shared teacher; with ``evaluate``, its row under the ablation's attacks (cached)."""
     import torch
 
     from kdlab.results import read_json, write_json
@@ -213,6 +213,8 @@ def _teacher_row(plan: AblationPlan, threads: int) -> dict[str, Any] | None:
     task = get_task(recipe.task)
     data = task.load_data(recipe)
     teacher, info = prepare_teacher(recipe, task.num_classes(data), None)
+    if not evaluate:
+        return None
     cache_dir = Path(info["teacher"]) if Path(info["teacher"]).is_dir() else Path(recipe.output.dir)
     # Keyed by what the numbers depend on (test data and evaluation settings), not by the cell.
     setting = json.dumps([recipe.data.model_dump(mode="json"), recipe.eval.model_dump(mode="json")], sort_keys=True)
@@ -257,9 +259,9 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
             on_cell(cell.label, seed, summary)
 
     # The teacher is trained (or found in the cache) before any cell so parallel cells share it.
-    if plan.include_teacher or plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
-        teacher = _teacher_row(plan, threads)
-        if plan.include_teacher and teacher is not None:
+    if plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
+        teacher = _teacher_row(plan, threads, evaluate=plan.include_teacher)
+        if teacher is not None:
             record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
 
     payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in order]
