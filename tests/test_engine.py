@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from kdlab.checkpoint import safe_load
-from kdlab.engine import DataSource, Reporter, StepResult, fit, lr_factor
+from kdlab.engine import DataSource, StepResult, fit, lr_factor
 from kdlab.errors import KdlabError
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.recipe import AdversarialSpec, TrainSpec
+from tests.resume_helpers import StopAfter
 
 IMAGES = torch.rand(64, 3, 8, 8)
 LABELS = (IMAGES.mean(dim=(1, 2, 3)) > 0.5).long()
@@ -36,15 +37,6 @@ def run(tmp_path, method, epochs=4, resume=False, reporter=None, validate=None):
     spec = TrainSpec(epochs=epochs, lr=0.05, warmup_epochs=1)
     return fit(method, source(), spec, seed=3, run_dir=tmp_path, validate=validate,
                export_best=lambda path: torch.save({"ok": 1}, path), resume=resume, reporter=reporter)
-
-
-class StopAfter(Reporter):
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def epoch_done(self, epoch, metrics):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def comparable(history):

@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from kdlab.errors import KdlabError
 from kdlab.recipe import load_recipe
 from kdlab.run import run_recipe
+from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
 
 DATA = {"dataset": "embedded", "subset": 200, "val_size": 40, "test_subset": 60, "batch_size": 32}
 EVAL = {"n": 40, "steps": 3}
@@ -78,24 +78,12 @@ def test_unfinished_run_needs_resume_or_force(recipes):
     assert resumed.summary["pgd_acc"] == outcome.summary["pgd_acc"]
 
 
-def test_resumed_run_equals_uninterrupted_run(recipes, monkeypatch):
-    from kdlab import engine
-
+def test_resumed_run_equals_uninterrupted_run(recipes):
     tmp_path, teacher, _ = recipes
     straight = run_recipe(load_recipe(teacher, ["train.epochs=3"]))
     other = load_recipe(teacher, ["train.epochs=3", f"output.dir={tmp_path}/runs2", f"output.table={tmp_path}/t2.csv"])
-
-    class Stop(engine.Reporter):
-        def epoch_done(self, epoch, metrics):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_recipe(other, reporter_factory=lambda name: Stop())
-    resumed = run_recipe(other, resume=True)
-    a = torch.load(straight.run_dir / "best.pt", weights_only=True)["state_dict"]
-    b = torch.load(resumed.run_dir / "best.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed = interrupted_then_resumed(other, stop_epoch=2)
+    assert best_weights_equal(straight, resumed)
     assert resumed.summary["clean_acc"] == straight.summary["clean_acc"]
     assert resumed.summary["pgd_acc"] == straight.summary["pgd_acc"]
 

@@ -22,6 +22,7 @@ from kdlab.methods.skd import StructuralKD
 from kdlab.models.detection import build_detector
 from kdlab.recipe import MethodSpec, load_recipe
 from kdlab.run import run_recipe
+from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
 
 SIZE = 64
 NUM_CLASSES = 4  # 3 synthetic shapes + background
@@ -171,7 +172,6 @@ def straight_run(recipes):
 
 
 def test_detection_run_records_ap_and_resumes_exactly(recipes, straight_run):
-    from kdlab import engine
 
     root, _teacher, student = recipes
     summary = json.loads((straight_run.run_dir / "summary.json").read_text())
@@ -186,18 +186,8 @@ def test_detection_run_records_ap_and_resumes_exactly(recipes, straight_run):
     assert [row["kind"] for row in rows] == ["train", "distill"] and rows[-1]["AP50"] != ""
 
     other = load_recipe(student, [f"output.dir={root}/runs2", f"output.table={root}/t2.csv"])
-
-    class Stop(engine.Reporter):
-        def epoch_done(self, epoch, metrics):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_recipe(other, reporter_factory=lambda name: Stop())
-    resumed = run_recipe(other, resume=True)
-    a = torch.load(straight_run.run_dir / "best.pt", weights_only=True)["state_dict"]
-    b = torch.load(resumed.run_dir / "best.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed = interrupted_then_resumed(other, stop_epoch=1)
+    assert best_weights_equal(straight_run, resumed)
     for name in ("AP", "AP50", "AP75"):
         assert resumed.summary[name] == straight_run.summary[name]
     # the teacher was trained once and reused by both student runs
