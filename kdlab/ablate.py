@@ -46,9 +46,17 @@ class AblationPlan:
     recipe_path: str
     include_teacher: bool = False
     common_overrides: list[str] = field(default_factory=list)
+    grid_keys: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        """The table's name; a grid names its keys, so two grids over one recipe never share a table."""
+        if self.kind != "grid":
+            return f"{self.name}-{self.kind}"
+        return f"{self.name}-grid-" + "-".join(key.split(".")[-1] for key in self.grid_keys)
 
     def table_path(self, out_dir: Path) -> Path:
-        return out_dir / f"{self.name}-{self.kind}.csv"
+        return out_dir / f"{self.title}.csv"
 
     def recipe_for(self, cell: Cell, seed: int) -> Recipe:
         raw = apply_overrides(self.base_raw, self.common_overrides + list(cell.overrides))
@@ -105,6 +113,10 @@ def block_cells(blocks: list[int], cumulative: bool) -> list[Cell]:
     if len(blocks) > 1:
         cells.append(cell(blocks))
     return cells
+
+
+def grid_keys(grid: list[str]) -> tuple[str, ...]:
+    return tuple(entry.partition("=")[0].strip() for entry in grid)
 
 
 def grid_cells(grid: list[str]) -> list[Cell]:
@@ -166,7 +178,7 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
         kind, cells, include_teacher = "grid", grid_cells(grid), False
     plan = AblationPlan(name=name or base.name, kind=kind, base_raw=raw, cells=cells, seeds=seeds,
                         attacks=attacks, recipe_path=recipe_path, include_teacher=include_teacher,
-                        common_overrides=list(overrides))
+                        common_overrides=list(overrides), grid_keys=grid_keys(grid))
     for cell in cells:  # validate every cell up front: a bad grid value fails before hours of training
         plan.recipe_for(cell, seeds[0])
     return plan

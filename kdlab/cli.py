@@ -224,7 +224,7 @@ def ablate(
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name)
     total = len(plan.cells) * len(plan.seeds)
-    console.print(f"[bold]{plan.name}-{plan.kind}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
+    console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
                   f" ({', '.join(c.label for c in plan.cells)})")
     finished = []
 

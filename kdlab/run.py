@@ -3,7 +3,9 @@
 A run lives in ``<output.dir>/<name>-<key>`` where ``key`` hashes the resolved recipe (and the
 teacher's identity), so the directory *is* the cache entry: a finished run is reused, an
 interrupted one resumes, and a teacher named by recipe is trained once and shared by every
-student and ablation cell that names the same teacher recipe.
+student and ablation cell that names the same teacher recipe. The name is a label, not part of
+the identity: a finished run of the same key under another name (the same cell in two
+ablations, say) is reused too.
 """
 
 from __future__ import annotations
@@ -75,6 +77,16 @@ def run_directory(recipe: Recipe, teacher_identity: str = "") -> Path:
     return Path(recipe.output.dir) / f"{recipe.name}-{recipe.key(teacher_identity)}"
 
 
+def _finished_twin(run_dir: Path) -> Path | None:
+    """A finished run with this run's key under another name, if any (the key is the last ``-`` part)."""
+    if (run_dir / "summary.json").exists():
+        return None
+    key = run_dir.name.rsplit("-", 1)[-1]
+    twins = sorted(path for path in run_dir.parent.glob(f"*-{key}")
+                   if path != run_dir and (path / "summary.json").is_file())
+    return twins[0] if twins else None
+
+
 def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
     """Return the finished summary to reuse, or prepare the directory for (re)training."""
     summary_path = run_dir / "summary.json"
@@ -103,6 +115,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
 
     run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    twin = None if force else _finished_twin(run_dir)
+    if twin is not None:
+        return RunOutcome(twin, read_json(twin / "summary.json"), reused=True)
     with FileLock(str(run_dir) + ".lock"):
         finished = _claim_directory(run_dir, resume, force)
         if finished is not None:

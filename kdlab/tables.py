@@ -75,8 +75,14 @@ def write_ablation_outputs(rows: list[dict[str, Any]], csv_path: Path, paper: st
     render(csv_path, paper=paper)
 
 
-def default_paper(csv_path: Path) -> str | None:
-    return "mixacm-components" if csv_path.stem.endswith("-components") else None
+def default_paper(frame: pd.DataFrame) -> str | None:
+    """The paper table this ablation reproduces, judged by its contents (not its file name)."""
+    if "components" in set(frame.get("kind", [])):
+        return "mixacm-components"
+    cells = set(frame["cell"].astype(str)) - {"teacher"}
+    if cells and all(cell.startswith("kind=") for cell in cells):  # a grid over method.feature.kind
+        return "skd-retinanet-coco"
+    return None
 
 
 def render(csv_path: Path, paper: str | None = None) -> tuple[Path, Path]:
@@ -85,7 +91,7 @@ def render(csv_path: Path, paper: str | None = None) -> tuple[Path, Path]:
 
     csv_path = Path(csv_path)
     frame = read_table(csv_path)
-    paper = paper or default_paper(csv_path)
+    paper = paper or default_paper(frame)
     markdown = csv_path.with_suffix(".md")
     atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + markdown_table(frame, paper))
     summary = summarise(frame)

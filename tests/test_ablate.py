@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from kdlab.ablate import block_cells, grid_cells, parse_blocks, plan_ablation, run_ablation
 from kdlab.cli import app
 from kdlab.errors import KdlabError
-from kdlab.tables import markdown_table, summarise
+from kdlab.tables import default_paper, markdown_table, summarise
 
 DATA = {"dataset": "embedded", "subset": 128, "test_subset": 40, "batch_size": 32}
 
@@ -118,3 +118,23 @@ def test_paper_numbers_sit_beside_kdlabs():
                           "pgd_acc": [20.0, 2.0]})
     text = markdown_table(frame, paper="mixacm-components")
     assert "| mixacm | 1 | 60.00 | 20.00 | 56.65 |" in text and "| kd-only | 1 | 61.00 | 2.00 | — |" in text
+
+
+def test_two_grids_over_one_recipe_write_two_tables(train_recipe, tmp_path):
+    def grid_plan(grid):
+        return plan_ablation(str(train_recipe), components=False, blocks=None, cumulative=False, grid=grid,
+                             seeds=[0], attacks=["pgd"], overrides=[], name=None)
+
+    lr, epochs = grid_plan(["train.lr=0.1,0.2"]), grid_plan(["train.epochs=1,2", "train.lr=0.1"])
+    assert lr.table_path(tmp_path).name == "abl-grid-lr.csv"
+    assert epochs.table_path(tmp_path).name == "abl-grid-epochs-lr.csv"
+
+
+def test_paper_column_is_chosen_by_the_tables_contents():
+    components = pd.DataFrame({"kind": ["components"], "cell": ["mixacm"], "seed": [0], "pgd_acc": [1.0]})
+    feature_losses = pd.DataFrame({"kind": ["grid"] * 2, "cell": ["kind=l1", "kind=ssim"], "seed": [0, 0],
+                                   "AP": [1.0, 2.0]})
+    ssim_parts = pd.DataFrame({"kind": ["grid"], "cell": ["components=cs"], "seed": [0], "AP": [1.0]})
+    assert default_paper(components) == "mixacm-components"
+    assert default_paper(feature_losses) == "skd-retinanet-coco"
+    assert default_paper(ssim_parts) is None

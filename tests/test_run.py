@@ -59,6 +59,16 @@ def test_distill_trains_teacher_once_and_records_everything(recipes):
         assert len(list(csv.DictReader(stream))) == 2
 
 
+def test_same_recipe_under_another_name_reuses_the_finished_run(recipes):
+    tmp_path, teacher, _ = recipes
+    first = run_recipe(load_recipe(teacher))
+    renamed = run_recipe(load_recipe(teacher, ["name=also-the-teacher"]))
+    assert renamed.reused and renamed.run_dir == first.run_dir
+    assert not list((tmp_path / "runs").glob("also-the-teacher-*/"))
+    changed = run_recipe(load_recipe(teacher, ["name=also-the-teacher", "train.epochs=1"]))
+    assert not changed.reused and changed.run_dir.name.startswith("also-the-teacher-")
+
+
 def test_changed_teacher_recipe_means_a_new_teacher(recipes):
     _tmp_path, teacher, _student = recipes
     first = run_recipe(load_recipe(teacher))
