@@ -72,7 +72,20 @@ def _data_spec(target: EvalTarget, data: str | None) -> DataSpec:
     return target.recipe.data
 
 
-def evaluate_target(target: str | Path, attacks: list[str], *, eps: float | None = None, alpha: float | None = None,
+DEFAULT_ATTACKS = ["clean", "pgd"]
+
+
+def _refuse_attack_options(**given: object) -> None:
+    """A detection run is scored by COCO AP only: say so instead of silently ignoring attack options."""
+    named = [f"--{name.replace('_', '-')}" for name, value in given.items()
+             if value is not None and value is not False and value != []]
+    if named:
+        raise KdlabError(f"{', '.join(named)} apply to classification runs; a detection run is evaluated by "
+                         "COCO box AP on its recipe's test split: drop them")
+
+
+def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float | None = None,
+                    alpha: float | None = None,
                     steps: int | None = None, restarts: int | None = None, n: int = 1000, batch_size: int = 256,
                     seed: int = 0, data: str | None = None, out: Path = Path("results/eval.csv"),
                     sanity: bool = False, eps_sweep: list[float] | None = None, progress=None) -> EvalReport:
@@ -85,8 +98,8 @@ def evaluate_target(target: str | Path, attacks: list[str], *, eps: float | None
 
     resolved = resolve_target(target)
     if resolved.recipe is not None and resolved.recipe.task == "detection":
-        if data is not None:
-            raise KdlabError("--data applies to classification runs; a detection run is evaluated on its recipe's test split")
+        _refuse_attack_options(attack=attacks, eps=eps, alpha=alpha, steps=steps, restarts=restarts, sanity=sanity,
+                               eps_sweep=eps_sweep, data=data)
         from kdlab.tasks.detection import evaluate_detection_target
 
         return evaluate_detection_target(resolved, out=out, batch_size=batch_size)
@@ -102,7 +115,7 @@ def evaluate_target(target: str | Path, attacks: list[str], *, eps: float | None
         overrides = {"eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts}
         return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 
-    specs = [spec_for(name) for name in dict.fromkeys(attacks)]
+    specs = [spec_for(name) for name in dict.fromkeys(attacks or DEFAULT_ATTACKS)]
     torch.manual_seed(seed)
     if eps_sweep:
         results = sweep(model, images, labels, [s for s in specs if s.name != "clean"] or specs, eps_sweep,

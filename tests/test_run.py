@@ -112,3 +112,21 @@ def test_training_on_real_cifar10_subset_learns(tmp_path):
     })
     summary = run_recipe(load_recipe(recipe)).summary
     assert summary["clean_acc"] > 30.0  # chance is 10%
+
+
+def test_kdlab_eval_on_a_run_directory_defaults_to_clean_and_pgd(recipes):
+    from typer.testing import CliRunner
+
+    from kdlab.cli import app
+
+    tmp_path, teacher, _ = recipes
+    outcome = run_recipe(load_recipe(teacher))
+    out = tmp_path / "eval.csv"
+    result = CliRunner().invoke(app, ["eval", str(outcome.run_dir), "--n", "40", "--steps", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as stream:
+        rows = {row["attack"]: row for row in csv.DictReader(stream)}
+    assert set(rows) == {"clean", "pgd"}
+    assert float(rows["clean"]["accuracy"]) == pytest.approx(outcome.summary["clean_acc"])
+    assert float(rows["pgd"]["accuracy"]) == pytest.approx(outcome.summary["pgd_acc"])  # same images, seed, steps
+    assert float(rows["pgd"]["accuracy"]) <= float(rows["clean"]["accuracy"])

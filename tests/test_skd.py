@@ -241,6 +241,13 @@ def test_kdlab_eval_on_a_detection_run_appends_a_coco_ap_row(straight_run, tmp_p
     assert float(row["AP50"]) == pytest.approx(straight_run.summary["AP50"])
     assert row["git_commit"]
 
+    refused = CliRunner().invoke(app, ["eval", str(straight_run.run_dir), "--attack", "pgd", "--eps", "4/255",
+                                       "--out", str(out)])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert "--attack, --eps apply to classification runs" in refused.output
+    with open(out, newline="") as stream:
+        assert len(list(csv.DictReader(stream))) == 1  # nothing appended, the earlier row kept
+
 
 def test_kind_ablation_plans_and_tabulates_ap(recipes, straight_run, tmp_path):
     from kdlab.ablate import plan_ablation, run_ablation
