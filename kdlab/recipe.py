@@ -67,6 +67,16 @@ class DataSpec(Section):
     num_test_images: int | None = Field(
         None, gt=0, description="synthetic detection test images (default max(16, num_images // 4))"
     )
+    in_memory: bool = Field(
+        True, description="decode every image once and keep it (false: voc/coco images are read when used)"
+    )
+
+    @model_validator(mode="after")
+    def _lazy_loading_is_for_files(self) -> DataSpec:
+        if not self.in_memory and self.dataset not in ("voc", "coco"):
+            raise ValueError(f"in_memory: false reads voc or coco images from disk; dataset '{self.dataset}' "
+                             "is always held in memory: remove in_memory")
+        return self
 
 
 class ModelSpec(Section):
@@ -257,7 +267,9 @@ class Recipe(Section):
         kdlab (with a default) does not invalidate every cached run and teacher, and writing a default
         explicitly names the same run as leaving it out.
         """
-        identity = self.model_dump(mode="json", exclude_defaults=True, exclude={"name", "output", "device"})
+        # where the images live (memory or disk) and which device runs it do not change the numbers
+        excluded = {"name": True, "output": True, "device": True, "data": {"in_memory"}}
+        identity = self.model_dump(mode="json", exclude_defaults=True, exclude=excluded)
         payload = json.dumps([identity, list(extra)], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

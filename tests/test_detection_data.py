@@ -14,6 +14,7 @@ from PIL import Image
 
 from kdlab.data.detection import (
     DegenerateBoxWarning,
+    ImageFiles,
     horizontal_flip,
     iterate_detection_batches,
     load_coco,
@@ -199,6 +200,38 @@ def test_load_detection_data_coco_dispatch(tmp_path: Path) -> None:
         load_detection_data("coco", tmp_path)
     with pytest.raises(KdlabError, match="missing.json' not found"):
         load_detection_data("coco", tmp_path, annotations="missing.json")
+
+
+@pytest.mark.parametrize("dataset", ["voc", "coco"])
+def test_images_read_on_use_equal_the_in_memory_ones(dataset: str, tiny_voc: Path, tmp_path: Path) -> None:
+    if dataset == "voc":
+        options = {"root": tiny_voc, "train_split": "train", "test_split": "train"}
+    else:
+        _tiny_coco(tmp_path / "train")
+        options = {"root": tmp_path, "annotations": "train/instances.json",
+                   "test_annotations": "train/instances.json", "test_split": "train"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateBoxWarning)
+        eager = load_detection_data(dataset, image_size=24, val_size=1, **options)
+        lazy = load_detection_data(dataset, image_size=24, val_size=1, in_memory=False, **options)
+    assert isinstance(lazy.train.images, ImageFiles) and isinstance(lazy.val.images, ImageFiles)
+    assert not isinstance(eager.train.images, ImageFiles)
+    for eager_split, lazy_split in ((eager.train, lazy.train), (eager.val, lazy.val), (eager.test, lazy.test)):
+        assert len(eager_split) == len(lazy_split) > 0
+        for index in range(len(eager_split)):
+            assert torch.equal(eager_split[index].image, lazy_split[index].image)
+            assert torch.equal(eager_split[index].target["boxes"], lazy_split[index].target["boxes"])
+
+
+def test_an_image_replaced_after_loading_is_a_clear_error(tiny_voc: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateBoxWarning)
+        lazy = load_voc(tiny_voc, "train", in_memory=False)
+    path = lazy.images.paths[0]
+    height, width = lazy.images.originals[0]
+    _write_image(path, width + 4, height)
+    with pytest.raises(KdlabError, match="changed size since its split was loaded"):
+        lazy[0]
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -47,6 +47,14 @@ def test_recipe_kind_rules():
     assert "either model" in error_of({"data": {}})
 
 
+def test_reading_images_on_use_is_offered_only_for_image_files():
+    assert "dataset 'embedded' is always held in memory" in error_of({**BASE, "data": {"in_memory": False}})
+    lazy = validate_recipe({**BASE, "task": "detection", "data": {"dataset": "coco", "in_memory": False}})
+    assert not lazy.data.in_memory
+    eager = validate_recipe({**BASE, "task": "detection", "data": {"dataset": "coco"}})
+    assert lazy.key() == eager.key()  # the same numbers: the same run
+
+
 def test_overrides_are_type_checked_like_the_file():
     raw = apply_overrides(BASE, ["train.epochs=5", "method.acm.blocks=[2,3]", "train.adversarial.eps=4/255"])
     recipe = validate_recipe(raw)

@@ -1,4 +1,4 @@
-"""Detection data: Pascal VOC, COCO-format JSON and a synthetic-shapes set, held in memory.
+"""Detection data: Pascal VOC, COCO-format JSON and a synthetic-shapes set.
 
 Representation (what every loader returns and what torchvision detectors consume):
 
@@ -8,8 +8,10 @@ Representation (what every loader returns and what torchvision detectors consume
 * ``target``: ``{"boxes": float32 N x 4 (x1, y1, x2, y2) in absolute pixels of the stored image,
   "labels": int64 N (1-based: 1..K; 0 is torchvision's background class), "image_id": int}``.
 
-Images are decoded once and kept in memory as uint8 (BCCD: 364 images at 640x480 is ~330 MB, or ~50 MB
-at ``image_size=256``). ``image_size`` resizes each image so its *longest* side equals ``image_size``
+By default images are decoded once and kept in memory as uint8 (BCCD: 364 images at 640x480 is ~330 MB,
+or ~50 MB at ``image_size=256``); with ``in_memory=False`` (VOC and COCO) only paths and sizes are kept and
+each image is decoded when it is used, so COCO train2017 (118k images, ~110 GB as uint8 at 800x1333)
+needs no more memory than its annotations. ``image_size`` resizes each image so its *longest* side equals ``image_size``
 (aspect ratio kept, boxes scaled with it); give the detector ``max_size=image_size`` and ``min_size`` equal
 to the shorter side so its own transform does not resize again.
 
@@ -41,6 +43,7 @@ __all__ = [
     "DetectionData",
     "DetectionDataset",
     "DetectionSample",
+    "ImageFiles",
     "horizontal_flip",
     "iterate_detection_batches",
     "load_coco",
@@ -74,8 +77,51 @@ def make_target(boxes: Any, labels: Any, image_id: int) -> dict[str, Any]:
     return {"boxes": boxes_t, "labels": labels_t, "image_id": int(image_id)}
 
 
+class ImageFiles(Sequence[Tensor]):
+    """Images on disk, decoded (and resized to longest side ``image_size``) when indexed: a lazy stand-in
+    for a list of uint8 ``3 x H x W`` tensors. ``originals`` are the files' ``(height, width)``, read
+    from their headers when the split was loaded (the boxes were scaled with them)."""
+
+    def __init__(self, paths: Sequence[Path], originals: Sequence[tuple[int, int]], image_size: int | None) -> None:
+        self.paths = list(paths)
+        self.originals = list(originals)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tensor:  # type: ignore[override]
+        path, expected = self.paths[index], self.originals[index]
+        pil, original = _decode_image(path, self.image_size)
+        if original != expected:
+            raise KdlabError(f"image '{path}' changed size since its split was loaded ({expected} -> {original}): "
+                             "reload the data")
+        return _to_uint8_tensor(pil, original, self.image_size)
+
+    def select(self, indices: Sequence[int]) -> ImageFiles:
+        return ImageFiles([self.paths[i] for i in indices], [self.originals[i] for i in indices], self.image_size)
+
+
+def _image_files_or_tensors(paths: list[Path], originals: list[tuple[int, int]], image_size: int | None,
+                            in_memory: bool) -> Sequence[Tensor]:
+    files = ImageFiles(paths, originals, image_size)
+    return [files[i] for i in range(len(files))] if in_memory else files
+
+
+def _original_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` from the image header alone (no decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as handle:
+            return handle.height, handle.width
+    except (OSError, UnidentifiedImageError) as error:
+        raise KdlabError(f"cannot decode image '{path}' ({error}): replace or remove the file") from None
+
+
 class DetectionDataset:
-    """An in-memory detection split: uint8 images, targets and class names.
+    """A detection split: uint8 images (a list in memory, or :class:`ImageFiles` read on use), targets
+    and class names.
 
     Label ``i`` (1-based) is ``class_names[i - 1]``.
     """
@@ -89,7 +135,7 @@ class DetectionDataset:
     ) -> None:
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
-        self.images = list(images)
+        self.images = images if isinstance(images, ImageFiles) else list(images)
         self.targets = list(targets)
         self.class_names = list(class_names)
         self.names = list(names) if names is not None else [str(t["image_id"]) for t in self.targets]
@@ -120,8 +166,9 @@ class DetectionDataset:
 
     def subset(self, indices: Sequence[int]) -> DetectionDataset:
         indices = [int(i) for i in indices]
+        images = self.images
         return DetectionDataset(
-            [self.images[i] for i in indices],
+            images.select(indices) if isinstance(images, ImageFiles) else [images[i] for i in indices],
             [self.targets[i] for i in indices],
             self.class_names,
             [self.names[i] for i in indices],
@@ -298,6 +345,7 @@ def load_voc(
     split: str,
     class_names: Sequence[str] | None = None,
     image_size: int | None = None,
+    in_memory: bool = True,
 ) -> DetectionDataset:
     """Load one split of a Pascal VOC-layout dataset (e.g. BCCD: ``train``/``val``/``trainval``/``test``).
 
@@ -316,7 +364,7 @@ def load_voc(
     ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
     names = list(class_names) if class_names is not None else voc_class_names(voc)
     index = {name: i + 1 for i, name in enumerate(names)}
-    images, targets = [], []
+    paths, originals, targets = [], [], []
     for position, image_id in enumerate(ids):
         xml = voc / "Annotations" / f"{image_id}.xml"
         if not xml.is_file():
@@ -324,7 +372,8 @@ def load_voc(
                 f"annotation '{xml}' listed in {split_file.name} is missing: add it or drop the id"
             )
         record = _parse_voc_xml(xml)
-        pil, original = _decode_image(_voc_image_path(voc, image_id, record["filename"]), image_size)
+        path = _voc_image_path(voc, image_id, record["filename"])
+        original = _original_size(path)
         boxes, labels = [], []
         for name, coords in record["objects"]:
             if name not in index:
@@ -334,11 +383,11 @@ def load_voc(
             boxes.append(coords)
             labels.append(index[name])
         boxes_t, labels_t = _clean_boxes(boxes, labels, original[1], original[0], str(xml))
-        image = _to_uint8_tensor(pil, original, image_size)
-        boxes_t = _scale_boxes(boxes_t, original, tuple(image.shape[-2:]))
-        images.append(image)
+        boxes_t = _scale_boxes(boxes_t, original, _target_size(*original, image_size))
+        paths.append(path)
+        originals.append(original)
         targets.append(make_target(boxes_t, labels_t, position))
-    return DetectionDataset(images, targets, names, ids)
+    return DetectionDataset(_image_files_or_tensors(paths, originals, image_size, in_memory), targets, names, ids)
 
 
 # --------------------------------------------------------------------------- COCO json
@@ -360,6 +409,7 @@ def load_coco(
     images_dir: str | Path,
     annotation_json: str | Path,
     image_size: int | None = None,
+    in_memory: bool = True,
 ) -> DetectionDataset:
     """Load a COCO-format detection json and its images.
 
@@ -391,7 +441,7 @@ def load_coco(
     for ann in data["annotations"]:
         per_image.setdefault(int(ann["image_id"]), []).append(ann)
 
-    images, targets, names = [], [], []
+    paths, originals, targets, names = [], [], [], []
     for info in sorted(data["images"], key=lambda item: int(item["id"])):
         image_id = int(info["id"])
         file_name = str(info["file_name"])
@@ -402,7 +452,7 @@ def load_coco(
                 f"image '{file_name}' (id {image_id}) from {json_path.name} not found in '{folder}' "
                 f"or next to the json: point images_dir at the image folder"
             )
-        pil, original = _decode_image(path, image_size)
+        original = _original_size(path)
         boxes, labels = [], []
         for ann in per_image.get(image_id, []):
             if ann.get("iscrowd", 0):
@@ -418,12 +468,13 @@ def load_coco(
         boxes_t, labels_t = _clean_boxes(
             boxes, labels, original[1], original[0], f"{json_path} image {file_name}"
         )
-        image = _to_uint8_tensor(pil, original, image_size)
-        boxes_t = _scale_boxes(boxes_t, original, tuple(image.shape[-2:]))
-        images.append(image)
+        boxes_t = _scale_boxes(boxes_t, original, _target_size(*original, image_size))
+        paths.append(path)
+        originals.append(original)
         targets.append(make_target(boxes_t, labels_t, image_id))
         names.append(file_name)
-    return DetectionDataset(images, targets, class_names, names)
+    return DetectionDataset(_image_files_or_tensors(paths, originals, image_size, in_memory), targets, class_names,
+                            names)
 
 
 # --------------------------------------------------------------------------- synthetic shapes
@@ -601,8 +652,9 @@ def load_detection_data(
     num_images: int = 96,
     num_test_images: int | None = None,
     num_classes: int = 3,
+    in_memory: bool = True,
 ) -> DetectionData:
-    """Load train/val/test detection splits.
+    """Load train/val/test detection splits (``in_memory=False``: VOC/COCO images are read when used).
 
     * ``voc``: ``root`` holds ``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/<split>.txt`` (or has one
       such subfolder, e.g. ``../shared/data/bccd``); ``train_split``/``val_split``/``test_split`` name the
@@ -636,11 +688,11 @@ def load_detection_data(
             )
         voc = _voc_root(root)
         names = list(class_names) if class_names is not None else voc_class_names(voc)
-        train = load_voc(voc, train_split, names, image_size)
+        train = load_voc(voc, train_split, names, image_size, in_memory)
         if val_split is not None and val_size == 0:
-            val = load_voc(voc, val_split, names, image_size)
+            val = load_voc(voc, val_split, names, image_size, in_memory)
         if test_split is not None:
-            test = load_voc(voc, test_split, names, image_size)
+            test = load_voc(voc, test_split, names, image_size, in_memory)
     else:  # coco
         base = Path(root) if root is not None else None
         if base is not None and not base.is_dir():
@@ -653,7 +705,7 @@ def load_detection_data(
             folder = base if base is not None else resolved.parent
             if base is not None and split and (base / split).is_dir():
                 folder = base / split
-            return load_coco(folder, resolved, image_size)
+            return load_coco(folder, resolved, image_size, in_memory)
 
         train = coco_split(annotations, train_split)
         if val_annotations is not None and val_size == 0:

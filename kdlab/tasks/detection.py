@@ -1,4 +1,4 @@
-"""Object detection: in-memory VOC / COCO / synthetic data, torchvision detectors, Structural KD, COCO box AP.
+"""Object detection: VOC / COCO / synthetic data, torchvision detectors, Structural KD, COCO box AP.
 
 Conventions:
 
@@ -56,6 +56,7 @@ def load_data(recipe: Recipe):
         test_annotations=spec.test_annotations,
         num_images=spec.num_images,
         num_test_images=spec.num_test_images,
+        in_memory=spec.in_memory,
     )
 
 
