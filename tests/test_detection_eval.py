@@ -52,6 +52,14 @@ def test_coco_ap_perfect_is_100_and_perturbed_is_lower(shapes) -> None:
     moved = coco_box_ap(shifted, targets, shapes.class_names)
     assert moved["AP"] < 90.0 and moved["AP75"] < perfect["AP75"]
 
+    shuffled = _perfect(targets)  # each image gets the next image's boxes
+    boxes = [prediction["boxes"] for prediction in shuffled]
+    for prediction, other in zip(shuffled, boxes[1:] + boxes[:1], strict=True):
+        prediction["boxes"] = other[: len(prediction["boxes"])]
+        prediction["labels"] = prediction["labels"][: len(other)]
+        prediction["scores"] = prediction["scores"][: len(other)]
+    assert coco_box_ap(shuffled, targets, shapes.class_names)["AP"] < 20.0
+
     swapped = _perfect(targets)
     for prediction in swapped:
         prediction["labels"] = prediction["labels"] % 3 + 1  # every box gets the wrong class
