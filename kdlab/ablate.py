@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -185,6 +186,14 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
 
 
 # --------------------------------------------------------------------------- running
+def remaining_seconds(cell_seconds: list[float], remaining: int, jobs: int) -> float | None:
+    """ETA of an ablation: the mean training time of the cells finished so far (a reused cell counts
+    with the time it took when it ran) for each of the ``ceil(remaining / jobs)`` rounds still to go."""
+    if not cell_seconds:
+        return None
+    return sum(cell_seconds) / len(cell_seconds) * math.ceil(remaining / max(1, jobs))
+
+
 def _die_with_parent() -> None:
     """Worker initializer: on Linux, end this worker when the ablation process dies (kill, Ctrl-C).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import sys
 from collections.abc import Callable
@@ -218,7 +219,7 @@ def ablate(
     out: Path = typer.Option(Path("results/ablations"), "--out", help="Folder for the CSV, Markdown and PNG."),
 ) -> None:
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
-    from kdlab.ablate import plan_ablation, run_ablation
+    from kdlab.ablate import plan_ablation, remaining_seconds, run_ablation
     from kdlab.console import console
     from kdlab.run import HEADLINE_METRICS
 
@@ -227,13 +228,18 @@ def ablate(
     total = len(plan.cells) * len(plan.seeds)
     console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
                   f" ({', '.join(c.label for c in plan.cells)})")
-    finished = []
+    finished, cell_seconds = [], []
 
     def on_cell(label: str, seed: int, summary: dict) -> None:
         finished.append(label)
+        if isinstance(summary.get("wall_seconds"), (int, float)):
+            cell_seconds.append(summary["wall_seconds"])
         shown = " ".join(f"{k}={v:.2f}" for k, v in summary.items()
                          if k in HEADLINE_METRICS and isinstance(v, (int, float)))
-        console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}")
+        left = total + plan.include_teacher - len(finished)
+        eta = remaining_seconds(cell_seconds, left, jobs) if left else None
+        until = f" · {left} left, eta {datetime.timedelta(seconds=round(eta))}" if eta is not None else ""
+        console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}{until}")
 
     table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell)
     console.print(table.with_suffix(".md").read_text())

@@ -1,13 +1,14 @@
 """Ablations: exact cell expansion, resumable runs, parallel == serial, correct mean ± std."""
 
 import math
+import re
 
 import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kdlab.ablate import block_cells, grid_cells, parse_blocks, plan_ablation, run_ablation
+from kdlab.ablate import block_cells, grid_cells, parse_blocks, plan_ablation, remaining_seconds, run_ablation
 from kdlab.cli import app
 from kdlab.errors import KdlabError
 from kdlab.tables import default_paper, markdown_table, summarise
@@ -138,3 +139,20 @@ def test_paper_column_is_chosen_by_the_tables_contents():
     assert default_paper(components) == "mixacm-components"
     assert default_paper(feature_losses) == "skd-retinanet-coco"
     assert default_paper(ssim_parts) is None
+
+
+def test_eta_is_the_mean_cell_time_per_remaining_round():
+    assert remaining_seconds([], remaining=4, jobs=2) is None
+    assert remaining_seconds([100.0, 140.0], remaining=3, jobs=2) == pytest.approx(120.0 * 2)
+    assert remaining_seconds([100.0], remaining=3, jobs=1) == pytest.approx(300.0)
+
+
+def test_kdlab_ablate_reports_each_cell_with_an_eta_and_writes_the_table(train_recipe, tmp_path):
+    out = tmp_path / "tables"
+    result = CliRunner().invoke(app, ["ablate", str(train_recipe), "--grid", "train.lr=0.1,0.2", "--out", str(out),
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "[1/2] lr=0.1 seed 0" in result.output and re.search(r"1 left, eta \d+:\d\d:\d\d", result.output)
+    assert "[2/2] lr=0.2 seed 0" in result.output
+    table = pd.read_csv(out / "abl-grid-lr.csv")
+    assert list(table["cell"]) == ["lr=0.1", "lr=0.2"] and (out / "abl-grid-lr.md").is_file()
