@@ -233,6 +233,11 @@ class AttackSpec:
     def resolved(self) -> AttackSpec:
         """A copy with every default filled in and every field validated (``KdlabError`` on a bad value)."""
         entry = attack_def(self.name)
+        if self.name == "autoattack" and (self.steps not in (None, entry.steps) or self.restarts not in (None, 1)):
+            # a weakened ensemble must not be reported under the standard protocol's name
+            raise KdlabError(f"autoattack is the standard protocol ({entry.steps} iterations, 1 restart): steps and "
+                             "restarts cannot change it; evaluate it without --steps/--restarts, or use aa-fast or "
+                             "apgd-ce/apgd-t with --steps for a cheaper attack")
         eps = 0.0 if entry.kind == "none" else parse_eps(self.eps)
         alpha = self.alpha if self.alpha is not None else entry.default_alpha(eps)
         steps = entry.steps if self.steps is None else self.steps

@@ -163,6 +163,13 @@ def test_aa_fast_is_torchattacks_autoattack_and_not_the_standard_one(model):
     assert isinstance(standard, CompositeAttack)
 
 
+def test_autoattack_refuses_settings_that_would_leave_the_standard_protocol():
+    for changed in ({"steps": 20}, {"restarts": 5}):
+        with pytest.raises(KdlabError, match="autoattack is the standard protocol"):
+            AttackSpec("autoattack", **changed).resolved()
+    assert AttackSpec("autoattack", steps=100, restarts=1).resolved().steps == 100
+
+
 def test_autoattack_settings_are_the_reference_standard_settings(model):
     """Every setting of the reference ``_set_version('standard')``, read from pyautoattack itself."""
     from pyautoattack import AutoAttack as ReferenceAutoAttack
