@@ -152,7 +152,7 @@ def eval_(
     attack: list[str] | None = typer.Option(
         None, "--attack", show_default=False,
         help="Repeatable: clean, fgsm, pgd, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack, aa-fast "
-             "[default: clean, pgd; detection runs: COCO AP, no attacks]."),
+             "(default clean and pgd; a detection run is scored by COCO AP, without attacks)."),
     eps: str | None = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 or 0.0314 (default 8/255)."),
     alpha: str | None = typer.Option(None, "--alpha", help="Step size for pgd/cw/fgsm (default eps/4; fgsm: eps)."),
     steps: int | None = typer.Option(None, "--steps", help="Iterations (pgd 20, cw 30, apgd 100; square: queries)."),
