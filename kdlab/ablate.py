@@ -25,8 +25,8 @@ import yaml
 
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, apply_overrides, read_yaml, validate_recipe
+from kdlab.tables import TEACHER_CELL
 
-TEACHER_CELL = "teacher"
 DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 

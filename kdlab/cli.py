@@ -252,6 +252,9 @@ def table(
     csv: Path = typer.Argument(..., help="An ablation CSV written by kdlab ablate."),
     paper: str | None = typer.Option(
         None, "--paper", help="Reference numbers to place beside kdlab's: mixacm-components, skd-retinanet-coco."),
+    baseline: str | None = typer.Option(
+        None, "--baseline",
+        help="Cell to compare with, seed by seed (default student-ce or kind=none when present), e.g. kind=l2."),
 ) -> None:
     """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone."""
     from kdlab.console import console
@@ -260,7 +263,7 @@ def table(
 
     if paper is not None and paper not in PAPER_NUMBERS:
         raise KdlabError(f"--paper '{paper}' unknown: choose one of {', '.join(PAPER_NUMBERS)}")
-    markdown, plot = render(csv, paper=paper)
+    markdown, plot = render(csv, paper=paper, baseline=baseline)
     console.print(markdown.read_text())
     console.print(f"wrote {markdown} and {plot}")
 

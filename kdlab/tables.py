@@ -3,7 +3,10 @@
 ``kdlab table results/ablations/x.csv`` regenerates the Markdown and the plot from the CSV
 alone, so a committed CSV is the single source of every figure shown beside it.
 Standard deviations are sample standard deviations (ddof = 1) over seeds; a cell with one
-seed shows its mean alone.
+seed shows its mean alone. With a baseline cell, a last column gives each cell's *paired*
+difference on the headline metric: the mean ± std over seeds of (cell − baseline) for the
+same seed. Seed noise shared by both cells (data order, initialisation) cancels in it, so it
+separates a small effect from run-to-run spread better than two overlapping mean ± std columns.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
+from kdlab.errors import KdlabError
 from kdlab.paper import PAPER_NUMBERS
 from kdlab.results import atomic_write_text, read_table
+
+TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
 
 METRIC_NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack", "cw_acc": "CW∞",
                 "fgsm_acc": "FGSM", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
@@ -45,26 +51,58 @@ def _mean_std(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def markdown_table(frame: pd.DataFrame, paper: str | None = None) -> str:
+def headline_metric(frame: pd.DataFrame) -> str:
+    """The number a table is read for: AP (detection), else robust (PGD), else clean accuracy."""
+    metrics = metric_columns(frame)
+    for name in ("AP", "pgd_acc", "clean_acc"):
+        if name in metrics:
+            return name
+    return metrics[0]
+
+
+def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
+    """Per cell: mean, sample std and count over seeds of (cell - baseline) on ``metric``, same seed paired."""
+    if baseline not in set(frame["cell"]):
+        raise KdlabError(f"baseline cell '{baseline}' is not in the table: choose one of "
+                         f"{', '.join(dict.fromkeys(frame['cell'].astype(str)))}")
+    wide = frame[frame["cell"] != TEACHER_CELL].pivot_table(index="seed", columns="cell", values=metric, sort=False)
+    deltas = wide.sub(wide[baseline], axis=0)
+    return pd.DataFrame({"mean": deltas.mean(), "std": deltas.std(ddof=1), "pairs": deltas.count()})
+
+
+def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | None = None) -> str:
     summary = summarise(frame)
     metrics = metric_columns(frame)
     reference = PAPER_NUMBERS.get(paper) if paper else None
     header = ["cell", "seeds"] + [METRIC_NAMES.get(m, m) for m in metrics]
+    if baseline:
+        metric = headline_metric(frame)
+        deltas = paired_differences(frame, baseline, metric)
+        header.append(f"Δ {METRIC_NAMES.get(metric, metric)} vs {baseline} (paired)")
     if reference:
         header.append(f"paper ({METRIC_NAMES.get(reference['metric'], reference['metric'])})")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
         cells = [str(row["cell"]), str(int(row["seeds"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        if baseline:
+            delta = deltas.loc[row["cell"]] if row["cell"] in deltas.index and row["cell"] != baseline else None
+            cells.append("—" if delta is None or delta["pairs"] == 0 else _signed(delta["mean"], delta["std"]))
         if reference:
             # grid cells are labelled "kind=ssim": match the value as well as the whole label
             value = reference["cells"].get(row["cell"], reference["cells"].get(str(row["cell"]).split("=")[-1]))
             cells.append(f"{value:.2f}" if value is not None else "—")
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Mean ± sample standard deviation over seeds (accuracy and AP in %)."]
+    if baseline:
+        notes.append(f"Paired column: mean ± std over seeds of (cell − {baseline}) for the same seed.")
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"
+
+
+def _signed(mean: float, std: float) -> str:
+    return f"{mean:+.2f}" if std is None or math.isnan(std) else f"{mean:+.2f} ± {std:.2f}"
 
 
 def write_ablation_outputs(rows: list[dict[str, Any]], csv_path: Path, paper: str | None = None) -> None:
@@ -79,21 +117,28 @@ def default_paper(frame: pd.DataFrame) -> str | None:
     """The paper table this ablation reproduces, judged by its contents (not its file name)."""
     if "components" in set(frame.get("kind", [])):
         return "mixacm-components"
-    cells = set(frame["cell"].astype(str)) - {"teacher"}
+    cells = set(frame["cell"].astype(str)) - {TEACHER_CELL}
     if cells and all(cell.startswith("kind=") for cell in cells):  # a grid over method.feature.kind
         return "skd-retinanet-coco"
     return None
 
 
-def render(csv_path: Path, paper: str | None = None) -> tuple[Path, Path]:
+def default_baseline(frame: pd.DataFrame) -> str | None:
+    """The cell the others are compared with, when the table has an obvious one: no distillation."""
+    cells = set(frame["cell"].astype(str))
+    return next((cell for cell in ("student-ce", "kind=none") if cell in cells), None)
+
+
+def render(csv_path: Path, paper: str | None = None, baseline: str | None = None) -> tuple[Path, Path]:
     """Markdown and PNG beside the CSV, from the CSV alone."""
     from kdlab.plots import plot_ablation_bars
 
     csv_path = Path(csv_path)
     frame = read_table(csv_path)
     paper = paper or default_paper(frame)
+    baseline = baseline or default_baseline(frame)
     markdown = csv_path.with_suffix(".md")
-    atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + markdown_table(frame, paper))
+    atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + markdown_table(frame, paper, baseline))
     summary = summarise(frame)
     metrics = metric_columns(frame)
     plot = csv_path.with_suffix(".png")

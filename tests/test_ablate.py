@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from kdlab.ablate import block_cells, grid_cells, parse_blocks, plan_ablation, remaining_seconds, run_ablation
 from kdlab.cli import app
 from kdlab.errors import KdlabError
-from kdlab.tables import default_paper, markdown_table, summarise
+from kdlab.tables import default_baseline, default_paper, markdown_table, paired_differences, summarise
 
 DATA = {"dataset": "embedded", "subset": 128, "test_subset": 40, "batch_size": 32}
 
@@ -156,3 +156,23 @@ def test_kdlab_ablate_reports_each_cell_with_an_eta_and_writes_the_table(train_r
     assert "[2/2] lr=0.2 seed 0" in result.output
     table = pd.read_csv(out / "abl-grid-lr.csv")
     assert list(table["cell"]) == ["lr=0.1", "lr=0.2"] and (out / "abl-grid-lr.md").is_file()
+
+
+def test_paired_differences_subtract_the_baseline_seed_by_seed():
+    frame = pd.DataFrame({"kind": ["grid"] * 6, "cell": ["kind=none"] * 3 + ["kind=ssim"] * 3,
+                          "seed": [0, 1, 2, 0, 1, 2], "AP": [40.0, 50.0, 45.0, 42.0, 51.0, 45.0]})
+    deltas = paired_differences(frame, "kind=none", "AP")
+    assert deltas.loc["kind=ssim", "mean"] == pytest.approx(1.0)  # (2 + 1 + 0) / 3
+    assert deltas.loc["kind=ssim", "std"] == pytest.approx(1.0)   # sample std of 2, 1, 0
+    assert deltas.loc["kind=ssim", "pairs"] == 3
+    text = markdown_table(frame, baseline=default_baseline(frame))
+    assert "Δ AP vs kind=none (paired)" in text and "| +1.00 ± 1.00 |" in text
+    assert "± 5.00 | — |" in text  # the baseline's own row: 45 ± 5, no difference with itself
+    with pytest.raises(KdlabError, match="baseline cell 'kind=l9' is not in the table: choose one of kind=none"):
+        paired_differences(frame, "kind=l9", "AP")
+
+    components = pd.DataFrame({"kind": ["components"] * 3, "cell": ["teacher", "student-ce", "acm"],
+                               "seed": [0, 0, 0], "clean_acc": [40.0, 48.0, 40.0], "pgd_acc": [23.0, 0.0, 11.0]})
+    text = markdown_table(components, baseline=default_baseline(components))
+    assert "| teacher | 1 | 40.00 | 23.00 | — |" in text  # the shared teacher is not a paired run
+    assert "| acm | 1 | 40.00 | 11.00 | +11.00 |" in text
