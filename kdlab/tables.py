@@ -62,6 +62,9 @@ def headline_metric(frame: pd.DataFrame) -> str:
 
 def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
     """Per cell: mean, sample std and count over seeds of (cell - baseline) on ``metric``, same seed paired."""
+    if baseline == TEACHER_CELL:
+        raise KdlabError("the teacher row is one run shared by every seed, so nothing pairs with it: "
+                         "choose a student cell as --baseline, e.g. student-ce")
     if baseline not in set(frame["cell"]):
         raise KdlabError(f"baseline cell '{baseline}' is not in the table: choose one of "
                          f"{', '.join(dict.fromkeys(frame['cell'].astype(str)))}")

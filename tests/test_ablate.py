@@ -176,3 +176,5 @@ def test_paired_differences_subtract_the_baseline_seed_by_seed():
     text = markdown_table(components, baseline=default_baseline(components))
     assert "| teacher | 1 | 40.00 | 23.00 | — |" in text  # the shared teacher is not a paired run
     assert "| acm | 1 | 40.00 | 11.00 | +11.00 |" in text
+    with pytest.raises(KdlabError, match="choose a student cell as --baseline"):
+        paired_differences(components, "teacher", "pgd_acc")
