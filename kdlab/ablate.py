@@ -25,9 +25,7 @@ import yaml
 
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, apply_overrides, read_yaml, validate_recipe
-from kdlab.tables import TEACHER_CELL
-
-DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+from kdlab.tables import DETECTION_METRICS, TEACHER_CELL
 
 
 @dataclass(frozen=True)

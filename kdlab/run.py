@@ -82,8 +82,7 @@ def _finished_twin(run_dir: Path) -> Path | None:
     if (run_dir / "summary.json").exists():
         return None
     key = run_dir.name.rsplit("-", 1)[-1]
-    twins = sorted(path for path in run_dir.parent.glob(f"*-{key}")
-                   if path != run_dir and (path / "summary.json").is_file())
+    twins = sorted(path for path in run_dir.parent.glob(f"*-{key}") if (path / "summary.json").is_file())
     return twins[0] if twins else None
 
 

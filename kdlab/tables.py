@@ -23,6 +23,7 @@ from kdlab.paper import PAPER_NUMBERS
 from kdlab.results import atomic_write_text, read_table
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
+DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # kdlab.evaluate_detection.METRICS, without torch
 
 METRIC_NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack", "cw_acc": "CW∞",
                 "fgsm_acc": "FGSM", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
@@ -30,7 +31,7 @@ METRIC_NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoA
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     accuracy = [c for c in frame.columns if c.endswith("_acc") and not c.startswith(("val_", "teacher_"))]
-    detection = [c for c in ("AP", "AP50", "AP75", "APs", "APm", "APl") if c in frame.columns]
+    detection = [c for c in DETECTION_METRICS if c in frame.columns]
     return accuracy + detection
 
 

@@ -402,10 +402,6 @@ def fpn_level_channels(detector: nn.Module) -> dict[str, int]:
     return {name: int(level.shape[1]) for name, level in levels.items()}
 
 
-def _level_names(detector: nn.Module) -> list[str]:
-    return list(fpn_level_channels(detector))
-
-
 def check_fpn_compatible(teacher: nn.Module, student: nn.Module, adapter: bool = False) -> None:
     """Raise KdlabError unless the teacher's and student's FPN maps can be compared level by level.
 
@@ -425,7 +421,7 @@ def check_fpn_compatible(teacher: nn.Module, student: nn.Module, adapter: bool =
             f"FPN channels differ (teacher {t_channels}, student {s_channels}): use backbones with equal FPN "
             "width or enable the 1x1 adapter (method.feature.adapter: true)"
         )
-    t_levels, s_levels = _level_names(teacher), _level_names(student)
+    t_levels, s_levels = list(fpn_level_channels(teacher)), list(fpn_level_channels(student))
     if t_levels != s_levels:
         raise KdlabError(
             f"FPN levels differ (teacher {t_levels}, student {s_levels}): use the same detector arch and a "

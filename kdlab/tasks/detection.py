@@ -31,10 +31,9 @@ from torch import nn
 
 from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
+from kdlab.evaluate_detection import METRICS, evaluate_detector
 from kdlab.recipe import ModelSpec, Recipe
 from kdlab.tasks import TrainingSetup
-
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def load_data(recipe: Recipe):
@@ -89,8 +88,6 @@ def _finite(value: float) -> float | None:
 
 def evaluate_split(model: nn.Module, data, recipe: Recipe, batch_size: int | None = None) -> dict[str, Any]:
     """COCO box AP (percent) of ``model`` on the recipe's evaluation split; NaN (no ground truth) -> None."""
-    from kdlab.evaluate_detection import evaluate_detector
-
     spec = recipe.eval
     if spec.split == "val":
         if data.val is None:
@@ -126,7 +123,6 @@ class DetectionTask:
 
     def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
         from kdlab.data.detection import iterate_detection_batches
-        from kdlab.evaluate_detection import evaluate_detector
         from kdlab.methods.skd import StructuralKD
 
         if recipe.is_distillation and recipe.method.name != "skd":
