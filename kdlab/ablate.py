@@ -46,10 +46,13 @@ class AblationPlan:
     include_teacher: bool = False
     common_overrides: list[str] = field(default_factory=list)
     grid_keys: tuple[str, ...] = ()
+    per_block_weight: bool = False
 
     @property
     def title(self) -> str:
         """The table's name; a grid names its keys, so two grids over one recipe never share a table."""
+        if self.kind == "blocks" and self.per_block_weight:
+            return f"{self.name}-blocks-per-block-weight"
         if self.kind != "grid":
             return f"{self.name}-{self.kind}"
         return f"{self.name}-grid-" + "-".join(key.split(".")[-1] for key in self.grid_keys)
@@ -101,10 +104,26 @@ def parse_blocks(text: str, available: list[int], model_name: str) -> list[int]:
     return blocks
 
 
-def block_cells(blocks: list[int], cumulative: bool) -> list[Cell]:
+def acm_total_weight(recipe: Recipe) -> float:
+    """The ACM weight summed over a recipe's blocks: acm.weight × Σ block_weights (ones when unset)."""
+    acm = recipe.method.acm
+    return acm.weight * sum(acm.block_weights or [1.0] * len(acm.blocks))
+
+
+def block_cells(blocks: list[int], cumulative: bool, total: float | None = None, weight: float = 1.0) -> list[Cell]:
+    """One cell per block (or growing prefixes with ``cumulative``) plus one with every listed block.
+
+    With ``total`` (the default of ``kdlab ablate --blocks``), every cell gets the same total ACM weight:
+    a cell of k blocks gives each block weight total / (k · acm.weight), so a single-block cell is not
+    confounded with a third of the loss weight of the three-block cell. Without it every block keeps weight 1
+    and a cell's total grows with its block count (the behaviour before kdlab 0.2).
+    """
     def cell(chosen: list[int]) -> Cell:
         label = "block" + "+".join(map(str, chosen)) if len(chosen) > 1 else f"block{chosen[0]}"
-        return Cell(label, (f"method.acm.blocks={chosen}", "method.acm.block_weights=null"))
+        per_block = 1.0 if total is None else total / (weight * len(chosen))
+        # weights of 1 are written as null, so the cell is the same run as a recipe that leaves them unset
+        weights = "null" if math.isclose(per_block, 1.0) else str([round(per_block, 6)] * len(chosen))
+        return Cell(label, (f"method.acm.blocks={chosen}", f"method.acm.block_weights={weights}"))
 
     if cumulative:
         return [cell(blocks[: i + 1]) for i in range(len(blocks))]
@@ -156,7 +175,8 @@ def model_blocks(recipe: Recipe) -> tuple[list[int], str]:
 
 
 def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cumulative: bool, grid: list[str],
-                  seeds: list[int], attacks: list[str], overrides: list[str], name: str | None) -> AblationPlan:
+                  seeds: list[int], attacks: list[str], overrides: list[str], name: str | None,
+                  per_block_weight: bool = False) -> AblationPlan:
     raw = read_yaml(recipe_path)
     if not isinstance(raw, dict):
         raise KdlabError(f"{recipe_path}: a recipe must be a YAML mapping")
@@ -172,12 +192,17 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
     elif blocks is not None:
         available, arch = model_blocks(base)
         kind, include_teacher = "blocks", False
-        cells = block_cells(parse_blocks(blocks, available, arch), cumulative)
+        if base.method.acm.weight <= 0:
+            raise KdlabError(f"{recipe_path}: method.acm.weight is 0, so a block ablation compares nothing; "
+                             "set it, e.g. --set method.acm.weight=10")
+        total = None if per_block_weight else acm_total_weight(base)
+        cells = block_cells(parse_blocks(blocks, available, arch), cumulative, total, base.method.acm.weight)
     else:
         kind, cells, include_teacher = "grid", grid_cells(grid), False
     plan = AblationPlan(name=name or base.name, kind=kind, base_raw=raw, cells=cells, seeds=seeds,
                         attacks=attacks, recipe_path=recipe_path, include_teacher=include_teacher,
-                        common_overrides=list(overrides), grid_keys=grid_keys(grid))
+                        common_overrides=list(overrides), grid_keys=grid_keys(grid),
+                        per_block_weight=per_block_weight and kind == "blocks")
     for cell in cells:  # validate every cell up front: a bad grid value fails before hours of training
         plan.recipe_for(cell, seeds[0])
     return plan
@@ -251,7 +276,12 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
            "seed": seed}
     row.update({key: value for key, value in summary.items()
                 if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})
+    # how the checkpoint was chosen (train.select), on which epoch, with which validation value
+    row["select"] = summary.get("select")
+    row["best_epoch"] = summary.get("best_epoch")
     row["val_score"] = summary.get("val_score")
+    if plan.kind == "blocks":
+        row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
     row["wall_seconds"] = summary.get("wall_seconds")
     row["run_dir"] = summary.get("run_dir")
     return row

@@ -209,6 +209,10 @@ def ablate(
     blocks: str | None = typer.Option(
         None, "--blocks", help="Block ablation, e.g. 2,3,4: one student per block plus one with all listed blocks."),
     cumulative: bool = typer.Option(False, "--cumulative", help="With --blocks: growing prefixes (2; 2,3; 2,3,4)."),
+    per_block_weight: bool = typer.Option(
+        False, "--per-block-weight",
+        help="With --blocks: every block keeps weight acm.weight, so a cell's total ACM weight grows with its "
+             "block count (default: every cell gets the recipe's total ACM weight, divided over its blocks)."),
     grid: list[str] = typer.Option([], "--grid", help="KEY=V1,V2,... over any recipe key (repeatable: product)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; every cell runs once per seed."),
     attack: list[str] = typer.Option(["pgd"], "--attack", help="Evaluation columns besides clean (repeatable)."),
@@ -224,7 +228,8 @@ def ablate(
     from kdlab.run import HEADLINE_METRICS
 
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
-                         seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name)
+                         seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
+                         per_block_weight=per_block_weight)
     total = len(plan.cells) * len(plan.seeds)
     console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
                   f" ({', '.join(c.label for c in plan.cells)})")

@@ -5,7 +5,8 @@ checkpointed (the student plus any connectors/adapters; a frozen teacher is held
 the module tree) and whose ``training_step(batch, generator)`` returns a :class:`StepResult`.
 The engine owns everything else: optimizer, learning-rate schedule, progress, per-epoch
 ``last.pt`` (weights, optimizer, scheduler, RNG state, history), ``best.pt`` chosen on the
-validation split, ``metrics.csv``, resume and the NaN guard.
+validation split by the metric the task names (``select``: e.g. PGD accuracy for robust runs),
+``metrics.csv`` (every validation metric of every epoch), resume and the NaN guard.
 
 Resume is exact on CPU: every epoch draws its randomness (shuffling, augmentation, mixup,
 attack starts) from a generator seeded by ``(seed, epoch)``, so an epoch computes the same
@@ -98,17 +99,21 @@ def lr_factor(spec: TrainSpec, steps_per_epoch: int) -> Callable[[int], float]:
 
 
 def build_optimizer(method: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
-    # Weight decay on weights only: biases and norm parameters are not shrunk (standard CIFAR practice).
-    decay, no_decay = [], []
-    for parameter in method.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    return torch.optim.SGD(
-        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=spec.lr,
-        momentum=spec.momentum,
-        nesterov=spec.nesterov and spec.momentum > 0,
-    )
+    """SGD over the trainable parameters.
+
+    By default (``decay_scope: all``) weight decay applies to every parameter with plain momentum, as in the
+    adversarial-training reference recipes (TRADES train_trades_cifar10.py, Rice et al. train_cifar.py,
+    Wong et al. train_fgsm.py); ``decay_scope: weights`` exempts biases and normalisation parameters
+    (tensors of one dimension), a common standard-training habit.
+    """
+    trainable = [parameter for parameter in method.parameters() if parameter.requires_grad]
+    if spec.decay_scope == "all":
+        groups = [{"params": trainable, "weight_decay": spec.weight_decay}]
+    else:
+        groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": spec.weight_decay},
+                  {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum,
+                           nesterov=spec.nesterov and spec.momentum > 0)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -122,7 +127,8 @@ def fit(
     *,
     seed: int,
     run_dir: Path,
-    validate: Callable[[], float] | None,
+    validate: Callable[[], dict[str, float]] | None,
+    select: str = "",
     export_best: Callable[[Path], None],
     resume: bool = False,
     reporter: Reporter | None = None,
@@ -191,10 +197,16 @@ def fit(
             metrics["train_acc"] = 100.0 * correct / count
         metrics["epoch_seconds"] = seconds
         metrics["images_per_s"] = images / seconds if seconds > 0 else 0.0
-        score = validate() if validate is not None else float(epoch)
         if validate is not None:
+            measured = validate()
+            metrics.update({f"val_{name}": value for name, value in measured.items()})
+            if select not in measured:
+                raise KdlabError(f"model selection on '{select}' but validation measured only {sorted(measured)}")
+            score = measured[select]
             metrics["val_score"] = score
-        # Without a validation split the latest epoch is "best": never pick on test.
+        else:
+            score = float(epoch)  # without a validation split (or select: last) the latest epoch is "best"
+        # Ties go to the later epoch; never pick on test.
         if score >= best_score:
             best_score, best_epoch = score, epoch
             export_best(run_dir / "best.pt")

@@ -11,6 +11,7 @@ earlier row is lost.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -30,21 +31,43 @@ from kdlab.errors import KdlabError
 PACKAGES = ("kdlab", "torch", "torchvision", "torchattacks", "numpy", "pandas")
 
 
-def git_commit() -> str:
-    """The commit of the kdlab source tree ('-dirty' if it has uncommitted changes), or 'unknown'."""
-    source = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=source, capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
+# What produced a number: the package, its build file, recipes and scripts. Result files (results/) are
+# written by kdlab itself, so they never make the code "dirty".
+CODE_PATHS = ("kdlab", "pyproject.toml", "recipes", "scripts", "benchmarks")
 
+
+def _git(args: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
+    if done.returncode not in ok_codes:
+        raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def code_state(source: Path | None = None) -> tuple[str, str]:
+    """``(commit, diff)`` of the git checkout holding kdlab's source: the HEAD commit and the uncommitted
+    changes to the code (tracked changes and untracked files under :data:`CODE_PATHS`, as one patch).
+    ``("unknown", "")`` outside a git checkout (an installed package)."""
+    source = source or Path(__file__).resolve().parent
+    try:
+        root = Path(_git(["rev-parse", "--show-toplevel"], source).strip())
+        commit = _git(["rev-parse", "HEAD"], root).strip()
+        paths = [path for path in CODE_PATHS if (root / path).exists()]
+        if not paths:
+            return commit, ""
+        diff = _git(["diff", "HEAD", "--binary", "--", *paths], root)
+        untracked = _git(["ls-files", "--others", "--exclude-standard", "--", *paths], root).split("\n")
+        for name in filter(None, untracked):
+            # --no-index exits 1 when the files differ, which they always do here
+            diff += _git(["diff", "--binary", "--no-index", "--", "/dev/null", name], root, ok_codes=(0, 1))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", ""
+    return commit, diff
+
+
+def git_commit() -> str:
+    """The commit of the kdlab source tree ('-dirty' if its code has uncommitted changes), or 'unknown'."""
+    commit, diff = code_state()
+    return commit + ("-dirty" if diff else "")
 
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
@@ -56,10 +79,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance() -> dict[str, Any]:
-    """What a reader needs to reproduce a number: code version, packages and machine."""
+def provenance(diff_to: Path | None = None) -> dict[str, Any]:
+    """What a reader needs to reproduce a number: code version, packages and machine.
+
+    When the code is dirty the commit reads ``<sha>-dirty`` and ``git_diff_sha256`` is the SHA-256 prefix of
+    the uncommitted patch; with ``diff_to`` the patch itself is saved there (``git apply`` restores the code).
+    """
+    commit, diff = code_state()
+    digest = hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else ""
+    if diff and diff_to is not None:
+        atomic_write_text(diff_to, diff)
     return {
-        "git_commit": git_commit(),
+        "git_commit": commit + ("-dirty" if diff else ""),
+        "git_diff_sha256": digest,
         "versions": package_versions(),
         "machine": platform.machine(),
         "finished_at": now(),

@@ -26,7 +26,7 @@ from kdlab.checkpoint import load_model, save_model
 from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, load_recipe
-from kdlab.results import append_rows, provenance, read_json, write_json
+from kdlab.results import append_rows, now, provenance, read_json, write_json
 from kdlab.tasks import get_task
 
 ReporterFactory = Callable[[str], Reporter]
@@ -123,7 +123,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             return RunOutcome(run_dir, finished, reused=True)
         started = time.perf_counter()
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-        write_json(run_dir / "run.json", {"command": command, "seed": recipe.seed, **teacher_info, **provenance()})
+        code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
+        write_json(run_dir / "run.json", {"command": command, "seed": recipe.seed, **teacher_info, **code})
 
         torch.manual_seed(recipe.seed)
         setup = task.setup(recipe, data, teacher)
@@ -136,7 +137,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
 
         reporter = reporter_factory(recipe.name) if reporter_factory else None
         result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
-                     validate=setup.validate, export_best=export_best, resume=resume, reporter=reporter)
+                     validate=setup.validate, select=recipe.selection_metric, export_best=export_best, resume=resume, reporter=reporter)
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
         evaluation = task.evaluate(best.to(recipe.torch_device()), data, recipe)
@@ -152,6 +153,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             **setup.summary,
             "seed": recipe.seed,
             "epochs": recipe.train.epochs,
+            "select": recipe.selection_metric if setup.validate is not None else "last",
             "best_epoch": result.best_epoch,
             "val_score": result.best_score if setup.validate is not None else None,
             **evaluation,
@@ -163,7 +165,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "images_per_s": round(result.images_per_second, 1),
             "adversarial_training": recipe.train.adversarial.method,
             **({k: v for k, v in teacher_info.items() if k != "teacher_identity"}),
-            **provenance(),
+            **code,  # the code this run was started with (a resume re-records it)
+            "finished_at": now(),
         }
         write_json(run_dir / "summary.json", summary)
         append_rows(recipe.output.table, [_table_row(summary)])

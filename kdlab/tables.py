@@ -21,6 +21,7 @@ from filelock import FileLock
 from kdlab.errors import KdlabError
 from kdlab.paper import PAPER_NUMBERS
 from kdlab.results import atomic_write_text, read_table
+from kdlab.stats import PairedDifference, paired_difference
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
 DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # kdlab.evaluate_detection.METRICS, without torch
@@ -61,8 +62,8 @@ def headline_metric(frame: pd.DataFrame) -> str:
     return metrics[0]
 
 
-def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
-    """Per cell: mean, sample std and count over seeds of (cell - baseline) on ``metric``, same seed paired."""
+def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> dict[str, PairedDifference]:
+    """Per cell: the mean and 95 % CI over seeds of (cell − baseline) on ``metric``, the same seed paired."""
     if baseline == TEACHER_CELL:
         raise KdlabError("the teacher row is one run shared by every seed, so nothing pairs with it: "
                          "choose a student cell as --baseline, e.g. student-ce")
@@ -71,7 +72,7 @@ def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> pd.Da
                          f"{', '.join(dict.fromkeys(frame['cell'].astype(str)))}")
     wide = frame[frame["cell"] != TEACHER_CELL].pivot_table(index="seed", columns="cell", values=metric, sort=False)
     deltas = wide.sub(wide[baseline], axis=0)
-    return pd.DataFrame({"mean": deltas.mean(), "std": deltas.std(ddof=1), "pairs": deltas.count()})
+    return {str(cell): paired_difference(deltas[cell].tolist()) for cell in deltas.columns}
 
 
 def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | None = None) -> str:
@@ -82,7 +83,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if baseline:
         metric = headline_metric(frame)
         deltas = paired_differences(frame, baseline, metric)
-        header.append(f"Δ {METRIC_NAMES.get(metric, metric)} vs {baseline} (paired)")
+        header.append(f"Δ {METRIC_NAMES.get(metric, metric)} vs {baseline} (paired, 95 % CI)")
     if reference:
         header.append(f"paper ({METRIC_NAMES.get(reference['metric'], reference['metric'])})")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -90,8 +91,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         cells = [str(row["cell"]), str(int(row["seeds"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         if baseline:
-            delta = deltas.loc[row["cell"]] if row["cell"] in deltas.index and row["cell"] != baseline else None
-            cells.append("—" if delta is None or delta["pairs"] == 0 else _signed(delta["mean"], delta["std"]))
+            delta = deltas.get(str(row["cell"])) if str(row["cell"]) != baseline else None
+            cells.append("—" if delta is None else delta.render())
         if reference:
             # grid cells are labelled "kind=ssim": match the value as well as the whole label
             value = reference["cells"].get(row["cell"], reference["cells"].get(str(row["cell"]).split("=")[-1]))
@@ -99,14 +100,16 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Mean ± sample standard deviation over seeds (accuracy and AP in %)."]
     if baseline:
-        notes.append(f"Paired column: mean ± std over seeds of (cell − {baseline}) for the same seed.")
+        notes.append(f"Paired column: mean over seeds of (cell − {baseline}) for the same seed, with its two-sided "
+                     "95 % Student-t confidence interval; \"not separated\" when the interval includes 0.")
+    if "acm_total_weight" in frame.columns:
+        totals = sorted(set(frame.loc[frame["cell"] != TEACHER_CELL, "acm_total_weight"].dropna().round(6)))
+        notes.append("Total ACM weight (acm.weight × Σ block weights): "
+                     + (f"{totals[0]:g} in every cell." if len(totals) == 1 else
+                        "differs between cells (" + ", ".join(f"{t:g}" for t in totals) + "): --per-block-weight."))
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"
-
-
-def _signed(mean: float, std: float) -> str:
-    return f"{mean:+.2f}" if std is None or math.isnan(std) else f"{mean:+.2f} ± {std:.2f}"
 
 
 def write_ablation_outputs(rows: list[dict[str, Any]], csv_path: Path, paper: str | None = None) -> None:

@@ -162,11 +162,13 @@ def test_paired_differences_subtract_the_baseline_seed_by_seed():
     frame = pd.DataFrame({"kind": ["grid"] * 6, "cell": ["kind=none"] * 3 + ["kind=ssim"] * 3,
                           "seed": [0, 1, 2, 0, 1, 2], "AP": [40.0, 50.0, 45.0, 42.0, 51.0, 45.0]})
     deltas = paired_differences(frame, "kind=none", "AP")
-    assert deltas.loc["kind=ssim", "mean"] == pytest.approx(1.0)  # (2 + 1 + 0) / 3
-    assert deltas.loc["kind=ssim", "std"] == pytest.approx(1.0)   # sample std of 2, 1, 0
-    assert deltas.loc["kind=ssim", "pairs"] == 3
+    assert deltas["kind=ssim"].mean == pytest.approx(1.0)  # (2 + 1 + 0) / 3
+    # sample std 1, n = 3: half-width t_{0.975,2} · 1 / sqrt(3) = 4.303 / 1.732 = 2.484
+    assert deltas["kind=ssim"].low == pytest.approx(1.0 - 2.484, abs=1e-3)
+    assert deltas["kind=ssim"].high == pytest.approx(1.0 + 2.484, abs=1e-3)
+    assert deltas["kind=ssim"].pairs == 3 and not deltas["kind=ssim"].separated
     text = markdown_table(frame, baseline=default_baseline(frame))
-    assert "Δ AP vs kind=none (paired)" in text and "| +1.00 ± 1.00 |" in text
+    assert "Δ AP vs kind=none (paired, 95 % CI)" in text and "| +1.00 [-1.48, +3.48] not separated |" in text
     assert "± 5.00 | — |" in text  # the baseline's own row: 45 ± 5, no difference with itself
     with pytest.raises(KdlabError, match="baseline cell 'kind=l9' is not in the table: choose one of kind=none"):
         paired_differences(frame, "kind=l9", "AP")
@@ -175,6 +177,6 @@ def test_paired_differences_subtract_the_baseline_seed_by_seed():
                                "seed": [0, 0, 0], "clean_acc": [40.0, 48.0, 40.0], "pgd_acc": [23.0, 0.0, 11.0]})
     text = markdown_table(components, baseline=default_baseline(components))
     assert "| teacher | 1 | 40.00 | 23.00 | — |" in text  # the shared teacher is not a paired run
-    assert "| acm | 1 | 40.00 | 11.00 | +11.00 |" in text
+    assert "| acm | 1 | 40.00 | 11.00 | +11.00 (1 seed: no interval) |" in text
     with pytest.raises(KdlabError, match="choose a student cell as --baseline"):
         paired_differences(components, "teacher", "pgd_acc")

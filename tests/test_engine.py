@@ -33,9 +33,9 @@ def source() -> DataSource:
     return DataSource(batches=batches, batches_per_epoch=4, batch_size=lambda b: len(b[1]))
 
 
-def run(tmp_path, method, epochs=4, resume=False, reporter=None, validate=None):
+def run(tmp_path, method, epochs=4, resume=False, reporter=None, validate=None, select="clean"):
     spec = TrainSpec(epochs=epochs, lr=0.05, warmup_epochs=1)
-    return fit(method, source(), spec, seed=3, run_dir=tmp_path, validate=validate,
+    return fit(method, source(), spec, seed=3, run_dir=tmp_path, validate=validate, select=select,
                export_best=lambda path: torch.save({"ok": 1}, path), resume=resume, reporter=reporter)
 
 
@@ -67,10 +67,19 @@ def test_training_reduces_loss_and_writes_metrics(tmp_path):
     assert len(lines) == 7 and lines[0].startswith("epoch,lr,ce")
 
 
-def test_best_checkpoint_follows_validation_score(tmp_path):
-    scores = iter([50.0, 70.0, 60.0, 65.0])
-    result = run(tmp_path, tiny_method(), validate=lambda: next(scores))
-    assert result.best_epoch == 2 and result.best_score == 70.0
+def test_best_checkpoint_follows_the_selection_metric_not_clean_accuracy(tmp_path):
+    # Robust overfitting: clean accuracy keeps rising while PGD accuracy peaks at epoch 2.
+    scores = iter([{"clean": 50.0, "pgd": 20.0}, {"clean": 55.0, "pgd": 25.0},
+                   {"clean": 60.0, "pgd": 15.0}, {"clean": 65.0, "pgd": 5.0}])
+    exported = []
+    result = fit(tiny_method(), source(), TrainSpec(epochs=4, lr=0.05), seed=3, run_dir=tmp_path,
+                 validate=lambda: next(scores), select="pgd", export_best=lambda path: exported.append(path))
+    assert result.best_epoch == 2 and result.best_score == 25.0
+    assert len(exported) == 2  # best.pt written at epochs 1 and 2, never after the PGD peak
+    assert [row["val_pgd"] for row in result.history] == [20.0, 25.0, 15.0, 5.0]
+    assert [row["val_clean"] for row in result.history] == [50.0, 55.0, 60.0, 65.0]
+    clean = iter([{"clean": 50.0}, {"clean": 70.0}, {"clean": 60.0}, {"clean": 65.0}])
+    assert run(tmp_path / "clean", tiny_method(), validate=lambda: next(clean)).best_epoch == 2
 
 
 class ExplodesAtEpoch(nn.Module):

@@ -45,6 +45,11 @@ def test_distill_trains_teacher_once_and_records_everything(recipes):
     assert 0 <= summary["pgd_acc"] <= summary["clean_acc"] <= 100
     assert summary["teacher_clean_acc"] is not None and summary["versions"]["torch"].startswith("2.14.1")
     assert summary["git_commit"] and summary["seed"] == 0
+    # a distilled student is chosen on validation PGD accuracy; the epoch and value are recorded
+    assert summary["select"] == "pgd" and 1 <= summary["best_epoch"] <= 2
+    history = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert float(history[summary["best_epoch"] - 1]["val_pgd"]) == summary["val_score"]
+    assert max(float(row["val_pgd"]) for row in history) == summary["val_score"]
     saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     assert saved["method"]["acm"]["blocks"] == [2, 3, 4] and saved["train"]["epochs"] == 2
 

@@ -33,6 +33,45 @@ def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor,
     return 100.0 * correct / max(1, len(labels))
 
 
+def pgd_accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
+                 steps: int, seed: int, batch_size: int = 500) -> float:
+    """Accuracy (%) under PGD-``steps`` (random start, CE), the model in eval mode: the validation attack
+    that selects robust checkpoints (Rice et al., robust_overfitting/train_cifar.py: PGD-10 at 8/255, 2/255).
+    The random starts come from a generator seeded by ``seed``, so every epoch faces the same attack."""
+    from kdlab.adversarial import pgd_examples
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        batch = images_uint8[start:start + batch_size].to(device).float().div(255)
+        targets = labels[start:start + batch_size].to(device)
+        adversarial = pgd_examples(model, batch, targets, eps=eps, alpha=alpha, steps=steps, generator=generator)
+        with torch.no_grad():
+            correct += int((model(adversarial).argmax(1) == targets).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(1, len(labels))
+
+
+def validation(model: nn.Module, data, recipe: Recipe):
+    """The per-epoch validation the engine selects on: clean accuracy, plus PGD accuracy for robust selection."""
+    if data.val is None or recipe.selection_metric == "last":
+        return None
+    val, spec = data.val, recipe.eval
+
+    def validate() -> dict[str, float]:
+        measured = {"clean": accuracy(model, val.images, val.labels)}
+        if recipe.selection_metric == "pgd":
+            measured["pgd"] = pgd_accuracy(model, val.images, val.labels, eps=spec.eps, alpha=spec.alpha,
+                                           steps=recipe.train.select_steps, seed=spec.seed,
+                                           batch_size=spec.batch_size)
+        return measured
+
+    return validate
+
+
 def load_data(recipe: Recipe):
     """The recipe's classification data (split selection fixed by data.split_seed, not the run seed)."""
     from kdlab.data.classification import load_classification_data
@@ -100,8 +139,7 @@ class ClassificationTask:
             batches_per_epoch=num_batches(len(data.train), batch_size, drop_last=True),
             batch_size=lambda batch: len(batch[1]),
         )
-        validate = (lambda: accuracy(model, data.val.images, data.val.labels)) if data.val is not None else None
-        return TrainingSetup(model=model, method=method, source=source, validate=validate,
+        return TrainingSetup(model=model, method=method, source=source, validate=validation(model, data, recipe),
                              num_classes=data.num_classes, classes=list(data.classes),
                              summary={"train_images": len(data.train)})
 

@@ -149,10 +149,10 @@ class DetectionTask:
             batch_size=lambda batch: len(batch[0]),
         )
         validate = None
-        if data.val is not None:
-            def validate() -> float:
+        if data.val is not None and recipe.selection_metric != "last":
+            def validate() -> dict[str, float]:
                 ap50 = evaluate_detector(model, data.val, batch_size=batch_size)["AP50"]
-                return 0.0 if math.isnan(ap50) else ap50
+                return {"AP50": 0.0 if math.isnan(ap50) else ap50}
 
         return TrainingSetup(model=model, method=method, source=source, validate=validate,
                              num_classes=num_classes, classes=list(data.class_names),
