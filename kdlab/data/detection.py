@@ -6,7 +6,14 @@ Representation (what every loader returns and what torchvision detectors consume
 * ``image``: float32 tensor ``3 x H x W`` with values in ``[0, 1]`` (torchvision's detection transform
   normalises with the ImageNet mean/std *inside* the model, so inputs are never normalised here);
 * ``target``: ``{"boxes": float32 N x 4 (x1, y1, x2, y2) in absolute pixels of the stored image,
-  "labels": int64 N (1-based: 1..K; 0 is torchvision's background class), "image_id": int}``.
+  "labels": int64 N (1-based: 1..K; 0 is torchvision's background class), "image_id": int}``: the
+  training target, without crowd regions.
+
+The evaluation ground truth (:meth:`DetectionDataset.ground_truth`, what COCO AP is computed against) adds,
+for COCO jsons: ``"area"`` (float64 N, the annotation's ``area`` -- the segment's, which decides the
+small/medium/large bin -- scaled with the image) and the crowd regions (``iscrowd=1``) as ``"crowd_boxes"``
+(M x 4), ``"crowd_labels"`` (M) and ``"crowd_area"`` (M). pycocotools ignores detections matched to a crowd
+region (neither true nor false positives); the detector never trains on them.
 
 By default images are decoded once and kept in memory as uint8 (BCCD: 364 images at 640x480 is ~330 MB,
 or ~50 MB at ``image_size=256``); with ``in_memory=False`` (VOC and COCO) only paths and sizes are kept and
@@ -144,6 +151,7 @@ class DetectionDataset:
         return len(self.images)
 
     def __getitem__(self, index: int) -> DetectionSample:
+        """The image in ``[0, 1]`` and its training target (``boxes``, ``labels``, ``image_id``; no crowd)."""
         target = self.targets[index]
         image = self.images[index].to(torch.float32).div_(255.0)
         return DetectionSample(
@@ -154,6 +162,11 @@ class DetectionDataset:
                 "image_id": target["image_id"],
             },
         )
+
+    def ground_truth(self, index: int) -> dict[str, Any]:
+        """Image ``index``'s evaluation ground truth: the training target plus, where the annotations give
+        them, ``area`` and the crowd regions (``crowd_boxes``, ``crowd_labels``, ``crowd_area``)."""
+        return {k: v.clone() if isinstance(v, Tensor) else v for k, v in self.targets[index].items()}
 
     @property
     def num_classes(self) -> int:
@@ -252,12 +265,10 @@ def resize_to_max_side(image: Tensor, boxes: Tensor, image_size: int | None) -> 
     return resized, _scale_boxes(boxes, (height, width), new_hw)
 
 
-def _clean_boxes(
-    boxes: list[list[float]], labels: list[int], width: int, height: int, source: str
-) -> tuple[Tensor, Tensor]:
-    """Clip boxes to the image, drop degenerate ones with one warning per file."""
+def _clean_boxes(boxes: list[list[float]], width: int, height: int, source: str) -> tuple[Tensor, Tensor]:
+    """Clip boxes to the image; return them and the mask of the non-degenerate ones (one warning per file
+    for the others)."""
     boxes_t = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    labels_t = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
     if boxes_t.numel():
         boxes_t[:, 0::2] = boxes_t[:, 0::2].clamp(0, width)
         boxes_t[:, 1::2] = boxes_t[:, 1::2].clamp(0, height)
@@ -270,7 +281,7 @@ def _clean_boxes(
             DegenerateBoxWarning,
             stacklevel=3,
         )
-    return boxes_t[keep], labels_t[keep]
+    return boxes_t, keep
 
 
 # --------------------------------------------------------------------------- Pascal VOC
@@ -382,11 +393,11 @@ def load_voc(
                 )
             boxes.append(coords)
             labels.append(index[name])
-        boxes_t, labels_t = _clean_boxes(boxes, labels, original[1], original[0], str(xml))
-        boxes_t = _scale_boxes(boxes_t, original, _target_size(*original, image_size))
+        boxes_t, keep = _clean_boxes(boxes, original[1], original[0], str(xml))
+        boxes_t = _scale_boxes(boxes_t[keep], original, _target_size(*original, image_size))
         paths.append(path)
         originals.append(original)
-        targets.append(make_target(boxes_t, labels_t, position))
+        targets.append(make_target(boxes_t, torch.as_tensor(labels, dtype=torch.int64)[keep], position))
     return DetectionDataset(_image_files_or_tensors(paths, originals, image_size, in_memory), targets, names, ids)
 
 
@@ -414,11 +425,14 @@ def load_coco(
     """Load a COCO-format detection json and its images.
 
     Category ids are mapped to contiguous labels 1..K in increasing id order (taken from ``categories``,
-    so splits sharing a category list share a mapping); class names are the category names. Crowd
-    annotations (``iscrowd=1``) are ignored; ``bbox`` ``[x, y, w, h]`` becomes ``[x1, y1, x2, y2]``;
-    degenerate boxes are dropped with a warning. Each image's ``file_name`` is looked up under
-    ``images_dir`` and then next to the json. ``image_id`` is the json's image id; images without
-    annotations are kept (empty targets).
+    so splits sharing a category list share a mapping); class names are the category names. ``bbox``
+    ``[x, y, w, h]`` becomes ``[x1, y1, x2, y2]``; degenerate boxes are dropped with a warning. Crowd
+    annotations (``iscrowd=1``) are kept apart (``crowd_boxes``/``crowd_labels``/``crowd_area``) for the
+    evaluation ground truth only, never as training boxes; ``area`` is the annotation's ``area`` (the box
+    area when absent), multiplied by the resize's ``sx * sy``, as in pycocotools' COCOeval
+    (``cocoapi/PythonAPI/pycocotools/cocoeval.py``: crowd matches ignored, size bins from ``area``).
+    Each image's ``file_name`` is looked up under ``images_dir`` and then next to the json. ``image_id``
+    is the json's image id; images without annotations are kept (empty targets).
     """
     json_path = Path(annotation_json)
     data = _read_json(json_path)
@@ -453,10 +467,8 @@ def load_coco(
                 f"or next to the json: point images_dir at the image folder"
             )
         original = _original_size(path)
-        boxes, labels = [], []
+        boxes, labels, areas, crowd = [], [], [], []
         for ann in per_image.get(image_id, []):
-            if ann.get("iscrowd", 0):
-                continue
             category = int(ann["category_id"])
             if category not in label_of:
                 raise KdlabError(
@@ -465,13 +477,24 @@ def load_coco(
             x, y, w, h = (float(v) for v in ann["bbox"])
             boxes.append([x, y, x + w, y + h])
             labels.append(label_of[category])
-        boxes_t, labels_t = _clean_boxes(
-            boxes, labels, original[1], original[0], f"{json_path} image {file_name}"
-        )
-        boxes_t = _scale_boxes(boxes_t, original, _target_size(*original, image_size))
+            areas.append(float(ann["area"]) if ann.get("area") is not None else math.nan)
+            crowd.append(bool(ann.get("iscrowd", 0)))
+        boxes_t, keep = _clean_boxes(boxes, original[1], original[0], f"{json_path} image {file_name}")
+        new_hw = _target_size(*original, image_size)
+        boxes_t = _scale_boxes(boxes_t, original, new_hw)
+        labels_t = torch.as_tensor(labels, dtype=torch.int64)
+        areas_t = torch.as_tensor(areas, dtype=torch.float64)  # float64: a json area is kept exactly
+        box_areas = ((boxes_t[:, 2] - boxes_t[:, 0]) * (boxes_t[:, 3] - boxes_t[:, 1])).double()
+        areas_t = torch.where(torch.isnan(areas_t), box_areas,
+                              areas_t * (new_hw[0] / original[0]) * (new_hw[1] / original[1]))
+        crowd_t = torch.as_tensor(crowd, dtype=torch.bool)
+        plain, crowded = keep & ~crowd_t, keep & crowd_t
+        target = make_target(boxes_t[plain], labels_t[plain], image_id)
+        target.update(area=areas_t[plain], crowd_boxes=boxes_t[crowded], crowd_labels=labels_t[crowded],
+                      crowd_area=areas_t[crowded])
         paths.append(path)
         originals.append(original)
-        targets.append(make_target(boxes_t, labels_t, image_id))
+        targets.append(target)
         names.append(file_name)
     return DetectionDataset(_image_files_or_tensors(paths, originals, image_size, in_memory), targets, class_names,
                             names)
