@@ -161,6 +161,7 @@ def _tiny_coco(folder: Path) -> Path:
             {"id": 2, "image_id": 11, "category_id": 3, "bbox": [20, 10, 25, 20], "iscrowd": 0, "area": 500},
             {"id": 3, "image_id": 11, "category_id": 3, "bbox": [0, 0, 50, 40], "iscrowd": 1, "area": 2000},
             {"id": 4, "image_id": 11, "category_id": 7, "bbox": [30, 5, 0, 10], "iscrowd": 0, "area": 0},
+            {"id": 5, "image_id": 11, "category_id": 7, "bbox": [1, 2, 4, 5]},  # no area, no iscrowd
         ],
     }
     path = folder / "instances.json"
@@ -168,15 +169,24 @@ def _tiny_coco(folder: Path) -> Path:
     return path
 
 
-def test_coco_loader_remaps_ids_ignores_crowd_converts_xywh(tmp_path: Path) -> None:
+def test_coco_loader_remaps_ids_keeps_crowd_apart_converts_xywh(tmp_path: Path) -> None:
     annotation = _tiny_coco(tmp_path / "images")
     with pytest.warns(DegenerateBoxWarning, match="a.jpg: dropped 1 degenerate box"):
         data = load_coco(tmp_path / "images", annotation)
     assert data.class_names == ["dog", "cat"]  # category ids 3, 7 -> labels 1, 2
     assert [t["image_id"] for t in data.targets] == [11, 12]
-    first = data.targets[0]
-    assert first["labels"].tolist() == [2, 1]
-    assert first["boxes"].tolist() == [[5, 6, 15, 18], [20, 10, 45, 30]]
+    train = data[0].target  # the training target: no crowd region, no area
+    assert set(train) == {"boxes", "labels", "image_id"}
+    assert train["labels"].tolist() == [2, 1, 2]
+    assert train["boxes"].tolist() == [[5, 6, 15, 18], [20, 10, 45, 30], [1, 2, 5, 7]]
+    _, batch = next(iterate_detection_batches(data, 2))
+    assert [t["boxes"].shape[0] for t in batch] == [3, 0]
+    truth = data.ground_truth(0)
+    assert truth["boxes"].tolist() == train["boxes"].tolist()
+    assert truth["area"].tolist() == [120, 500, 20]  # the annotations' areas; box area 4 x 5 when absent
+    assert truth["crowd_boxes"].tolist() == [[0, 0, 50, 40]] and truth["crowd_labels"].tolist() == [1]
+    assert truth["crowd_area"].tolist() == [2000]
+    assert data.ground_truth(1)["crowd_boxes"].shape == (0, 4)
     assert data.targets[1]["boxes"].shape == (0, 4)  # an image without annotations is kept
     assert tuple(data[1].image.shape) == (3, 20, 30)
 
@@ -196,6 +206,9 @@ def test_load_detection_data_coco_dispatch(tmp_path: Path) -> None:
     assert data.class_names == ["dog", "cat"] and len(data.train) == 2 and len(data.test) == 2
     assert tuple(data.train.images[0].shape) == (3, 20, 25)
     assert torch.allclose(data.train.targets[0]["boxes"][0], torch.tensor([2.5, 3.0, 7.5, 9.0]))
+    truth = data.test.ground_truth(0)  # 50 x 40 -> 25 x 20: areas scale by 1/4, as the image
+    assert truth["area"].tolist() == [30, 125, 5] and truth["crowd_area"].tolist() == [500]
+    assert truth["crowd_boxes"].tolist() == [[0, 0, 25, 20]]
     with pytest.raises(KdlabError, match="needs data.annotations"):
         load_detection_data("coco", tmp_path)
     with pytest.raises(KdlabError, match="missing.json' not found"):

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import nn
 
-from kdlab.data.detection import iterate_detection_batches, make_synthetic_shapes
+from kdlab.data.detection import iterate_detection_batches, load_coco, make_synthetic_shapes
 from kdlab.errors import KdlabError
 from kdlab.evaluate_detection import METRICS, coco_box_ap, evaluate_detector
 from kdlab.models.detection import (
@@ -81,6 +90,88 @@ def test_coco_ap_without_predictions_is_zero(shapes) -> None:
 def test_coco_ap_size_range_without_ground_truth_is_nan(shapes) -> None:
     targets = [shapes[i].target for i in range(len(shapes))]  # 64 px images: no object above 96^2
     assert math.isnan(coco_box_ap(_perfect(targets), targets, shapes.class_names)["APl"])
+
+
+# A hand-made COCO json: crowd regions (dets inside them must be ignored, not counted as false positives) and
+# objects whose annotated ``area`` (the segmentation's) sits in another size bin than their box area.
+# (width, height, [(category_id, bbox xywh, area, iscrowd)], [(category_id, bbox xywh, score)])
+_COCO_IMAGES = {
+    101: (320, 240,
+          [(4, [10, 10, 40, 30], 600, 0),  # box 1200 (medium) -> area small
+           (9, [60, 20, 100, 100], 5000, 0),  # box 10000 (large) -> area medium
+           (4, [150, 100, 160, 120], 12000, 1),  # person crowd
+           (4, [20, 150, 25, 25], 1100, 0)],  # box 625 (small) -> area medium
+          [(4, [12, 11, 40, 30], 0.9), (9, [62, 25, 100, 95], 0.8),
+           (4, [155, 105, 40, 40], 0.95), (4, [200, 150, 60, 60], 0.7),  # inside the person crowd
+           (4, [230, 200, 30, 30], 0.85),  # 2/3 inside the crowd: ignored up to IoU 0.65 only
+           (9, [160, 110, 50, 50], 0.75),  # a car on the person crowd: a false positive
+           (4, [22, 152, 20, 22], 0.6)]),
+    102: (300, 200,
+          [(9, [30, 30, 120, 90], 9000, 0),  # box 10800 (large) -> area medium
+           (4, [200, 40, 20, 40], 800, 0),
+           (9, [0, 120, 300, 80], 15000, 1)],  # car crowd
+          [(9, [35, 28, 115, 95], 0.88), (9, [10, 130, 100, 60], 0.92), (9, [240, 150, 55, 40], 0.5),
+           (4, [198, 42, 22, 36], 0.65), (4, [100, 10, 30, 30], 0.4)]),
+    103: (256, 256,
+          [(4, [50, 50, 100, 100], 9500, 0), (9, [180, 180, 60, 60], 2000, 0)],
+          [(4, [55, 45, 100, 100], 0.77), (9, [180, 180, 60, 60], 0.99), (9, [10, 10, 50, 50], 0.3),
+           (4, [60, 60, 90, 90], 0.55)]),
+}
+
+
+def _write_crowd_coco(folder: Path) -> tuple[Path, list[dict]]:
+    """The json of ``_COCO_IMAGES`` with its random-pixel images; the detections in COCO results form."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations, detections = [], [], []
+    for image_id, (width, height, objects, found) in _COCO_IMAGES.items():
+        pixels = np.random.default_rng(image_id).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "width": width, "height": height})
+        for category, bbox, area, crowd in objects:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                                "bbox": bbox, "area": area, "iscrowd": crowd})
+        detections += [{"image_id": image_id, "category_id": c, "bbox": b, "score": s} for c, b, s in found]
+    data = {"images": images, "annotations": annotations,
+            "categories": [{"id": 9, "name": "car"}, {"id": 4, "name": "person"}]}
+    path = folder / "instances.json"
+    path.write_text(json.dumps(data))
+    return path, detections
+
+
+class _FixedDetector(nn.Module):
+    """Returns the hand-made detections of each image (recognised by its size), as a torchvision detector."""
+
+    def __init__(self, label_of: dict[int, int]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.outputs = {}
+        for width, height, _, found in _COCO_IMAGES.values():
+            boxes = torch.tensor([[x, y, x + w, y + h] for _, (x, y, w, h), _ in found], dtype=torch.float32)
+            self.outputs[(height, width)] = {
+                "boxes": boxes,
+                "scores": torch.tensor([s for *_, s in found]),
+                "labels": torch.tensor([label_of[c] for c, *_ in found]),
+            }
+
+    def forward(self, images):
+        return [{k: v.clone() for k, v in self.outputs[tuple(image.shape[-2:])].items()} for image in images]
+
+
+def test_coco_ap_matches_pycocotools_on_json_with_crowd_and_segment_areas(tmp_path: Path) -> None:
+    annotation, detections = _write_crowd_coco(tmp_path / "images")
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference_gt = COCO(str(annotation))
+        evaluator = COCOeval(reference_gt, reference_gt.loadRes(detections), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    reference = dict(zip(METRICS, (float(v) * 100.0 for v in evaluator.stats[:6]), strict=True))
+    assert all(value > 0 for value in reference.values())  # every size bin has ground truth and a match
+
+    dataset = load_coco(tmp_path / "images", annotation)
+    assert dataset.class_names == ["person", "car"]  # category ids 4, 9 -> labels 1, 2
+    result = evaluate_detector(_FixedDetector({4: 1, 9: 2}), dataset, batch_size=2)
+    assert result == pytest.approx(reference, abs=1e-9)
 
 
 # --------------------------------------------------------------------------- detectors

@@ -13,8 +13,9 @@ Conventions:
   flip with p = 0.5 when ``data.augment``; the last incomplete batch is dropped (as for classification).
 * Model selection: with ``data.val_size > 0`` the engine keeps the epoch with the best validation **AP50** (the
   cheaper, less noisy figure on small validation sets); without a validation split the last epoch is kept.
-* Evaluation: COCO box AP / AP50 / AP75 / APs / APm / APl in percent (pycocotools) on the test split (or the
-  validation split with ``eval.split: val``); ``eval.n`` caps the number of images (a fixed, ``eval.seed``-ed
+* Evaluation: COCO box AP / AP50 / AP75 / APs / APm / APl in percent (pycocotools; COCO jsons: crowd regions
+  ignored, size bins from the annotations' ``area``) on the test split (or the validation split with
+  ``eval.split: val``); ``eval.n`` caps the number of images (a fixed, ``eval.seed``-ed
   selection), ``data.test_subset`` selects at load time. A size range without ground truth is ``null``. Images per
   forward pass: ``data.batch_size`` (``eval.batch_size``'s default is sized for CIFAR attacks).
 """
