@@ -70,15 +70,15 @@ def pgd_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     return adversarial.detach()
 
 
-def fgsm_rs_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
-                     generator: torch.Generator) -> torch.Tensor:
+def fgsm_rs_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+                     alpha: float, generator: torch.Generator) -> torch.Tensor:
     """FGSM with a uniform random start (Wong et al.'s fast adversarial training)."""
     return pgd_examples(model, images, labels, eps=eps, alpha=alpha, steps=1, generator=generator)
 
 
 def trades_examples(model: nn.Module, images: torch.Tensor, *, eps: float, alpha: float, steps: int,
                     generator: torch.Generator) -> torch.Tensor:
-    """TRADES inner maximisation of KL(f(x) || f(x')) under the L-inf ball, model in eval mode (``trades.py``)."""
+    """TRADES inner maximisation of KL(f(x) || f(x')) under the L-inf ball, in eval mode (``trades.py``)."""
     with _eval_mode(model):
         with torch.no_grad():
             clean_probabilities = F.softmax(model(images), dim=1)
@@ -87,7 +87,8 @@ def trades_examples(model: nn.Module, images: torch.Tensor, *, eps: float, alpha
         for _ in range(steps):
             adversarial.requires_grad_(True)
             with torch.enable_grad():
-                loss = F.kl_div(F.log_softmax(model(adversarial), dim=1), clean_probabilities, reduction="sum")
+                log_probabilities = F.log_softmax(model(adversarial), dim=1)
+                loss = F.kl_div(log_probabilities, clean_probabilities, reduction="sum")
                 (gradient,) = torch.autograd.grad(loss, adversarial)
             adversarial = _project(adversarial.detach() + alpha * gradient.sign(), images, eps)
     return adversarial.detach()

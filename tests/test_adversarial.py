@@ -1,4 +1,4 @@
-"""Training-time adversarial examples: TRADES in eval mode, bounds, default steps, PGD ascent, one TRADES step."""
+"""Training-time adversarial examples: TRADES in eval mode, bounds, default steps, ascent, one TRADES step."""
 
 import copy
 
@@ -43,7 +43,8 @@ def test_trades_examples_leave_batchnorm_buffers_unchanged():
     model = bn_model().train()
     before = buffers(model)
     assert {n.rsplit(".", 1)[1] for n in before} == {"running_mean", "running_var", "num_batches_tracked"}
-    trades_examples(model, edge_images(), eps=EPS, alpha=2 / 255, steps=3, generator=torch.Generator().manual_seed(0))
+    trades_examples(model, edge_images(), eps=EPS, alpha=2 / 255, steps=3,
+                    generator=torch.Generator().manual_seed(0))
     for name, value in buffers(model).items():
         assert torch.equal(value, before[name]), name
 
@@ -65,7 +66,8 @@ def test_trades_examples_restore_every_modules_training_flag(mode):
     model = bn_model().train(mode)
     model[4].train(not mode)  # a mixed tree: one BatchNorm in the other mode
     flags = [module.training for module in model.modules()]
-    trades_examples(model, edge_images(), eps=EPS, alpha=2 / 255, steps=2, generator=torch.Generator().manual_seed(0))
+    trades_examples(model, edge_images(), eps=EPS, alpha=2 / 255, steps=2,
+                    generator=torch.Generator().manual_seed(0))
     assert [module.training for module in model.modules()] == flags
 
 
@@ -87,8 +89,10 @@ def attacks(model, images, labels, spec_method):
         return pgd_examples(model, images, labels, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
                             generator=generator)
     if spec_method == "fgsm-rs":
-        return fgsm_rs_examples(model, images, labels, eps=spec.eps, alpha=spec.step_size, generator=generator)
-    return trades_examples(model, images, eps=spec.eps, alpha=spec.step_size, steps=spec.steps, generator=generator)
+        return fgsm_rs_examples(model, images, labels, eps=spec.eps, alpha=spec.step_size,
+                                generator=generator)
+    return trades_examples(model, images, eps=spec.eps, alpha=spec.step_size, steps=spec.steps,
+                           generator=generator)
 
 
 @pytest.mark.parametrize("method", ["pgd", "fgsm-rs", "trades"])
@@ -117,7 +121,7 @@ def test_default_step_sizes_follow_the_reference_scripts():
 
 
 def trained_mlp():
-    """An MLP fitted to a learnable rule (which third of the image is brightest), clean loss well below log 3."""
+    """An MLP fitted to a learnable rule (the brightest channel), clean loss well below log 3."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(3)
     images = torch.rand(256, 3, 6, 6, generator=generator)

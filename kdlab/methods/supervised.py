@@ -42,7 +42,7 @@ class SupervisedTraining(nn.Module):
             )
             logits = self.model(images)
             natural = F.cross_entropy(logits, labels)
-            # Forward order as in trades.py: clean, adversarial, clean again (the KL target; see the docstring).
+            # Forward order as in trades.py: clean, adversarial, clean again (the KL target; see above).
             adversarial_log_probabilities = F.log_softmax(self.model(adversarial), dim=1)
             robust = F.kl_div(
                 adversarial_log_probabilities, F.softmax(self.model(images), dim=1), reduction="batchmean"
