@@ -3,17 +3,32 @@
 These are written out rather than taken from torchattacks because they sit on the training
 hot path, must draw their random starts from the engine's per-epoch generator (exact resume),
 and must leave the model in the mode training wants. Evaluation attacks live in
-``kdlab.attacks`` and do use torchattacks.
+``kdlab.attacks`` and do use torchattacks. Every example stays in the L-inf eps-ball around the
+clean images and in [0, 1].
 
-* PGD-AT (Madry et al., ICLR 2018): k steps of sign-gradient ascent on CE from a uniform
-  random start in the eps-ball, projected back each step.
-* FGSM-RS, "fast" AT (Wong et al., ICLR 2020): one step of size alpha (10/255 for eps 8/255)
-  from a uniform random start, then projection.
-* TRADES (Zhang et al., ICML 2019): the inner maximisation ascends KL(f(x) || f(x')) from a
-  small Gaussian start (0.001 std), as in the reference implementation.
+* PGD-AT (Madry et al., ICLR 2018), as in Rice et al.'s ``train_cifar.py`` (locuslab/robust_overfitting,
+  ``attack_pgd``): a uniform start in [-eps, eps] clipped to the pixel range, then ``steps`` sign-gradient
+  steps of size alpha on CE, each projected onto the eps-ball and the pixel range; 10 steps of 2/255 for
+  eps 8/255 by default. The model stays in the mode training left it in (train: BatchNorm uses, and
+  updates, the statistics of the adversarial iterates), as there. Not reproduced: that script's last
+  forward pass to pick the best of its restarts, which with its default single restart only adds one more
+  BatchNorm running-statistics update.
+* FGSM-RS, "fast" AT (Wong et al., ICLR 2020), as in locuslab/fast_adversarial ``CIFAR10/train_fgsm.py``:
+  the same uniform start, one step of alpha = 10/255 for eps 8/255, projection; train mode throughout.
+* TRADES (Zhang et al., ICML 2019), as in yaodongyu/TRADES ``trades.py`` (``trades_loss``): the model is
+  switched to eval mode while x' is built (BatchNorm uses its running statistics and does not update
+  them), from x + 0.001 * N(0, 1) (not clipped until the first step), ascending KL(f(x) || f(x')) with
+  f(x) the eval-mode prediction on the clean input, by sign steps of alpha, each projected onto the
+  eps-ball and [0, 1]. The reference's CIFAR script uses eps 0.031 and step 0.007; kdlab's defaults are
+  8/255 and 2/255, the values the field quotes for it (set ``alpha: 0.007`` / ``eps: 0.031`` to match
+  the script exactly). Afterwards every module is put back in the mode it was in (the reference calls
+  ``model.train()``, the same thing inside a training step).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +45,18 @@ def _project(adversarial: torch.Tensor, images: torch.Tensor, eps: float) -> tor
     return torch.min(torch.max(adversarial, images - eps), images + eps).clamp(0, 1)
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` inside the block; afterwards each module gets back its own training flag."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
 def pgd_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
                  steps: int, generator: torch.Generator) -> torch.Tensor:
     """PGD-AT examples (random start, ``steps`` sign-gradient steps on CE)."""
@@ -43,23 +70,25 @@ def pgd_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *
     return adversarial.detach()
 
 
-def fgsm_rs_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
-                     generator: torch.Generator) -> torch.Tensor:
+def fgsm_rs_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
+                     alpha: float, generator: torch.Generator) -> torch.Tensor:
     """FGSM with a uniform random start (Wong et al.'s fast adversarial training)."""
     return pgd_examples(model, images, labels, eps=eps, alpha=alpha, steps=1, generator=generator)
 
 
 def trades_examples(model: nn.Module, images: torch.Tensor, *, eps: float, alpha: float, steps: int,
                     generator: torch.Generator) -> torch.Tensor:
-    """TRADES inner maximisation of KL(f(x) || f(x')) under the Linf ball."""
-    with torch.no_grad():
-        clean_probabilities = F.softmax(model(images), dim=1)
-    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
-    adversarial = (images + 0.001 * noise).clamp(0, 1)
-    for _ in range(steps):
-        adversarial.requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.kl_div(F.log_softmax(model(adversarial), dim=1), clean_probabilities, reduction="sum")
-            (gradient,) = torch.autograd.grad(loss, adversarial)
-        adversarial = _project(adversarial.detach() + alpha * gradient.sign(), images, eps)
+    """TRADES inner maximisation of KL(f(x) || f(x')) under the L-inf ball, in eval mode (``trades.py``)."""
+    with _eval_mode(model):
+        with torch.no_grad():
+            clean_probabilities = F.softmax(model(images), dim=1)
+        noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+        adversarial = images + 0.001 * noise
+        for _ in range(steps):
+            adversarial.requires_grad_(True)
+            with torch.enable_grad():
+                log_probabilities = F.log_softmax(model(adversarial), dim=1)
+                loss = F.kl_div(log_probabilities, clean_probabilities, reduction="sum")
+                (gradient,) = torch.autograd.grad(loss, adversarial)
+            adversarial = _project(adversarial.detach() + alpha * gradient.sign(), images, eps)
     return adversarial.detach()

@@ -6,6 +6,14 @@ Loss per method (x clean images, x' adversarial examples from ``kdlab.adversaria
 * ``pgd``:      CE(f(x'), y)                                     (Madry et al. 2018)
 * ``fgsm-rs``:  CE(f(x'), y)                                     (Wong et al. 2020)
 * ``trades``:   CE(f(x), y) + beta * KL(f(x) || f(x'))           (Zhang et al. 2019, beta = 6)
+
+TRADES follows ``trades_loss`` in yaodongyu/TRADES ``trades.py`` (beta 6 as in its ``train_cifar10``
+script): x' is built with the model in eval mode (``kdlab.adversarial.trades_examples``), then, back in
+train mode, KL is summed over classes and averaged over the batch ("batchmean") and its target f(x) is a
+second train-mode forward pass of the clean batch, not detached, as there. That pass gives the same
+output and gradient as reusing the CE logits; it is kept because it is also a BatchNorm running-statistics
+update, so the running statistics (and with them the eval-mode model) match the reference's.
+PGD-AT and FGSM-RS build x' in train mode, as Rice et al.'s and Wong et al.'s scripts do.
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ class SupervisedTraining(nn.Module):
             )
             logits = self.model(images)
             natural = F.cross_entropy(logits, labels)
+            # Forward order as in trades.py: clean, adversarial, clean again (the KL target; see above).
+            adversarial_log_probabilities = F.log_softmax(self.model(adversarial), dim=1)
             robust = F.kl_div(
-                F.log_softmax(self.model(adversarial), dim=1), F.softmax(logits, dim=1), reduction="batchmean"
+                adversarial_log_probabilities, F.softmax(self.model(images), dim=1), reduction="batchmean"
             )
             terms = {"ce": natural, "trades_kl": spec.trades_beta * robust}
         else:
