@@ -146,7 +146,9 @@ def test_loss_is_the_detectors_losses_plus_lambda_times_a_reference_feature_term
     method.train()
     images, targets = batch
     lam = 2.0 if weight is None else weight  # the default lambda is the paper's, 2
-    feature_term = 0.0 if kind == "none" else reference_feature_term(student, teacher, images, kind, lam, form)
+    feature_term = 0.0
+    if kind != "none":
+        feature_term = reference_feature_term(student, teacher, images, kind, lam, form)
     torch.manual_seed(7)  # the RPN / RoI samplers draw from the global generator: the same draws twice
     detection = student(list(images), copy.deepcopy(targets))
     torch.manual_seed(7)

@@ -112,7 +112,7 @@ def test_full_ssim_matches_kornia_in_float64_and_with_a_smaller_window():
     )
 
 
-# --------------------------------------------------------------------------- the two loss forms, levels and lambda
+# --------------------------------------------------------------------------- loss forms, levels and lambda
 
 
 def _psi(x):
@@ -133,7 +133,8 @@ def test_one_minus_form_is_one_minus_kornia_ssim_and_halved_form_is_kornia_ssim_
         student_ref, teacher_ref = _psi(student), _psi(teacher)
     one_minus = ssim_loss(student, teacher, normalize=normalize, form="one_minus").item()
     halved = ssim_loss(student, teacher, normalize=normalize, form="halved").item()
-    assert one_minus == pytest.approx(1 - kornia.metrics.ssim(student_ref, teacher_ref, 11).mean().item(), abs=1e-5)
+    kornia_ssim = kornia.metrics.ssim(student_ref, teacher_ref, 11).mean().item()
+    assert one_minus == pytest.approx(1 - kornia_ssim, abs=1e-5)
     assert halved == pytest.approx(kornia.losses.ssim_loss(student_ref, teacher_ref, 11).item(), abs=1e-5)
     assert ssim_loss(student, teacher, normalize=normalize).item() == halved  # the default form
 
@@ -174,11 +175,12 @@ def test_multilevel_ssim_is_the_sum_not_the_mean_of_kornia_per_level_losses():
     generator = torch.Generator().manual_seed(32)
     student = [torch.randn(2, 3, side, side + 1, generator=generator) for side in (16, 11)]
     teacher = [level + 0.7 * torch.randn(level.shape, generator=generator) for level in student]
-    reference = [1 - kornia.metrics.ssim(_psi(s), _psi(t), 11).mean().item() for s, t in zip(student, teacher)]
+    pairs = list(zip(student, teacher))
+    reference = [1 - kornia.metrics.ssim(_psi(s), _psi(t), 11).mean().item() for s, t in pairs]
     got = multilevel_feature_loss(student, teacher, kind="ssim", weight=2.0, ssim_form="one_minus")
     assert got.item() == pytest.approx(2.0 * sum(reference), abs=1e-5)
     halved = multilevel_feature_loss(student, teacher, kind="ssim", weight=2.0)
-    kornia_halved = sum(kornia.losses.ssim_loss(_psi(s), _psi(t), 11).item() for s, t in zip(student, teacher))
+    kornia_halved = sum(kornia.losses.ssim_loss(_psi(s), _psi(t), 11).item() for s, t in pairs)
     assert halved.item() == pytest.approx(2.0 * kornia_halved, abs=1e-5)
 
 
@@ -227,7 +229,8 @@ def test_ssim_of_identical_inputs_is_one_and_the_loss_zero(components):
     x = _rand(2, 3, 12, 12, seed=11)
     torch.testing.assert_close(ssim_map(x, x, components=components), torch.ones_like(x), rtol=0, atol=1e-5)
     for form in ("halved", "one_minus"):
-        assert ssim_loss(x, x.clone(), components=components, form=form).item() == pytest.approx(0.0, abs=1e-6)
+        loss = ssim_loss(x, x.clone(), components=components, form=form)
+        assert loss.item() == pytest.approx(0.0, abs=1e-6)
     assert multilevel_feature_loss([x, x[..., :5, :5]], [x.clone(), x[..., :5, :5].clone()]).item() == (
         pytest.approx(0.0, abs=1e-6)
     )
@@ -271,7 +274,8 @@ def test_minmax_normalisation_makes_ssim_of_x_and_minus_x_low():
     raw_similarity = 1 - ssim_loss(x, -x, normalize="none", form="one_minus").item()
     normalised_similarity = 1 - ssim_loss(x, -x, normalize="sample_channel", form="one_minus").item()
     assert raw_similarity == pytest.approx(kornia.metrics.ssim(x, -x, 11).mean().item(), abs=1e-5)
-    assert normalised_similarity == pytest.approx(kornia.metrics.ssim(_psi(x), _psi(-x), 11).mean().item(), abs=1e-5)
+    kornia_normalised = kornia.metrics.ssim(_psi(x), _psi(-x), 11).mean().item()
+    assert normalised_similarity == pytest.approx(kornia_normalised, abs=1e-5)
     assert raw_similarity > 0.5  # luminance and cs both flip sign: their product hides the negation
     assert normalised_similarity < -0.5
 

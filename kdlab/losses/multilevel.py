@@ -1,4 +1,4 @@
-"""The multi-level feature-distillation term of Structural KD: lambda times a per-level loss summed over FPN levels.
+"""Structural KD's multi-level feature term: lambda times a per-level loss summed over the FPN levels.
 
 Source: de Rijk, Schneider, Cordts & Gavrila, "Structural Knowledge Distillation for Object Detection",
 NeurIPS 2022, L = L_det + lambda * L_feat with
@@ -70,7 +70,7 @@ def multilevel_feature_loss(
     sigma: float = 1.5,
     ssim_form: str = "halved",
 ) -> Tensor:
-    """``weight * sum over levels`` of the per-level loss ``kind`` (module docstring: what weight means per kind).
+    """``weight * sum over levels`` of the per-level loss ``kind`` (what weight means per kind: module doc).
 
     ``weight`` here is a plain multiplier (default 1); the recipe's lambda default (``method.feature.weight``)
     is the paper's value. Levels are matched by position (lists) or by key (dicts; the two must have the same

@@ -73,7 +73,7 @@ from kdlab.losses.feature import GRANULARITIES, minmax_normalize
 
 COMPONENTS = ("lcs", "cs", "s")
 PADDINGS = ("same", "valid")
-# "halved": (1 - SSIM) / 2 in [0, 1], the paper's Eq. and kornia.losses.ssim_loss; "one_minus": 1 - SSIM in [0, 2].
+# "halved": (1 - SSIM) / 2 in [0, 1] (the paper's, kornia.losses.ssim_loss); "one_minus": 1 - SSIM in [0, 2].
 SSIM_FORMS = ("halved", "one_minus")
 
 # Floor for the variances under the square root of the structure term: finite d sqrt / d var at var = 0.
