@@ -28,7 +28,8 @@ import time
 import torch
 
 from kdlab.losses.feature import minmax_normalize
-from kdlab.losses.ssim import effective_window, multilevel_feature_loss, ssim_loss
+from kdlab.losses.multilevel import multilevel_feature_loss
+from kdlab.losses.ssim import effective_window, ssim_loss
 
 LEVEL_SIDES = (100, 50, 25, 13, 7)
 

@@ -146,12 +146,25 @@ class ACMSpec(Section):
 
 
 class FeatureKDSpec(Section):
-    """Feature distillation on detector FPN levels (Structural KD)."""
+    """Feature distillation on detector FPN levels (Structural KD): L_det + weight * sum_levels ``kind``."""
 
     kind: Literal["none", "l1", "l2", "ssim"] = Field(
-        "ssim", description="per-level loss: (1 - SSIM)/2 (the paper), l1 / l2 baselines, or none (no teacher forward)"
+        "ssim",
+        description="per-level loss, a mean over the level: ssim (form: ssim_form), l1 = |psi_s - psi_t|, "
+        "l2 = (psi_s - psi_t)^2, or none (no teacher forward)",
     )
-    weight: float = Field(1.0, ge=0, description="lambda: multiplies the feature loss summed over FPN levels")
+    weight: float = Field(
+        2.0,
+        ge=0,
+        description="lambda, multiplies the per-level loss summed over FPN levels; per level ssim halved, "
+        "l1 and l2 (with psi) lie in [0, 1], ssim one_minus in [0, 2]; "
+        "2 = the paper's (2 and 4 best, for (1 - SSIM)/2)",
+    )
+    ssim_form: Literal["halved", "one_minus"] = Field(
+        "halved",
+        description="ssim per-level loss: halved = mean (1 - SSIM)/2 (the paper's L_SSIM, "
+        "kornia.losses.ssim_loss), one_minus = mean (1 - SSIM), twice as large for the same lambda",
+    )
     components: Literal["lcs", "cs", "s"] = Field(
         "lcs", description="SSIM terms: lcs = full SSIM, cs = contrast-structure, s = structure only"
     )

@@ -1,7 +1,9 @@
-"""Structural KD (SSIM) and l1/l2 feature losses: kornia agreement, a loop reference, small maps, gradients."""
+"""Structural KD (SSIM) and l1/l2 feature losses: kornia agreement, a loop reference, hand-computed values,
+the loss forms and lambda, small maps, gradients."""
 
 import math
 
+import kornia
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ from kdlab.losses import (
     ssim_loss,
     ssim_map,
 )
+from kdlab.recipe import FeatureKDSpec
 
 C1 = 0.01**2
 C2 = 0.03**2
@@ -28,7 +31,7 @@ def _rand(*shape, seed=0, dtype=torch.float32):
 # --------------------------------------------------------------------------- reference by loops
 
 
-def _reflect(index: int, size: int) -> int:
+def reflect_index(index: int, size: int) -> int:
     """numpy/torch 'reflect' border: -1 -> 1, size -> size - 2."""
     if index < 0:
         return -index
@@ -37,7 +40,7 @@ def _reflect(index: int, size: int) -> int:
     return index
 
 
-def _reference_maps(x: list, y: list, taps: int, sigma: float):
+def reference_ssim_maps(x: list, y: list, taps: int, sigma: float):
     """SSIM, cs and s of two 2-D lists with a NON-separable 2-D Gaussian window and plain loops (float64)."""
     height, width, radius = len(x), len(x[0]), taps // 2
     g = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
@@ -52,8 +55,8 @@ def _reference_maps(x: list, y: list, taps: int, sigma: float):
             for di in range(taps):
                 for dj in range(taps):
                     w = weights[di][dj]
-                    u = _reflect(i + di - radius, height)
-                    v = _reflect(j + dj - radius, width)
+                    u = reflect_index(i + di - radius, height)
+                    v = reflect_index(j + dj - radius, width)
                     a, b = x[u][v], y[u][v]
                     mx += w * a
                     my += w * b
@@ -78,7 +81,7 @@ def test_separable_ssim_matches_a_loop_reference_with_2d_weights(shape, window_s
     x = _rand(1, 1, *shape, seed=1, dtype=torch.float64)
     y = (0.6 * x + 0.4 * _rand(1, 1, *shape, seed=2, dtype=torch.float64)).clamp(0, 1)
     taps, sigma = effective_window(shape[0], shape[1], window_size, 1.5)
-    reference = _reference_maps(x[0, 0].tolist(), y[0, 0].tolist(), taps, sigma)
+    reference = reference_ssim_maps(x[0, 0].tolist(), y[0, 0].tolist(), taps, sigma)
     for components in ("lcs", "cs", "s"):
         got = ssim_map(x, y, window_size=window_size, components=components)[0, 0]
         expected = torch.tensor(reference[components], dtype=torch.float64)
@@ -91,7 +94,6 @@ def test_separable_ssim_matches_a_loop_reference_with_2d_weights(shape, window_s
 @pytest.mark.parametrize("shape", [(2, 3, 16, 16), (1, 4, 24, 19), (2, 2, 11, 13)])
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_full_ssim_matches_kornia(shape, padding):
-    kornia = pytest.importorskip("kornia")
     x, y = _rand(*shape, seed=3), _rand(*shape, seed=4)
     ours = ssim_loss(x, y, normalize="none", padding=padding)
     theirs = kornia.losses.ssim_loss(x, y, 11, padding=padding)
@@ -102,13 +104,111 @@ def test_full_ssim_matches_kornia(shape, padding):
 
 
 def test_full_ssim_matches_kornia_in_float64_and_with_a_smaller_window():
-    kornia = pytest.importorskip("kornia")
     x, y = _rand(2, 3, 14, 15, seed=5, dtype=torch.float64), _rand(2, 3, 14, 15, seed=6, dtype=torch.float64)
     torch.testing.assert_close(ssim_map(x, y), kornia.metrics.ssim(x, y, 11, eps=0.0), rtol=0, atol=1e-12)
     # kornia keeps sigma = 1.5 for every window size; so does ssim_map when the map is large enough.
     torch.testing.assert_close(
         ssim_map(x, y, window_size=5), kornia.metrics.ssim(x, y, 5, eps=0.0), rtol=0, atol=1e-12
     )
+
+
+# --------------------------------------------------------------------------- loss forms, levels and lambda
+
+
+def _psi(x):
+    """Min-max per (sample, channel) map, written out here as the reference (not kdlab's minmax_normalize)."""
+    low = x.amin(dim=(-2, -1), keepdim=True)
+    high = x.amax(dim=(-2, -1), keepdim=True)
+    return (x - low) / (high - low)
+
+
+@pytest.mark.parametrize("normalize", ["none", "sample_channel"])
+def test_one_minus_form_is_one_minus_kornia_ssim_and_halved_form_is_kornia_ssim_loss(normalize):
+    if normalize == "none":
+        student, teacher = _rand(2, 3, 16, 13, seed=30), _rand(2, 3, 16, 13, seed=31)
+        student_ref, teacher_ref = student, teacher
+    else:  # signed, FPN-like features: psi first
+        student = torch.randn(2, 3, 16, 13, generator=torch.Generator().manual_seed(30)) * 3 + 1
+        teacher = student + torch.randn(2, 3, 16, 13, generator=torch.Generator().manual_seed(31))
+        student_ref, teacher_ref = _psi(student), _psi(teacher)
+    one_minus = ssim_loss(student, teacher, normalize=normalize, form="one_minus").item()
+    halved = ssim_loss(student, teacher, normalize=normalize, form="halved").item()
+    kornia_ssim = kornia.metrics.ssim(student_ref, teacher_ref, 11).mean().item()
+    assert one_minus == pytest.approx(1 - kornia_ssim, abs=1e-5)
+    assert halved == pytest.approx(kornia.losses.ssim_loss(student_ref, teacher_ref, 11).item(), abs=1e-5)
+    assert ssim_loss(student, teacher, normalize=normalize).item() == halved  # the default form
+
+
+def test_constant_maps_reduce_to_the_luminance_term_by_hand():
+    # Constant maps: every local variance and the covariance are 0, so cs = C2 / C2 = 1 and SSIM = l.
+    # l = (2 * 0.2 * 0.6 + 1e-4) / (0.04 + 0.36 + 1e-4) = 0.2401 / 0.4001, so 1 - SSIM = 0.16 / 0.4001.
+    x = torch.full((2, 3, 12, 12), 0.2, dtype=torch.float64)
+    y = torch.full((2, 3, 12, 12), 0.6, dtype=torch.float64)
+    one_minus = ssim_loss(x, y, normalize="none", form="one_minus").item()
+    assert one_minus == pytest.approx(0.16 / 0.4001, rel=1e-12)
+    assert ssim_loss(x, y, normalize="none", form="halved").item() == pytest.approx(0.08 / 0.4001, rel=1e-12)
+
+
+def _constant(value, side):
+    return torch.full((1, 2, side, side), value, dtype=torch.float64)
+
+
+def test_multilevel_ssim_sums_the_levels_times_lambda_by_hand():
+    # Two constant levels (the 4 x 4 one with a shrunk window): 1 - SSIM = 1 - l per level, by hand.
+    student = [_constant(0.2, 12), _constant(0.9, 4)]
+    teacher = [_constant(0.6, 12), _constant(0.3, 4)]
+    per_level = [0.16 / 0.4001, 0.36 / 0.9001]  # 1 - (2ab + C1) / (a^2 + b^2 + C1)
+    for form, scale in (("one_minus", 1.0), ("halved", 0.5)):
+        got = multilevel_feature_loss(student, teacher, weight=3.0, normalize="none", ssim_form=form)
+        assert got.item() == pytest.approx(3.0 * scale * sum(per_level), rel=1e-12), form
+    as_dict = multilevel_feature_loss(
+        {"p3": student[0], "p4": student[1]},
+        {"p4": teacher[1], "p3": teacher[0]},  # key order does not matter
+        weight=3.0,
+        normalize="none",
+        ssim_form="one_minus",
+    )
+    assert as_dict.item() == pytest.approx(3.0 * sum(per_level), rel=1e-12)
+
+
+def test_multilevel_ssim_is_the_sum_not_the_mean_of_kornia_per_level_losses():
+    generator = torch.Generator().manual_seed(32)
+    student = [torch.randn(2, 3, side, side + 1, generator=generator) for side in (16, 11)]
+    teacher = [level + 0.7 * torch.randn(level.shape, generator=generator) for level in student]
+    pairs = list(zip(student, teacher))
+    reference = [1 - kornia.metrics.ssim(_psi(s), _psi(t), 11).mean().item() for s, t in pairs]
+    got = multilevel_feature_loss(student, teacher, kind="ssim", weight=2.0, ssim_form="one_minus")
+    assert got.item() == pytest.approx(2.0 * sum(reference), abs=1e-5)
+    halved = multilevel_feature_loss(student, teacher, kind="ssim", weight=2.0)
+    kornia_halved = sum(kornia.losses.ssim_loss(_psi(s), _psi(t), 11).item() for s, t in pairs)
+    assert halved.item() == pytest.approx(2.0 * kornia_halved, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+def test_multilevel_l1_l2_sum_the_levels_times_lambda_by_hand(kind):
+    student = [torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]), torch.tensor([[[[0.0, 1.0, 1.0]]]])]
+    teacher = [torch.tensor([[[[0.0, 2.0], [5.0, 4.0]]]]), torch.tensor([[[[3.0, 1.0, 0.0]]]])]
+    # level means: l1 (1 + 0 + 2 + 0) / 4 and (3 + 0 + 1) / 3; l2 (1 + 0 + 4 + 0) / 4 and (9 + 0 + 1) / 3
+    per_level = [3 / 4, 4 / 3] if kind == "l1" else [5 / 4, 10 / 3]
+    got = multilevel_feature_loss(student, teacher, kind=kind, weight=2.0, normalize="none")
+    assert got.item() == pytest.approx(2.0 * sum(per_level))
+    assert multilevel_feature_loss(student, teacher, kind="none", weight=2.0).item() == 0.0
+
+
+def test_recipe_lambda_default_is_the_papers_with_the_halved_form():
+    from pydantic import ValidationError
+
+    spec = FeatureKDSpec()
+    assert spec.weight == 2.0  # de Rijk et al.: lambda 2 and 4 best, for (1 - SSIM) / 2
+    assert spec.ssim_form == "halved"
+    assert FeatureKDSpec(ssim_form="one_minus").ssim_form == "one_minus"
+    with pytest.raises(ValidationError):
+        FeatureKDSpec(ssim_form="paper")
+    x = _rand(1, 1, 12, 12, seed=33)
+    with pytest.raises(ValueError, match="halved, one_minus"):
+        ssim_loss(x, x, form="full")
+    with pytest.raises(ValueError, match="halved, one_minus"):
+        multilevel_feature_loss([x], [x], kind="l1", ssim_form="full")
 
 
 def test_moment_backward_passes_gradcheck():
@@ -128,7 +228,12 @@ def test_moment_backward_passes_gradcheck():
 def test_ssim_of_identical_inputs_is_one_and_the_loss_zero(components):
     x = _rand(2, 3, 12, 12, seed=11)
     torch.testing.assert_close(ssim_map(x, x, components=components), torch.ones_like(x), rtol=0, atol=1e-5)
-    assert ssim_loss(x, x.clone(), components=components).item() == pytest.approx(0.0, abs=1e-6)
+    for form in ("halved", "one_minus"):
+        loss = ssim_loss(x, x.clone(), components=components, form=form)
+        assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    assert multilevel_feature_loss([x, x[..., :5, :5]], [x.clone(), x[..., :5, :5].clone()]).item() == (
+        pytest.approx(0.0, abs=1e-6)
+    )
 
 
 def test_effective_window_shrinks_to_the_largest_odd_size_and_scales_sigma():
@@ -166,8 +271,11 @@ def test_a_one_by_one_map_reduces_to_the_luminance_term():
 
 def test_minmax_normalisation_makes_ssim_of_x_and_minus_x_low():
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(14))
-    raw_similarity = 1 - 2 * ssim_loss(x, -x, normalize="none").item()
-    normalised_similarity = 1 - 2 * ssim_loss(x, -x, normalize="sample_channel").item()
+    raw_similarity = 1 - ssim_loss(x, -x, normalize="none", form="one_minus").item()
+    normalised_similarity = 1 - ssim_loss(x, -x, normalize="sample_channel", form="one_minus").item()
+    assert raw_similarity == pytest.approx(kornia.metrics.ssim(x, -x, 11).mean().item(), abs=1e-5)
+    kornia_normalised = kornia.metrics.ssim(_psi(x), _psi(-x), 11).mean().item()
+    assert normalised_similarity == pytest.approx(kornia_normalised, abs=1e-5)
     assert raw_similarity > 0.5  # luminance and cs both flip sign: their product hides the negation
     assert normalised_similarity < -0.5
 
@@ -199,11 +307,19 @@ def test_feature_distance_l1_and_l2_by_hand():
     assert feature_distance(student, teacher, kind="l2").item() == pytest.approx((1 + 0 + 4 + 0) / 4)
 
 
+def _psi_level(x):
+    """Min-max per sample over all channels and positions, written out here as the reference."""
+    low = x.amin(dim=(1, 2, 3), keepdim=True)
+    high = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - low) / (high - low)
+
+
 @pytest.mark.parametrize("normalize", ["none", "sample_channel", "level"])
 def test_feature_distance_matches_torch_losses_after_psi(normalize):
     student = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(16))
     teacher = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(17))
-    s, t = minmax_normalize(student, normalize), minmax_normalize(teacher, normalize)
+    psi = {"none": lambda x: x, "sample_channel": _psi, "level": _psi_level}[normalize]
+    s, t = psi(student), psi(teacher)
     torch.testing.assert_close(feature_distance(student, teacher, "l1", normalize), F.l1_loss(s, t))
     torch.testing.assert_close(feature_distance(student, teacher, "l2", normalize), F.mse_loss(s, t))
 
@@ -231,24 +347,6 @@ def test_gradients_reach_student_and_adapters_but_never_the_teacher(kind):
     assert all(level.grad is None for level in teacher)
 
 
-def test_multilevel_loss_sums_levels_times_weight_and_accepts_dicts():
-    student = _levels(3, seed=20)
-    teacher = _levels(3, seed=21)
-    per_level = sum(ssim_loss(s, t, components="cs") for s, t in zip(student, teacher))
-    got = multilevel_feature_loss(student, teacher, kind="ssim", weight=2.5, components="cs")
-    torch.testing.assert_close(got, 2.5 * per_level)
-    as_dict = multilevel_feature_loss(
-        {f"p{i}": s for i, s in enumerate(student)},
-        {f"p{i}": t for i, t in reversed(list(enumerate(teacher)))},  # key order does not matter
-        kind="ssim",
-        weight=2.5,
-        components="cs",
-    )
-    torch.testing.assert_close(as_dict, got)
-    none = multilevel_feature_loss(student, teacher, kind="none")
-    assert none.item() == 0.0
-
-
 def test_multilevel_loss_names_the_level_on_shape_mismatch():
     student = {"p3": torch.rand(1, 4, 8, 8), "p4": torch.rand(1, 4, 4, 4)}
     teacher = {"p3": torch.rand(1, 4, 8, 8), "p4": torch.rand(1, 8, 4, 4)}
@@ -267,4 +365,4 @@ def test_half_precision_inputs_are_computed_in_float32():
     y = _rand(1, 2, 12, 12, seed=23).to(torch.bfloat16)
     got = ssim_map(x, y)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, ssim_map(x.float(), y.float()))
+    torch.testing.assert_close(got, kornia.metrics.ssim(x.float(), y.float(), 11), rtol=0, atol=1e-5)

@@ -4,7 +4,8 @@ from kdlab.losses.acm import acm_distance, acm_loss, activated_channel_map
 from kdlab.losses.feature import feature_distance, minmax_normalize
 from kdlab.losses.kd import kd_loss
 from kdlab.losses.mixup import MixedBatch, mix_batch, mixup_cross_entropy, sample_beta
-from kdlab.losses.ssim import effective_window, multilevel_feature_loss, ssim_loss, ssim_map
+from kdlab.losses.multilevel import multilevel_feature_loss
+from kdlab.losses.ssim import effective_window, ssim_loss, ssim_map
 
 __all__ = [
     "MixedBatch",

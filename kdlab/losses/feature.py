@@ -14,6 +14,11 @@ psi (min-max normalisation) maps each map to [0, 1]:
 
 with the min and max taken per (sample, channel) map (``"sample_channel"``), per sample over all channels and
 positions of a level (``"level"``), or not at all (``"none"``). A constant map becomes all zeros (no NaN).
+
+Scale: with psi each level's l1 and l2 loss lies in [0, 1], like (1 - SSIM) / 2; in Structural KD lambda
+(``method.feature.weight``) multiplies their sum over FPN levels exactly as it does for SSIM
+(``kdlab.losses.multilevel``). Without psi (``normalize="none"``) they are unbounded and scale with the
+features' magnitude (l1 linearly, l2 quadratically), so a lambda tuned for SSIM does not carry over.
 """
 
 from __future__ import annotations

@@ -17,7 +17,16 @@ Local statistics use a Gaussian window w (11 taps, sigma = 1.5, normalised to su
     C1 = (0.01 L)^2, C2 = (0.03 L)^2, C3 = C2 / 2, L = data_range = 1.
 
 ``components`` selects the similarity: ``"lcs"`` = l * cs (full SSIM, default), ``"cs"`` = cs, ``"s"`` = s. The
-per-level loss is ``mean over batch, channels and positions of (1 - SSIM) / 2``, which lies in [0, 1].
+per-level loss is a mean over batch, channels and positions, in one of two forms (``form``):
+
+    "halved"    (default):  L = mean (1 - SSIM) / 2,   in [0, 1]
+    "one_minus":            L = mean (1 - SSIM),       in [0, 2]   (= 2 x "halved")
+
+``"halved"`` is the paper's L_SSIM = (1 - SSIM) / 2 as third-party transcriptions of its equations give it
+(the paper's text itself could not be read from here), and it is ``kornia.losses.ssim_loss``, which the same
+summaries name as the paper's one-line implementation; ``"one_minus"`` is the unhalved form. The form only
+rescales the loss, so lambda (``method.feature.weight``, which multiplies the sum of this loss over FPN levels
+in ``kdlab.losses.multilevel``) must be read together with it: lambda * "one_minus" == (2 lambda) * "halved".
 
 Choices and why:
 
@@ -56,24 +65,20 @@ Choices and why:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from kdlab.losses.feature import GRANULARITIES, feature_distance, minmax_normalize
+from kdlab.losses.feature import GRANULARITIES, minmax_normalize
 
 COMPONENTS = ("lcs", "cs", "s")
 PADDINGS = ("same", "valid")
-FEATURE_LOSS_KINDS = ("ssim", "l1", "l2", "none")
+# "halved": (1 - SSIM) / 2 in [0, 1] (the paper's, kornia.losses.ssim_loss); "one_minus": 1 - SSIM in [0, 2].
+SSIM_FORMS = ("halved", "one_minus")
 
 # Floor for the variances under the square root of the structure term: finite d sqrt / d var at var = 0.
 _VARIANCE_EPS = 1e-12
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-Levels = Sequence[Tensor] | Mapping[str, Tensor]
-Adapters = nn.ModuleList | nn.ModuleDict | Sequence[nn.Module] | Mapping[str, nn.Module] | None
 
 
 def effective_window(height: int, width: int, window_size: int = 11, sigma: float = 1.5) -> tuple[int, float]:
@@ -322,11 +327,19 @@ def ssim_loss(
     sigma: float = 1.5,
     data_range: float = 1.0,
     padding: str = "same",
+    form: str = "halved",
 ) -> Tensor:
-    """One level's structural KD loss: ``mean (1 - SSIM(psi(student), psi(teacher))) / 2`` over b, c, h, w.
+    """One level's structural KD loss, a mean over b, c, h, w of S = SSIM(psi(student), psi(teacher)):
 
-    The teacher is detached. Student and teacher must have the same B x C x H x W shape.
+        form="halved"    (default):  mean (1 - S) / 2   in [0, 1]   (= kornia.losses.ssim_loss)
+        form="one_minus":            mean (1 - S)       in [0, 2]
+
+    Source: de Rijk et al., NeurIPS 2022, L_SSIM (module docstring). A weight lambda on this loss means
+    lambda / 2 per unit of (1 - SSIM) for ``"halved"`` and lambda for ``"one_minus"``. The teacher is
+    detached. Student and teacher must have the same B x C x H x W shape.
     """
+    if form not in SSIM_FORMS:
+        raise ValueError(f"unknown SSIM loss form {form!r}; allowed values: {', '.join(SSIM_FORMS)}")
     if student.shape != teacher.shape:
         raise ValueError(
             f"student and teacher features must have the same shape, got {tuple(student.shape)} "
@@ -348,108 +361,17 @@ def ssim_loss(
         padding,
     )
     # mean((1 - m) / 2) == (1 - mean(m)) / 2, without another full-size temporary.
-    return (1.0 - similarity.mean()) * 0.5
-
-
-def _as_named_levels(levels: Levels, what: str) -> list[tuple[str, Tensor]]:
-    if isinstance(levels, Mapping):
-        return [(str(name), level) for name, level in levels.items()]
-    if isinstance(levels, (list, tuple)):
-        return [(str(index), level) for index, level in enumerate(levels)]
-    raise ValueError(f"{what} levels must be a list/tuple or a dict of tensors, got {type(levels).__name__}")
-
-
-def _adapter_for(adapters: Adapters, name: str, index: int) -> nn.Module | None:
-    if adapters is None:
-        return None
-    if isinstance(adapters, (Mapping, nn.ModuleDict)):
-        if name not in adapters:
-            raise ValueError(
-                f"no adapter for feature level {name!r}; adapters exist for {sorted(adapters.keys())}"
-            )
-        return adapters[name]
-    if index >= len(adapters):
-        raise ValueError(f"no adapter for feature level {index}: only {len(adapters)} adapters were given")
-    return adapters[index]
-
-
-def multilevel_feature_loss(
-    student_levels: Levels,
-    teacher_levels: Levels,
-    kind: str = "ssim",
-    weight: float = 1.0,
-    components: str = "lcs",
-    normalize: str = "sample_channel",
-    adapters: Adapters = None,
-    window_size: int = 11,
-    sigma: float = 1.5,
-) -> Tensor:
-    """``weight * sum over levels`` of the per-level feature loss (``"ssim"``, ``"l1"``, ``"l2"`` or ``"none"``).
-
-    Levels are matched by position (lists) or by key (dicts; the two must have the same keys). ``adapters`` maps
-    each student level before the loss (e.g. a connector per FPN level), indexed like the levels. The teacher
-    levels are detached. ``"none"`` returns a zero scalar on the student's device (a no-distillation baseline).
-    ``"l1"``/``"l2"`` use the same psi as ``"ssim"`` (pass ``normalize="none"`` for the raw-feature baseline).
-    """
-    if kind not in FEATURE_LOSS_KINDS:
-        raise ValueError(
-            f"unknown feature loss kind {kind!r}; allowed values: {', '.join(FEATURE_LOSS_KINDS)}"
-        )
-    if isinstance(student_levels, Mapping) != isinstance(teacher_levels, Mapping):
-        raise ValueError("student and teacher feature levels must both be lists or both be dicts")
-    student_named = _as_named_levels(student_levels, "student")
-    teacher_named = _as_named_levels(teacher_levels, "teacher")
-    if [name for name, _ in student_named] != [name for name, _ in teacher_named]:
-        if isinstance(student_levels, Mapping) and isinstance(teacher_levels, Mapping):
-            if set(student_levels) == set(teacher_levels):
-                teacher_named = [(name, teacher_levels[name]) for name, _ in student_named]
-            else:
-                raise ValueError(
-                    f"student and teacher feature levels differ: {sorted(student_levels)} vs {sorted(teacher_levels)}"
-                )
-        else:
-            raise ValueError(
-                f"student has {len(student_named)} feature levels but teacher has {len(teacher_named)}"
-            )
-    if not student_named:
-        raise ValueError("no feature levels given")
-
-    first_student = student_named[0][1]
-    total = torch.zeros((), dtype=first_student.dtype, device=first_student.device)
-    if kind == "none":
-        return total
-    for index, ((name, student), (_, teacher)) in enumerate(zip(student_named, teacher_named)):
-        adapter = _adapter_for(adapters, name, index)
-        if adapter is not None:
-            student = adapter(student)
-        teacher = teacher.detach()
-        if student.shape != teacher.shape:
-            raise ValueError(
-                f"feature level {name!r}: student shape {tuple(student.shape)} (after the adapter) does not match "
-                f"teacher shape {tuple(teacher.shape)}"
-            )
-        if kind == "ssim":
-            total = total + ssim_loss(
-                student,
-                teacher,
-                components=components,
-                normalize=normalize,
-                window_size=window_size,
-                sigma=sigma,
-            )
-        else:
-            total = total + feature_distance(student, teacher, kind=kind, normalize=normalize)
-    return weight * total
+    dissimilarity = 1.0 - similarity.mean()
+    return dissimilarity * 0.5 if form == "halved" else dissimilarity
 
 
 __all__ = [
     "COMPONENTS",
-    "FEATURE_LOSS_KINDS",
     "PADDINGS",
+    "SSIM_FORMS",
     "effective_window",
     "gaussian_window_1d",
     "minmax_normalize",
-    "multilevel_feature_loss",
     "ssim_loss",
     "ssim_map",
 ]

@@ -6,12 +6,19 @@ structural (SSIM) loss instead of the usual pixel-wise l_p feature-imitation los
 
     L = L_det(student) + lambda * sum_{levels i} mean_{b,c,h,w} (1 - SSIM(psi(phi_i(F_s^i)), psi(F_t^i))) / 2
 
+(``feature.ssim_form: halved``, the default and the paper's L_SSIM as transcribed; ``one_minus`` drops the
+``/ 2``, which doubles the term for the same lambda.)
+
 * ``L_det``: the detector's own loss dict, summed (Faster R-CNN: ``loss_classifier``, ``loss_box_reg``,
   ``loss_objectness``, ``loss_rpn_box_reg``; RetinaNet: ``classification``, ``bbox_regression``);
 * ``F_s^i``, ``F_t^i``: level ``i`` of the student's and the frozen teacher's FPN on the SAME (augmented) images;
   teacher and student resize identically (checked by ``check_fpn_compatible``), so the levels align;
-* ``lambda`` = ``method.feature.weight``; ``kind`` = ``method.feature.kind`` swaps the per-level SSIM term for the
-  l1 / l2 baselines on the same features (``"none"``: detection losses alone, no teacher forward at all).
+* ``lambda`` = ``method.feature.weight``, default 2: the paper's lambda ablation found 2 and 4 best (within
+  ~0.5 AP) for (1 - SSIM) / 2. It multiplies the per-level loss summed over levels, whatever ``kind`` is: per
+  level (1 - SSIM) / 2 and, with psi, mean |d| and mean d^2 all lie in [0, 1]; ``one_minus`` lies in [0, 2]
+  (see ``kdlab.losses.multilevel``);
+* ``kind`` = ``method.feature.kind`` swaps the per-level SSIM term for the l1 / l2 baselines on the same
+  features (``"none"``: detection losses alone, no teacher forward at all).
 
 Readings chosen where the paper leaves room (each one is a recipe option):
 
@@ -24,8 +31,8 @@ Readings chosen where the paper leaves room (each one is a recipe option):
   widths it starts as the identity, so turning it on does not change the loss at initialisation. Adapters are
   trained with the student and saved in ``last.pt`` but are not part of the exported detector (``best.pt``).
 * Levels: every level the FPN returns (P2-P5 + pool for Faster R-CNN, P3-P7 for RetinaNet), summed with equal
-  weight (not averaged), so lambda multiplies the sum over levels; the per-level loss is a mean over batch,
-  channels and positions and lies in [0, 1].
+  weight (not averaged; the paper's L_feat = sum_r (1 / N_r) sum_{h,w,c}), so lambda multiplies the sum over
+  levels; the per-level loss is a mean over batch, channels and positions.
 * SSIM: full SSIM (``components: lcs``), 11-tap Gaussian window with sigma 1.5 (Wang et al. 2004), C1 and C2 for
   L = 1.
 
@@ -40,7 +47,7 @@ import torch
 from torch import nn
 
 from kdlab.engine import StepResult
-from kdlab.losses.ssim import multilevel_feature_loss
+from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.recipe import MethodSpec
 
 
@@ -116,5 +123,6 @@ class StructuralKD(nn.Module):
                 components=feature.components,
                 normalize=feature.normalize,
                 adapters=self.adapters if feature.adapter else None,
+                ssim_form=feature.ssim_form,
             )
         return StepResult(loss=sum(terms.values()), terms=terms)
