@@ -123,10 +123,10 @@ def train(
 @friendly
 def inspect(
     target: str = typer.Argument(
-        ..., help="An architecture (resnet_small, preact_resnet18, wrn-16-4, wrn-34-10, ...) or a recipe .yaml: "
-                  "a distillation recipe shows student and teacher blocks side by side with the ACM pairs."),
+        ..., help="An architecture (resnet_small, preact_resnet18, wrn-16-4, wrn-34-10, ...) or a recipe "
+                  ".yaml: a distillation recipe shows student and teacher blocks side by side with the ACM pairs."),
     width: int | None = typer.Option(None, help="Base width (resnet_small; architecture names only)."),
-    blocks_per_stage: int | None = typer.Option(None, help="Residual blocks per stage (resnet_small; names only)."),
+    blocks_per_stage: int | None = typer.Option(None, help="Residual blocks per stage (resnet_small; names)."),
     num_classes: int = typer.Option(10, help="Output classes (a teacher checkpoint keeps its own)."),
     image_size: int = typer.Option(32, help="Input height and width."),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP + " Recipes only."),
@@ -138,7 +138,8 @@ def inspect(
     if is_recipe_path(target):
         view = recipe_view(target, set_ or [], num_classes, image_size)
     else:
-        options = {k: v for k, v in {"width": width, "blocks_per_stage": blocks_per_stage}.items() if v is not None}
+        options = {"width": width, "blocks_per_stage": blocks_per_stage}
+        options = {k: v for k, v in options.items() if v is not None}
         view = architecture_view(target, num_classes, image_size, **options)
     console.print(results_table(view.title, view.rows, view.columns))
 

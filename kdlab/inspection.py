@@ -1,9 +1,10 @@
-"""What ``kdlab inspect`` shows: a model's numbered blocks, or a distillation recipe's two models side by side.
+"""What ``kdlab inspect`` shows: a model's numbered blocks, or a distillation recipe's models side by side.
 
-For an architecture name (``wrn-34-10``) or a training recipe, one row per block: index, module path, output
-shape and channels, from one dry forward pass of a zero image. For a distillation recipe, the student's and the
-teacher's blocks share a row by index, and two columns say which blocks the recipe's ACM terms pair
-(``method.acm.blocks`` with ``method.acm.teacher_blocks``): nothing is trained and no data is read.
+For an architecture name (``wrn-34-10``) or a training recipe, one row per block: index, module path,
+output shape and channels, from one dry forward pass of a zero image. For a distillation recipe, the
+student's and the teacher's blocks share a row by index, and the ``→ t`` column names the teacher block
+the recipe's ACM term compares each student block with (``method.acm.blocks`` with
+``method.acm.teacher_blocks``): nothing is trained and no data is read.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def architecture_view(arch: str, num_classes: int, image_size: int, **options: A
 
 
 def _single_view(name: str, network: nn.Module, image_size: int) -> BlockView:
-    rows = [{"block": r["index"], "module path": r["path"], "output shape": _shape(r), "channels": r["channels"]}
-            for r in _describe(network, image_size)]
+    rows = [{"block": r["index"], "module path": r["path"], "output shape": _shape(r),
+             "channels": r["channels"]} for r in _describe(network, image_size)]
     return BlockView(f"{name}: {_millions(network)}", SINGLE_COLUMNS, rows)
 
 
@@ -81,7 +82,8 @@ def _teacher(recipe: Recipe, num_classes: int) -> tuple[nn.Module, str]:
         return network, str(payload["arch"])
     teacher_recipe = load_recipe(spec.recipe)
     if teacher_recipe.is_distillation:
-        raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; name a training recipe (model:)")
+        raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; "
+                         "name a training recipe (model:)")
     return _build(teacher_recipe.model, teacher_recipe.task, num_classes), teacher_recipe.model.arch
 
 
@@ -96,8 +98,8 @@ def _index_of(model: nn.Module, rows: list[dict[str, Any]], key: Any) -> Any:
 def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_size: int) -> BlockView:
     recipe = load_recipe(recipe_path, overrides)
     if recipe.task != "classification":
-        raise KdlabError(f"{recipe_path} is a {recipe.task} recipe: kdlab inspect lists the numbered blocks of "
-                         "classification models (detectors are tapped by FPN level)")
+        raise KdlabError(f"{recipe_path} is a {recipe.task} recipe: kdlab inspect lists the numbered "
+                         "blocks of classification models (detectors are tapped by FPN level)")
     student = _build(recipe.trained_model, recipe.task, num_classes)
     if not recipe.is_distillation:
         return _single_view(recipe.trained_model.arch, student, image_size)

@@ -124,7 +124,7 @@ class ACMSpec(Section):
     weight: float = Field(10.0, ge=0, description="0 turns ACM off; multiplies every block's beta")
     blocks: list[BlockKey] = Field(default_factory=lambda: [2, 3, 4], description="student blocks tapped")
     teacher_blocks: list[BlockKey] | None = Field(
-        None, description="the teacher block paired with each student block, in order (default: the same keys)"
+        None, description="the teacher block paired with each student block, in order (default: same keys)"
     )
     block_weights: list[float] | None = None
     p: float = Field(1.0, gt=0)
@@ -142,8 +142,8 @@ class ACMSpec(Section):
             )
         if self.teacher_blocks is not None and len(self.teacher_blocks) != len(self.blocks):
             raise ValueError(
-                f"acm.teacher_blocks has {len(self.teacher_blocks)} entries but acm.blocks has {len(self.blocks)}: "
-                "give one teacher block per student block, in the same order"
+                f"acm.teacher_blocks has {len(self.teacher_blocks)} entries but acm.blocks has "
+                f"{len(self.blocks)}: give one teacher block per student block, in the same order"
             )
         return self
 

@@ -84,7 +84,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         deltas = paired_differences(frame, baseline, metric)
         header.append(f"Δ {METRIC_NAMES.get(metric, metric)} vs {baseline} (paired)")
     if reference:
-        header.append(reference["label"])  # says what the paper measured, e.g. when it does not name the attack
+        header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
         cells = [str(row["cell"]), str(int(row["seeds"]))]

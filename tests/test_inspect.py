@@ -1,4 +1,4 @@
-"""kdlab inspect on recipes: a distillation recipe shows student and teacher blocks side by side, with the pairs."""
+"""kdlab inspect RECIPE: a distillation recipe shows student and teacher blocks side by side with the pairs."""
 
 from typer.testing import CliRunner
 

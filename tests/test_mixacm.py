@@ -106,13 +106,14 @@ def test_teacher_blocks_pair_each_student_block_with_its_named_teacher_block():
     seen = {}
     for name, module in [("s3", student.net.stage2), ("s5", student.net.stage4),
                          ("t2", teacher.net.stage1), ("t4", teacher.net.stage3)]:
-        module.register_forward_hook(lambda m, i, out, name=name: seen.__setitem__(name, out.detach().clone()))
+        module.register_forward_hook(lambda m, i, out, key=name: seen.__setitem__(key, out.detach().clone()))
     method = MixACM(student, teacher, recipe.method)
-    assert all(isinstance(c, torch.nn.Identity) for c in method.connectors)  # equal channels: no connector weights
+    assert all(isinstance(c, torch.nn.Identity) for c in method.connectors)  # equal channels: identity
     result = method.training_step(batch(), torch.Generator().manual_seed(0))
     assert set(result.terms) == {"ce", "acm3", "acm4", "acm5"}
-    assert result.terms["acm3"].item() == pytest.approx(2.0 * _hand_acm(seen["s3"], seen["t2"]).item(), rel=1e-5)
-    assert result.terms["acm5"].item() == pytest.approx(2.0 * _hand_acm(seen["s5"], seen["t4"]).item(), rel=1e-5)
+    expected = {"acm3": ("s3", "t2"), "acm5": ("s5", "t4")}
+    for term, (s, t) in expected.items():
+        assert result.terms[term].item() == pytest.approx(2.0 * _hand_acm(seen[s], seen[t]).item(), rel=1e-5)
     assert seen["s5"].shape[2:] == (4, 4) and seen["t4"].shape[2:] == (8, 8)  # last stage with last stage
 
 

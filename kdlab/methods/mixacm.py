@@ -1,9 +1,9 @@
 """MixACM: mixup-based robustness transfer by distilling activated channel maps.
 
 Awais et al., "MixACM: Mixup-Based Robustness Transfer via Distillation of Activated Channel Maps",
-NeurIPS 2021 (no official code was found, so this is kdlab's reading of the paper). Each step draws ONE mixup batch (lambda ~ Beta(alpha, alpha), one
-permutation) and feeds the same mixed images to the frozen teacher (eval mode, no grad) and to
-the student:
+NeurIPS 2021 (no official code was found, so this is kdlab's reading of the paper). Each step draws
+ONE mixup batch (lambda ~ Beta(alpha, alpha), one permutation) and feeds the same mixed images to the
+frozen teacher (eval mode, no grad) and to the student:
 
     L = w_mix * mixupCE(s(x~), y_a, y_b, lambda) + w_kd * KD(s(x~), t(x~); T) + sum_j beta_j * ACM_j
 
