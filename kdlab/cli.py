@@ -122,27 +122,26 @@ def train(
 @app.command()
 @friendly
 def inspect(
-    model: str = typer.Argument(..., help="Architecture: resnet_small, preact_resnet18, wrn-16-4, wrn-34-10, ..."),
-    width: int | None = typer.Option(None, help="Base width (resnet_small)."),
-    blocks_per_stage: int | None = typer.Option(None, help="Residual blocks per stage (resnet_small)."),
-    num_classes: int = typer.Option(10, help="Output classes."),
+    target: str = typer.Argument(
+        ..., help="An architecture (resnet_small, preact_resnet18, wrn-16-4, wrn-34-10, ...) or a recipe "
+                  ".yaml: a distillation recipe shows student and teacher blocks side by side with the ACM pairs."),
+    width: int | None = typer.Option(None, help="Base width (resnet_small; architecture names only)."),
+    blocks_per_stage: int | None = typer.Option(None, help="Residual blocks per stage (resnet_small; names)."),
+    num_classes: int = typer.Option(10, help="Output classes (a teacher checkpoint keeps its own)."),
     image_size: int = typer.Option(32, help="Input height and width."),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP + " Recipes only."),
 ) -> None:
     """List a model's blocks (index, module path, output shape, channels): the indices recipes tap."""
     from kdlab.console import console, results_table
-    from kdlab.models.registry import build_classifier, describe_blocks
+    from kdlab.inspection import architecture_view, is_recipe_path, recipe_view
 
-    options = {k: v for k, v in {"width": width, "blocks_per_stage": blocks_per_stage}.items() if v is not None}
-    network = build_classifier(model, num_classes, **options)
-    rows = describe_blocks(network, image_size=(3, image_size, image_size))
-    parameters = sum(p.numel() for p in network.parameters())
-    table = results_table(
-        f"{model}: {parameters / 1e6:.2f}M parameters",
-        [{"block": r["index"], "module path": r["path"], "output shape": "×".join(map(str, r["shape"])),
-          "channels": r["channels"]} for r in rows],
-        ["block", "module path", "output shape", "channels"],
-    )
-    console.print(table)
+    if is_recipe_path(target):
+        view = recipe_view(target, set_ or [], num_classes, image_size)
+    else:
+        options = {"width": width, "blocks_per_stage": blocks_per_stage}
+        options = {k: v for k, v in options.items() if v is not None}
+        view = architecture_view(target, num_classes, image_size, **options)
+    console.print(results_table(view.title, view.rows, view.columns))
 
 
 @app.command("eval")

@@ -127,7 +127,10 @@ class KDSpec(Section):
 
 class ACMSpec(Section):
     weight: float = Field(10.0, ge=0, description="0 turns ACM off; multiplies every block's beta")
-    blocks: list[BlockKey] = Field(default_factory=lambda: [2, 3, 4])
+    blocks: list[BlockKey] = Field(default_factory=lambda: [2, 3, 4], description="student blocks tapped")
+    teacher_blocks: list[BlockKey] | None = Field(
+        None, description="the teacher block paired with each student block, in order (default: same keys)"
+    )
     block_weights: list[float] | None = None
     p: float = Field(1.0, gt=0)
     normalize: Literal["l2", "none"] = "l2"
@@ -142,7 +145,17 @@ class ACMSpec(Section):
             raise ValueError(
                 f"acm.block_weights has {len(self.block_weights)} entries but acm.blocks has {len(self.blocks)}"
             )
+        if self.teacher_blocks is not None and len(self.teacher_blocks) != len(self.blocks):
+            raise ValueError(
+                f"acm.teacher_blocks has {len(self.teacher_blocks)} entries but acm.blocks has "
+                f"{len(self.blocks)}: give one teacher block per student block, in the same order"
+            )
         return self
+
+    @property
+    def block_pairs(self) -> list[tuple[BlockKey, BlockKey]]:
+        """(student block, teacher block) per ACM term: ``teacher_blocks`` when given, else the same keys."""
+        return list(zip(self.blocks, self.teacher_blocks if self.teacher_blocks is not None else self.blocks))
 
 
 class FeatureKDSpec(Section):

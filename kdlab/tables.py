@@ -85,7 +85,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         deltas = paired_differences(frame, baseline, metric)
         header.append(f"Δ {METRIC_NAMES.get(metric, metric)} vs {baseline} (paired, 95 % CI)")
     if reference:
-        header.append(f"paper ({METRIC_NAMES.get(reference['metric'], reference['metric'])})")
+        header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
         cells = [str(row["cell"]), str(int(row["seeds"]))]

@@ -119,6 +119,11 @@ def test_paper_numbers_sit_beside_kdlabs():
                           "pgd_acc": [20.0, 2.0]})
     text = markdown_table(frame, paper="mixacm-components")
     assert "| mixacm | 1 | 60.00 | 20.00 | 56.65 |" in text and "| kd-only | 1 | 61.00 | 2.00 | — |" in text
+    # the supplement does not name its attack: the column must not claim PGD; first author Awais
+    assert "| cell | seeds | clean | PGD | paper (robust, attack unstated) |" in text
+    assert "Paper column: Awais et al., MixACM" in text and "Muhammad" not in text
+    detection = pd.DataFrame({"cell": ["kind=ssim"], "seed": [0], "AP": [1.0]})
+    assert "paper (AP, unverified)" in markdown_table(detection, paper="skd-retinanet-coco")
 
 
 def test_two_grids_over_one_recipe_write_two_tables(train_recipe, tmp_path):

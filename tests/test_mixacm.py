@@ -84,3 +84,48 @@ def test_student_alone_never_runs_the_teacher():
     recipe = validate_recipe(apply_overrides(BASE, list(component_cells(validate_recipe(BASE))[0].overrides)))
     MixACM(student, teacher, recipe.method).training_step(batch(), torch.Generator().manual_seed(0))
     assert calls == []
+
+
+def _hand_acm(student_features, teacher_features):
+    """Squared l2 distance of per-sample l2-normalised mean(relu(F)) vectors, batch mean (written out)."""
+    def acm(features):
+        pooled = features.clamp(min=0).mean(dim=(2, 3))
+        return pooled / pooled.norm(dim=1, keepdim=True)
+
+    return ((acm(student_features) - acm(teacher_features)) ** 2).sum(dim=1).mean()
+
+
+def test_teacher_blocks_pair_each_student_block_with_its_named_teacher_block():
+    """Student stages 2-4 of a 4-stage net against teacher stages 1-3: channels 8/16/32 on both sides."""
+    torch.manual_seed(0)
+    student = build_classifier("resnet_small", 10, width=4, stages=4)  # blocks 2..5: 4, 8, 16, 32 channels
+    teacher = build_classifier("resnet_small", 10, width=8, stages=3)  # blocks 2..4: 8, 16, 32 channels
+    recipe = validate_recipe({**BASE, "method": {"mixup": {"enabled": False}, "kd": {"weight": 0.0},
+                                                 "acm": {"weight": 2.0, "blocks": [3, 4, 5],
+                                                         "teacher_blocks": [2, 3, 4]}}})
+    seen = {}
+    for name, module in [("s3", student.net.stage2), ("s5", student.net.stage4),
+                         ("t2", teacher.net.stage1), ("t4", teacher.net.stage3)]:
+        module.register_forward_hook(lambda m, i, out, key=name: seen.__setitem__(key, out.detach().clone()))
+    method = MixACM(student, teacher, recipe.method)
+    assert all(isinstance(c, torch.nn.Identity) for c in method.connectors)  # equal channels: identity
+    result = method.training_step(batch(), torch.Generator().manual_seed(0))
+    assert set(result.terms) == {"ce", "acm3", "acm4", "acm5"}
+    expected = {"acm3": ("s3", "t2"), "acm5": ("s5", "t4")}
+    for term, (s, t) in expected.items():
+        assert result.terms[term].item() == pytest.approx(2.0 * _hand_acm(seen[s], seen[t]).item(), rel=1e-5)
+    assert seen["s5"].shape[2:] == (4, 4) and seen["t4"].shape[2:] == (8, 8)  # last stage with last stage
+
+
+def test_teacher_blocks_default_to_the_student_blocks():
+    assert validate_recipe(BASE).method.acm.block_pairs == [(2, 2), (3, 3), (4, 4)]
+
+
+def test_teacher_blocks_of_another_length_are_refused_in_one_line():
+    from kdlab.errors import KdlabError
+
+    raw = {**BASE, "method": {"acm": {"blocks": [3, 4, 5], "teacher_blocks": [2, 3]}}}
+    with pytest.raises(KdlabError) as error:
+        validate_recipe(raw)
+    message = str(error.value)
+    assert "teacher_blocks has 2 entries but acm.blocks has 3" in message and "\n" not in message

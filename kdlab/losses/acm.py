@@ -1,6 +1,6 @@
 """Activated Channel Maps (ACM) and their distillation loss.
 
-Source: Muhammad, Zhou, Xie, Li, Bae & Li, "MixACM: Mixup-Based Robustness Transfer via Distillation of
+Source: Awais, Zhou, Xie, Li, Bae & Li, "MixACM: Mixup-Based Robustness Transfer via Distillation of
 Activated Channel Maps", NeurIPS 2021. There is no official code, so this module is a documented reading of the
 paper; every choice below that the paper leaves open is an option.
 

@@ -1,11 +1,15 @@
 """MixACM: mixup-based robustness transfer by distilling activated channel maps.
 
-Muhammad Awais et al., "MixACM: Mixup-Based Robustness Transfer via Distillation of Activated
-Channel Maps", NeurIPS 2021. Each step draws ONE mixup batch (lambda ~ Beta(alpha, alpha), one
-permutation) and feeds the same mixed images to the frozen teacher (eval mode, no grad) and to
-the student:
+Awais et al., "MixACM: Mixup-Based Robustness Transfer via Distillation of Activated Channel Maps",
+NeurIPS 2021 (no official code was found, so this is kdlab's reading of the paper). Each step draws
+ONE mixup batch (lambda ~ Beta(alpha, alpha), one permutation) and feeds the same mixed images to the
+frozen teacher (eval mode, no grad) and to the student:
 
     L = w_mix * mixupCE(s(x~), y_a, y_b, lambda) + w_kd * KD(s(x~), t(x~); T) + sum_j beta_j * ACM_j
+
+ACM_j compares student block ``acm.blocks[j]`` with teacher block ``acm.teacher_blocks[j]`` (default: the same
+index), so a 4-stage student can pair its last stage with a 3-stage teacher's last stage. The pairing is a
+recipe choice (kdlab's reconstruction), not something the paper prescribes.
 
 With mixup off the batch is clean and the label loss is plain CE. Every ablation row of the
 paper is a setting of this one step:
@@ -18,8 +22,8 @@ paper is a setting of this one step:
     student (CE)  mixup.enabled=false  kd.weight=0   acm.weight=0   (no teacher forward at all)
 
 Reading chosen where the paper is silent: the label loss is always present (``label_weight``);
-"ACM only" therefore means CE + ACM, and "KD only" means CE + KD, as in the paper's table whose
-rows add components to the same base.
+"ACM only" therefore means CE + ACM, and "KD only" means CE + KD: the supplement's component ablation
+adds soft labels and mixup to the ACM-only setting one at a time.
 """
 
 from __future__ import annotations
@@ -64,11 +68,13 @@ class MixACM(nn.Module):
             for parameter in teacher.parameters():
                 parameter.requires_grad_(False)
             self._teacher.append(teacher)  # a plain list keeps it out of state_dict() and parameters()
-        self.blocks = list(spec.acm.blocks) if self.uses_acm else []
+        pairs = spec.acm.block_pairs if self.uses_acm else []
+        self.blocks = [student_block for student_block, _ in pairs]
+        self.teacher_blocks = [teacher_block for _, teacher_block in pairs]
         self.block_weights = list(spec.acm.block_weights or [1.0] * len(self.blocks))
         if self.uses_acm:
             student_channels = block_channels(student, self.blocks, image_shape)
-            teacher_channels = block_channels(self.teacher, self.blocks, image_shape)
+            teacher_channels = block_channels(self.teacher, self.teacher_blocks, image_shape)
             for s_channels, t_channels in zip(student_channels, teacher_channels):
                 kind = spec.acm.connector
                 if kind == "auto":
@@ -95,11 +101,10 @@ class MixACM(nn.Module):
             inputs = images
 
         teacher_logits = None
-        teacher_features: dict = {}
+        teacher_taps = None
         if self._teacher:
-            with torch.no_grad(), FeatureTaps(self.teacher, self.blocks, detach=True) as teacher_taps:
+            with torch.no_grad(), FeatureTaps(self.teacher, self.teacher_blocks, detach=True) as teacher_taps:
                 teacher_logits = self.teacher(inputs)
-            teacher_features = teacher_taps.features
         with FeatureTaps(self.student, self.blocks) as student_taps:
             logits = self.student(inputs)
 
@@ -111,10 +116,11 @@ class MixACM(nn.Module):
             terms["ce"] = spec.label_weight * F.cross_entropy(logits, labels)
         if self.uses_kd:
             terms["kd"] = spec.kd.weight * kd_loss(logits, teacher_logits, spec.kd.temperature)
-        for block, beta, connector in zip(self.blocks, self.block_weights, self.connectors):
-            student_map = connector(student_taps.features[block])
+        pairs = zip(self.blocks, self.teacher_blocks, self.block_weights, self.connectors)
+        for block, teacher_block, beta, connector in pairs:
+            student_map = connector(student_taps[block])
             distance = acm_loss(
-                student_map, teacher_features[block],
+                student_map, teacher_taps[teacher_block],
                 p=spec.acm.p, normalize=spec.acm.normalize, distance=spec.acm.distance,
             )
             terms[f"acm{block}"] = spec.acm.weight * beta * distance
