@@ -110,20 +110,25 @@ def acm_total_weight(recipe: Recipe) -> float:
     return acm.weight * sum(acm.block_weights or [1.0] * len(acm.blocks))
 
 
-def block_cells(blocks: list[int], cumulative: bool, total: float | None = None, weight: float = 1.0) -> list[Cell]:
+def block_cells(blocks: list[int], cumulative: bool, total: float | None = None, weight: float = 1.0,
+                pairs: dict | None = None) -> list[Cell]:
     """One cell per block (or growing prefixes with ``cumulative``) plus one with every listed block.
 
     With ``total`` (the default of ``kdlab ablate --blocks``), every cell gets the same total ACM weight:
     a cell of k blocks gives each block weight total / (k · acm.weight), so a single-block cell is not
     confounded with a third of the loss weight of the three-block cell. Without it every block keeps weight 1
-    and a cell's total grows with its block count (the behaviour before kdlab 0.2).
+    and a cell's total grows with its block count (the behaviour before kdlab 0.2). With ``pairs`` (the
+    recipe's ``acm.teacher_blocks``, student block -> teacher block) every cell keeps the recipe's pairing.
     """
     def cell(chosen: list[int]) -> Cell:
         label = "block" + "+".join(map(str, chosen)) if len(chosen) > 1 else f"block{chosen[0]}"
         per_block = 1.0 if total is None else total / (weight * len(chosen))
         # weights of 1 are written as null, so the cell is the same run as a recipe that leaves them unset
         weights = "null" if math.isclose(per_block, 1.0) else str([round(per_block, 6)] * len(chosen))
-        return Cell(label, (f"method.acm.blocks={chosen}", f"method.acm.block_weights={weights}"))
+        overrides = [f"method.acm.blocks={chosen}", f"method.acm.block_weights={weights}"]
+        if pairs is not None:
+            overrides.append(f"method.acm.teacher_blocks={[pairs[block] for block in chosen]}")
+        return Cell(label, tuple(overrides))
 
     if cumulative:
         return [cell(blocks[: i + 1]) for i in range(len(blocks))]
@@ -196,7 +201,15 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
             raise KdlabError(f"{recipe_path}: method.acm.weight is 0, so a block ablation compares nothing; "
                              "set it, e.g. --set method.acm.weight=10")
         total = None if per_block_weight else acm_total_weight(base)
-        cells = block_cells(parse_blocks(blocks, available, arch), cumulative, total, base.method.acm.weight)
+        chosen = parse_blocks(blocks, available, arch)
+        acm = base.method.acm
+        pairs = dict(acm.block_pairs) if acm.teacher_blocks is not None else None
+        unpaired = [block for block in chosen if pairs is not None and block not in pairs]
+        if unpaired:
+            raise KdlabError(f"--blocks {blocks}: student block {unpaired[0]} has no teacher block in "
+                             f"method.acm.teacher_blocks (pairs {acm.block_pairs}); add it to method.acm.blocks and "
+                             "teacher_blocks, or --set method.acm.teacher_blocks=null to pair equal indices")
+        cells = block_cells(chosen, cumulative, total, acm.weight, pairs)
     else:
         kind, cells, include_teacher = "grid", grid_cells(grid), False
     plan = AblationPlan(name=name or base.name, kind=kind, base_raw=raw, cells=cells, seeds=seeds,

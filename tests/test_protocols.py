@@ -213,3 +213,15 @@ def test_options_a_run_does_not_use_leave_its_key_alone():
     classification = validate_recipe(DISTILL)
     assert validate_recipe({**DISTILL, "method": {"feature": {"kind": "l1"}}}).key() == classification.key()
     assert validate_recipe({**DISTILL, "method": {"kd": {"weight": 2.0}}}).key() != classification.key()
+
+
+def test_block_cells_keep_the_recipes_teacher_pairing(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("student: {arch: resnet_small, width: 4, stages: 4}\nteacher: {checkpoint: t.pt}\n"
+                      "method: {acm: {weight: 10, blocks: [3, 4, 5], teacher_blocks: [2, 3, 4]}}\n")
+    kwargs = dict(components=False, cumulative=False, grid=[], seeds=[0], attacks=["pgd"], overrides=[], name=None)
+    plan = plan_ablation(str(recipe), blocks="3,5", **kwargs)
+    pairs = {cell.label: plan.recipe_for(cell, 0).method.acm.block_pairs for cell in plan.cells}
+    assert pairs == {"block3": [(3, 2)], "block5": [(5, 4)], "block3+5": [(3, 2), (5, 4)]}
+    with pytest.raises(KdlabError, match="student block 2 has no teacher block"):
+        plan_ablation(str(recipe), blocks="2,3", **kwargs)
