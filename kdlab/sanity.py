@@ -1,7 +1,7 @@
 """Sanity checks that a robust-accuracy number is trustworthy (``kdlab eval --sanity``).
 
-The checks of Carlini et al. ("On Evaluating Adversarial Robustness", 2019, Sec. 5) and Athalye et al.
-("Obfuscated Gradients Give a False Sense of Security", ICML 2018, Sec. 3.1): eps = 0 gives the clean accuracy,
+The checks of Carlini et al. ("On Evaluating Adversarial Robustness", 2019) and Athalye et al.
+("Obfuscated Gradients Give a False Sense of Security", ICML 2018): eps = 0 gives the clean accuracy,
 the model is deterministic at test time, adversarial images stay in the eps-ball and in [0, 1], accuracy does
 not rise with eps, a huge eps drives accuracy to ~0, one-step FGSM is not stronger than iterative PGD, and
 black-box Square is not stronger than white-box PGD/APGD. Each violation names its likely cause.
@@ -36,7 +36,7 @@ from kdlab.evaluate import (
 __all__ = ["SQUARE_QUERIES", "SanityReport", "SanityViolation", "sanity_check"]
 
 SQUARE_QUERIES = attack_def("square").steps
-"""5000: Square's query budget in the standard AutoAttack (fra31/auto-attack, ``autoattack/autoattack.py``)."""
+"""5000: Square's query budget in the standard AutoAttack (fra31/auto-attack ``autoattack/autoattack.py``)."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class SanityReport(list):
     """The violations found (a list of :class:`SanityViolation`; empty means every check passed), with the
     settings the checks ran under and the :class:`~kdlab.evaluate.AttackResult` of each attack they ran.
 
-    ``settings`` holds eps, n, seed, ``pgd_steps``, ``apgd_steps`` and ``square_queries``; :meth:`summary` is the
-    one-line text stored in the ``sanity`` column of an evaluation row, so the budget is always on record.
+    ``settings`` holds eps, n, seed, ``pgd_steps``, ``apgd_steps`` and ``square_queries``; :meth:`summary` is
+    the one-line text stored in the ``sanity`` column of an evaluation row, so the budget is always on record.
     """
 
     def __init__(self, violations: Sequence[SanityViolation], settings: dict[str, object],

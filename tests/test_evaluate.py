@@ -21,7 +21,7 @@ from kdlab.errors import KdlabError
 from kdlab.evaluate import eps_sweep, evaluate_robustness
 from kdlab.plots import plot_ablation_bars, plot_robustness_curve
 from kdlab.sanity import sanity_check
-from tests.test_attacks import EPS, accuracy, eval_data, trained_model
+from tests.test_attacks import EPS, accuracy, copy_module, eval_data, trained_model
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +172,9 @@ def test_sanity_check_passes_for_the_trained_model_with_the_reference_square_bud
     assert square.row()["steps"] == 5000
     assert report.summary() == "ok (eps 8/255, n 50, seed 0: pgd 10 steps, apgd-ce 20 steps, square 5000 queries)"
     # ... and really used: the same points survive torchattacks' Square run directly with 5000 queries
-    reference = torchattacks.Square(model, norm="Linf", eps=EPS, n_queries=5000, n_restarts=1, p_init=0.8,
-                                    loss="margin", resc_schedule=False, seed=0)(images, labels)
+    square_attack = torchattacks.Square(copy_module(model), norm="Linf", eps=EPS, n_queries=5000, n_restarts=1,
+                                        p_init=0.8, loss="margin", resc_schedule=False, seed=0)
+    reference = square_attack(images, labels)
     with torch.no_grad():
         expected = (model(reference).argmax(1) == labels) & (model(images).argmax(1) == labels)
     assert torch.equal(square.robust, expected)
