@@ -92,8 +92,9 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
     from kdlab.attacks import AttackSpec
     from kdlab.checkpoint import load_model
     from kdlab.evaluate import eps_sweep as sweep
-    from kdlab.evaluate import evaluate_robustness, sanity_check
+    from kdlab.evaluate import evaluate_robustness
     from kdlab.run import file_digest
+    from kdlab.sanity import sanity_check
     from kdlab.tasks.classification import load_data, test_selection
 
     resolved = resolve_target(target)
@@ -124,17 +125,19 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
         results = evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress)
 
     violations: list[str] = []
+    sanity_text = "not run"
     if sanity:
         check_eps = eps if eps is not None else 8 / 255
-        violations = [str(v) for v in sanity_check(model, images, labels, eps=check_eps, batch_size=batch_size,
-                                                    seed=seed, progress=progress)]
+        checked = sanity_check(model, images, labels, eps=check_eps, batch_size=batch_size, seed=seed,
+                               progress=progress)
+        violations, sanity_text = [str(v) for v in checked], checked.summary()  # summary names the budgets
     context = {
         "model": resolved.label,
         "checkpoint": str(resolved.checkpoint),
         "checkpoint_sha256": file_digest(resolved.checkpoint),
         "arch": payload.get("arch"),
         "dataset": data_spec.dataset,
-        "sanity": "not run" if not sanity else ("ok" if not violations else " | ".join(violations)),
+        "sanity": sanity_text,
     }
     info = provenance()
     rows = [{**context, **result.row(), "git_commit": info["git_commit"], "torch": info["versions"]["torch"],

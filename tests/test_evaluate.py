@@ -1,6 +1,8 @@
 """Robustness evaluation: shared clean pass, batching, determinism, sanity checks (positive and negative), sweeps, plots.
 
-Uses the tiny conv net trained in ``tests/test_attacks.py`` (cached, trained once per session).
+Uses the tiny conv net trained in ``tests/test_attacks.py`` (cached, trained once per session). The negative
+sanity-check tests put a gradient-masking layer inside that classifier (a quantising ``torch.round``, a layer whose
+backward is zero, an input detector that snaps off-grid inputs back) and check the checks flag it.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+import torchattacks
 from torch import nn
 
 from kdlab.attacks import AttackSpec
 from kdlab.errors import KdlabError
-from kdlab.evaluate import AttackResult, eps_sweep, evaluate_robustness, sanity_check
+from kdlab.evaluate import eps_sweep, evaluate_robustness
 from kdlab.plots import plot_ablation_bars, plot_robustness_curve
-from tests.test_attacks import EPS, accuracy, eval_data, trained_model
+from kdlab.sanity import sanity_check
+from tests.test_attacks import EPS, accuracy, copy_module, eval_data, trained_model
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,7 @@ def test_eps0_equals_clean_and_pgd_is_below_clean(model, data):
     assert torch.equal(zero.robust, clean.robust)
     assert zero.max_perturbation == 0.0
     assert pgd.accuracy < clean.accuracy - 10
-    assert pgd.clean_accuracy == clean.accuracy
+    assert pgd.clean_accuracy == pytest.approx(accuracy(model, images, labels))
 
 
 def test_more_pgd_steps_never_help_the_model(model, data):
@@ -87,11 +91,9 @@ def test_progress_rows_and_metadata(model, data):
     assert calls[:3] == [("clean", 40, 100), ("clean", 80, 100), ("clean", 100, 100)]  # one shared clean pass
     assert calls[3:] == [("pgd@8/255", 40, 100), ("pgd@8/255", 80, 100), ("pgd@8/255", 100, 100)]
     pgd = results[1]
-    assert isinstance(pgd, AttackResult)
     assert (pgd.attack, pgd.eps, pgd.alpha, pgd.steps, pgd.restarts, pgd.n, pgd.seed) == (
         "pgd", EPS, EPS / 4, 5, 1, 100, 0)
     assert pgd.robust.dtype == torch.bool and pgd.robust.shape == (100,)
-    assert pgd.accuracy == pytest.approx(100.0 * pgd.robust.float().mean().item())
     assert pgd.wall_s > 0 and pgd.images_per_s > 0
     rows = [r.row() for r in results]
     assert list(rows[0]) == list(rows[1])
@@ -114,15 +116,39 @@ def test_bad_inputs_are_friendly_errors(model, data):
 # sanity checks
 
 
-class QuantisedInput(nn.Module):
-    """Gradient masking: the input is rounded to 1/8 steps, so every input gradient is exactly zero."""
-
-    def __init__(self, base: nn.Module):
-        super().__init__()
-        self.base = base
+class QuantiseInput(nn.Module):
+    """Gradient masking: rounds the input to 1/8 steps, so every input gradient is exactly zero."""
 
     def forward(self, x):
-        return self.base(torch.round(x * 8) / 8)
+        return torch.round(x * 8) / 8
+
+
+class _ZeroBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
+class ZeroGradient(nn.Module):
+    """Gradient masking: the identity forward, a zero backward (a "straight-zero-gradient" layer)."""
+
+    def forward(self, x):
+        return _ZeroBackward.apply(x)
+
+
+class SnapOffGrid(nn.Module):
+    """Gradient masking that only a random start trips: 8-bit images (on the 1/255 grid) pass unchanged with their
+    true gradient; an image off the grid is rounded back onto it (zero gradient). FGSM steps by 8/255 from the
+    clean image and stays on the grid; PGD and APGD start at a random point off the grid and never move."""
+
+    def forward(self, x):
+        snapped = torch.round(x * 255) / 255
+        on_grid = ((x - snapped).abs() <= 1e-4).flatten(1).all(1).view(-1, 1, 1, 1)
+        return torch.where(on_grid, x, snapped)
 
 
 class AlwaysDropout(nn.Module):
@@ -136,18 +162,52 @@ class AlwaysDropout(nn.Module):
         return self.base(F.dropout(x, p=0.3, training=True))
 
 
-def test_sanity_check_passes_for_the_trained_model(model, data):
-    images, labels = data
-    violations = sanity_check(model, images, labels, eps=EPS)
-    assert violations == [], [str(v) for v in violations]
+def test_sanity_check_passes_for_the_trained_model_with_the_reference_square_budget(model, data):
+    images, labels = data[0][:50], data[1][:50]
+    report = sanity_check(model, images, labels, eps=EPS)
+    assert report == [], [str(v) for v in report]
+    # the default is the standard AutoAttack's Square budget (fra31/auto-attack: n_queries=5000), on record
+    assert report.square_queries == 5000
+    square = next(r for r in report.results if r.attack == "square")
+    assert square.row()["steps"] == 5000
+    assert report.summary() == "ok (eps 8/255, n 50, seed 0: pgd 10 steps, apgd-ce 20 steps, square 5000 queries)"
+    # ... and really used: the same points survive torchattacks' Square run directly with 5000 queries
+    square_attack = torchattacks.Square(copy_module(model), norm="Linf", eps=EPS, n_queries=5000, n_restarts=1,
+                                        p_init=0.8, loss="margin", resc_schedule=False, seed=0)
+    reference = square_attack(images, labels)
+    with torch.no_grad():
+        expected = (model(reference).argmax(1) == labels) & (model(images).argmax(1) == labels)
+    assert torch.equal(square.robust, expected)
 
 
-def test_sanity_check_flags_masked_gradients(model, data):
+@pytest.mark.parametrize("mask", [QuantiseInput, ZeroGradient], ids=lambda m: m.__name__)
+def test_sanity_check_flags_masked_gradients_with_square(model, data, mask):
     images, labels = data
-    violations = sanity_check(QuantisedInput(model), images, labels, eps=EPS)
-    checks = {v.check for v in violations}
-    assert "large-eps-breaks-all" in checks, [str(v) for v in violations]
-    assert any("gradient masking" in v.message for v in violations)
+    masked = nn.Sequential(mask(), model).eval()
+    report = sanity_check(masked, images, labels, eps=EPS, square_queries=1000)
+    checks = {v.check for v in report}
+    assert "blackbox-not-stronger-than-whitebox" in checks, [str(v) for v in report]
+    message = next(v.message for v in report if v.check == "blackbox-not-stronger-than-whitebox")
+    assert "Square with 1000 queries" in message and "gradient masking" in message
+    assert report.square_queries == 1000 and "square 1000 queries" in report.summary()
+    # the evidence is real: white-box PGD leaves (nearly) every clean-correct point standing, Square does not
+    with torch.no_grad():
+        clean_count = int((masked(images).argmax(1) == labels).sum())
+    by_name = {(r.attack, r.eps): r for r in report.results}
+    assert by_name[("pgd", EPS)].robust_count >= clean_count - 2
+    assert by_name[("square", EPS)].robust_count <= clean_count - 5
+
+
+def test_sanity_check_flags_fgsm_beating_pgd_when_the_random_start_masks_gradients(model, data):
+    images, labels = data
+    images = torch.round(images * 255) / 255  # 8-bit images, like real data
+    masked = nn.Sequential(SnapOffGrid(), model).eval()
+    report = sanity_check(masked, images, labels, eps=EPS, square_queries=300)
+    checks = {v.check for v in report}
+    assert "fgsm-not-stronger-than-pgd" in checks, [str(v) for v in report]
+    # without the masking layer the same images pass the FGSM-vs-PGD check
+    assert "fgsm-not-stronger-than-pgd" not in {v.check for v in sanity_check(model, images, labels, eps=EPS,
+                                                                               square_queries=300)}
 
 
 def test_sanity_check_flags_a_random_model(model, data):

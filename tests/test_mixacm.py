@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kdlab.ablate import component_cells
+from kdlab.losses import mix_batch
 from kdlab.methods.mixacm import MixACM
 from kdlab.models.registry import build_classifier
 from kdlab.recipe import apply_overrides, validate_recipe
@@ -30,15 +31,73 @@ def batch():
     return torch.rand(6, 3, 32, 32, generator=generator), torch.randint(0, 10, (6,), generator=generator)
 
 
+def capture(model, paths):
+    """Forward hooks (plain torch) recording the input, the given submodules' outputs and the logits."""
+    seen = {}
+    handles = [model.register_forward_pre_hook(lambda module, args: seen.__setitem__("input", args[0]))]
+    handles.append(model.register_forward_hook(lambda module, args, out: seen.__setitem__("logits", out)))
+    for path in paths:
+        hook = (lambda key: lambda module, args, out: seen.__setitem__(key, out))(path)
+        handles.append(model.get_submodule(path).register_forward_hook(hook))
+    return seen, handles
+
+
+def cross_entropy(logits, labels):
+    """-log softmax(z)_y, averaged over the batch, written out."""
+    return (logits.logsumexp(1) - logits.gather(1, labels[:, None]).squeeze(1)).mean()
+
+
+def kd(student_logits, teacher_logits, temperature):
+    """Hinton et al.: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch, written out."""
+    log_p = student_logits / temperature - (student_logits / temperature).logsumexp(1, keepdim=True)
+    log_q = teacher_logits / temperature - (teacher_logits / temperature).logsumexp(1, keepdim=True)
+    return temperature**2 * (log_q.exp() * (log_q - log_p)).sum(1).mean()
+
+
+def acm_distance(student_features, teacher_features):
+    """MixACM's default: l2-normalised mean relu activation per channel, squared l2 distance, batch mean."""
+    a_s = student_features.clamp(min=0).mean(dim=(2, 3))
+    a_t = teacher_features.clamp(min=0).mean(dim=(2, 3))
+    a_s, a_t = a_s / a_s.norm(dim=1, keepdim=True), a_t / a_t.norm(dim=1, keepdim=True)
+    return (a_s - a_t).pow(2).sum(1).mean()
+
+
 @pytest.mark.parametrize("cell", component_cells(validate_recipe(BASE)), ids=lambda c: c.label)
-def test_each_component_setting_produces_exactly_its_loss_terms(cell):
-    recipe = validate_recipe(apply_overrides(BASE, list(cell.overrides)))
+def test_each_component_setting_gives_the_hand_computed_loss(cell):
+    """The step's loss and every term against the formulas written out on the step's own tensors."""
+    spec = validate_recipe(apply_overrides(BASE, list(cell.overrides))).method
     student, teacher = models()
-    method = MixACM(student, teacher, recipe.method)
-    result = method.training_step(batch(), torch.Generator().manual_seed(0))
+    method = MixACM(student, teacher, spec)
+    paths = {block.index: block.path for block in student.blocks()}
+    blocks = [paths[key] for key in spec.acm.blocks]
+    seen_s, handles = capture(student, blocks)
+    seen_t, more = capture(teacher, blocks)
+    images, labels = batch()
+    result = method.training_step((images, labels), torch.Generator().manual_seed(0))
+    for handle in handles + more:
+        handle.remove()
     assert set(result.terms) == EXPECTED_TERMS[cell.label]
-    assert torch.isfinite(result.loss)
-    assert result.loss.item() == pytest.approx(sum(t.item() for t in result.terms.values()), rel=1e-6)
+
+    z = seen_s["logits"].detach()
+    expected = {}
+    if spec.mixup.enabled:
+        # the same draw as the step (its generator, seed 0): lam and the permutation, then the mix by hand
+        mixed = mix_batch(images, labels, spec.mixup.alpha, torch.Generator().manual_seed(0))
+        assert 0 < mixed.lam < 1 and torch.equal(seen_s["input"], mixed.images)
+        expected["mixup_ce"] = spec.label_weight * (mixed.lam * cross_entropy(z, labels)
+                                                    + (1 - mixed.lam) * cross_entropy(z, mixed.targets_b))
+    else:
+        expected["ce"] = spec.label_weight * cross_entropy(z, labels)
+        assert torch.equal(seen_s["input"], images)
+    if "kd" in EXPECTED_TERMS[cell.label]:
+        expected["kd"] = spec.kd.weight * kd(z, seen_t["logits"], spec.kd.temperature)
+    if "acm2" in EXPECTED_TERMS[cell.label]:
+        for key, path, connector in zip(spec.acm.blocks, blocks, method.connectors):
+            distance = acm_distance(connector(seen_s[path]).detach(), seen_t[path])
+            expected[f"acm{key}"] = spec.acm.weight * distance
+    assert {k: v.item() for k, v in result.terms.items()} == pytest.approx(
+        {k: v.item() for k, v in expected.items()}, rel=1e-5)
+    assert result.loss.item() == pytest.approx(sum(v.item() for v in expected.values()), rel=1e-5)
     assert all(term.item() > 0 for term in result.terms.values())
 
 

@@ -67,8 +67,10 @@ def test_resnet_small_scales_and_describe_blocks():
     assert [r["shape"] for r in rows] == [(8, 32, 32), (8, 32, 32), (16, 16, 16), (32, 8, 8), (64, 4, 4)]
     assert [r["channels"] for r in rows] == [8, 8, 16, 32, 64]
     assert rows[2]["shape_str"] == "16x16x16"
-    assert all(r["model_params"] == count_parameters(model) for r in rows)
-    assert sum(r["params"] for r in rows) < count_parameters(model)  # the head is outside the blocks
+    total = sum(p.numel() for p in model.parameters())
+    assert all(r["model_params"] == total for r in rows)
+    head = sum(p.numel() for p in model.net.head.parameters())
+    assert head > 0 and sum(r["params"] for r in rows) == total - head  # every parameter but the head's
     assert len(model.net.stage2) == 2
     for module in model.modules():
         assert not module._forward_hooks

@@ -34,7 +34,7 @@ def test_features_equal_manual_submodule_outputs(model):
     with torch.no_grad(), FeatureTaps(model, [1, 2, "net.stage2", 4]) as taps:
         logits = model(x)
     with torch.no_grad():
-        stem = model.net.stem(model.normalize(x))
+        stem = model.net.stem((x - model.mean) / model.std)
         s1 = model.net.stage1(stem)
         s2 = model.net.stage2(s1)
         s3 = model.net.stage3(s2)
