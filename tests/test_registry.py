@@ -11,13 +11,14 @@ import yaml
 from pydantic import Field
 from typer.testing import CliRunner
 
-from kdlab.ablate import AblationPlan, Cell, _row
+from kdlab.ablate import AblationPlan, Cell, _row, plan_ablation
 from kdlab.checkpoint import save_model
 from kdlab.cli import app
 from kdlab.engine import StepResult
 from kdlab.methods.base import DistillationMethod
-from kdlab.methods.registry import register_method, unregister_method
-from kdlab.methods.settings import MethodSettings
+from kdlab.errors import KdlabError
+from kdlab.methods.registry import METHODS, register_method, unregister_method
+from kdlab.methods.settings import SETTINGS, MethodSettings, methods_for
 from kdlab.models.registry import build_classifier
 
 CALLS: list[int] = []
@@ -130,3 +131,19 @@ def test_built_in_methods_train_through_kdlab_distill(tmp_path, name):
     assert row["passes_per_image"] == "1.0" and row["teacher_forwards_per_image"] == "1.0"
     run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["method"]["name"] == name
+
+
+def test_every_built_in_method_has_its_settings_under_the_same_name():
+    assert {name: cls.settings_class for name, cls in METHODS.items()} == {name: SETTINGS[name] for name in METHODS}
+    assert methods_for("classification") == ["at", "fitnet", "kd", "mixacm", "rrm"]
+    assert methods_for("detection") == ["skd"]
+
+
+@pytest.mark.parametrize("flag", [{"components": True}, {"blocks": "2,3"}])
+def test_mixacm_ablation_presets_refuse_other_methods(tmp_path, flag):
+    recipe = toy_recipe(tmp_path, {"name": "kd"})
+    kwargs = dict(components=False, blocks=None, cumulative=False, grid=[], seeds=[0], attacks=["pgd"],
+                  overrides=[], name=None)
+    with pytest.raises(KdlabError, match="ablates MixACM's terms but .* uses method kd") as error:
+        plan_ablation(str(recipe), **{**kwargs, **flag})
+    assert "\n" not in str(error.value)

@@ -54,6 +54,3 @@ def build_method(settings: MethodSettings, student: nn.Module, teacher: nn.Modul
         raise ValueError(f"method '{settings.name}' has settings but no registered class: call register_method")
     return cls(student, teacher, settings, image_shape=image_shape)
 
-
-for _name, _cls in METHODS.items():  # every built-in's settings are in the union under the same name
-    assert SETTINGS.get(_name) is _cls.settings_class, f"{_name}: settings and method disagree"
