@@ -22,20 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kdlab.errors import KdlabError
+from kdlab.errors import KdlabError, did_you_mean
+from kdlab.units import parse_eps
 
 
-def parse_fraction(value: Any) -> Any:
-    """Accept ``8/255`` as well as ``0.0314`` for perturbation sizes; leave other types to pydantic."""
-    if isinstance(value, str) and "/" in value:
-        numerator, _, denominator = value.partition("/")
-        try:
-            return float(numerator) / float(denominator)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"'{value}' is not a number or a fraction like 8/255") from None
-    return value
+def parse_perturbation(value: Any) -> Any:
+    """Perturbation sizes use the one parser of :mod:`kdlab.units` (``8/255`` or a decimal <= 1)."""
+    return parse_eps(value, name="")
 
 
 # Bump when the meaning of a recipe changes without its text changing (a default, a loss's form): every run
@@ -43,7 +38,8 @@ def parse_fraction(value: Any) -> Any:
 # model selection, reference optimizer defaults.
 SCHEMA_VERSION = 2
 
-Fraction = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
+# An eps or step size in [0, 1] pixel units: 8/255 or 0.031; 8 is refused with "write 8/255".
+Perturbation = Annotated[float, BeforeValidator(parse_perturbation)]
 BlockKey = int | str
 
 
@@ -173,8 +169,9 @@ class MethodSpec(Section):
 # --------------------------------------------------------------------------- train, eval, output
 class AdversarialSpec(Section):
     method: Literal["none", "pgd", "fgsm-rs", "trades"] = "none"
-    eps: Fraction = 8 / 255
-    alpha: Fraction | None = Field(None, description="step size; default 2/255 (pgd, trades), 10/255 (fgsm-rs)")
+    eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
+    alpha: Perturbation | None = Field(
+        None, description="step size, e.g. 2/255; default 2/255 (pgd, trades), 10/255 (fgsm-rs)")
     steps: int = Field(10, gt=0, description="inner steps for pgd and trades")
     trades_beta: float = Field(6.0, ge=0)
 
@@ -219,12 +216,23 @@ class TrainSpec(Section):
 class EvalSpec(Section):
     n: int = Field(1000, gt=0, description="test images evaluated (fixed, seeded order)")
     attacks: list[str] = Field(default_factory=lambda: ["clean", "pgd"])
-    eps: Fraction = 8 / 255
-    alpha: Fraction = 2 / 255
+    eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
+    alpha: Perturbation = Field(2 / 255, description="PGD step size, e.g. 2/255")
     steps: int = Field(20, gt=0)
     batch_size: int = Field(256, gt=0)
     seed: int = 0
     split: Literal["test", "val"] = Field("test", description="val: tune settings without touching the test set")
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, attacks: list[str]) -> list[str]:
+        from kdlab.attacks import available_attacks
+
+        known = available_attacks()
+        for name in attacks:
+            if name not in known:
+                raise ValueError(f"unknown attack '{name}'{did_you_mean(name, known)}: choose from {', '.join(known)}")
+        return attacks
 
 
 class OutputSpec(Section):
@@ -350,7 +358,9 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"missing required key '{path}'"
     got = error.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
+    if error["type"] == "value_error" and message.startswith(str(got).strip()):
+        shown = ""  # the message already starts with the value (perturbation sizes)
     return f"{path or 'recipe'}: {message}{shown}"
 
 

@@ -28,6 +28,7 @@ from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import append_rows, now, provenance, read_json, write_json
 from kdlab.tasks import get_task
+from kdlab.units import eps_255
 
 ReporterFactory = Callable[[str], Reporter]
 # The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
@@ -159,6 +160,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             **evaluation,
             "eval_split": recipe.eval.split,
             "eval_eps": recipe.eval.eps,
+            "eval_eps_255": eps_255(recipe.eval.eps),
             "eval_steps": recipe.eval.steps,
             "train_seconds": round(result.train_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
