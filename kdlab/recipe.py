@@ -214,7 +214,8 @@ class TrainSpec(Section):
 
 
 class EvalSpec(Section):
-    n: int = Field(1000, gt=0, description="test images evaluated (fixed, seeded order)")
+    n: int = Field(1000, gt=0, description="test images evaluated (fixed, seeded order); the default 1000 takes the "
+                                           "whole split when it is smaller, a larger explicit value is an error")
     attacks: list[str] = Field(default_factory=lambda: ["clean", "pgd"])
     eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
     alpha: Perturbation = Field(2 / 255, description="PGD step size, e.g. 2/255")
@@ -267,6 +268,11 @@ class Recipe(Section):
         if self.train.select in ("pgd", "clean") and self.data.val_size == 0:
             raise ValueError(f"train.select: {self.train.select} chooses the epoch on a validation split: set "
                              "data.val_size (e.g. 500), or train.select: last")
+        data = self.data
+        if self.task == "classification" and data.subset is not None and data.subset < data.batch_size:
+            raise ValueError(f"data.subset ({self.data.subset}) is smaller than one batch (data.batch_size "
+                             f"{self.data.batch_size}), so no training step would run: set data.batch_size to at "
+                             f"most {self.data.subset}, or raise data.subset")
         if self.task == "detection" and self.train.select in ("pgd", "clean"):
             raise ValueError(f"train.select: {self.train.select} is for classification; detection runs select on "
                              "validation AP50 (auto) or the last epoch (last)")
