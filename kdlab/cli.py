@@ -279,6 +279,18 @@ def table(
     console.print(f"wrote {markdown} and {plot}")
 
 
+@app.command()
+@friendly
+def schema(
+    section: str | None = typer.Argument(
+        None, help="A section, e.g. data, train, train.adversarial, eval (default: every key)."),
+) -> None:
+    """Every recipe key: type, default, allowed values and description (from the schema the validator uses)."""
+    from kdlab.schema_doc import render
+
+    typer.echo(render(section))
+
+
 def main() -> None:  # pragma: no cover - console-script convenience
     app()
 
