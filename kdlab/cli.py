@@ -231,11 +231,13 @@ def ablate(
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablate import plan_ablation, remaining_seconds, run_ablation
     from kdlab.console import console
+    from kdlab.recipe_paths import check_paths
     from kdlab.run import HEADLINE_METRICS
 
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
                          per_block_weight=per_block_weight)
+    check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     total = len(plan.cells) * len(plan.seeds)
     console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
                   f" ({', '.join(c.label for c in plan.cells)})")

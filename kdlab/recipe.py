@@ -93,11 +93,23 @@ class ModelSpec(Section):
     backbone: str | None = Field(None, description="detector backbone, e.g. resnet18, resnet50 (detection)")
     min_size: int | None = Field(None, gt=0, description="detector resize: shorter side (detection)")
     max_size: int | None = Field(None, gt=0, description="detector resize: longer side (detection)")
+    mean: list[float] | None = Field(None, description="per-channel input mean, e.g. [0.5071, 0.4865, 0.4409] "
+                                                       "(default: the dataset's; classification)")
+    std: list[float] | None = Field(None, description="per-channel input std (default: the dataset's)")
     options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _statistics_fit(cls, values: list[float] | None, info) -> list[float] | None:
+        if values is not None and len(values) != 3:
+            raise ValueError("needs 3 values, one per RGB channel, e.g. [0.5, 0.5, 0.5]")
+        if values is not None and info.field_name == "std" and min(values) <= 0:
+            raise ValueError("standard deviations must be positive, e.g. [0.25, 0.25, 0.25]")
+        return values
 
     def build_options(self) -> dict[str, Any]:
         """The keyword options this spec passes to the model builder (unset fields omitted)."""
-        fields = ("width", "blocks_per_stage", "stages", "backbone", "min_size", "max_size")
+        fields = ("width", "blocks_per_stage", "stages", "backbone", "min_size", "max_size", "mean", "std")
         built = {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
         built.update(self.options)
         return built
@@ -337,6 +349,12 @@ class Recipe(Section):
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
         if self.data.root is not None:
             identity["data"]["root"] = Path(self.data.root).name
+        from kdlab.normalization import key_marker
+
+        marker = key_marker(self.data.dataset)  # statistics from the data (not the old CIFAR-10 default)
+        model = self.trained_model
+        if self.task == "classification" and marker and (model.mean is None or model.std is None):
+            identity["normalization"] = marker
         payload = json.dumps([SCHEMA_VERSION, identity, list(extra)], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
