@@ -13,5 +13,6 @@ def did_you_mean(name: str, candidates: list[str] | tuple[str, ...], cutoff: flo
     """``" (did you mean 'pgd'?)"`` for the closest candidate, or ``""`` when none is close enough."""
     import difflib
 
-    match = difflib.get_close_matches(str(name).strip().lower(), [str(c) for c in candidates], n=1, cutoff=cutoff)
+    names = [str(c) for c in candidates]
+    match = difflib.get_close_matches(str(name).strip().lower(), names, n=1, cutoff=cutoff)
     return f" (did you mean '{match[0]}'?)" if match else ""

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.recipe_paths import check_paths, resolve_paths
@@ -52,21 +60,28 @@ class Section(BaseModel):
 # --------------------------------------------------------------------------- data, models
 class DataSpec(Section):
     dataset: Literal["embedded", "cifar10", "cifar100", "imagefolder", "synthetic", "voc", "coco"] = "embedded"
-    root: str | None = Field(None, description="dataset folder (relative: read from the recipe's folder); cifar: where "
-                                           "torchvision's batches are (default ./data)")
+    root: str | None = Field(
+        None, description="dataset folder (relative: read from the recipe's folder); cifar: where "
+        "torchvision's batches are (default ./data)")
     download: bool = Field(False, description="cifar10/cifar100: download into data.root when missing")
     subset: int | None = Field(None, gt=0, description="train images kept (stratified, seeded)")
     val_size: int = Field(0, ge=0, description="held-out train images used to pick the best checkpoint")
-    test_subset: int | None = Field(None, gt=0, description="test images kept (stratified, seeded); null: all")
+    test_subset: int | None = Field(
+        None, gt=0, description="test images kept (stratified, seeded); null: all")
     split_seed: int = Field(0, ge=0, description="seed of the subset/val/test selection; fixed across run seeds")
-    batch_size: int = Field(128, gt=0, description="training images per step (the last incomplete batch is dropped)")
-    augment: bool = Field(True, description="random crop + flip (classification), horizontal flip (detection)")
+    batch_size: int = Field(
+        128, gt=0, description="training images per step (the last incomplete batch is dropped)")
+    augment: bool = Field(
+        True, description="random crop + flip (classification), horizontal flip (detection)")
     # detection only
     image_size: int | None = Field(None, gt=0, description="longest image side after resizing (detection)")
-    train_split: str = Field("train", description="voc: ImageSets split file; coco: image folder under data.root")
-    test_split: str = Field("test", description="voc: ImageSets split file; coco: image folder under data.root")
+    train_split: str = Field(
+        "train", description="voc: ImageSets split file; coco: image folder under data.root")
+    test_split: str = Field(
+        "test", description="voc: ImageSets split file; coco: image folder under data.root")
     annotations: str | None = Field(None, description="COCO json for the train split (detection)")
-    test_annotations: str | None = Field(None, description="COCO json for the test split (relative to data.root)")
+    test_annotations: str | None = Field(
+        None, description="COCO json for the test split (relative to data.root)")
     num_images: int = Field(96, gt=0, description="synthetic detection images")
     num_test_images: int | None = Field(
         None, gt=0, description="synthetic detection test images (default max(16, num_images // 4))"
@@ -93,8 +108,9 @@ class ModelSpec(Section):
     backbone: str | None = Field(None, description="detector backbone, e.g. resnet18, resnet50 (detection)")
     min_size: int | None = Field(None, gt=0, description="detector resize: shorter side (detection)")
     max_size: int | None = Field(None, gt=0, description="detector resize: longer side (detection)")
-    mean: list[float] | None = Field(None, description="per-channel input mean, e.g. [0.5071, 0.4865, 0.4409] "
-                                                       "(default: the dataset's; classification)")
+    mean: list[float] | None = Field(
+        None, description="per-channel input mean, e.g. [0.5071, 0.4865, 0.4409] "
+        "(default: the dataset's; classification)")
     std: list[float] | None = Field(None, description="per-channel input std (default: the dataset's)")
     options: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
@@ -116,9 +132,11 @@ class ModelSpec(Section):
 
 
 class TeacherSpec(Section):
-    checkpoint: str | None = Field(None, description="a kdlab model .pt (relative: read from the recipe's folder)")
-    recipe: str | None = Field(None, description="a training recipe, trained once and cached (relative: read from "
-                                                 "the recipe's folder)")
+    checkpoint: str | None = Field(
+        None, description="a kdlab model .pt (relative: read from the recipe's folder)")
+    recipe: str | None = Field(
+        None, description="a training recipe, trained once and cached (relative: read from "
+        "the recipe's folder)")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TeacherSpec:
@@ -185,7 +203,8 @@ class MethodSpec(Section):
 
 # --------------------------------------------------------------------------- train, eval, output
 class AdversarialSpec(Section):
-    method: Literal["none", "pgd", "fgsm-rs", "trades"] = Field("none", description="adversarial training; none: standard")
+    method: Literal["none", "pgd", "fgsm-rs", "trades"] = Field(
+        "none", description="adversarial training; none: standard")
     eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
     alpha: Perturbation | None = Field(
         None, description="step size, e.g. 2/255; default 2/255 (pgd, trades), 10/255 (fgsm-rs)")
@@ -218,7 +237,8 @@ class TrainSpec(Section):
     decay_scope: Literal["all", "weights"] = Field(
         "all", description="all: weight decay on every parameter (the reference recipes); weights: "
                            "exempt biases and normalisation parameters")
-    schedule: Literal["cosine", "multistep", "constant"] = Field("cosine", description="learning-rate schedule per step")
+    schedule: Literal["cosine", "multistep", "constant"] = Field(
+        "cosine", description="learning-rate schedule per step")
     milestones: list[int] = Field(default_factory=list, description="epochs where multistep multiplies lr by gamma")
     gamma: float = Field(0.1, gt=0, description="multistep lr factor")
     warmup_epochs: float = Field(0.0, ge=0, description="linear lr warm-up, in epochs")
@@ -231,10 +251,12 @@ class TrainSpec(Section):
 
 
 class EvalSpec(Section):
-    n: int = Field(1000, gt=0, description="test images evaluated (fixed, seeded order); the default 1000 takes the "
-                                           "whole split when it is smaller, a larger explicit value is an error")
-    attacks: list[str] = Field(default_factory=lambda: ["clean", "pgd"],
-                               description="evaluation columns, e.g. clean, pgd, cw, autoattack (kdlab eval --help)")
+    n: int = Field(
+        1000, gt=0, description="test images evaluated (fixed, seeded order); the default 1000 takes the "
+        "whole split when it is smaller, a larger explicit value is an error")
+    attacks: list[str] = Field(
+        default_factory=lambda: ["clean", "pgd"],
+        description="evaluation columns, e.g. clean, pgd, cw, autoattack (kdlab eval --help)")
     eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
     alpha: Perturbation = Field(2 / 255, description="PGD step size, e.g. 2/255")
     steps: int = Field(20, gt=0, description="PGD iterations")
@@ -250,17 +272,20 @@ class EvalSpec(Section):
         known = available_attacks()
         for name in attacks:
             if name not in known:
-                raise ValueError(f"unknown attack '{name}'{did_you_mean(name, known)}: choose from {', '.join(known)}")
+                hint = did_you_mean(name, known)
+                raise ValueError(f"unknown attack '{name}'{hint}: choose from {', '.join(known)}")
         return attacks
 
 
 class OutputSpec(Section):
-    dir: str = Field("results/runs", description="folder of the run directories (relative: current directory)")
+    dir: str = Field(
+        "results/runs", description="folder of the run directories (relative: current directory)")
     table: str = Field("results/runs.csv", description="CSV every finished run appends a row to")
 
 
 class Recipe(Section):
-    name: str = Field("run", description="label of the run directory (default: the file name); not in the key")
+    name: str = Field(
+        "run", description="label of the run directory (default: the file name); not in the key")
     task: Literal["classification", "detection"] = "classification"
     seed: int = Field(0, description="run seed (initialisation, batch order, augmentation)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
@@ -289,8 +314,8 @@ class Recipe(Section):
         data = self.data
         if self.task == "classification" and data.subset is not None and data.subset < data.batch_size:
             raise ValueError(f"data.subset ({self.data.subset}) is smaller than one batch (data.batch_size "
-                             f"{self.data.batch_size}), so no training step would run: set data.batch_size to at "
-                             f"most {self.data.subset}, or raise data.subset")
+                             f"{data.batch_size}), so no training step would run: set data.batch_size to "
+                             f"at most {data.subset}, or raise data.subset")
         if self.task == "detection" and self.train.select in ("pgd", "clean"):
             raise ValueError(f"train.select: {self.train.select} is for classification; detection runs select on "
                              "validation AP50 (auto) or the last epoch (last)")
@@ -398,7 +423,8 @@ def _describe(error: dict) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "literal_error":
         choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-        return f"{path}: unknown value {error.get('input')!r}{_closest(str(error.get('input')), choices, 'values')}"
+        given = error.get("input")
+        return f"{path}: unknown value {given!r}{_closest(str(given), choices, 'values')}"
     if error["type"] == "missing":
         return f"missing required key '{path}'"
     got = error.get("input")
@@ -470,7 +496,7 @@ def read_recipe_file(path: str | Path) -> Any:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override (``--set`` paths are read from the current directory), validate and check a recipe file."""
+    """Read, override (``--set`` paths: from the current directory), validate and check a recipe file."""
     raw = read_recipe_file(path)
     if isinstance(raw, dict):
         raw = resolve_paths(apply_overrides(raw, overrides or []), Path.cwd())

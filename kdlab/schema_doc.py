@@ -32,8 +32,9 @@ PERTURBATION = "fraction <= 1 (8/255 or 0.031)"
 
 
 def _is_perturbation(metadata: list[Any]) -> bool:
-    """Sizes parsed by :func:`kdlab.recipe.parse_perturbation` (kdlab.units): shown as fractions of the range."""
-    return any(getattr(getattr(item, "func", None), "__name__", "") == "parse_perturbation" for item in metadata)
+    """Sizes parsed by :func:`kdlab.recipe.parse_perturbation` (kdlab.units): fractions of the range."""
+    names = [getattr(getattr(item, "func", None), "__name__", "") for item in metadata]
+    return "parse_perturbation" in names
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
@@ -113,7 +114,7 @@ def _walk(model: type[BaseModel], prefix: str) -> list[KeyDoc]:
 
 
 def sections() -> list[str]:
-    """Every section name a recipe has: top-level keys that are sections, and nested ones (train.adversarial)."""
+    """Every section of a recipe: top-level sections and nested ones (train.adversarial)."""
     from kdlab.recipe import Recipe
 
     def names(model: type[BaseModel], prefix: str) -> list[str]:
@@ -150,7 +151,8 @@ def render(section: str | None = None) -> str:
     header = f"{'key':<{width_key}}  {'type':<{width_type}}  {'default':<{width_default}}"
     lines = [f"{header}  allowed values / description"]
     for r in rows:
-        tail = "; ".join(part for part in (f"one of: {r.allowed}" if r.allowed else "", r.description) if part)
+        allowed = f"one of: {r.allowed}" if r.allowed else ""
+        tail = "; ".join(part for part in (allowed, r.description) if part)
         cells = f"{r.key:<{width_key}}  {r.type:<{width_type}}  {r.default:<{width_default}}"
         lines.append(f"{cells}  {tail}".rstrip())
     return "\n".join(lines)

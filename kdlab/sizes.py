@@ -30,15 +30,17 @@ def check_data_sizes(recipe: Any, data: Any) -> None:
     name = spec.dataset if spec.root is None else f"{spec.dataset} {spec.root}"
     n_train = len(data.train)
     if spec.subset is not None and n_train < spec.subset:
-        raise KdlabError(f"data.subset ({spec.subset}) is more than the {n_train} training images of {name}"
-                         f"{' left after data.val_size' if spec.val_size else ''}: lower data.subset or unset it")
+        left = " left after data.val_size" if spec.val_size else ""
+        raise KdlabError(f"data.subset ({spec.subset}) is more than the {n_train} training images of "
+                         f"{name}{left}: lower data.subset or unset it")
     if n_train == 0:
-        raise KdlabError(f"the training split of {name} is empty: check data.root, data.train_split and data.subset")
+        raise KdlabError(f"the training split of {name} is empty: check data.root, data.train_split and "
+                         "data.subset")
     if recipe.task == "classification" and n_train < spec.batch_size:
         held = f" after data.val_size ({spec.val_size})" if spec.val_size else ""
         raise KdlabError(f"the training split of {name} has {n_train} images{held}, fewer than one batch "
-                         f"(data.batch_size {spec.batch_size}), so no step would run: set data.batch_size to at "
-                         f"most {n_train}")
+                         f"(data.batch_size {spec.batch_size}), so no step would run: set data.batch_size "
+                         f"to at most {n_train}")
     labels = _train_labels(data, recipe.task)
     if labels is not None:
         classes = list(data.classes)

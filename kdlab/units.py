@@ -20,7 +20,7 @@ __all__ = ["EpsError", "eps_255", "format_eps", "parse_eps", "parse_eps_list"]
 
 
 class EpsError(KdlabError, ValueError):
-    """An unreadable or out-of-range perturbation size (a ``KdlabError`` for the CLI, a ``ValueError`` for pydantic)."""
+    """An unreadable or out-of-range perturbation size (a ``KdlabError`` and a ``ValueError``)."""
 
 
 def _shown(value: object) -> str:
@@ -68,7 +68,7 @@ def parse_eps_list(text: str | Sequence[str | float], name: str = "epsilon") -> 
 
 
 def format_eps(eps: float | None) -> str:
-    """``0.0313... -> "8/255"`` when eps is a whole number of 255ths, else ``"0.5/255"``-style; None -> ``"-"``."""
+    """``0.0313... -> "8/255"``; other sizes in 255ths too (``0.5 -> "127.5/255"``); None -> ``"-"``."""
     if eps is None:
         return "-"
     k = float(eps) * 255
