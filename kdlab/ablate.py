@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from kdlab.errors import KdlabError
-from kdlab.recipe import Recipe, apply_overrides, read_yaml, validate_recipe
+from kdlab.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
 from kdlab.tables import DETECTION_METRICS, TEACHER_CELL
 
 
@@ -182,10 +182,9 @@ def model_blocks(recipe: Recipe) -> tuple[list[int], str]:
 def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cumulative: bool, grid: list[str],
                   seeds: list[int], attacks: list[str], overrides: list[str], name: str | None,
                   per_block_weight: bool = False) -> AblationPlan:
-    raw = read_yaml(recipe_path)
+    raw = read_recipe_file(recipe_path)  # relative paths read from the recipe's folder
     if not isinstance(raw, dict):
         raise KdlabError(f"{recipe_path}: a recipe must be a YAML mapping")
-    raw.setdefault("name", Path(recipe_path).stem)
     base = validate_recipe(apply_overrides(raw, overrides), source=recipe_path)
     chosen = sum([components, blocks is not None, bool(grid)])
     if chosen != 1:

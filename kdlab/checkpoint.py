@@ -2,8 +2,8 @@
 
 Both load with ``torch.load(..., weights_only=True)``: they hold only tensors, numbers,
 strings, lists and dicts, never pickled code. A model checkpoint carries what is needed to
-rebuild the network (task, architecture, options, class count), so ``kdlab eval x.pt`` and
-``teacher.checkpoint: x.pt`` need nothing else.
+rebuild the network (task, architecture, options, class count, and a classifier's input normalisation
+statistics under ``normalization``), so ``kdlab eval x.pt`` and ``teacher.checkpoint: x.pt`` need nothing else.
 """
 
 from __future__ import annotations
@@ -60,11 +60,20 @@ def save_model(path: Path, model: nn.Module, *, task: str, arch: str, options: d
             "options": dict(options),
             "num_classes": num_classes,
             "classes": list(classes or []),
+            **_normalization(model),
             "state_dict": model.state_dict(),
             **(extra or {}),
         },
         path,
     )
+
+
+def _normalization(model: nn.Module) -> dict[str, Any]:
+    """``{"normalization": {"mean": [...], "std": [...]}}`` for a model that normalises its input, else ``{}``."""
+    mean, std = getattr(model, "mean", None), getattr(model, "std", None)
+    if not isinstance(mean, torch.Tensor) or not isinstance(std, torch.Tensor):
+        return {}
+    return {"normalization": {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}}
 
 
 def load_model_state(model: nn.Module, state_dict: dict, source: str) -> None:
@@ -93,7 +102,10 @@ def load_model(path: str | Path, expected_classes: int | None = None) -> tuple[n
         )
     from kdlab.models.factory import build_model
 
-    model = build_model(payload["task"], payload["arch"], payload["num_classes"], payload["options"])
+    options = dict(payload["options"])
+    # The statistics it was trained with; a checkpoint without them predates them: the CIFAR-10 default.
+    options.update(payload.get("normalization") or {})
+    model = build_model(payload["task"], payload["arch"], payload["num_classes"], options)
     load_model_state(model, payload["state_dict"], str(path))
     model.eval()
     return model, payload

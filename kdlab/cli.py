@@ -56,6 +56,7 @@ def friendly(command: Callable) -> Callable:
 def _print_run(outcome, role: str) -> None:
     from kdlab.console import console, results_table
     from kdlab.run import HEADLINE_METRICS
+    from kdlab.units import format_eps
 
     summary = outcome.summary
     metrics = [m for m in HEADLINE_METRICS if summary.get(m) is not None]
@@ -69,7 +70,7 @@ def _print_run(outcome, role: str) -> None:
         title = f"{summary['name']}: COCO box AP (%) on {summary.get('eval_n')} {summary.get('eval_split')} images{note}"
     else:
         title = (f"{summary['name']}: accuracy (%) on {summary.get('eval_n')} {summary.get('eval_split')} images, "
-                 f"PGD-{summary.get('eval_steps')} eps {summary.get('eval_eps', 0) * 255:.0f}/255{note}")
+                 f"PGD-{summary.get('eval_steps')} eps {format_eps(summary.get('eval_eps', 0))}{note}")
     console.print(results_table(title, rows, ["role", "run", *metrics]))
 
 
@@ -168,17 +169,22 @@ def eval_(
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV."""
-    from kdlab.attacks import parse_eps, parse_eps_list
+    from kdlab.attacks import attack_def
     from kdlab.console import AttackProgress, console, results_table
     from kdlab.eval_run import evaluate_target
+    from kdlab.units import parse_eps, parse_eps_list
 
+    # Every option is checked before any data or model is loaded.
+    for name in attack or []:
+        attack_def(name)
+    eps_value = parse_eps(eps, "--eps") if eps is not None else None
+    alpha_value = parse_eps(alpha, "--alpha") if alpha is not None else None
+    sweep = parse_eps_list(eps_sweep, "--eps-sweep") if eps_sweep else None
     _set_threads(threads)
     with AttackProgress() as progress:
         report = evaluate_target(
-            target, attack, eps=parse_eps(eps) if eps is not None else None,
-            alpha=parse_eps(alpha) if alpha is not None else None, steps=steps, restarts=restarts, n=n,
-            batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity,
-            eps_sweep=parse_eps_list(eps_sweep) if eps_sweep else None, progress=progress,
+            target, attack, eps=eps_value, alpha=alpha_value, steps=steps, restarts=restarts, n=n,
+            batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity, eps_sweep=sweep, progress=progress,
         )
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")
@@ -224,11 +230,13 @@ def ablate(
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablate import plan_ablation, remaining_seconds, run_ablation
     from kdlab.console import console
+    from kdlab.recipe_paths import check_paths
     from kdlab.run import HEADLINE_METRICS
 
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
                          per_block_weight=per_block_weight)
+    check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     total = len(plan.cells) * len(plan.seeds)
     console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
                   f" ({', '.join(c.label for c in plan.cells)})")
@@ -270,6 +278,18 @@ def table(
     markdown, plot = render(csv, paper=paper, baseline=baseline)
     console.print(markdown.read_text())
     console.print(f"wrote {markdown} and {plot}")
+
+
+@app.command()
+@friendly
+def schema(
+    section: str | None = typer.Argument(
+        None, help="A section, e.g. data, train, train.adversarial, eval (default: every key)."),
+) -> None:
+    """Every recipe key: type, default, allowed values and description (from the schema the validator uses)."""
+    from kdlab.schema_doc import render
+
+    typer.echo(render(section))
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

@@ -10,6 +10,7 @@ ablations, say) is reused too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -27,7 +28,9 @@ from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import append_rows, now, provenance, read_json, write_json
+from kdlab.sizes import check_data_sizes
 from kdlab.tasks import get_task
+from kdlab.units import eps_255
 
 ReporterFactory = Callable[[str], Reporter]
 # The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
@@ -103,11 +106,23 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
     return None
 
 
+@contextlib.contextmanager
+def _discard_unless_trained(run_dir: Path):
+    """A run that fails before its first epoch is saved leaves no directory behind (nothing to resume)."""
+    try:
+        yield
+    except BaseException:
+        if run_dir.is_dir() and not (run_dir / "last.pt").exists() and not (run_dir / "summary.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
                reporter_factory: ReporterFactory | None = None, command: str = "") -> RunOutcome:
     """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it."""
     task = get_task(recipe.task)
     data = task.load_data(recipe)
+    check_data_sizes(recipe, data)  # before a teacher is trained or a run directory is made
     teacher, teacher_info = None, {}
     if recipe.is_distillation:
         teacher, teacher_info = prepare_teacher(recipe, task.num_classes(data), reporter_factory)
@@ -117,7 +132,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
     twin = None if force else _finished_twin(run_dir)
     if twin is not None:
         return RunOutcome(twin, read_json(twin / "summary.json"), reused=True)
-    with FileLock(str(run_dir) + ".lock"):
+    with FileLock(str(run_dir) + ".lock"), _discard_unless_trained(run_dir):
         finished = _claim_directory(run_dir, resume, force)
         if finished is not None:
             return RunOutcome(run_dir, finished, reused=True)
@@ -159,6 +174,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             **evaluation,
             "eval_split": recipe.eval.split,
             "eval_eps": recipe.eval.eps,
+            "eval_eps_255": eps_255(recipe.eval.eps),
             "eval_steps": recipe.eval.steps,
             "train_seconds": round(result.train_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),

@@ -82,13 +82,13 @@ def owner_of(key: str) -> list[str]:
 
 # --------------------------------------------------------------------------- MixACM (classification)
 class MixupSpec(Section):
-    enabled: bool = True
-    alpha: float = Field(1.0, gt=0)
+    enabled: bool = Field(True, description="mix every batch (teacher and student see the same mixed images)")
+    alpha: float = Field(1.0, gt=0, description="Beta(alpha, alpha) of the mixing weight")
 
 
 class KDSpec(Section):
     weight: float = Field(1.0, ge=0, description="0 turns soft labels off")
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, description="softmax temperature of the soft labels")
 
 
 class ACMSpec(Section):

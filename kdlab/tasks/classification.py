@@ -121,7 +121,10 @@ class ClassificationTask:
 
         spec = recipe.trained_model
         device = recipe.torch_device()
-        model = build_model("classification", spec.arch, data.num_classes, spec.build_options()).to(device)
+        from kdlab.normalization import model_options
+
+        options = model_options(spec, recipe.data.dataset, data.train.images)  # mean/std follow the data
+        model = build_model("classification", spec.arch, data.num_classes, options).to(device)
         if teacher is not None:
             from kdlab.methods.registry import build_method
 
