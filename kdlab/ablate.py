@@ -50,15 +50,46 @@ class AblationPlan:
 
     @property
     def title(self) -> str:
-        """The table's name; a grid names its keys, so two grids over one recipe never share a table."""
+        """The table's name; a grid names its full keys (``R-grid-method.kd.weight``), so two grids over one
+        recipe never share a table, even when their keys end alike (``method.acm.weight``)."""
         if self.kind == "blocks" and self.per_block_weight:
             return f"{self.name}-blocks-per-block-weight"
         if self.kind != "grid":
             return f"{self.name}-{self.kind}"
-        return f"{self.name}-grid-" + "-".join(key.split(".")[-1] for key in self.grid_keys)
+        return f"{self.name}-grid-" + "-".join(self.grid_keys)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what the table's numbers depend on: the base recipe with the common overrides, every
+        cell's overrides and the attacks (not the seeds: adding a seed extends the same table)."""
+        base = apply_overrides(self.base_raw, self.common_overrides)
+        payload = json.dumps([base, [list(cell.overrides) for cell in self.cells], list(self.attacks)],
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
     def table_path(self, out_dir: Path) -> Path:
-        return out_dir / f"{self.title}.csv"
+        """``<title>.csv``, unless a table of that name holds another plan's cells (other values, another
+        base recipe or ``--set``): then the first free or matching ``<title>-v2.csv``, ``-v3``, ... -- an
+        ablation never overwrites another one's table."""
+        for version in itertools.count(1):
+            path = out_dir / (f"{self.title}.csv" if version == 1 else f"{self.title}-v{version}.csv")
+            if not path.exists() or self._owns(path):
+                return path
+        raise AssertionError("unreachable")
+
+    def _owns(self, path: Path) -> bool:
+        """Whether the table at ``path`` was written by this plan (tables from before the ``plan`` column:
+        whether their cells' settings are among this plan's)."""
+        import csv
+
+        with path.open(newline="") as stream:
+            rows = [row for row in csv.DictReader(stream) if row.get("cell") != TEACHER_CELL]
+        if not rows:
+            return True
+        if "plan" in rows[0]:
+            return all(row["plan"] == self.fingerprint for row in rows)
+        settings = {" ".join(cell.overrides) for cell in self.cells}
+        return all(row.get("setting", "") in settings for row in rows)
 
     def recipe_for(self, cell: Cell, seed: int) -> Recipe:
         raw = apply_overrides(self.base_raw, self.common_overrides + list(cell.overrides))
@@ -149,9 +180,12 @@ def grid_cells(grid: list[str]) -> list[Cell]:
         if not sep or not values:
             raise KdlabError(f"--grid '{entry}': expected KEY=V1,V2,..., e.g. --grid method.kd.temperature=2,4,8")
         axes.append([(key.strip(), value.strip()) for value in _split_values(values)])
+    # a cell names each key by its last segment, or by its full path when two keys end alike
+    last = [key.split(".")[-1] for key in grid_keys(grid)]
+    names = {key: key if last.count(key.split(".")[-1]) > 1 else key.split(".")[-1] for key in grid_keys(grid)}
     cells = []
     for combination in itertools.product(*axes):
-        label = ",".join(f"{key.split('.')[-1]}={value}" for key, value in combination)
+        label = ",".join(f"{names[key]}={value}" for key, value in combination)
         cells.append(Cell(label, tuple(f"{key}={value}" for key, value in combination)))
     return cells
 
@@ -286,7 +320,7 @@ def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool) -> dict[str, 
 
 def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
     row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
-           "seed": seed}
+           "seed": seed, "plan": plan.fingerprint}
     row.update({key: value for key, value in summary.items()
                 if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})
     # how the checkpoint was chosen (train.select), on which epoch, with which validation value

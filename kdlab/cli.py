@@ -230,6 +230,10 @@ def ablate(
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
                          per_block_weight=per_block_weight)
     total = len(plan.cells) * len(plan.seeds)
+    target = plan.table_path(out)
+    if target.stem != plan.title:
+        console.print(f"{out / plan.title}.csv holds another ablation (other values, recipe or --set): "
+                      f"writing {target.name} instead")
     console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
                   f" ({', '.join(c.label for c in plan.cells)})")
     finished, cell_seconds = [], []
