@@ -91,6 +91,10 @@ class AblationPlan:
         settings = {" ".join(cell.overrides) for cell in self.cells}
         return all(row.get("setting", "") in settings for row in rows)
 
+    def cell_overrides(self, cell: Cell, seed: int) -> tuple[str, ...]:
+        """Every override behind a cell's run (``--set``, the cell's, its seed): recorded in its runs row."""
+        return (*self.common_overrides, *cell.overrides, f"seed={seed}")
+
     def recipe_for(self, cell: Cell, seed: int) -> Recipe:
         raw = apply_overrides(self.base_raw, self.common_overrides + list(cell.overrides))
         raw = apply_overrides(raw, [f"seed={seed}", f"name={self.name}-{_slug(cell.label)}-s{seed}"])
@@ -279,7 +283,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_cell(recipe_yaml: str, threads: int) -> dict[str, Any]:
+def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """Worker entry point (a separate process with --jobs): run one cell and return its summary."""
     import torch
 
@@ -287,7 +291,7 @@ def _run_cell(recipe_yaml: str, threads: int) -> dict[str, Any]:
 
     torch.set_num_threads(threads)
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
-    outcome = run_recipe(recipe, resume=True)
+    outcome = run_recipe(recipe, resume=True, overrides=overrides)
     return outcome.summary
 
 
@@ -329,6 +333,7 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     row["val_score"] = summary.get("val_score")
     if plan.kind == "blocks":
         row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
+    row["flag"] = summary.get("flag") or ""  # a degenerate (collapsed) model's robust accuracy means nothing
     row["wall_seconds"] = summary.get("wall_seconds")
     row["run_dir"] = summary.get("run_dir")
     return row
@@ -363,13 +368,13 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in order]
     if jobs <= 1:
         for cell, seed, recipe_yaml in payloads:
-            record(cell, seed, _run_cell(recipe_yaml, threads))
+            record(cell, seed, _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed)))
     else:
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_cell, recipe_yaml, threads): (cell, seed)
+            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed)): (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):
                 cell, seed = futures[future]

@@ -71,6 +71,8 @@ def _print_run(outcome, role: str) -> None:
         title = (f"{summary['name']}: accuracy (%) on {summary.get('eval_n')} {summary.get('eval_split')} images, "
                  f"PGD-{summary.get('eval_steps')} eps {summary.get('eval_eps', 0) * 255:.0f}/255{note}")
     console.print(results_table(title, rows, ["role", "run", *metrics]))
+    if summary.get("flag"):
+        console.print(f"[bold red]{role} {summary['flag']}[/]", highlight=False)
 
 
 def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool,
@@ -85,7 +87,7 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
         other = "distill" if recipe.is_distillation else "train"
         raise KdlabError(f"{recipe_path} is a {other} recipe: run it with `kdlab {other} {recipe_path}`")
     outcome = run_recipe(recipe, resume=resume, force=force, reporter_factory=RichReporter,
-                         command=" ".join(sys.argv))
+                         command=" ".join(sys.argv), overrides=overrides)
     _print_run(outcome, "student" if expect_distill else "model")
 
 
@@ -183,6 +185,7 @@ def eval_(
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")
                if any(c in row for row in report.rows)]
+    columns += ["flag"] if any(row.get("flag") for row in report.rows) else []
     console.print(results_table(f"{report.rows[0]['model']}: results (%)", report.rows, columns))
     for violation in report.violations:
         console.print(f"[bold yellow]sanity warning:[/] {violation}")

@@ -8,6 +8,8 @@ appends a new row; readers take the latest (see the README's pandas one-liner).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,8 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
         "checkpoint_sha256": file_digest(resolved.checkpoint),
         "arch": payload.get("arch"),
         "dataset": data_spec.dataset,
+        "data_root": data_spec.root or "",
+        "test_sha256": test_set_digest(images, labels),
         "sanity": sanity_text,
     }
     info = provenance()
@@ -149,15 +153,59 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
 
         from kdlab.plots import plot_robustness_curve
 
-        plot = out.parent / f"robustness-{resolved.label.replace('/', '_')}.png"
-        plot_robustness_curve(pd.DataFrame(rows), plot)
+        plot = out.parent / sweep_plot_name(resolved.label, specs, eps_sweep, len(labels), seed, data_spec)
+        title = sweep_title(resolved.label, specs, len(labels), seed, data_spec)
+        plot_robustness_curve(pd.DataFrame(rows), plot, title=title)
     return EvalReport(rows, violations, plot)
 
 
+def test_set_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 prefix of the evaluated images (as 8-bit values) and labels: rows on different test sets --
+    another root, subset or seed -- never share it, whatever the dataset is called."""
+    digest = hashlib.sha256(images.mul(255).round().to(torch.uint8).cpu().numpy().tobytes())
+    digest.update(labels.to(torch.int64).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text).strip("_") or "x"
+
+
+def sweep_plot_name(label: str, specs, eps_list: list[float], n: int, seed: int, data: DataSpec) -> str:
+    """``robustness-<model>-<attacks>-eps<lo>-<hi>-<data>-n<n>-<hash>.png``: the attacks, eps range, test set
+    and n in words, and a hash of every setting (attack steps, alpha, restarts, each eps, seed, data root), so
+    two sweeps with different settings never write one file and the same sweep always writes the same one."""
+    attacks = "-".join(dict.fromkeys(spec.name for spec in specs if spec.name != "clean")) or "clean"
+    scaled = [eps * 255 for eps in eps_list]
+    data_name = data.dataset + (f"-{Path(data.root).name}" if data.root else "")
+    settings = [[spec.name, spec.alpha, spec.steps, spec.restarts] for spec in specs]
+    payload = json.dumps([settings, [float(e) for e in eps_list], n, seed, data.dataset, data.root], default=str)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:6]
+    return _slug(f"robustness-{label.replace('/', '_')}-{attacks}-eps{min(scaled):g}-{max(scaled):g}-"
+                 f"{data_name}-n{n}-{digest}") + ".png"
+
+
+def sweep_title(label: str, specs, n: int, seed: int, data: DataSpec) -> str:
+    """The model, the test set and n, and each attack's settings (steps, step size, restarts) and seed."""
+    from kdlab.attacks import format_eps
+
+    def setting(spec) -> str:
+        resolved = spec.resolved()
+        alpha = f"α {format_eps(spec.alpha)}" if spec.alpha is not None else "α default"
+        restarts = f"{resolved.restarts} restart{'s' if resolved.restarts != 1 else ''}"
+        return f"{spec.name} {resolved.steps} steps, {alpha}, {restarts}"
+
+    root = f" ({data.root})" if data.root else ""
+    attacks = "; ".join(setting(spec) for spec in specs if spec.name != "clean")
+    return f"{label}: accuracy vs ε, {n} {data.dataset}{root} test images, seed {seed}\n{attacks}"
+
+
 def latest_rows(path: Path):
-    """The newest row per (model, attack, eps, alpha, steps, restarts, n, seed): re-evaluations supersede."""
+    """The newest row per (model, test set, attack, eps, alpha, steps, restarts, n, seed): re-evaluations
+    supersede; rows on another test set (data root, subset) are kept apart."""
     from kdlab.results import read_table
 
     frame = read_table(path)
-    keys = ["model", "attack", "eps", "alpha", "steps", "restarts", "n", "seed"]
+    keys = ["model", "dataset", "data_root", "test_sha256", "attack", "eps", "alpha", "steps", "restarts", "n",
+            "seed"]
     return frame.drop_duplicates(subset=[k for k in keys if k in frame.columns], keep="last")

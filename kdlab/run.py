@@ -26,7 +26,7 @@ from kdlab.checkpoint import load_model, save_model
 from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, load_recipe
-from kdlab.results import append_rows, now, provenance, read_json, write_json
+from kdlab.results import now, provenance, read_json, replace_rows, write_json
 from kdlab.tasks import get_task
 
 ReporterFactory = Callable[[str], Reporter]
@@ -104,8 +104,14 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
-               reporter_factory: ReporterFactory | None = None, command: str = "") -> RunOutcome:
-    """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it."""
+               reporter_factory: ReporterFactory | None = None, command: str = "",
+               overrides: list[str] | tuple[str, ...] = ()) -> RunOutcome:
+    """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it.
+
+    ``overrides`` are the ``--set`` values the recipe was resolved with; the summary and the table row record
+    them beside the run key, so two rows of one recipe name are told apart. The table keeps one row per run
+    directory: a forced or resumed run that finishes replaces its directory's earlier row.
+    """
     task = get_task(recipe.task)
     data = task.load_data(recipe)
     teacher, teacher_info = None, {}
@@ -124,7 +130,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         started = time.perf_counter()
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
-        write_json(run_dir / "run.json", {"command": command, "seed": recipe.seed, **teacher_info, **code})
+        write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides), "seed": recipe.seed,
+                                          **teacher_info, **code})
 
         torch.manual_seed(recipe.seed)
         setup = task.setup(recipe, data, teacher)
@@ -146,6 +153,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "task": recipe.task,
             "kind": "distill" if recipe.is_distillation else "train",
             "key": run_dir.name,
+            "run_key": run_dir.name.rsplit("-", 1)[-1],
+            "overrides": " ".join(overrides),
             "run_dir": str(run_dir),
             "arch": spec.arch,
             "options": options,
@@ -169,7 +178,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "finished_at": now(),
         }
         write_json(run_dir / "summary.json", summary)
-        append_rows(recipe.output.table, [_table_row(summary)])
+        replace_rows(recipe.output.table, [_table_row(summary)], key="run_dir")
     return RunOutcome(run_dir, summary, reused=False)
 
 

@@ -87,8 +87,11 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    flags = frame["flag"].fillna("").astype(str) if "flag" in frame.columns else pd.Series("", index=frame.index)
+    collapsed = set(frame.loc[flags != "", "cell"].astype(str))
     for _, row in summary.iterrows():
-        cells = [str(row["cell"]), str(int(row["seeds"]))]
+        label = str(row["cell"]) + (" ⚠ collapsed" if str(row["cell"]) in collapsed else "")
+        cells = [label, str(int(row["seeds"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         if baseline:
             delta = deltas.get(str(row["cell"])) if str(row["cell"]) != baseline else None
@@ -107,6 +110,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append("Total ACM weight (acm.weight × Σ block weights): "
                      + (f"{totals[0]:g} in every cell." if len(totals) == 1 else
                         "differs between cells (" + ", ".join(f"{t:g}" for t in totals) + "): --per-block-weight."))
+    if collapsed:
+        notes.append("⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance on "
+                     "clean images -- collapsed: robust accuracy meaningless (see the CSV's flag column).")
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"

@@ -29,7 +29,7 @@ def grid_plan(recipe, grid, overrides=()):
 @pytest.fixture()
 def fake_cells(monkeypatch):
     """Cells 'run' instantly: the PGD accuracy of a cell is read off its overrides, so tables can be told apart."""
-    def run_cell(recipe_yaml, threads):
+    def run_cell(recipe_yaml, threads, overrides=()):
         recipe = yaml.safe_load(recipe_yaml)
         method = recipe["method"]
         pgd = 10 * method.get("kd", {}).get("weight", 1.0) + method.get("acm", {}).get("weight", 10.0)
@@ -86,3 +86,115 @@ def test_committed_grid_tables_are_named_as_their_commands_write_them(recipe, gr
     path = plan.table_path(ROOT / "results" / "ablations")
     assert path.name == f"{table}.csv" and path.is_file()
     assert f"# {table}\n" in path.with_suffix(".md").read_text()
+
+
+# --------------------------------------------------------------------------- runs rows
+def tiny_recipe(tmp_path, overrides=()):
+    from kdlab.recipe import load_recipe
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "tiny", "data": {"dataset": "embedded", "subset": 64, "test_subset": 20, "batch_size": 32},
+        "model": {"arch": "resnet_small", "width": 4}, "train": {"epochs": 2}, "eval": {"n": 10, "steps": 1},
+        "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
+    return load_recipe(path, list(overrides))
+
+
+def test_rows_of_one_name_record_their_overrides_and_run_key(tmp_path):
+    from kdlab.run import run_recipe
+
+    for lr in ("0.05", "0.2"):
+        overrides = [f"train.lr={lr}"]
+        run_recipe(tiny_recipe(tmp_path, overrides), overrides=overrides)
+    rows = pd.read_csv(tmp_path / "runs.csv")
+    assert rows["name"].tolist() == ["tiny", "tiny"]
+    assert rows["overrides"].tolist() == ["train.lr=0.05", "train.lr=0.2"]
+    assert rows["run_key"].nunique() == 2
+    assert all(key.endswith(run_key) for key, run_key in zip(rows["key"], rows["run_key"]))
+
+
+def test_force_then_interrupt_then_resume_leaves_one_row_per_finished_run(tmp_path):
+    from kdlab.run import run_recipe
+    from tests.resume_helpers import StopAfter
+
+    recipe = tiny_recipe(tmp_path)
+    first = run_recipe(recipe)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, force=True, reporter_factory=lambda name: StopAfter(1))
+    resumed = run_recipe(recipe, resume=True)
+    run_recipe(recipe)  # reused: no new row either
+    rows = pd.read_csv(tmp_path / "runs.csv")
+    assert resumed.run_dir == first.run_dir and not resumed.reused
+    assert rows["run_dir"].tolist() == [str(first.run_dir)]
+    assert rows["finished_at"].iloc[0] == resumed.summary["finished_at"]
+
+
+# --------------------------------------------------------------------------- evaluation rows
+def kdlab_checkpoint(path, classes=10):
+    import torch
+
+    from kdlab.checkpoint import save_model
+    from kdlab.models.registry import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("resnet_small", classes, width=4)
+    save_model(path, model, task="classification", arch="resnet_small", options={"width": 4}, num_classes=classes)
+    return path
+
+
+def image_folder(root, offset):
+    """A 10-class ImageFolder of real CIFAR-10 JPEGs (2 train, 3 test per class), starting at image ``offset``."""
+    import shutil
+
+    source = Path("/work/shared/data/cifar10-jpeg")
+    for split, count in (("train", 2), ("test", 3)):
+        for folder in sorted((source / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True)
+            for file in sorted(folder.iterdir())[offset:offset + count]:
+                shutil.copy(file, root / split / folder.name / file.name)
+    return root
+
+
+def test_eval_rows_record_the_data_root_and_a_test_set_hash_and_dedup_keeps_them_apart(tmp_path):
+    from kdlab.eval_run import evaluate_target, latest_rows
+
+    checkpoint = kdlab_checkpoint(tmp_path / "m.pt")
+    first, shifted = image_folder(tmp_path / "a", 0), image_folder(tmp_path / "b", 10)
+    out = tmp_path / "eval.csv"
+    for root in (first, shifted, first):
+        evaluate_target(checkpoint, ["clean"], n=30, data=f"imagefolder:{root}", out=out)
+    rows = pd.read_csv(out)
+    assert rows["dataset"].tolist() == ["imagefolder"] * 3
+    assert rows["data_root"].tolist() == [str(first), str(shifted), str(first)]
+    assert rows["test_sha256"][0] == rows["test_sha256"][2] != rows["test_sha256"][1]
+    latest = latest_rows(out)  # the shifted test set is not a duplicate of the first one; the repeat is
+    assert sorted(latest["data_root"]) == sorted([str(first), str(shifted)])
+    assert latest.index.tolist() == [1, 2]
+
+
+def test_eps_sweeps_with_other_attacks_or_range_write_other_plots_and_name_them_in_the_title(tmp_path,
+                                                                                             monkeypatch):
+    import kdlab.plots
+    from kdlab.eval_run import evaluate_target
+
+    titles = []
+    real = kdlab.plots.plot_robustness_curve
+    monkeypatch.setattr(kdlab.plots, "plot_robustness_curve",
+                        lambda rows, path, title=None: titles.append(title) or real(rows, path, title))
+    checkpoint = kdlab_checkpoint(tmp_path / "run" / "best.pt")
+    out = tmp_path / "eval.csv"
+
+    def sweep(attacks, eps, **options):
+        return evaluate_target(checkpoint, attacks, n=8, steps=1, data="embedded", out=out, eps_sweep=eps,
+                               **options).plot
+
+    pgd = sweep(["pgd"], [0, 2 / 255, 4 / 255])
+    fgsm = sweep(["fgsm"], [0, 2 / 255, 4 / 255])
+    wider = sweep(["pgd"], [0, 2 / 255, 8 / 255])
+    other_n = evaluate_target(checkpoint, ["pgd"], n=6, steps=1, data="embedded", out=out,
+                              eps_sweep=[0, 2 / 255, 4 / 255]).plot
+    again = sweep(["pgd"], [0, 2 / 255, 4 / 255])
+    assert len({pgd, fgsm, wider, other_n}) == 4 and again == pgd and all(p.is_file() for p in (pgd, fgsm, wider))
+    assert pgd.name.startswith("robustness-run_best.pt-pgd-eps0-4-embedded-n8-")
+    assert "fgsm-eps0-4" in fgsm.name and "pgd-eps0-8" in wider.name
+    assert "run/best.pt" in titles[0] and "8 embedded test images" in titles[0] and "pgd 1 steps" in titles[0]

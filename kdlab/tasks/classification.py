@@ -102,6 +102,8 @@ def evaluate_classifier(model: nn.Module, data, recipe: Recipe) -> dict[str, flo
     results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size)
     evaluation: dict[str, Any] = {f"{result.attack}_acc": result.accuracy for result in results}
     evaluation["eval_n"] = len(labels)
+    evaluation["top_class_share"] = round(results[0].top_class_share, 2)
+    evaluation["flag"] = results[0].flag  # "collapsed: robust accuracy meaningless (...)" for a degenerate model
     return evaluation
 
 
