@@ -333,6 +333,7 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     row["val_score"] = summary.get("val_score")
     if plan.kind == "blocks":
         row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
+    row.update({key: summary.get(key) for key in ("arch", "eval_n", "eval_eps", "eval_steps")})  # plot titles
     row["flag"] = summary.get("flag") or ""  # a degenerate (collapsed) model's robust accuracy means nothing
     row["wall_seconds"] = summary.get("wall_seconds")
     row["run_dir"] = summary.get("run_dir")

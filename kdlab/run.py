@@ -10,6 +10,7 @@ ablations, say) is reused too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -147,7 +148,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
                      validate=setup.validate, select=recipe.selection_metric, export_best=export_best, resume=resume, reporter=reporter)
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
-        evaluation = task.evaluate(best.to(recipe.torch_device()), data, recipe)
+        with _evaluation_progress(reporter, recipe) as progress:
+            evaluation = task.evaluate(best.to(recipe.torch_device()), data, recipe, progress=progress)
         summary = {
             "name": recipe.name,
             "task": recipe.task,
@@ -180,6 +182,16 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         write_json(run_dir / "summary.json", summary)
         replace_rows(recipe.output.table, [_table_row(summary)], key="run_dir")
     return RunOutcome(run_dir, summary, reused=False)
+
+
+def _evaluation_progress(reporter: Reporter | None, recipe: Recipe):
+    """The reporter's progress display for the evaluation after training (images/s, ETA), if it has one."""
+    show = getattr(reporter, "evaluation_progress", None)
+    if show is None:
+        return contextlib.nullcontext(None)
+    spec = recipe.eval
+    attacks = ", ".join(f"{name}-{spec.steps}" if name == "pgd" else name for name in spec.attacks)
+    return show(f"best.pt on {spec.n} {spec.split} images ({attacks})")
 
 
 def _table_row(summary: dict[str, Any]) -> dict[str, Any]:

@@ -161,6 +161,27 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | None = None
         value_columns=[f"{m}_mean" for m in metrics],
         error_columns=[f"{m}_std" for m in metrics],
         label_column="cell",
-        title=f"{csv_path.stem} (mean ± std over seeds)",
+        title=f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} "
+              "(mean ± std over seeds)",
+        series_labels=[METRIC_NAMES.get(m, m) for m in metrics],
     )
     return markdown, plot
+
+
+def plot_subtitle(frame: pd.DataFrame) -> str:
+    """What the bars measured: the model, n and the attack (from the cells' rows; tables written before these
+    columns existed say only what they have)."""
+    students = frame[frame["cell"] != TEACHER_CELL]
+
+    def single(column: str):
+        values = students[column].dropna().unique() if column in students.columns else []
+        return values[0] if len(values) == 1 else None
+
+    parts = [str(single("arch"))] if single("arch") is not None else []
+    if single("eval_n") is not None:
+        parts.append(f"n = {int(single('eval_n'))}")
+    if "pgd_acc" in frame.columns and single("eval_steps") is not None and single("eval_eps") is not None:
+        parts.append(f"PGD-{int(single('eval_steps'))} at ε = {float(single('eval_eps')) * 255:g}/255")
+    elif any(metric in frame.columns for metric in DETECTION_METRICS):
+        parts.append("COCO box AP")
+    return ", ".join(parts)

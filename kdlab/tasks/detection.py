@@ -159,8 +159,8 @@ class DetectionTask:
                              num_classes=num_classes, classes=list(data.class_names),
                              summary={"train_images": len(train), "backbone": recipe.trained_model.backbone})
 
-    def evaluate(self, model: nn.Module, data, recipe: Recipe) -> dict[str, Any]:
-        return evaluate_split(model, data, recipe)
+    def evaluate(self, model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, Any]:
+        return evaluate_split(model, data, recipe)  # COCO AP over the split: no per-batch progress yet
 
 
 # --------------------------------------------------------------------------- kdlab eval RUN (detection runs)
