@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from kdlab.errors import KdlabError
 
@@ -21,6 +22,23 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+class KdlabCommand(TyperCommand):
+    """Help that reads like the README: ``Usage: kdlab train [OPTIONS] RECIPE`` (not ``{recipe}``), and on/off
+    options such as ``--resume`` and ``--force`` shown as bare flags (no ``<bool>`` value)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if param.param_type_name == "option" and getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [piece.replace("{", "").replace("}", "") for piece in super().collect_usage_pieces(ctx)]
+
+
 SET_HELP = "Override a recipe key, e.g. --set train.epochs=5 (repeatable; type-checked like the file)."
 THREADS_HELP = "Torch CPU threads (default: one per core). On a machine shared with other jobs use 1 per process."
 
@@ -30,6 +48,16 @@ def _set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+# What Ctrl-C leaves behind, per command, and how to go on.
+INTERRUPTED = {
+    "train": "interrupted: the last finished epoch is kept; rerun with --resume to continue",
+    "distill": "interrupted: the last finished epoch is kept; rerun with --resume to continue",
+    "ablate": "interrupted: finished cells and the last finished epoch of the others are kept; "
+              "rerun the same command to continue",
+    "eval_": "interrupted: no rows were appended; rerun the command to evaluate again",
+}
 
 
 def friendly(command: Callable) -> Callable:
@@ -47,7 +75,7 @@ def friendly(command: Callable) -> Callable:
         except KeyboardInterrupt:
             from kdlab.console import error_console
 
-            error_console.print("interrupted: the last finished epoch is kept; rerun with --resume to continue")
+            error_console.print(INTERRUPTED.get(command.__name__, "interrupted"))
             raise typer.Exit(130) from None
 
     return wrapper
@@ -91,7 +119,7 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
     _print_run(outcome, "student" if expect_distill else "model")
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def distill(
     recipe: Path = typer.Argument(..., help="Distillation recipe (YAML with student: and teacher:)."),
@@ -108,7 +136,7 @@ def distill(
     _run(recipe, set_, resume, force, expect_distill=True, threads=threads)
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def train(
     recipe: Path = typer.Argument(..., help="Training recipe (YAML with model:)."),
@@ -121,7 +149,7 @@ def train(
     _run(recipe, set_, resume, force, expect_distill=False, threads=threads)
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def inspect(
     target: str = typer.Argument(
@@ -146,7 +174,7 @@ def inspect(
     console.print(results_table(view.title, view.rows, view.columns))
 
 
-@app.command("eval")
+@app.command("eval", cls=KdlabCommand)
 @friendly
 def eval_(
     target: Path = typer.Argument(..., help="A run directory (uses its best.pt and recipe) or a model checkpoint."),
@@ -201,7 +229,7 @@ def _int_list(text: str, option: str) -> list[int]:
         raise KdlabError(f"{option} '{text}': expected comma-separated integers, e.g. {option} 0,1,2") from None
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def ablate(
     recipe: Path = typer.Argument(..., help="Base recipe; every cell is this recipe plus the cell's overrides."),
@@ -257,21 +285,29 @@ def ablate(
     console.print(f"wrote {table}, {table.with_suffix('.md')}, {table.with_suffix('.png')}")
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def table(
-    csv: Path = typer.Argument(..., help="An ablation CSV written by kdlab ablate."),
+    csv: Path = typer.Argument(..., help="A CSV kdlab wrote: an ablation table (results/ablations/*.csv), "
+                                         "evaluation rows (results/eval.csv) or the runs table (results/runs.csv)."),
     paper: str | None = typer.Option(
         None, "--paper", help="Reference numbers to place beside kdlab's: mixacm-components, skd-retinanet-coco."),
     baseline: str | None = typer.Option(
         None, "--baseline",
         help="Cell to compare with, seed by seed (default student-ce or kind=none when present), e.g. kind=l2."),
 ) -> None:
-    """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone."""
+    """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show the
+    latest evaluation rows or the runs table as Markdown."""
     from kdlab.console import console
     from kdlab.paper import PAPER_NUMBERS
-    from kdlab.tables import render
+    from kdlab.tables import csv_kind, render, rows_markdown
 
+    kind = csv_kind(csv)
+    if kind != "ablation":
+        if paper is not None or baseline is not None:
+            raise KdlabError(f"--paper and --baseline apply to ablation tables; {csv} is a {kind} table: drop them")
+        console.print(rows_markdown(csv, kind), highlight=False, soft_wrap=True)
+        return
     if paper is not None and paper not in PAPER_NUMBERS:
         raise KdlabError(f"--paper '{paper}' unknown: choose one of {', '.join(PAPER_NUMBERS)}")
     markdown, plot = render(csv, paper=paper, baseline=baseline)

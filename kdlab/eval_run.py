@@ -202,10 +202,8 @@ def sweep_title(label: str, specs, n: int, seed: int, data: DataSpec) -> str:
 
 def latest_rows(path: Path):
     """The newest row per (model, test set, attack, eps, alpha, steps, restarts, n, seed): re-evaluations
-    supersede; rows on another test set (data root, subset) are kept apart."""
+    supersede; rows on another test set (data root, subset) are kept apart (:data:`kdlab.tables.EVAL_KEY`)."""
     from kdlab.results import read_table
+    from kdlab.tables import latest_eval_rows
 
-    frame = read_table(path)
-    keys = ["model", "dataset", "data_root", "test_sha256", "attack", "eps", "alpha", "steps", "restarts", "n",
-            "seed"]
-    return frame.drop_duplicates(subset=[k for k in keys if k in frame.columns], keep="last")
+    return latest_eval_rows(read_table(path))

@@ -185,3 +185,61 @@ def plot_subtitle(frame: pd.DataFrame) -> str:
     elif any(metric in frame.columns for metric in DETECTION_METRICS):
         parts.append("COCO box AP")
     return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- kdlab table on any kdlab CSV
+# The columns that identify one evaluation: a re-evaluation of the same model, test set and attack supersedes.
+EVAL_KEY = ["model", "dataset", "data_root", "test_sha256", "attack", "eps", "alpha", "steps", "restarts", "n",
+            "seed"]
+EVAL_COLUMNS = ["model", "arch", "dataset", "data_root", "attack", "eps_255", "steps", "n", "clean_accuracy",
+                "accuracy", "AP", "AP50", "flag"]
+RUNS_COLUMNS = ["name", "key", "kind", "arch", "overrides", "seed", "clean_acc", "pgd_acc", "autoattack_acc",
+                "AP", "AP50", "flag", "git_commit", "finished_at"]
+ACCEPTED = ("an ablation table (results/ablations/*.csv, written by kdlab ablate), evaluation rows "
+            "(results/eval.csv, kdlab eval) or the runs table (results/runs.csv, kdlab train/distill)")
+
+
+def csv_kind(path: Path) -> str:
+    """``ablation``, ``eval`` or ``runs``, judged by the CSV's columns; a one-line error for anything else."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise KdlabError(f"table '{path}' not found: pass {ACCEPTED}")
+    with path.open(newline="") as stream:
+        header = set(next(csv.reader(stream), []))
+    if {"cell", "seed"} <= header:
+        return "ablation"
+    if {"model", "attack"} <= header:
+        return "eval"
+    if {"name", "run_dir"} <= header:
+        return "runs"
+    raise KdlabError(f"{path} is not a table kdlab writes: kdlab table accepts {ACCEPTED}")
+
+
+def latest_eval_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per :data:`EVAL_KEY`: re-evaluations supersede; rows on another test set stay apart."""
+    return frame.drop_duplicates(subset=[k for k in EVAL_KEY if k in frame.columns], keep="last")
+
+
+def rows_markdown(path: Path, kind: str) -> str:
+    """A Markdown view of an evaluation CSV (latest rows) or of the runs table (one row per run)."""
+    frame = read_table(path)
+    if kind == "eval":
+        frame, columns = latest_eval_rows(frame), EVAL_COLUMNS
+        what = "latest evaluation per model, test set and attack"
+    else:
+        columns, what = RUNS_COLUMNS, "one row per run; its directory is run_dir (results/runs/<key>)"
+    columns = [c for c in columns if c in frame.columns and frame[c].notna().any()]
+    lines = [f"# {path.name}: {what}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")
