@@ -195,9 +195,20 @@ def eval_(
     sanity: bool = typer.Option(False, "--sanity", help="Also run the sanity checks (eps=0, bounds, monotone, ...)."),
     eps_sweep: str | None = typer.Option(
         None, "--eps-sweep", help="Comma-separated eps list, e.g. 0,2/255,4/255,8/255,16/255; also writes a PNG."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="TARGET is a plain state dict of this architecture (a checkpoint kdlab did not write): "
+                             "resnet_small, preact_resnet18, wrn-34-10, ... or torchvision:<name>, e.g. "
+                             "torchvision:resnet18. Needs --data."),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=1, help="With --arch: output classes (default: read off the last linear layer)."),
+    norm: str = typer.Option(
+        "dataset", "--norm", help="With --arch: input normalisation wrapped around the model: dataset (its default "
+                                  "mean/std), imagenet (torchvision pretrained weights) or none."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
-    """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV."""
+    """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
+
+    TARGET is a run directory, a kdlab checkpoint, or with --arch any plain state dict."""
     from kdlab.attacks import parse_eps, parse_eps_list
     from kdlab.console import AttackProgress, console, results_table
     from kdlab.eval_run import evaluate_target
@@ -209,6 +220,7 @@ def eval_(
             alpha=parse_eps(alpha) if alpha is not None else None, steps=steps, restarts=restarts, n=n,
             batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity,
             eps_sweep=parse_eps_list(eps_sweep) if eps_sweep else None, progress=progress,
+            arch=arch, num_classes=num_classes, norm=norm,
         )
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")

@@ -86,11 +86,37 @@ def _refuse_attack_options(**given: object) -> None:
                          "COCO box AP on its recipe's test split: drop them")
 
 
+NORMALISATIONS = ("dataset", "imagenet", "none")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def normalisation(choice: str, dataset: str) -> tuple[tuple, tuple, str]:
+    """``(mean, std, label)`` for an external checkpoint: the dataset's default statistics (CIFAR-100's for
+    cifar100, CIFAR-10's otherwise: kdlab.models.registry), ImageNet's (torchvision pretrained weights), or none."""
+    from kdlab.models.registry import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+
+    if choice == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+    if choice == "none":
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "none"
+    if choice != "dataset":
+        raise KdlabError(f"--norm '{choice}': choose one of {', '.join(NORMALISATIONS)}")
+    if dataset == "cifar100":
+        return CIFAR100_MEAN, CIFAR100_STD, "cifar100"
+    return CIFAR10_MEAN, CIFAR10_STD, "cifar10"
+
+
 def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float | None = None,
                     alpha: float | None = None,
                     steps: int | None = None, restarts: int | None = None, n: int = 1000, batch_size: int = 256,
                     seed: int = 0, data: str | None = None, out: Path = Path("results/eval.csv"),
-                    sanity: bool = False, eps_sweep: list[float] | None = None, progress=None) -> EvalReport:
+                    sanity: bool = False, eps_sweep: list[float] | None = None, progress=None,
+                    arch: str | None = None, num_classes: int | None = None, norm: str = "dataset") -> EvalReport:
+    """Evaluate a run directory or checkpoint and append its rows to ``out``.
+
+    With ``arch`` the checkpoint is one kdlab did not write -- a plain state dict of that architecture (a kdlab
+    name or ``torchvision:<name>``) -- wrapped with the test set's normalisation (``norm``); its rows record
+    the architecture, ``checkpoint_kind`` external and the normalisation used."""
     from kdlab.attacks import AttackSpec
     from kdlab.checkpoint import load_model
     from kdlab.evaluate import eps_sweep as sweep
@@ -99,7 +125,11 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
     from kdlab.sanity import sanity_check
     from kdlab.tasks.classification import load_data, test_selection
 
+    if arch is None and num_classes is not None:
+        raise KdlabError("--num-classes applies to external checkpoints: give --arch NAME as well")
     resolved = resolve_target(target)
+    if arch is not None:
+        resolved = replace(resolved, recipe=None)  # an external checkpoint: nothing beside it describes it
     if resolved.recipe is not None and resolved.recipe.task == "detection":
         _refuse_attack_options(attack=attacks, eps=eps, alpha=alpha, steps=steps, restarts=restarts, sanity=sanity,
                                eps_sweep=eps_sweep, data=data)
@@ -109,7 +139,20 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
     data_spec = _data_spec(resolved, data)
     base = resolved.recipe or validate_recipe({"model": {"arch": "resnet_small"}})
     dataset = load_data(base.model_copy(update={"data": data_spec}))
-    model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
+    norm_label = None
+    if arch is not None:
+        from kdlab.checkpoint import load_external_model
+
+        mean, std, norm_label = normalisation(norm, data_spec.dataset)
+        model = load_external_model(resolved.checkpoint, arch, num_classes=num_classes, mean=mean, std=std)
+        with torch.no_grad():
+            classes = model(dataset.test.images[:1].float().div(255)).shape[1]
+        if classes != dataset.num_classes:
+            raise KdlabError(f"{resolved.checkpoint} as {arch} predicts {classes} classes but {data_spec.dataset} "
+                             f"has {dataset.num_classes}: pass --num-classes {dataset.num_classes} or another --data")
+        payload = {"arch": arch}
+    else:
+        model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
     model = model.to(base.torch_device())
     images, labels = test_selection(dataset.test, min(n, len(dataset.test)), seed)
 
@@ -138,6 +181,8 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
         "checkpoint": str(resolved.checkpoint),
         "checkpoint_sha256": file_digest(resolved.checkpoint),
         "arch": payload.get("arch"),
+        "checkpoint_kind": "external" if arch is not None else "kdlab",
+        "normalisation": norm_label or "in checkpoint",
         "dataset": data_spec.dataset,
         "data_root": data_spec.root or "",
         "test_sha256": test_set_digest(images, labels),
