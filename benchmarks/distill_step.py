@@ -2,7 +2,7 @@
 
 kdlab step = mixup + teacher forward (no grad, taps on blocks 2-4) + student forward with taps
 + mixup-CE + KD + 3 ACM terms (1x1 connectors) + backward + SGD step, through the engine's
-``MixACM.training_step``. Floor = the same teacher no-grad forward and student
+``MixACM.forward``. Floor = the same teacher no-grad forward and student
 forward/CE/backward/SGD step written in plain PyTorch on the same batch: the work any
 implementation must do. The ratio kdlab/floor is the overhead of kdlab's losses, taps and
 connectors (target <= 1.10).
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from kdlab.data.classification import ImageSet, iterate_batches
 from kdlab.methods.mixacm import MixACM
 from kdlab.models.registry import build_classifier
-from kdlab.recipe import MethodSpec
+from kdlab.methods.settings import MixACMSettings
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -48,7 +48,7 @@ def main() -> None:
 
     teacher = build_classifier("resnet_small", 10, width=args.teacher_width).eval()
     student = build_classifier("resnet_small", 10, width=args.student_width)
-    method = MixACM(student, teacher, MethodSpec())
+    method = MixACM(student, teacher, MixACMSettings())
     optimizer = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9)
     floor_optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
     data = ImageSet(torch.randint(0, 256, (args.batch_size * 4, 3, 32, 32), dtype=torch.uint8),
@@ -58,7 +58,7 @@ def main() -> None:
     method.train()
 
     def kdlab_step() -> None:
-        result = method.training_step((images, labels), generator)
+        result = method((images, labels), generator)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         optimizer.step()

@@ -230,6 +230,10 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
         raise KdlabError("choose exactly one of --components, --blocks 2,3,4 or --grid KEY=V1,V2")
     if (components or blocks is not None) and not base.is_distillation:
         raise KdlabError(f"{recipe_path} is a training recipe; --components and --blocks need a distill recipe")
+    if (components or blocks is not None) and base.method.name != "mixacm":
+        flag = "--components" if components else "--blocks"
+        raise KdlabError(f"{flag} ablates MixACM's terms but {recipe_path} uses method {base.method.name}: use "
+                         f"--grid KEY=V1,V2 (e.g. --grid method.weight=1,10)")
     if components:
         kind, cells, include_teacher = "components", component_cells(base), True
     elif blocks is not None:
@@ -335,7 +339,9 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
         row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
     row.update({key: summary.get(key) for key in ("arch", "eval_n", "eval_eps", "eval_steps")})  # plot titles
     row["flag"] = summary.get("flag") or ""  # a degenerate (collapsed) model's robust accuracy means nothing
-    row["wall_seconds"] = summary.get("wall_seconds")
+    # training cost: wall time, training images per second, student passes and teacher forwards per image
+    for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
+        row[key] = summary.get(key)
     row["run_dir"] = summary.get("run_dir")
     return row
 

@@ -2,7 +2,9 @@
 
 A *method* is an ``nn.Module`` whose registered submodules are exactly what is trained and
 checkpointed (the student plus any connectors/adapters; a frozen teacher is held outside
-the module tree) and whose ``training_step(batch, generator)`` returns a :class:`StepResult`.
+the module tree) and whose ``forward(batch, generator)`` returns a :class:`StepResult`. The engine
+calls ``method(batch, generator)``, so a wrapper that hooks ``forward`` (``DistributedDataParallel``,
+which synchronises the gradients of calls that go through it) sees every step.
 The engine owns everything else: optimizer, learning-rate schedule, progress, per-epoch
 ``last.pt`` (weights, optimizer, scheduler, RNG state, history), ``best.pt`` chosen on the
 validation split by the metric the task names (``select``: e.g. PGD accuracy for robust runs),
@@ -42,7 +44,7 @@ class StepResult:
 
 
 class TrainableMethod(Protocol):
-    def training_step(self, batch: Any, generator: torch.Generator) -> StepResult: ...
+    def __call__(self, batch: Any, generator: torch.Generator) -> StepResult: ...
 
 
 @dataclass
@@ -170,7 +172,7 @@ def fit(
         for step, batch in enumerate(data.batches(generator), start=1):
             if step > steps_per_epoch:
                 break
-            result = method.training_step(batch, generator)
+            result = method(batch, generator)
             if not torch.isfinite(result.loss):
                 shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in result.terms.items())
                 raise KdlabError(

@@ -105,9 +105,9 @@ def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_
         return _single_view(recipe.trained_model.arch, student, image_size)
     teacher, teacher_arch = _teacher(recipe, num_classes)
     student_rows, teacher_rows = _describe(student, image_size), _describe(teacher, image_size)
-    acm = recipe.method.acm
+    acm = getattr(recipe.method, "acm", None)  # only MixACM pairs blocks through ACM
     pairs = [(_index_of(student, student_rows, s), _index_of(teacher, teacher_rows, t))
-             for s, t in (acm.block_pairs if acm.weight > 0 else [])]
+             for s, t in (acm.block_pairs if acm is not None and acm.weight > 0 else [])]
     to_teacher: dict[Any, list[str]] = {}
     for s, t in pairs:
         to_teacher.setdefault(s, []).append(str(t))
@@ -128,7 +128,8 @@ def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_
     if pairs:
         pairing = "ACM pairs (student → teacher): " + ", ".join(f"{s} → {t}" for s, t in pairs)
     else:
-        pairing = "no ACM term (method.acm.weight = 0)"
+        pairing = ("no ACM term (method.acm.weight = 0)" if acm is not None
+                   else f"method {recipe.method.name} (no ACM pairs)")
     title = (f"{recipe.name}: student {recipe.trained_model.arch} ({_millions(student)}), "
              f"teacher {teacher_arch} ({_millions(teacher)}); {pairing}")
     return BlockView(title, PAIRED_COLUMNS, rows)

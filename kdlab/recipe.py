@@ -22,9 +22,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, ValidationError, model_validator
 
 from kdlab.errors import KdlabError
+from kdlab.methods.settings import (  # noqa: F401  (re-exported: the sections' historical home)
+    DEFAULT_METHOD,
+    SETTINGS,
+    ACMSpec,
+    FeatureKDSpec,
+    KDSpec,
+    MethodSettings,
+    MixupSpec,
+    owner_of,
+    settings_class,
+)
+from kdlab.schema import BlockKey, Section  # noqa: F401
 
 
 def parse_fraction(value: Any) -> Any:
@@ -44,11 +56,6 @@ def parse_fraction(value: Any) -> Any:
 SCHEMA_VERSION = 2
 
 Fraction = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
-BlockKey = int | str
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- data, models
@@ -115,85 +122,18 @@ class TeacherSpec(Section):
 
 
 # --------------------------------------------------------------------------- method
-class MixupSpec(Section):
-    enabled: bool = True
-    alpha: float = Field(1.0, gt=0)
+def _method_settings(value: Any) -> Any:
+    """Validate ``method:`` with the settings class its ``name`` selects (the name is filled in by the recipe)."""
+    if isinstance(value, MethodSettings) or not isinstance(value, dict):
+        return value
+    if value.get("name") not in SETTINGS:
+        settings_class(value.get("name"), "classification")  # raises: unknown name, with the choices
+    return SETTINGS[value["name"]].model_validate(value)
 
 
-class KDSpec(Section):
-    weight: float = Field(1.0, ge=0, description="0 turns soft labels off")
-    temperature: float = Field(4.0, gt=0)
-
-
-class ACMSpec(Section):
-    weight: float = Field(10.0, ge=0, description="0 turns ACM off; multiplies every block's beta")
-    blocks: list[BlockKey] = Field(default_factory=lambda: [2, 3, 4], description="student blocks tapped")
-    teacher_blocks: list[BlockKey] | None = Field(
-        None, description="the teacher block paired with each student block, in order (default: same keys)"
-    )
-    block_weights: list[float] | None = None
-    p: float = Field(1.0, gt=0)
-    normalize: Literal["l2", "none"] = "l2"
-    distance: Literal["squared_l2", "l1", "cosine"] = "squared_l2"
-    connector: Literal["auto", "conv1x1", "conv1x1-bn", "identity"] = Field(
-        "auto", description="auto: identity when channels match, else a plain 1x1 conv"
-    )
-
-    @model_validator(mode="after")
-    def _weights_match_blocks(self) -> ACMSpec:
-        if self.block_weights is not None and len(self.block_weights) != len(self.blocks):
-            raise ValueError(
-                f"acm.block_weights has {len(self.block_weights)} entries but acm.blocks has {len(self.blocks)}"
-            )
-        if self.teacher_blocks is not None and len(self.teacher_blocks) != len(self.blocks):
-            raise ValueError(
-                f"acm.teacher_blocks has {len(self.teacher_blocks)} entries but acm.blocks has "
-                f"{len(self.blocks)}: give one teacher block per student block, in the same order"
-            )
-        return self
-
-    @property
-    def block_pairs(self) -> list[tuple[BlockKey, BlockKey]]:
-        """(student block, teacher block) per ACM term: ``teacher_blocks`` when given, else the same keys."""
-        return list(zip(self.blocks, self.teacher_blocks if self.teacher_blocks is not None else self.blocks))
-
-
-class FeatureKDSpec(Section):
-    """Feature distillation on detector FPN levels (Structural KD): L_det + weight * sum_levels ``kind``."""
-
-    kind: Literal["none", "l1", "l2", "ssim"] = Field(
-        "ssim",
-        description="per-level loss, a mean over the level: ssim (form: ssim_form), l1 = |psi_s - psi_t|, "
-        "l2 = (psi_s - psi_t)^2, or none (no teacher forward)",
-    )
-    weight: float = Field(
-        2.0,
-        ge=0,
-        description="lambda, multiplies the per-level loss summed over FPN levels; per level ssim halved, "
-        "l1 and l2 (with psi) lie in [0, 1], ssim one_minus in [0, 2]; "
-        "2 = the paper's (2 and 4 best, for (1 - SSIM)/2)",
-    )
-    ssim_form: Literal["halved", "one_minus"] = Field(
-        "halved",
-        description="ssim per-level loss: halved = mean (1 - SSIM)/2 (the paper's L_SSIM, "
-        "kornia.losses.ssim_loss), one_minus = mean (1 - SSIM), twice as large for the same lambda",
-    )
-    components: Literal["lcs", "cs", "s"] = Field(
-        "lcs", description="SSIM terms: lcs = full SSIM, cs = contrast-structure, s = structure only"
-    )
-    normalize: Literal["sample_channel", "level", "none"] = Field(
-        "sample_channel", description="psi: min-max to [0, 1] per (sample, channel) map, per sample, or none"
-    )
-    adapter: bool = Field(False, description="learned 1x1 conv per student FPN level (needed if FPN widths differ)")
-
-
-class MethodSpec(Section):
-    name: Literal["mixacm", "skd"] = "mixacm"
-    label_weight: float = Field(1.0, ge=0, description="w_mix: weight of the (mixup) cross-entropy")
-    mixup: MixupSpec = MixupSpec()
-    kd: KDSpec = KDSpec()
-    acm: ACMSpec = ACMSpec()
-    feature: FeatureKDSpec = FeatureKDSpec()
+# A union discriminated by method.name over the registry (kdlab.methods.settings), so a method registered
+# after this module is imported (a plug-in, a test) validates like a built-in one.
+MethodSection = Annotated[SerializeAsAny[MethodSettings], BeforeValidator(_method_settings)]
 
 
 # --------------------------------------------------------------------------- train, eval, output
@@ -267,10 +207,34 @@ class Recipe(Section):
     model: ModelSpec | None = None
     student: ModelSpec | None = None
     teacher: TeacherSpec | None = None
-    method: MethodSpec = MethodSpec()
+    method: MethodSection = Field(default_factory=lambda: SETTINGS[DEFAULT_METHOD["classification"]]())
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_the_method(cls, data: Any) -> Any:
+        """Fill in ``method.name`` (the task's default method) and refuse a method that does not fit the task."""
+        if not isinstance(data, dict):
+            return data
+        task = data.get("task", "classification")
+        if task not in DEFAULT_METHOD:
+            return data  # the task field reports it
+        method = data.get("method")
+        if method is None:
+            method = {}
+        if isinstance(method, MethodSettings):
+            settings_class(method.name, task)
+            return data
+        if not isinstance(method, dict):
+            raise ValueError("method: must be a mapping with name: and the method's settings")
+        if "name" in method and method["name"] != DEFAULT_METHOD[task] and "model" in data:
+            raise ValueError(f"method.name: {method['name']} needs a distillation recipe (student: + teacher:); "
+                             f"a training recipe (model:) trains with train.adversarial: drop method")
+        name = method.get("name", DEFAULT_METHOD[task])
+        settings_class(name, task)
+        return {**data, "method": {**method, "name": name}}
 
     @model_validator(mode="after")
     def _one_kind_of_recipe(self) -> Recipe:
@@ -332,12 +296,15 @@ class Recipe(Section):
         are not silently reused, since their key changes too. Writing a default explicitly names the
         same run as leaving it out.
         """
-        # Where the images live (memory or disk) and which device runs it do not change the numbers, nor do
-        # the settings of the other task's method; unset options (null) are left out, so adding an option
-        # whose null default keeps today's behaviour does not rename every run.
-        unused = {"feature"} if self.task == "classification" else {"label_weight", "mixup", "kd", "acm"}
-        excluded = {"name": True, "output": True, "device": True, "data": {"in_memory"}, "method": unused}
+        # Where the images live (memory or disk) and which device runs it do not change the numbers; unset
+        # options (null) are left out, so adding an option whose null default keeps today's behaviour does not
+        # rename every run. The method section holds only its own method's settings.
+        excluded = {"name": True, "output": True, "device": True, "data": {"in_memory"}}
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
+        if self.task == "detection" and not self.is_distillation:
+            # Before methods were a union, a detection training recipe carried the classification default's
+            # name (mixacm) beside its feature settings: kept, so cached detection teachers keep their keys.
+            identity["method"]["name"] = "mixacm"
         payload = json.dumps([SCHEMA_VERSION, identity, list(extra)], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
@@ -348,10 +315,16 @@ def _closest(name: str, candidates: list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(candidates)})"
 
 
-def _section_model(location: tuple) -> type[BaseModel] | None:
-    """The pydantic model that holds the key at ``location`` (for did-you-mean suggestions)."""
+def _section_model(location: tuple, method_name: Any = None) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``location`` (for did-you-mean suggestions); under ``method`` the
+    settings class of the recipe's method."""
     model: Any = Recipe
-    for part in location[:-1]:
+    for index, part in enumerate(location[:-1]):
+        if index == 0 and part == "method":
+            model = SETTINGS.get(method_name)
+            if model is None:
+                return None
+            continue
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return None
@@ -363,14 +336,18 @@ def _section_model(location: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, method_name: Any = None) -> str:
     location = tuple(part for part in error["loc"] if not str(part).startswith("function-after"))
     path = ".".join(str(part) for part in location)
     if error["type"] == "extra_forbidden":
-        owner = _section_model(location)
+        owner = _section_model(location, method_name)
         key = location[-1]
         where = ".".join(str(p) for p in location[:-1]) or "the top level"
-        hint = _closest(str(key), list(owner.model_fields)) if owner else ""
+        others = owner_of(str(key)) if location[:-1] == ("method",) else []
+        if others and method_name not in others:
+            return (f"unknown key '{key}' in method: '{key}' is a setting of {' and '.join(others)}, not of "
+                    f"{method_name}; drop it or set method.name")
+        hint = _closest(str(key), [k for k in owner.model_fields]) if owner else ""
         return f"unknown key '{key}' in {where}{hint}"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "missing":
@@ -378,6 +355,13 @@ def _describe(error: dict) -> str:
     got = error.get("input")
     shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
     return f"{path or 'recipe'}: {message}{shown}"
+
+
+def _method_name(raw: dict) -> Any:
+    method = raw.get("method")
+    if isinstance(method, dict) and "name" in method:
+        return method["name"]
+    return DEFAULT_METHOD.get(raw.get("task", "classification"))
 
 
 def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
@@ -389,7 +373,7 @@ def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
         first = error.errors()[0]
         more = error.error_count() - 1
         suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise KdlabError(f"{source}: {_describe(first)}{suffix}") from None
+        raise KdlabError(f"{source}: {_describe(first, _method_name(raw))}{suffix}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

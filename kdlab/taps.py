@@ -81,12 +81,14 @@ class FeatureTaps:
     digit strings become block indices on models with ``blocks()``); ``paths[key]`` is the resolved module
     path. All keys are resolved before any hook is registered, and every hook is removed on exit, also when
     the body raises.
-    ``detach=True`` stores ``output.detach()`` (use for teacher features).
+    ``detach=True`` stores ``output.detach()`` (use for teacher features). ``inputs=True`` records each tapped
+    module's (first) input instead of its output: e.g. the penultimate features, the input of the final linear layer.
     """
 
-    def __init__(self, model: nn.Module, keys: Iterable[TapKey], detach: bool = False):
+    def __init__(self, model: nn.Module, keys: Iterable[TapKey], detach: bool = False, inputs: bool = False):
         self.model = model
         self.detach = detach
+        self.inputs = inputs
         self.keys: list[TapKey] = [_normalise_key(model, k) for k in keys]
         self.paths: dict[TapKey, str] = {}
         self.features: dict[TapKey, Any] = {}
@@ -94,6 +96,8 @@ class FeatureTaps:
 
     def _make_hook(self, key: TapKey):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if self.inputs:
+                output = inputs[0]
             if self.detach:
                 output = _detach(output)
             self.features[key] = output

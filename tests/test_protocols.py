@@ -209,9 +209,11 @@ def test_paired_interval_separates_only_a_consistent_difference():
     assert not noisy.separated and noisy.render().endswith("not separated")
 
 
-def test_options_a_run_does_not_use_leave_its_key_alone():
+def test_options_a_run_does_not_use_are_refused_and_the_ones_it_uses_enter_its_key():
     classification = validate_recipe(DISTILL)
-    assert validate_recipe({**DISTILL, "method": {"feature": {"kind": "l1"}}}).key() == classification.key()
+    # another method's settings used to be accepted and ignored; a method section holds only its own now
+    with pytest.raises(KdlabError, match="'feature' is a setting of skd, not of mixacm"):
+        validate_recipe({**DISTILL, "method": {"feature": {"kind": "l1"}}})
     assert validate_recipe({**DISTILL, "method": {"kd": {"weight": 2.0}}}).key() != classification.key()
 
 

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from kdlab.data.detection import iterate_detection_batches, make_synthetic_shapes
 from kdlab.errors import KdlabError
+from kdlab.methods.settings import SKDSettings
 from kdlab.methods.skd import StructuralKD
 from kdlab.models.detection import build_detector
-from kdlab.recipe import MethodSpec, load_recipe
+from kdlab.recipe import load_recipe
 from kdlab.run import run_recipe
 from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
 from tests.test_ssim import reference_ssim_maps
@@ -37,8 +38,8 @@ def detector(channels: int = 8, backbone: str = "resnet18", **options) -> torch.
     return build_detector("fasterrcnn", backbone, NUM_CLASSES, SIZE, SIZE, fpn_channels=channels, **TINY, **options)
 
 
-def method_spec(kind: str = "ssim", adapter: bool = False, weight: float = 1.0) -> MethodSpec:
-    return MethodSpec(name="skd", feature={"kind": kind, "adapter": adapter, "weight": weight})
+def method_spec(kind: str = "ssim", adapter: bool = False, weight: float = 1.0) -> SKDSettings:
+    return SKDSettings(feature={"kind": kind, "adapter": adapter, "weight": weight})
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_loss_is_the_detectors_losses_plus_lambda_times_a_reference_feature_term
     torch.manual_seed(0)
     teacher, student = detector(norm="frozen").eval(), detector(norm="frozen")  # frozen BN: train = eval
     feature = {"kind": kind, "ssim_form": form} | ({} if weight is None else {"weight": weight})
-    method = StructuralKD(student, teacher, MethodSpec(name="skd", feature=feature))
+    method = StructuralKD(student, teacher, SKDSettings(feature=feature))
     method.train()
     images, targets = batch
     lam = 2.0 if weight is None else weight  # the default lambda is the paper's, 2

@@ -32,42 +32,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.connectors import build_connector
 from kdlab.engine import StepResult
 from kdlab.losses import acm_loss, kd_loss, mix_batch, mixup_cross_entropy
-from kdlab.recipe import MethodSpec
+from kdlab.methods.base import DistillationMethod, block_channels, connector_for
+from kdlab.methods.settings import MixACMSettings
 from kdlab.taps import FeatureTaps
 
-
-def block_channels(model: nn.Module, keys: list, image_shape: tuple[int, ...]) -> list[int]:
-    """Channel count of each tapped block, from one dry forward pass."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FeatureTaps(model, keys, detach=True) as taps:
-        model(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
-    model.train(was_training)
-    return [taps.features[key].shape[1] for key in keys]
+__all__ = ["MixACM", "block_channels"]
 
 
-class MixACM(nn.Module):
-    """Registered submodules (saved, trained): ``student`` and ``connectors``; the teacher is frozen and held aside."""
+class MixACM(DistillationMethod):
+    """Registered submodules (saved, trained): ``student`` and ``connectors``; the teacher is frozen and held aside
+    (``kdlab.methods.base``). With ``kd.weight`` and ``acm.weight`` both 0 no teacher is held or run."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: MethodSpec,
+    settings_class = MixACMSettings
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: MixACMSettings,
                  image_shape: tuple[int, ...] = (3, 32, 32)):
-        super().__init__()
-        self.student = student
+        super().__init__(student, teacher, spec, image_shape)
         self.spec = spec
         self.uses_acm = spec.acm.weight > 0
         self.uses_kd = spec.kd.weight > 0
         self.connectors = nn.ModuleList()
-        self._teacher: list[nn.Module] = []
-        if self.uses_acm or self.uses_kd:
-            if teacher is None:
-                raise ValueError("KD and ACM terms need a teacher")
-            teacher.eval()
-            for parameter in teacher.parameters():
-                parameter.requires_grad_(False)
-            self._teacher.append(teacher)  # a plain list keeps it out of state_dict() and parameters()
         pairs = spec.acm.block_pairs if self.uses_acm else []
         self.blocks = [student_block for student_block, _ in pairs]
         self.teacher_blocks = [teacher_block for _, teacher_block in pairs]
@@ -76,22 +62,9 @@ class MixACM(nn.Module):
             student_channels = block_channels(student, self.blocks, image_shape)
             teacher_channels = block_channels(self.teacher, self.teacher_blocks, image_shape)
             for s_channels, t_channels in zip(student_channels, teacher_channels):
-                kind = spec.acm.connector
-                if kind == "auto":
-                    kind = "identity" if s_channels == t_channels else "conv1x1"
-                self.connectors.append(build_connector(s_channels, t_channels, kind))
+                self.connectors.append(connector_for(s_channels, t_channels, spec.acm.connector))
 
-    @property
-    def teacher(self) -> nn.Module:
-        return self._teacher[0]
-
-    def train(self, mode: bool = True) -> MixACM:
-        super().train(mode)
-        if self._teacher:
-            self.teacher.eval()  # the teacher is frozen: BN statistics and dropout stay in eval mode
-        return self
-
-    def training_step(self, batch, generator: torch.Generator) -> StepResult:
+    def forward(self, batch, generator: torch.Generator) -> StepResult:
         images, labels = batch
         spec = self.spec
         if spec.mixup.enabled:
@@ -102,12 +75,10 @@ class MixACM(nn.Module):
 
         teacher_logits = None
         teacher_taps = None
-        if self._teacher:
-            with torch.no_grad(), FeatureTaps(self.teacher, self.teacher_blocks, detach=True) as teacher_taps:
-                teacher_logits = self.teacher(inputs)
+        if self.distills:
+            teacher_logits, teacher_taps = self.teacher_outputs(inputs, self.teacher_blocks)
         with FeatureTaps(self.student, self.blocks) as student_taps:
             logits = self.student(inputs)
-
         terms: dict[str, torch.Tensor] = {}
         if spec.mixup.enabled:
             label_loss = mixup_cross_entropy(logits, mixed.targets_a, mixed.targets_b, mixed.lam)

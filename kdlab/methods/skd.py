@@ -36,7 +36,7 @@ Readings chosen where the paper leaves room (each one is a recipe option):
 * SSIM: full SSIM (``components: lcs``), 11-tap Gaussian window with sigma 1.5 (Wang et al. 2004), C1 and C2 for
   L = 1.
 
-The teacher is held outside the module tree (a plain list, as in ``MixACM``): it is frozen (``requires_grad``
+The teacher is held outside the module tree (``kdlab.methods.base``): it is frozen (``requires_grad``
 False), always in eval mode and run under ``no_grad``, so it is neither trained nor checkpointed, and the
 student's forward pass that produces the detection losses also provides its FPN levels (one forward).
 """
@@ -48,7 +48,8 @@ from torch import nn
 
 from kdlab.engine import StepResult
 from kdlab.losses.multilevel import multilevel_feature_loss
-from kdlab.recipe import MethodSpec
+from kdlab.methods.base import DistillationMethod
+from kdlab.methods.settings import SKDSettings
 
 
 def level_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -61,7 +62,7 @@ def level_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-class StructuralKD(nn.Module):
+class StructuralKD(DistillationMethod):
     """Registered submodules (trained, saved in ``last.pt``): ``student`` and, optionally, ``adapters``.
 
     ``teacher`` may be None (a teacher's own training recipe): then the step is the detector's losses alone.
@@ -69,51 +70,33 @@ class StructuralKD(nn.Module):
     ``feature.kind`` is ``none``, so every cell of a ``kind`` ablation distils from (or ignores) the same teacher.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: MethodSpec):
-        super().__init__()
+    settings_class = SKDSettings
+    teacher_optional = True
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: SKDSettings,
+                 image_shape: tuple[int, ...] = (3, 32, 32)):
         from kdlab.models.detection import check_fpn_compatible, fpn_level_channels
 
-        self.student = student
-        self.feature = spec.feature
-        self._teacher: list[nn.Module] = []
-        self.adapters = nn.ModuleDict()
         if teacher is not None:
-            check_fpn_compatible(teacher, student, adapter=self.feature.adapter)
-        if teacher is not None and self.feature.kind != "none":
-            teacher.eval()
-            for parameter in teacher.parameters():
-                parameter.requires_grad_(False)
-            self._teacher.append(teacher)  # a plain list keeps it out of state_dict() and parameters()
-            if self.feature.adapter:
-                student_levels, teacher_levels = fpn_level_channels(student), fpn_level_channels(teacher)
-                for name, channels in student_levels.items():
-                    self.adapters[name] = level_adapter(channels, teacher_levels[name])
+            check_fpn_compatible(teacher, student, adapter=spec.feature.adapter)
+        super().__init__(student, teacher, spec, image_shape)
+        self.feature = spec.feature
+        self.adapters = nn.ModuleDict()
+        if self.distills and self.feature.adapter:
+            student_levels, teacher_levels = fpn_level_channels(student), fpn_level_channels(self.teacher)
+            for name, channels in student_levels.items():
+                self.adapters[name] = level_adapter(channels, teacher_levels[name])
 
-    @property
-    def teacher(self) -> nn.Module | None:
-        return self._teacher[0] if self._teacher else None
-
-    @property
-    def distills(self) -> bool:
-        """True when a step runs the teacher and adds the feature term."""
-        return bool(self._teacher)
-
-    def train(self, mode: bool = True) -> StructuralKD:
-        super().train(mode)
-        if self._teacher:
-            self._teacher[0].eval()  # frozen: BN statistics stay the teacher's own
-        return self
-
-    def training_step(self, batch, generator: torch.Generator) -> StepResult:
+    def forward(self, batch, generator: torch.Generator) -> StepResult:
         from kdlab.models.detection import capture_fpn, fpn_levels
 
         images, targets = batch
         with capture_fpn(self.student) as student_levels:
             losses = self.student(images, targets)
         terms: dict[str, torch.Tensor] = dict(losses)
-        if self._teacher:
+        if self.distills:
             with torch.no_grad():
-                teacher_levels = fpn_levels(self._teacher[0], images)
+                teacher_levels = fpn_levels(self.teacher, images)
             feature = self.feature
             terms[f"feat_{feature.kind}"] = multilevel_feature_loss(
                 dict(student_levels),

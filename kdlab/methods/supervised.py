@@ -33,7 +33,22 @@ class SupervisedTraining(nn.Module):
         self.model = model
         self.adversarial = adversarial
 
+    @property
+    def passes(self) -> float:
+        """Forward+backward passes per training image: 1 (standard), 1 + steps (PGD), 2 (FGSM-RS: one attack
+        step), 3 + steps (TRADES: the inner steps, then clean, adversarial and the second clean pass)."""
+        spec = self.adversarial
+        return {"none": 1.0, "pgd": 1.0 + spec.steps, "fgsm-rs": 2.0, "trades": 3.0 + spec.steps}[spec.method]
+
+    @property
+    def teacher_forwards(self) -> float:
+        return 0.0
+
     def training_step(self, batch, generator: torch.Generator) -> StepResult:
+        """The step under its older name; goes through ``forward`` like the engine's call."""
+        return self(batch, generator)
+
+    def forward(self, batch, generator: torch.Generator) -> StepResult:
         images, labels = batch
         spec = self.adversarial
         if spec.method == "trades":

@@ -31,6 +31,12 @@ class TrainingSetup:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def training_cost(method: nn.Module) -> dict[str, float]:
+    """A method's declared cost per training image: student forward+backward passes (``passes_per_image``: 1 for
+    a plain step, 1 + k with a k-step inner maximisation) and teacher forward passes, counted apart."""
+    return {"passes_per_image": float(method.passes), "teacher_forwards_per_image": float(method.teacher_forwards)}
+
+
 class Task(Protocol):
     name: str
 

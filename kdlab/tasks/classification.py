@@ -1,4 +1,5 @@
-"""Image classification: in-memory CIFAR-style data, supervised/adversarial training or MixACM, robust accuracy."""
+"""Image classification: in-memory CIFAR-style data, supervised/adversarial training or a registered distillation
+method (``method.name``), robust accuracy."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe
-from kdlab.tasks import TrainingSetup
+from kdlab.tasks import TrainingSetup, training_cost
 
 
 def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,10 +127,10 @@ class ClassificationTask:
         device = recipe.torch_device()
         model = build_model("classification", spec.arch, data.num_classes, spec.build_options()).to(device)
         if teacher is not None:
-            teacher = teacher.to(device)
-            from kdlab.methods.mixacm import MixACM
+            from kdlab.methods.registry import build_method
 
-            method: nn.Module = MixACM(model, teacher, recipe.method, image_shape=tuple(data.train.images.shape[1:]))
+            method: nn.Module = build_method(recipe.method, model, teacher.to(device),
+                                             image_shape=tuple(data.train.images.shape[1:]))
         else:
             from kdlab.methods.supervised import SupervisedTraining
 
@@ -145,7 +146,7 @@ class ClassificationTask:
         )
         return TrainingSetup(model=model, method=method, source=source, validate=validation(model, data, recipe),
                              num_classes=data.num_classes, classes=list(data.classes),
-                             summary={"train_images": len(data.train)})
+                             summary={"train_images": len(data.train), **training_cost(method)})
 
     def evaluate(self, model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, float]:
         return evaluate_classifier(model, data, recipe, progress=progress)

@@ -34,7 +34,7 @@ from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
 from kdlab.evaluate_detection import METRICS, evaluate_detector
 from kdlab.recipe import ModelSpec, Recipe
-from kdlab.tasks import TrainingSetup
+from kdlab.tasks import TrainingSetup, training_cost
 
 
 def load_data(recipe: Recipe):
@@ -124,16 +124,13 @@ class DetectionTask:
 
     def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
         from kdlab.data.detection import iterate_detection_batches
-        from kdlab.methods.skd import StructuralKD
+        from kdlab.methods.registry import build_method
 
-        if recipe.is_distillation and recipe.method.name != "skd":
-            raise KdlabError(
-                f"detection distillation uses Structural KD: set method.name: skd (got '{recipe.method.name}')"
-            )
         num_classes = self.num_classes(data)
         role = "student" if recipe.is_distillation else "model"
         model = build_detection_model(recipe.trained_model, num_classes, role)
-        method = StructuralKD(model, teacher, recipe.method)
+        # A training recipe runs the same step without a teacher (the detector's losses alone).
+        method = build_method(recipe.method, model, teacher)
 
         train, batch_size, augment = data.train, recipe.data.batch_size, recipe.data.augment
         if len(train) == 0:
@@ -157,7 +154,8 @@ class DetectionTask:
 
         return TrainingSetup(model=model, method=method, source=source, validate=validate,
                              num_classes=num_classes, classes=list(data.class_names),
-                             summary={"train_images": len(train), "backbone": recipe.trained_model.backbone})
+                             summary={"train_images": len(train), "backbone": recipe.trained_model.backbone,
+                                      **training_cost(method)})
 
     def evaluate(self, model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, Any]:
         return evaluate_split(model, data, recipe)  # COCO AP over the split: no per-batch progress yet

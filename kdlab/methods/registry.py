@@ -1,0 +1,56 @@
+"""The registry of distillation methods by name: ``method.name`` in a recipe -> the class that trains it.
+
+Adding a method: write its settings class (``kdlab.methods.settings``, registered with ``@register_settings``)
+and its file (a :class:`~kdlab.methods.base.DistillationMethod` subclass naming ``settings_class``), then add
+one line to :data:`METHODS` below. A method defined elsewhere (a plug-in, a test) calls :func:`register_method`
+with its class; that also adds its settings to the recipe's ``method`` union, so recipes validated afterwards
+in the same process accept it.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from kdlab.methods.at import AttentionTransfer
+from kdlab.methods.base import DistillationMethod
+from kdlab.methods.fitnet import FitNet
+from kdlab.methods.kd import KD
+from kdlab.methods.mixacm import MixACM
+from kdlab.methods.rrm import RobustRepresentationMatching
+from kdlab.methods.settings import SETTINGS, MethodSettings, register_settings
+from kdlab.methods.skd import StructuralKD
+
+METHODS: dict[str, type[DistillationMethod]] = {
+    "mixacm": MixACM,
+    "skd": StructuralKD,
+    "kd": KD,
+    "fitnet": FitNet,
+    "at": AttentionTransfer,
+    "rrm": RobustRepresentationMatching,
+}
+
+
+def register_method(cls: type[DistillationMethod]) -> type[DistillationMethod]:
+    """Register ``cls`` (and its ``settings_class``) under the settings' name; usable as a decorator."""
+    register_settings(cls.settings_class)
+    name = cls.settings_class.model_fields["name"].default
+    if METHODS.get(name, cls) is not cls:
+        raise ValueError(f"method '{name}' is already registered as {METHODS[name].__name__}")
+    METHODS[name] = cls
+    return cls
+
+
+def unregister_method(name: str) -> None:
+    """Remove a registered method and its settings (tests registering a toy method clean up with it)."""
+    METHODS.pop(name, None)
+    SETTINGS.pop(name, None)
+
+
+def build_method(settings: MethodSettings, student: nn.Module, teacher: nn.Module | None,
+                 image_shape: tuple[int, ...] = (3, 32, 32)) -> DistillationMethod:
+    """The method ``settings.name`` names, around ``student`` and the (frozen) ``teacher``."""
+    cls = METHODS.get(settings.name)
+    if cls is None:
+        raise ValueError(f"method '{settings.name}' has settings but no registered class: call register_method")
+    return cls(student, teacher, settings, image_shape=image_shape)
+
