@@ -73,6 +73,75 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
     return teacher, info
 
 
+# --------------------------------------------------------------------------- identical experiments, one key
+# Block-key fields of method settings, student field -> its teacher field (None there: "the same key").
+BLOCK_FIELDS = {"blocks": "teacher_blocks", "block": "teacher_block"}
+
+
+def _block_index(model: nn.Module) -> dict[str, int]:
+    """Module path -> block index for a model that numbers its blocks (``blocks()``); empty otherwise."""
+    try:
+        return {block.path: block.index for block in model.blocks()}
+    except (AttributeError, KdlabError):
+        return {}
+
+
+def _canonical(keys, index: dict[str, int]):
+    """A block key (or list) with every module path that names a block replaced by that block's index."""
+    if isinstance(keys, list):
+        return [_canonical(key, index) for key in keys]
+    if isinstance(keys, str):
+        return int(keys.strip()) if keys.strip().isdigit() else index.get(keys.strip(), keys)
+    return keys
+
+
+def _has_path(section: Any) -> bool:
+    """Whether a method section gives any block key as a string (a module path or a digit string)."""
+    if not isinstance(section, dict):
+        return False
+    for key, value in section.items():
+        if key in BLOCK_FIELDS or key in BLOCK_FIELDS.values():
+            if any(isinstance(item, str) for item in (value if isinstance(value, list) else [value])):
+                return True
+        elif _has_path(value):
+            return True
+    return False
+
+
+def _canonical_section(section: dict, student: dict[str, int], teacher: dict[str, int]) -> None:
+    for key, value in section.items():
+        if isinstance(value, dict):
+            _canonical_section(value, student, teacher)
+    for field, teacher_field in BLOCK_FIELDS.items():
+        if field not in section:
+            continue
+        given = section[field]
+        teacher_keys = section.get(teacher_field)
+        section[field] = _canonical(given, student)
+        paired = _canonical(given if teacher_keys is None else teacher_keys, teacher)
+        # "the same keys" is written as null, so an explicit pairing equal to the student's keys is the same run
+        section[teacher_field] = None if paired == section[field] else paired
+
+
+def canonical_blocks(recipe: Recipe, num_classes: int, teacher: nn.Module | None) -> Recipe:
+    """The recipe with method block keys given by module path (``net.stage2``) replaced by the block index they
+    name (``3``), for the student and the teacher alike, so ``[3, 4]`` and ``[net.stage2, net.stage3]`` are one
+    run with one key. Paths that name no numbered block stay paths. Needs the models, so it lives here and not
+    in :meth:`Recipe.key` (which stays torch-free)."""
+    import yaml
+
+    from kdlab.models.factory import build_model
+    from kdlab.recipe import validate_recipe
+
+    raw = yaml.safe_load(recipe.to_yaml())
+    if not _has_path(raw.get("method") or {}):
+        return recipe
+    spec = recipe.trained_model
+    student = _block_index(build_model(recipe.task, spec.arch, num_classes, spec.build_options()))
+    _canonical_section(raw["method"], student, _block_index(teacher) if teacher is not None else student)
+    return validate_recipe(raw, source=f"{recipe.name} (block keys as indices)")
+
+
 # --------------------------------------------------------------------------- the run
 def run_directory(recipe: Recipe, teacher_identity: str = "") -> Path:
     return Path(recipe.output.dir) / f"{recipe.name}-{recipe.key(teacher_identity)}"
@@ -118,6 +187,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
     teacher, teacher_info = None, {}
     if recipe.is_distillation:
         teacher, teacher_info = prepare_teacher(recipe, task.num_classes(data), reporter_factory)
+    recipe = canonical_blocks(recipe, task.num_classes(data), teacher)
 
     run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
