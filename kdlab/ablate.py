@@ -186,7 +186,8 @@ def grid_cells(grid: list[str]) -> list[Cell]:
         axes.append([(key.strip(), value.strip()) for value in _split_values(values)])
     # a cell names each key by its last segment, or by its full path when two keys end alike
     last = [key.split(".")[-1] for key in grid_keys(grid)]
-    names = {key: key if last.count(key.split(".")[-1]) > 1 else key.split(".")[-1] for key in grid_keys(grid)}
+    names = {key: key if last.count(key.split(".")[-1]) > 1 else key.split(".")[-1]
+             for key in grid_keys(grid)}
     cells = []
     for combination in itertools.product(*axes):
         label = ",".join(f"{names[key]}={value}" for key, value in combination)
@@ -381,7 +382,8 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed)): (cell, seed)
+            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed)):
+                       (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):
                 cell, seed = futures[future]

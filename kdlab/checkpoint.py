@@ -131,7 +131,8 @@ def external_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     payload = _torch_load(path)
     if isinstance(payload, dict) and payload.get("format") == MODEL_FORMAT:
-        raise KdlabError(f"'{path}' is a kdlab model checkpoint, which names its own architecture: drop --arch")
+        raise KdlabError(f"'{path}' is a kdlab model checkpoint, which names its own architecture: "
+                         "drop --arch")
     if isinstance(payload, dict):
         for key in ("state_dict", "model", "net"):
             if isinstance(payload.get(key), dict):
@@ -139,8 +140,8 @@ def external_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(payload, dict) or not payload or not all(
             isinstance(v, torch.Tensor) for v in payload.values()):
-        raise KdlabError(f"'{path}' holds no state dict (a mapping of parameter names to tensors): save it with "
-                         "torch.save(model.state_dict(), path)")
+        raise KdlabError(f"'{path}' holds no state dict (a mapping of parameter names to tensors): "
+                         "save it with torch.save(model.state_dict(), path)")
     if all(key.startswith("module.") for key in payload):
         payload = {key.removeprefix("module."): value for key, value in payload.items()}
     return payload
@@ -155,8 +156,8 @@ def _classes_in(state: dict[str, torch.Tensor]) -> int | None:
 def load_external_model(path: str | Path, arch: str, *, num_classes: int | None, mean, std) -> nn.Module:
     """A plain state dict evaluated as architecture ``arch`` -- a kdlab name (``resnet_small``,
     ``preact_resnet18``, ``wrn-34-10``, default options) or ``torchvision:<name>`` -- wrapped in an
-    :class:`~kdlab.models.registry.ImageClassifier` with ``mean``/``std``, so it takes [0, 1] images like every
-    kdlab model. The class count is ``num_classes`` or read off the last linear layer. Eval mode."""
+    :class:`~kdlab.models.registry.ImageClassifier` with ``mean``/``std``, so it takes [0, 1] images like
+    every kdlab model. The class count is ``num_classes`` or read off the last linear layer. Eval mode."""
     from kdlab.models.registry import ImageClassifier, build_classifier
 
     state = external_state_dict(path)

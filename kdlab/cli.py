@@ -196,14 +196,15 @@ def eval_(
     eps_sweep: str | None = typer.Option(
         None, "--eps-sweep", help="Comma-separated eps list, e.g. 0,2/255,4/255,8/255,16/255; also writes a PNG."),
     arch: str | None = typer.Option(
-        None, "--arch", help="TARGET is a plain state dict of this architecture (a checkpoint kdlab did not write): "
-                             "resnet_small, preact_resnet18, wrn-34-10, ... or torchvision:<name>, e.g. "
-                             "torchvision:resnet18. Needs --data."),
+        None, "--arch", help="TARGET is a plain state dict of this architecture (a checkpoint kdlab did not "
+                             "write): resnet_small, preact_resnet18, wrn-34-10, ... or torchvision:<name>, "
+                             "e.g. torchvision:resnet18. Needs --data."),
     num_classes: int | None = typer.Option(
-        None, "--num-classes", min=1, help="With --arch: output classes (default: read off the last linear layer)."),
+        None, "--num-classes", min=1,
+        help="With --arch: output classes (default: read off the last linear layer)."),
     norm: str = typer.Option(
-        "dataset", "--norm", help="With --arch: input normalisation wrapped around the model: dataset (its default "
-                                  "mean/std), imagenet (torchvision pretrained weights) or none."),
+        "dataset", "--norm", help="With --arch: input normalisation wrapped around the model: dataset (its "
+                                  "default mean/std), imagenet (torchvision pretrained weights) or none."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
@@ -301,15 +302,16 @@ def ablate(
 @friendly
 def table(
     csv: Path = typer.Argument(..., help="A CSV kdlab wrote: an ablation table (results/ablations/*.csv), "
-                                         "evaluation rows (results/eval.csv) or the runs table (results/runs.csv)."),
+                                         "evaluation rows (results/eval.csv) or the runs table "
+                                         "(results/runs.csv)."),
     paper: str | None = typer.Option(
         None, "--paper", help="Reference numbers to place beside kdlab's: mixacm-components, skd-retinanet-coco."),
     baseline: str | None = typer.Option(
         None, "--baseline",
         help="Cell to compare with, seed by seed (default student-ce or kind=none when present), e.g. kind=l2."),
 ) -> None:
-    """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show the
-    latest evaluation rows or the runs table as Markdown."""
+    """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show
+    the latest evaluation rows or the runs table as Markdown."""
     from kdlab.console import console
     from kdlab.paper import PAPER_NUMBERS
     from kdlab.tables import csv_kind, render, rows_markdown
@@ -317,7 +319,8 @@ def table(
     kind = csv_kind(csv)
     if kind != "ablation":
         if paper is not None or baseline is not None:
-            raise KdlabError(f"--paper and --baseline apply to ablation tables; {csv} is a {kind} table: drop them")
+            raise KdlabError(f"--paper and --baseline apply to ablation tables; {csv} is a {kind} table: "
+                             "drop them")
         console.print(rows_markdown(csv, kind), highlight=False, soft_wrap=True)
         return
     if paper is not None and paper not in PAPER_NUMBERS:

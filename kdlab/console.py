@@ -37,8 +37,8 @@ def _fixed(column_class, *args, **kwargs):
 
 
 def _progress_columns(bar_width: int = 16) -> tuple:
-    """Name, bar, done/total, speed, ETA and elapsed: the columns every kdlab progress bar shows. Together they
-    take about 70 characters, so they fit an 80-column terminal; anything after them gives way first."""
+    """Name, bar, done/total, speed, ETA and elapsed: the columns every kdlab progress bar shows. Together
+    they take about 70 characters, so they fit an 80-column terminal; anything after them gives way first."""
     return (_fixed(TextColumn, "[bold]{task.description}"), BarColumn(bar_width=bar_width),
             _fixed(MofNCompleteColumn), _fixed(TextColumn, "{task.fields[speed]}"), _fixed(TextColumn, "eta"),
             _fixed(TimeRemainingColumn), _fixed(TimeElapsedColumn))
@@ -90,14 +90,15 @@ class RichReporter(Reporter):
 
     def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
         self.epochs = epochs
-        self.console.print(f"[bold]{self.title}[/]: {epochs} epochs of {batches_per_epoch} batches"
-                           + (f", resuming at epoch {start_epoch}" if start_epoch > 1 else ""), highlight=False)
+        resuming = f", resuming at epoch {start_epoch}" if start_epoch > 1 else ""
+        self.console.print(f"[bold]{self.title}[/]: {epochs} epochs of {batches_per_epoch} batches{resuming}",
+                           highlight=False)
         self.progress = Progress(*_progress_columns(), TermsColumn(), console=self.console)
         self.progress.start()
         total = epochs * batches_per_epoch
         done = (start_epoch - 1) * batches_per_epoch
-        self.task = self.progress.add_task(f"ep {start_epoch}/{epochs}", total=total, completed=done, speed="",
-                                           terms=[])
+        self.task = self.progress.add_task(f"ep {start_epoch}/{epochs}", total=total, completed=done,
+                                           speed="", terms=[])
 
     def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None:
         assert self.progress is not None and self.task is not None

@@ -92,7 +92,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def normalisation(choice: str, dataset: str) -> tuple[tuple, tuple, str]:
     """``(mean, std, label)`` for an external checkpoint: the dataset's default statistics (CIFAR-100's for
-    cifar100, CIFAR-10's otherwise: kdlab.models.registry), ImageNet's (torchvision pretrained weights), or none."""
+    cifar100, CIFAR-10's otherwise: kdlab.models.registry), ImageNet's (torchvision pretrained weights), or
+    none."""
     from kdlab.models.registry import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 
     if choice == "imagenet":
@@ -111,12 +112,13 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
                     steps: int | None = None, restarts: int | None = None, n: int = 1000, batch_size: int = 256,
                     seed: int = 0, data: str | None = None, out: Path = Path("results/eval.csv"),
                     sanity: bool = False, eps_sweep: list[float] | None = None, progress=None,
-                    arch: str | None = None, num_classes: int | None = None, norm: str = "dataset") -> EvalReport:
+                    arch: str | None = None, num_classes: int | None = None,
+                    norm: str = "dataset") -> EvalReport:
     """Evaluate a run directory or checkpoint and append its rows to ``out``.
 
-    With ``arch`` the checkpoint is one kdlab did not write -- a plain state dict of that architecture (a kdlab
-    name or ``torchvision:<name>``) -- wrapped with the test set's normalisation (``norm``); its rows record
-    the architecture, ``checkpoint_kind`` external and the normalisation used."""
+    With ``arch`` the checkpoint is one kdlab did not write -- a plain state dict of that architecture (a
+    kdlab name or ``torchvision:<name>``) -- wrapped with the test set's normalisation (``norm``); its rows
+    record the architecture, ``checkpoint_kind`` external and the normalisation used."""
     from kdlab.attacks import AttackSpec
     from kdlab.checkpoint import load_model
     from kdlab.evaluate import eps_sweep as sweep
@@ -148,8 +150,9 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
         with torch.no_grad():
             classes = model(dataset.test.images[:1].float().div(255)).shape[1]
         if classes != dataset.num_classes:
-            raise KdlabError(f"{resolved.checkpoint} as {arch} predicts {classes} classes but {data_spec.dataset} "
-                             f"has {dataset.num_classes}: pass --num-classes {dataset.num_classes} or another --data")
+            raise KdlabError(f"{resolved.checkpoint} as {arch} predicts {classes} classes but "
+                             f"{data_spec.dataset} has {dataset.num_classes}: pass --num-classes "
+                             f"{dataset.num_classes} or another --data")
         payload = {"arch": arch}
     else:
         model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
@@ -224,7 +227,8 @@ def sweep_plot_name(label: str, specs, eps_list: list[float], n: int, seed: int,
     scaled = [eps * 255 for eps in eps_list]
     data_name = data.dataset + (f"-{Path(data.root).name}" if data.root else "")
     settings = [[spec.name, spec.alpha, spec.steps, spec.restarts] for spec in specs]
-    payload = json.dumps([settings, [float(e) for e in eps_list], n, seed, data.dataset, data.root], default=str)
+    payload = json.dumps([settings, [float(e) for e in eps_list], n, seed, data.dataset, data.root],
+                         default=str)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:6]
     return _slug(f"robustness-{label.replace('/', '_')}-{attacks}-eps{min(scaled):g}-{max(scaled):g}-"
                  f"{data_name}-n{n}-{digest}") + ".png"

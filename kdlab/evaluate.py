@@ -303,7 +303,8 @@ def evaluate_robustness(
     results: list[AttackResult] = []
     with attack_mode(model, deterministic=deterministic) as net:
         t0 = time.perf_counter()
-        clean_correct, num_classes, predictions = _clean_pass(net, images, labels, batch_size, device, progress)
+        clean_correct, num_classes, predictions = _clean_pass(net, images, labels, batch_size, device,
+                                                              progress)
         clean_wall = time.perf_counter() - t0
         if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise KdlabError(f"labels range over [{int(labels.min())}, {int(labels.max())}] but the model has "
@@ -357,9 +358,9 @@ def eps_sweep(
     # At eps = 0 no attack can move an image: its accuracy is the clean accuracy, known from the shared clean
     # pass, so the attack is not run (a PGD-20 at eps 0 would cost 21 passes for nothing).
     attacked = [spec for spec in specs if spec.eps > 0]
-    results = evaluate_robustness(model, images, labels, [AttackSpec("clean", seed=base[0].seed if base else 0),
-                                                          *attacked],
-                                  batch_size=batch_size, progress=progress, **kwargs)
+    clean_spec = AttackSpec("clean", seed=base[0].seed if base else 0)
+    results = evaluate_robustness(model, images, labels, [clean_spec, *attacked], batch_size=batch_size,
+                                  progress=progress, **kwargs)
     clean, measured = results[0], iter(results[1:])
     swept = []
     for spec in specs:
@@ -368,5 +369,6 @@ def eps_sweep(
             continue
         resolved = spec.resolved()
         swept.append(replace(clean, attack=spec.name, eps=0.0, alpha=resolved.alpha, steps=resolved.steps,
-                             restarts=resolved.restarts, seed=spec.seed, robust=clean.robust.clone(), components={}))
+                             restarts=resolved.restarts, seed=spec.seed, robust=clean.robust.clone(),
+                             components={}))
     return swept

@@ -182,7 +182,8 @@ def replace_rows(path: str | Path, rows: Iterable[dict[str, Any]], key: str) -> 
                 existing = list(reader)
             kept = [row for row in existing if row.get(key) not in replaced]
             if len(kept) < len(existing):
-                columns = header + list(dict.fromkeys(name for row in rows for name in row if name not in header))
+                new_columns = (name for row in rows for name in row if name not in header)
+                columns = header + list(dict.fromkeys(new_columns))
                 atomic_write_text(path, _render(columns, kept + rows, with_header=True))
                 return
         _append_locked(path, rows)

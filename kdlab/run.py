@@ -119,15 +119,15 @@ def _canonical_section(section: dict, student: dict[str, int], teacher: dict[str
         teacher_keys = section.get(teacher_field)
         section[field] = _canonical(given, student)
         paired = _canonical(given if teacher_keys is None else teacher_keys, teacher)
-        # "the same keys" is written as null, so an explicit pairing equal to the student's keys is the same run
+        # "the same keys" is written as null: an explicit pairing equal to the student's keys is the same run
         section[teacher_field] = None if paired == section[field] else paired
 
 
 def canonical_blocks(recipe: Recipe, num_classes: int, teacher: nn.Module | None) -> Recipe:
-    """The recipe with method block keys given by module path (``net.stage2``) replaced by the block index they
-    name (``3``), for the student and the teacher alike, so ``[3, 4]`` and ``[net.stage2, net.stage3]`` are one
-    run with one key. Paths that name no numbered block stay paths. Needs the models, so it lives here and not
-    in :meth:`Recipe.key` (which stays torch-free)."""
+    """The recipe with method block keys given by module path (``net.stage2``) replaced by the block index
+    they name (``3``), for the student and the teacher alike, so ``[3, 4]`` and ``[net.stage2, net.stage3]``
+    are one run with one key. Paths that name no numbered block stay paths. Needs the models, so it lives
+    here and not in :meth:`Recipe.key` (which stays torch-free)."""
     import yaml
 
     from kdlab.models.factory import build_model
@@ -201,8 +201,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         started = time.perf_counter()
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
-        write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides), "seed": recipe.seed,
-                                          **teacher_info, **code})
+        write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides),
+                                          "seed": recipe.seed, **teacher_info, **code})
 
         torch.manual_seed(recipe.seed)
         setup = task.setup(recipe, data, teacher)

@@ -172,9 +172,10 @@ def sanity_check(
         # A degenerate model defeats every attack-based check below, and each would blame gradient masking.
         violations.append(SanityViolation(
             "collapsed",
-            f"the model is degenerate: {results[0].collapsed}; robust accuracy is meaningless (an attack cannot "
-            "move predictions that ignore the input), not a sign of gradient masking -- train it longer or check "
-            "the labels, learning rate and normalisation; the gradient-masking checks were skipped"))
+            f"the model is degenerate: {results[0].collapsed}; robust accuracy is meaningless (an attack "
+            "cannot move predictions that ignore the input), not a sign of gradient masking -- train it "
+            "longer or check the labels, learning rate and normalisation; the gradient-masking checks were "
+            "skipped"))
         return SanityReport(violations, settings, results)
 
     ordered = [pgd[e] for e in pgd_eps]

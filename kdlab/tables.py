@@ -87,7 +87,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    flags = frame["flag"].fillna("").astype(str) if "flag" in frame.columns else pd.Series("", index=frame.index)
+    flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
+    flags = flags.astype(object).where(flags.notna(), "").astype(str)
     collapsed = set(frame.loc[flags != "", "cell"].astype(str))
     for _, row in summary.iterrows():
         label = str(row["cell"]) + (" ⚠ collapsed" if str(row["cell"]) in collapsed else "")
@@ -111,8 +112,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
                      + (f"{totals[0]:g} in every cell." if len(totals) == 1 else
                         "differs between cells (" + ", ".join(f"{t:g}" for t in totals) + "): --per-block-weight."))
     if collapsed:
-        notes.append("⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance on "
-                     "clean images -- collapsed: robust accuracy meaningless (see the CSV's flag column).")
+        notes.append("⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance "
+                     "on clean images -- collapsed: robust accuracy meaningless (see the CSV's flag column).")
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"
@@ -189,8 +190,8 @@ def plot_subtitle(frame: pd.DataFrame) -> str:
 
 # --------------------------------------------------------------------------- kdlab table on any kdlab CSV
 # The columns that identify one evaluation: a re-evaluation of the same model, test set and attack supersedes.
-EVAL_KEY = ["model", "dataset", "data_root", "test_sha256", "attack", "eps", "alpha", "steps", "restarts", "n",
-            "seed"]
+EVAL_KEY = ["model", "dataset", "data_root", "test_sha256", "attack", "eps", "alpha", "steps", "restarts",
+            "n", "seed"]
 EVAL_COLUMNS = ["model", "arch", "dataset", "data_root", "attack", "eps_255", "steps", "n", "clean_accuracy",
                 "accuracy", "AP", "AP50", "flag"]
 RUNS_COLUMNS = ["name", "key", "kind", "arch", "overrides", "seed", "clean_acc", "pgd_acc", "autoattack_acc",

@@ -1,4 +1,4 @@
-"""Identical experiments share one run: block keys by index or by the module path they name give one run key."""
+"""Identical experiments share one run: block keys by index or by the module path they name: one run key."""
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ def key_of(recipe, teacher):
 
 
 def test_index_and_module_path_block_keys_give_one_run_key(recipe_file):
-    teacher = build_classifier("resnet_small", 10, width=8)  # blocks: 1 net.stem, 2 net.stage1, 3 net.stage2, ...
+    teacher = build_classifier("resnet_small", 10, width=8)  # blocks 1 net.stem, 2 net.stage1, 3 net.stage2
     by_index = recipe_file({"blocks": [3, 4]})
     by_path = recipe_file({"blocks": ["net.stage2", "net.stage3"]})
     mixed = recipe_file({"blocks": [3, "net.stage3"], "teacher_blocks": ["net.stage2", 4]})
@@ -41,15 +41,18 @@ def test_index_and_module_path_block_keys_give_one_run_key(recipe_file):
 
 def test_a_path_that_names_no_block_stays_a_path_and_pairs_keep_their_teacher_side(recipe_file):
     teacher = build_classifier("resnet_small", 10, width=8, stages=4)  # one stage more: net.stage4 is block 5
-    recipe = recipe_file({"blocks": ["net.stage2.0", "net.stage3"], "teacher_blocks": ["net.stage2.0", "net.stage4"]})
+    recipe = recipe_file({"blocks": ["net.stage2.0", "net.stage3"],
+                          "teacher_blocks": ["net.stage2.0", "net.stage4"]})
     acm = canonical_blocks(recipe, 10, teacher).method.acm
     assert acm.blocks == ["net.stage2.0", 4] and acm.teacher_blocks == ["net.stage2.0", 5]
 
 
 def test_acm_loss_terms_are_named_by_block_index_when_a_path_names_a_block():
     torch.manual_seed(0)
-    student, teacher = build_classifier("resnet_small", 10, width=4), build_classifier("resnet_small", 10, width=8)
-    settings = MixACMSettings.model_validate({"acm": {"blocks": ["net.stage2", 4]}, "mixup": {"enabled": False}})
+    student = build_classifier("resnet_small", 10, width=4)
+    teacher = build_classifier("resnet_small", 10, width=8)
+    settings = MixACMSettings.model_validate({"acm": {"blocks": ["net.stage2", 4]},
+                                              "mixup": {"enabled": False}})
     method = MixACM(student, teacher, settings)
     batch = (torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
     terms = method.training_step(batch, torch.Generator().manual_seed(0)).terms

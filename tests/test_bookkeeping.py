@@ -1,4 +1,5 @@
-"""Results that stay put: no table overwritten by another ablation, rows that tell runs apart, one row per run."""
+"""Results that stay put: no table overwritten by another ablation, rows that tell runs apart, one row per
+run, evaluation rows that name their test set."""
 
 from pathlib import Path
 
@@ -22,13 +23,13 @@ def distill_recipe(tmp_path):
 
 
 def grid_plan(recipe, grid, overrides=()):
-    return plan_ablation(str(recipe), components=False, blocks=None, cumulative=False, grid=list(grid), seeds=[0],
-                         attacks=["pgd"], overrides=list(overrides), name=None)
+    return plan_ablation(str(recipe), components=False, blocks=None, cumulative=False, grid=list(grid),
+                         seeds=[0], attacks=["pgd"], overrides=list(overrides), name=None)
 
 
 @pytest.fixture()
 def fake_cells(monkeypatch):
-    """Cells 'run' instantly: the PGD accuracy of a cell is read off its overrides, so tables can be told apart."""
+    """Cells 'run' instantly: a cell's PGD accuracy is read off its overrides, so tables can be told apart."""
     def run_cell(recipe_yaml, threads, overrides=()):
         recipe = yaml.safe_load(recipe_yaml)
         method = recipe["method"]
@@ -57,7 +58,8 @@ def test_same_keys_other_values_or_overrides_get_a_new_version_not_an_overwrite(
     first = run_ablation(grid_plan(distill_recipe, ["method.kd.weight=0.5,2"]), out)
     again = run_ablation(grid_plan(distill_recipe, ["method.kd.weight=0.5,2"]), out)
     other = run_ablation(grid_plan(distill_recipe, ["method.kd.weight=4,8"]), out)
-    with_set = run_ablation(grid_plan(distill_recipe, ["method.kd.weight=0.5,2"], ["method.acm.weight=0"]), out)
+    with_set = run_ablation(grid_plan(distill_recipe, ["method.kd.weight=0.5,2"], ["method.acm.weight=0"]),
+                            out)
     assert again == first  # the same command continues (rewrites) its own table
     assert (other.name, with_set.name) == ("R-grid-method.kd.weight-v2.csv", "R-grid-method.kd.weight-v3.csv")
     assert pd.read_csv(first)["pgd_acc"].tolist() == [15.0, 30.0]
@@ -72,7 +74,8 @@ def test_cells_name_the_full_key_when_two_keys_share_a_last_segment():
 
 
 @pytest.mark.parametrize("recipe, grid, name, table", [
-    ("recipes/skd_bccd_cpu.yaml", "method.feature.kind=none,l1,l2,ssim", None, "skd-bccd-cpu-grid-method.feature.kind"),
+    ("recipes/skd_bccd_cpu.yaml", "method.feature.kind=none,l1,l2,ssim", None,
+     "skd-bccd-cpu-grid-method.feature.kind"),
     ("recipes/skd_bccd_cpu.yaml", "method.feature.components=lcs,cs,s", None,
      "skd-bccd-cpu-grid-method.feature.components"),
     ("recipes/skd_quickstart.yaml", "method.feature.kind=none,l1,l2,ssim", None,
@@ -138,12 +141,13 @@ def kdlab_checkpoint(path, classes=10):
 
     torch.manual_seed(0)
     model = build_classifier("resnet_small", classes, width=4)
-    save_model(path, model, task="classification", arch="resnet_small", options={"width": 4}, num_classes=classes)
+    save_model(path, model, task="classification", arch="resnet_small", options={"width": 4},
+               num_classes=classes)
     return path
 
 
 def image_folder(root, offset):
-    """A 10-class ImageFolder of real CIFAR-10 JPEGs (2 train, 3 test per class), starting at image ``offset``."""
+    """A 10-class ImageFolder of real CIFAR-10 JPEGs (2 train, 3 test per class) from image ``offset`` on."""
     import shutil
 
     source = Path("/work/shared/data/cifar10-jpeg")
@@ -194,7 +198,8 @@ def test_eps_sweeps_with_other_attacks_or_range_write_other_plots_and_name_them_
     other_n = evaluate_target(checkpoint, ["pgd"], n=6, steps=1, data="embedded", out=out,
                               eps_sweep=[0, 2 / 255, 4 / 255]).plot
     again = sweep(["pgd"], [0, 2 / 255, 4 / 255])
-    assert len({pgd, fgsm, wider, other_n}) == 4 and again == pgd and all(p.is_file() for p in (pgd, fgsm, wider))
+    assert len({pgd, fgsm, wider, other_n}) == 4 and again == pgd
+    assert all(p.is_file() for p in (pgd, fgsm, wider))
     assert pgd.name.startswith("robustness-run_best.pt-pgd-eps0-4-embedded-n8-")
     assert "fgsm-eps0-4" in fgsm.name and "pgd-eps0-8" in wider.name
     assert "run/best.pt" in titles[0] and "8 embedded test images" in titles[0] and "pgd 1 steps" in titles[0]

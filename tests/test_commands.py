@@ -1,4 +1,5 @@
-"""Commands that agree: kdlab table reads every CSV kdlab writes, Ctrl-C advice fits the command, help reads well."""
+"""Commands that agree: kdlab table reads every CSV kdlab writes, Ctrl-C advice fits the command, help
+reads well."""
 
 import shutil
 from pathlib import Path
@@ -37,7 +38,8 @@ def test_kdlab_table_still_renders_an_ablation_csv(tmp_path):
     shutil.copy(ROOT / "results" / "ablations" / csv.name, csv)
     result = invoke("table", csv)
     assert result.exit_code == 0, result.output
-    assert "kind=ssim" in result.output and csv.with_suffix(".md").is_file() and csv.with_suffix(".png").is_file()
+    assert "kind=ssim" in result.output
+    assert csv.with_suffix(".md").is_file() and csv.with_suffix(".png").is_file()
 
 
 def test_kdlab_table_on_a_foreign_csv_says_in_one_line_which_csvs_it_accepts(tmp_path):

@@ -75,7 +75,8 @@ def test_eps_sweep_runs_no_attack_at_eps_zero():
     results = eps_sweep(trained_model(), images, labels, [AttackSpec("pgd", steps=2), AttackSpec("fgsm")],
                         [0.0, 4 / 255], progress=lambda name, done, total: seen.append(name))
     assert set(seen) == {"clean", "pgd@4/255", "fgsm@4/255"}
-    assert [(r.attack, r.eps) for r in results] == [("pgd", 0.0), ("fgsm", 0.0), ("pgd", 4 / 255), ("fgsm", 4 / 255)]
+    assert [(r.attack, r.eps) for r in results] == [("pgd", 0.0), ("fgsm", 0.0), ("pgd", 4 / 255),
+                                                    ("fgsm", 4 / 255)]
     assert results[0].accuracy == results[0].clean_accuracy == results[2].clean_accuracy
     assert results[0].steps == 2 and results[1].steps == 1
 

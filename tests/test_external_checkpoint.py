@@ -41,7 +41,8 @@ def test_a_torchvision_state_dict_is_evaluated_with_the_datasets_normalisation(t
     torch.save(net.state_dict(), tmp_path / "resnet18.pt")
     out = tmp_path / "eval.csv"
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "resnet18.pt"), "--arch", "torchvision:resnet18",
-                                      "--data", "embedded", "--attack", "clean", "--n", str(N), "--out", str(out)])
+                                      "--data", "embedded", "--attack", "clean", "--n", str(N),
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     row = pd.read_csv(out).iloc[0]
     images, labels = test_images

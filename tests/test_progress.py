@@ -116,8 +116,8 @@ def test_ablation_bars_use_a_0_to_100_axis_and_a_legend_that_hides_no_bar(tmp_pa
     monkeypatch.setattr(kdlab.plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
     table = pd.DataFrame({"cell": [f"cell{i}" for i in range(6)], "clean_mean": [96.0, 97, 95, 98, 96, 97],
                           "pgd_mean": [91.0, 94, 92, 93, 95, 90]})
-    kdlab.plots.plot_ablation_bars(table, tmp_path / "bars.png", ["clean_mean", "pgd_mean"], label_column="cell",
-                                   series_labels=["clean", "PGD"])
+    kdlab.plots.plot_ablation_bars(table, tmp_path / "bars.png", ["clean_mean", "pgd_mean"],
+                                   label_column="cell", series_labels=["clean", "PGD"])
     fig = figures[0]
     ax = fig.axes[0]
     assert ax.get_ylim() == (0.0, 100.0)
@@ -139,7 +139,8 @@ def test_ablation_plot_title_names_model_n_and_attack(tmp_path, monkeypatch):
     monkeypatch.setattr(kdlab.plots, "plot_ablation_bars",
                         lambda *a, **k: titles.append(k["title"]) or real(*a, **k))
     csv = tmp_path / "R-grid-train.lr.csv"
-    pd.DataFrame({"cell": ["lr=0.1", "lr=0.2"], "seed": [0, 0], "clean_acc": [50.0, 55.0], "pgd_acc": [20.0, 25.0],
+    pd.DataFrame({"cell": ["lr=0.1", "lr=0.2"], "seed": [0, 0], "clean_acc": [50.0, 55.0],
+                  "pgd_acc": [20.0, 25.0],
                   "arch": ["resnet_small"] * 2, "eval_n": [500] * 2, "eval_eps": [8 / 255] * 2,
                   "eval_steps": [20] * 2}).to_csv(csv, index=False)
     render(csv)

@@ -102,11 +102,12 @@ def evaluate_classifier(model: nn.Module, data, recipe: Recipe, progress=None) -
         else AttackSpec(name, eps=spec.eps, seed=spec.seed)
         for name in spec.attacks
     ]
-    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size, progress=progress)
+    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size,
+                                  progress=progress)
     evaluation: dict[str, Any] = {f"{result.attack}_acc": result.accuracy for result in results}
     evaluation["eval_n"] = len(labels)
     evaluation["top_class_share"] = round(results[0].top_class_share, 2)
-    evaluation["flag"] = results[0].flag  # "collapsed: robust accuracy meaningless (...)" for a degenerate model
+    evaluation["flag"] = results[0].flag  # "collapsed: robust accuracy meaningless (...)" when degenerate
     return evaluation
 
 
