@@ -70,8 +70,10 @@ def friendly(command: Callable) -> Callable:
         except KdlabError as error:
             from kdlab.console import error_console
 
+            from rich.markup import escape
+
             for line in str(error).splitlines() or [""]:  # several problems (the plan check): one line each
-                error_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+                error_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             from kdlab.console import error_console
@@ -330,9 +332,11 @@ def check(
     (and where), and an estimated time from a few timed steps. Writes nothing; exit code 2 lists every problem."""
     import torch
 
-    from kdlab.console import console, results_table
+    from rich.markup import escape
+
+    from kdlab.console import console
     from kdlab.plan import check_ablation_plan, check_recipe_plan
-    from kdlab.plan_estimate import plan_rows, plan_summary
+    from kdlab.plan_estimate import plan_lines, plan_summary
 
     _set_threads(threads)
     if components or blocks is not None or grid:
@@ -344,10 +348,9 @@ def check(
         plan = check_ablation_plan(ablation, out, timing=timing)
     else:
         plan = check_recipe_plan(recipe, set_, resume=True, timing=timing)
-    console.print(results_table(f"plan {plan.title}: checked, no problems found", plan_rows(plan),
-                                ["run", "status", "estimate", "directory"]))
-    for line in plan_summary(plan, torch.get_num_threads()):
-        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"[bold]plan {plan.title}[/]: checked, no problems found", highlight=False)
+    for line in [*plan_lines(plan), *plan_summary(plan, torch.get_num_threads())]:
+        console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @app.command(cls=KdlabCommand)

@@ -199,12 +199,13 @@ def _sized(recipe: Any, total: int, test: int | None, classes: int,
                             f"{spec.dataset}: lower data.subset or unset it")
         train = min(train, spec.subset)
     if recipe.task == "classification" and 0 < train < spec.batch_size:
-        problems.append(f"the training split of {spec.dataset} has {train} images, fewer than one batch "
+        held = f" after data.val_size ({spec.val_size})" if spec.val_size else ""
+        problems.append(f"the training split of {spec.dataset} has {train} images{held}, fewer than one batch "
                         f"(data.batch_size {spec.batch_size}), so no step would run: set data.batch_size to at "
                         f"most {train}")
     if recipe.task == "classification" and spec.subset is not None and spec.subset < classes:
-        problems.append(f"data.subset ({spec.subset}) leaves some of the {classes} classes without training "
-                        f"images: raise data.subset to at least {classes}")
+        problems.append(f"data.subset ({spec.subset}) is fewer than the {classes} classes, so some classes have no "
+                        f"training images: raise data.subset to at least {classes}")
     if test is not None and spec.test_subset is not None:
         if spec.test_subset > test:
             problems.append(f"data.test_subset ({spec.test_subset}) is more than the {test} test images of "

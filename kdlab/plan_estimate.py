@@ -74,15 +74,20 @@ def _clock(seconds: float | None) -> str | None:
     return None if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
 
 
-def plan_rows(plan: Any) -> list[dict[str, Any]]:
-    """One row per run of the plan: role, run directory name, status, where it is (or will be), estimate."""
+def plan_lines(plan: Any) -> list[str]:
+    """One line per run of the plan: what it is, whether it trains or is reused, its estimate, its directory
+    (plain padded text, never cut to the terminal's width: the directory is what a user looks for)."""
     status = {"finished": "finished: reused", "unfinished": "unfinished: resumes", "to train": "to train"}
+
     def role(run: Any) -> str:
         return run.role if run.role == "teacher" or plan.seeds <= 1 else f"{run.role}, seed {run.seed}"
 
-    return [{"run": role(run), "status": status[run.status], "directory": str(run.reuse_from or run.run_dir),
-             "estimate": _clock(run.seconds) if run.status != "finished" else None}
-            for run in plan.runs]
+    rows = [(role(run), status[run.status], (_clock(run.seconds) or "-") if run.status != "finished" else "",
+             str(run.reuse_from or run.run_dir)) for run in plan.runs]
+    rows.insert(0, ("run", "status", "estimate", "directory"))
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
+            for row in rows]
 
 
 def plan_summary(plan: Any, threads: int) -> list[str]:

@@ -95,13 +95,16 @@ def block_key_problems(recipe: Any, student: nn.Module, teacher: nn.Module | Non
                                                (teacher, "teacher", teacher_field, teacher_keys)):
             if model is None:
                 continue
-            shown = key_name if label == "student" or teacher_keys is not keys else f"{field} (for the teacher)"
+            paired_by_default = label == "teacher" and teacher_keys is keys
+            shown = f"{field} (for the teacher)" if paired_by_default else key_name
+            fix = (f"pair it with a teacher block in {teacher_field}" if paired_by_default
+                   else "use one of these blocks")
             for key in values:
                 try:
                     resolve_tap(model, key)
                 except KdlabError as error:
-                    problems.append(f"{shown}: {key!r} is not a block of the {label} ({_one_line(error)}): use one "
-                                    f"of these blocks (kdlab inspect RECIPE shows both models)")
+                    problems.append(f"{shown}: {key!r} is not a block of the {label} ({_one_line(error)}): {fix} "
+                                    "(kdlab inspect RECIPE shows both models)")
     return problems
 
 
