@@ -24,8 +24,9 @@ from typing import Any
 import yaml
 
 from kdlab.errors import KdlabError
+from kdlab.names import DETECTION_METRICS
 from kdlab.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
-from kdlab.tables import DETECTION_METRICS, TEACHER_CELL
+from kdlab.tables import TEACHER_CELL
 
 
 @dataclass(frozen=True)

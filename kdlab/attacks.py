@@ -399,7 +399,7 @@ ATTACKS: dict[str, AttackDef] = {
 
 
 def available_attacks() -> list[str]:
-    return list(ATTACKS)
+    return list(ATTACKS)  # the same names, in the same order, as kdlab.names.ATTACKS (tests/test_names.py)
 
 
 def attack_def(name: str) -> AttackDef:

@@ -8,6 +8,7 @@ statistics under ``normalization``), so ``kdlab eval x.pt`` and ``teacher.checkp
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -195,3 +196,12 @@ def load_external_model(path: str | Path, arch: str, *, num_classes: int | None,
         load_model_state(model.net, state, str(path))
     model.eval()
     return model
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 prefix (16 hex digits) of a file: the identity of a checkpoint in run keys and result rows."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

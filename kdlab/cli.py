@@ -86,7 +86,7 @@ def friendly(command: Callable) -> Callable:
 
 def _print_run(outcome, role: str) -> None:
     from kdlab.console import console, results_table
-    from kdlab.run import HEADLINE_METRICS
+    from kdlab.names import HEADLINE_METRICS
     from kdlab.units import format_eps
 
     summary = outcome.summary
@@ -276,9 +276,9 @@ def ablate(
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablate import plan_ablation, remaining_seconds, run_ablation
     from kdlab.console import console
+    from kdlab.names import HEADLINE_METRICS
     from kdlab.plan import check_ablation_plan
     from kdlab.recipe_paths import check_paths
-    from kdlab.run import HEADLINE_METRICS
 
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,

@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdlab.names import DETECTION_METRICS
+
 __all__ = ["METRICS", "coco_box_ap", "evaluate_detector", "predict"]
 
 #: keys returned by :func:`coco_box_ap`, in COCOeval ``stats`` order (first six entries).
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+METRICS = DETECTION_METRICS
 
 
 def _xywh(boxes: Tensor) -> list[list[float]]:

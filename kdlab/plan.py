@@ -145,7 +145,7 @@ class _Checker:
     def teacher(self, recipe: Any, where: str, facts: DataFacts | None) -> tuple[Any, str | None]:
         """The teacher model (random weights, or the cached/checkpoint weights) and its identity."""
         from kdlab.plan_models import load_teacher_checkpoint
-        from kdlab.run import file_digest
+        from kdlab.checkpoint import file_digest
 
         spec = recipe.teacher
         if spec.checkpoint is not None:

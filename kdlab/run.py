@@ -11,7 +11,6 @@ ablations, say) is reused too.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -23,9 +22,10 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from kdlab.checkpoint import load_model, save_model
+from kdlab.checkpoint import file_digest, load_model, save_model
 from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
+from kdlab.names import HEADLINE_METRICS
 from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import now, provenance, read_json, replace_rows, write_json
 from kdlab.sizes import check_data_sizes
@@ -34,7 +34,7 @@ from kdlab.units import eps_255
 
 ReporterFactory = Callable[[str], Reporter]
 # The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
-HEADLINE_METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "AP", "AP50", "AP75")
+
 
 
 @dataclass
@@ -45,14 +45,6 @@ class RunOutcome:
 
 
 # --------------------------------------------------------------------------- helpers
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------- teachers
 def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: ReporterFactory | None) -> tuple[nn.Module, dict]:
     """Load the teacher named by checkpoint, or train/reuse it from its recipe (the teacher cache)."""

@@ -135,9 +135,8 @@ def _walk(model: type[BaseModel], prefix: str) -> list[KeyDoc]:
 
 def sections() -> list[str]:
     """Every section of a recipe: top-level sections and nested ones (train.adversarial)."""
-    from kdlab.recipe import Recipe
-
     from kdlab.methods.settings import SETTINGS, MethodSettings
+    from kdlab.recipe import Recipe
 
     def names(model: type[BaseModel], prefix: str) -> list[str]:
         found = []

@@ -19,15 +19,12 @@ import pandas as pd
 from filelock import FileLock
 
 from kdlab.errors import KdlabError
+from kdlab.names import DETECTION_METRICS, METRIC_LABELS
 from kdlab.paper import PAPER_NUMBERS
 from kdlab.results import atomic_write_text, read_table
 from kdlab.stats import PairedDifference, paired_difference
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
-DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # kdlab.evaluate_detection.METRICS, without torch
-
-METRIC_NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack", "cw_acc": "CW∞",
-                "fgsm_acc": "FGSM", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -79,11 +76,11 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     summary = summarise(frame)
     metrics = metric_columns(frame)
     reference = PAPER_NUMBERS.get(paper) if paper else None
-    header = ["cell", "seeds"] + [METRIC_NAMES.get(m, m) for m in metrics]
+    header = ["cell", "seeds"] + [METRIC_LABELS.get(m, m) for m in metrics]
     if baseline:
         metric = headline_metric(frame)
         deltas = paired_differences(frame, baseline, metric)
-        header.append(f"Δ {METRIC_NAMES.get(metric, metric)} vs {baseline} (paired, 95 % CI)")
+        header.append(f"Δ {METRIC_LABELS.get(metric, metric)} vs {baseline} (paired, 95 % CI)")
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -164,7 +161,7 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | None = None
         label_column="cell",
         title=f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} "
               "(mean ± std over seeds)",
-        series_labels=[METRIC_NAMES.get(m, m) for m in metrics],
+        series_labels=[METRIC_LABELS.get(m, m) for m in metrics],
     )
     return markdown, plot
 

@@ -85,7 +85,7 @@ def test_wrong_class_count_or_a_kdlab_checkpoint_are_one_line_errors(tmp_path):
 def test_the_loaded_model_gives_the_original_networks_logits_on_hand_normalised_images(tmp_path, test_images,
                                                                                       norm, mean, std):
     from kdlab.checkpoint import load_external_model
-    from kdlab.eval_run import normalisation
+    from kdlab.tasks.classification_eval import normalisation
 
     torch.manual_seed(2)
     net = torchvision.models.resnet18(num_classes=10).eval()

@@ -15,8 +15,8 @@ from kdlab.ablate import AblationPlan, Cell, _row, plan_ablation
 from kdlab.checkpoint import save_model
 from kdlab.cli import app
 from kdlab.engine import StepResult
-from kdlab.methods.base import DistillationMethod
 from kdlab.errors import KdlabError
+from kdlab.methods.base import DistillationMethod
 from kdlab.methods.registry import METHODS, register_method, unregister_method
 from kdlab.methods.settings import SETTINGS, MethodSettings, methods_for
 from kdlab.models.registry import build_classifier

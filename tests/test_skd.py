@@ -276,8 +276,8 @@ def test_detection_recipe_mistakes_are_one_line_errors(recipes, tmp_path):
 
 
 def test_kdlab_eval_on_a_detection_run_appends_a_coco_ap_row(straight_run, tmp_path):
+    from kdlab.checkpoint import file_digest
     from kdlab.cli import app
-    from kdlab.run import file_digest
 
     out = tmp_path / "eval.csv"
     result = CliRunner().invoke(app, ["eval", str(straight_run.run_dir), "--out", str(out)])

@@ -31,6 +31,7 @@ import torch
 
 from kdlab.data.augment import random_crop_flip, to_float
 from kdlab.errors import KdlabError
+from kdlab.names import CLASSIFICATION_DATASETS
 
 __all__ = [
     "DATASETS",
@@ -43,7 +44,7 @@ __all__ = [
     "stratified_split",
 ]
 
-DATASETS = ("cifar10", "cifar100", "imagefolder", "embedded")
+DATASETS = CLASSIFICATION_DATASETS
 EMBEDDED_ASSET = Path(__file__).resolve().parent / "assets" / "cifar10_embedded.npz"
 DEFAULT_ROOT = "data"
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
@@ -442,3 +443,18 @@ def iterate_batches(
         if device is not None:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         yield (random_crop_flip(images, generator) if augment else to_float(images)), labels
+
+
+def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images of a fixed, seeded permutation (the same for every model)."""
+    order = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
+    return test_set.images[order].float().div(255), test_set.labels[order]
+
+
+def load_data_spec(spec) -> ClassificationData:
+    """The data a recipe's ``data:`` section (:class:`kdlab.sections.DataSpec`) names; the subset, validation
+    and test selection are fixed by ``spec.split_seed``, not the run seed."""
+    return load_classification_data(
+        spec.dataset, root=spec.root, download=spec.download, subset=spec.subset,
+        val_size=spec.val_size, test_subset=spec.test_subset, seed=spec.split_seed,
+    )

@@ -8,16 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdlab.data.classification import load_data_spec, test_selection
 from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe
-from kdlab.tasks import TrainingSetup, training_cost
-
-
-def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images of a fixed, seeded permutation (the same for every model)."""
-    order = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))[:n]
-    return test_set.images[order].float().div(255), test_set.labels[order]
+from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 
 
 def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
@@ -75,13 +70,7 @@ def validation(model: nn.Module, data, recipe: Recipe):
 
 def load_data(recipe: Recipe):
     """The recipe's classification data (split selection fixed by data.split_seed, not the run seed)."""
-    from kdlab.data.classification import load_classification_data
-
-    spec = recipe.data
-    return load_classification_data(
-        spec.dataset, root=spec.root, download=spec.download, subset=spec.subset,
-        val_size=spec.val_size, test_subset=spec.test_subset, seed=spec.split_seed,
-    )
+    return load_data_spec(recipe.data)
 
 
 def evaluate_classifier(model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, float]:
@@ -154,3 +143,8 @@ class ClassificationTask:
 
     def evaluate(self, model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, float]:
         return evaluate_classifier(model, data, recipe, progress=progress)
+
+    def evaluate_checkpoint(self, target: EvalTarget, options: EvalOptions) -> EvalReport:
+        from kdlab.tasks.classification_eval import evaluate_classifier_checkpoint
+
+        return evaluate_classifier_checkpoint(target, options)

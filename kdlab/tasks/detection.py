@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +33,7 @@ from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
 from kdlab.evaluate_detection import METRICS, evaluate_detector
 from kdlab.recipe import ModelSpec, Recipe
-from kdlab.tasks import TrainingSetup, training_cost
+from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 
 
 def load_data(recipe: Recipe):
@@ -160,35 +159,48 @@ class DetectionTask:
     def evaluate(self, model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, Any]:
         return evaluate_split(model, data, recipe)  # COCO AP over the split: no per-batch progress yet
 
+    def evaluate_checkpoint(self, target: EvalTarget, options: EvalOptions) -> EvalReport:
+        return evaluate_detection_checkpoint(target, options)
+
 
 # --------------------------------------------------------------------------- kdlab eval RUN (detection runs)
-def evaluate_detection_target(resolved, out: Path, batch_size: int):
+def _refuse_attack_options(**given: object) -> None:
+    """A detection run is scored by COCO AP only: say so instead of silently ignoring attack options."""
+    named = [f"--{name.replace('_', '-')}" for name, value in given.items()
+             if value is not None and value is not False and value != []]
+    if named:
+        raise KdlabError(f"{', '.join(named)} apply to classification runs; a detection run is evaluated by "
+                         "COCO box AP on its recipe's test split: drop them")
+
+
+def evaluate_detection_checkpoint(target: EvalTarget, options: EvalOptions) -> EvalReport:
     """``kdlab eval RUN_DIR`` for a detection run: COCO box AP of its best.pt on its recipe's eval split.
 
-    Appends one row to ``out`` (model, checkpoint SHA-256 prefix, dataset, split, n, AP metrics, wall time,
-    images/s, git commit) and returns it in an :class:`~kdlab.eval_run.EvalReport`. ``attack`` is
-    ``"coco-box-ap"`` so the row sits beside attack rows in the same CSV. Images per forward pass: ``batch_size``
-    capped at the recipe's ``data.batch_size`` (the CLI default of 256 is sized for CIFAR attacks).
+    Appends one row to ``options.out`` (model, checkpoint SHA-256 prefix, dataset, split, n, AP metrics, wall
+    time, images/s, git commit). ``attack`` is ``"coco-box-ap"`` so the row sits beside attack rows in the same
+    CSV. Images per forward pass: ``options.batch_size`` capped at the recipe's ``data.batch_size`` (the CLI
+    default of 256 is sized for CIFAR attacks). Attack options are refused, never silently ignored.
     """
-    from kdlab.checkpoint import load_model
-    from kdlab.eval_run import EvalReport
+    from kdlab.checkpoint import file_digest, load_model
     from kdlab.results import append_rows, provenance
-    from kdlab.run import file_digest
 
-    recipe = resolved.recipe
+    o = options
+    _refuse_attack_options(attack=o.attacks, eps=o.eps, alpha=o.alpha, steps=o.steps, restarts=o.restarts,
+                           sanity=o.sanity, eps_sweep=o.eps_sweep, data=o.data)
+    recipe = target.recipe
     if recipe is None:
-        raise KdlabError(f"{resolved.checkpoint}: detection evaluation needs the run's recipe.yaml beside it")
+        raise KdlabError(f"{target.checkpoint}: detection evaluation needs the run's recipe.yaml beside it")
     task = DetectionTask()
     data = task.load_data(recipe)
-    model, payload = load_model(resolved.checkpoint, expected_classes=task.num_classes(data))
+    model, payload = load_model(target.checkpoint, expected_classes=task.num_classes(data))
     started = time.perf_counter()
-    evaluation = evaluate_split(model, data, recipe, batch_size=max(1, min(batch_size, recipe.data.batch_size)))
+    evaluation = evaluate_split(model, data, recipe, batch_size=max(1, min(o.batch_size, recipe.data.batch_size)))
     seconds = time.perf_counter() - started
     info = provenance()
     row = {
-        "model": resolved.label,
-        "checkpoint": str(resolved.checkpoint),
-        "checkpoint_sha256": file_digest(resolved.checkpoint),
+        "model": target.label,
+        "checkpoint": str(target.checkpoint),
+        "checkpoint_sha256": file_digest(target.checkpoint),
         "arch": payload.get("arch"),
         "backbone": payload.get("options", {}).get("backbone"),
         "dataset": recipe.data.dataset,
@@ -202,5 +214,5 @@ def evaluate_detection_target(resolved, out: Path, batch_size: int):
         "torch": info["versions"]["torch"],
         "evaluated_at": info["finished_at"],
     }
-    append_rows(out, [row])
+    append_rows(o.out, [row])
     return EvalReport([row])

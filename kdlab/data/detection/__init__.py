@@ -26,6 +26,7 @@ from kdlab.data.detection.dataset import (
 from kdlab.data.detection.synthetic import make_synthetic_shapes
 from kdlab.data.detection.voc import load_voc, voc_class_names, voc_root
 from kdlab.errors import KdlabError
+from kdlab.names import DETECTION_DATASETS
 
 __all__ = [
     "DATASETS",
@@ -44,7 +45,7 @@ __all__ = [
     "voc_class_names",
 ]
 
-DATASETS = ("voc", "coco", "synthetic")
+DATASETS = DETECTION_DATASETS
 
 
 def _pick(n: int, k: int, seed: int, salt: int) -> tuple[list[int], list[int]]:

@@ -1,0 +1,22 @@
+"""Every name list kdlab accepts or reports, defined once (no torch import, so recipes validate fast).
+
+The attack registry (:mod:`kdlab.attacks`) and the data loaders implement exactly these names; a test
+checks that the registry and this list agree.
+"""
+
+from __future__ import annotations
+
+# Evaluation attacks (``eval.attacks``, ``kdlab eval --attack``), in the order ``kdlab eval --help`` lists them.
+ATTACKS = ("clean", "fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "aa-fast")
+
+CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagefolder", "embedded")
+DETECTION_DATASETS = ("voc", "coco", "synthetic")
+DATASETS = CLASSIFICATION_DATASETS + DETECTION_DATASETS
+
+# COCO box AP metrics (pycocotools' summary order), in percent.
+DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
+HEADLINE_METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "AP", "AP50", "AP75")
+# Column labels of the Markdown tables.
+METRIC_LABELS = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack", "cw_acc": "CW∞",
+                 "fgsm_acc": "FGSM", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}
