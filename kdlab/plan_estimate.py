@@ -1,6 +1,6 @@
 """A run's time, estimated from a few timed steps (``kdlab check``): how long a plan takes before it is started.
 
-:func:`kdlab.plan_models.time_steps` times two training steps on a handful of random images of the data's size
+:func:`kdlab.plan_models.time_steps` times three training steps (the median counts) on a handful of random images of the data's size
 (after one warm-up step), one forward+backward and one forward of the trained network alone. Scaled here:
 
 * training: seconds per image of a step x images per epoch (full batches; ``train.max_batches_per_epoch``
@@ -63,7 +63,7 @@ def how_estimated(runs: list[Any], threads: int) -> str:
     """One sentence saying how the estimate was made."""
     sizes = sorted({run.cost.images for run in runs if run.cost is not None})
     shown = "/".join(str(s) for s in sizes) or "a few"
-    return (f"estimated from 2 timed training steps on {shown} random images per distinct setting (after a warm-up "
+    return (f"the median of 3 timed training steps on {shown} random images per distinct setting (after a warm-up "
             f"step), on this machine with {threads} torch thread{'s' if threads > 1 else ''}, scaled to the "
             "split sizes, epochs, validation and attack iterations; data loading not included")
 

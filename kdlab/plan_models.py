@@ -198,15 +198,19 @@ class StepCost:
 
 
 def _timed(run, repeats: int) -> float:
-    run()  # warm-up (allocation, first-call overheads)
-    started = time.perf_counter()
+    """The median of ``repeats`` timed calls after one warm-up call (allocation, first-call overheads); the
+    median resists a step slowed by another process on a shared machine."""
+    run()
+    seconds = []
     for _ in range(repeats):
+        started = time.perf_counter()
         run()
-    return (time.perf_counter() - started) / repeats
+        seconds.append(time.perf_counter() - started)
+    return sorted(seconds)[len(seconds) // 2]
 
 
 def time_steps(recipe: Any, method: nn.Module, model: nn.Module, image_shape: tuple[int, ...], classes: int,
-               repeats: int = 2) -> StepCost:
+               repeats: int = 3) -> StepCost:
     """Time ``repeats`` training steps on a handful of random images (classification: up to 16, detection: 2),
     plus one forward+backward and one forward of the trained model alone (for the evaluation estimate)."""
     n = min(recipe.data.batch_size, 16 if recipe.task == "classification" else 2)
