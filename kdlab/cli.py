@@ -68,9 +68,9 @@ def friendly(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except KdlabError as error:
-            from kdlab.console import error_console
-
             from rich.markup import escape
+
+            from kdlab.console import error_console
 
             for line in str(error).splitlines() or [""]:  # several problems (the plan check): one line each
                 error_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -331,7 +331,6 @@ def check(
     block keys, one step on random images, output paths. Prints which runs will train, which are finished
     (and where), and an estimated time from a few timed steps. Writes nothing; exit code 2 lists every problem."""
     import torch
-
     from rich.markup import escape
 
     from kdlab.console import console

@@ -115,11 +115,11 @@ def writable_problems(path: str, key: str, folder: bool) -> list[str]:
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        return [f"{key}: '{path}' cannot be created because '{ancestor}' is a file: set {key} to a folder you can "
-                "write"]
+        return [(f"{key}: '{path}' cannot be created because '{ancestor}' is a file: set {key} to a folder you can "
+                "write")]
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        return [f"{key}: '{path}' is not writable ('{ancestor}' does not allow writing): set {key} to a folder "
-                "you can write"]
+        return [(f"{key}: '{path}' is not writable ('{ancestor}' does not allow writing): set {key} to a folder "
+                "you can write")]
     return []
 
 
@@ -144,8 +144,8 @@ class _Checker:
     # ------------------------------------------------------------------ teacher
     def teacher(self, recipe: Any, where: str, facts: DataFacts | None) -> tuple[Any, str | None]:
         """The teacher model (random weights, or the cached/checkpoint weights) and its identity."""
-        from kdlab.plan_models import load_teacher_checkpoint
         from kdlab.checkpoint import file_digest
+        from kdlab.plan_models import load_teacher_checkpoint
 
         spec = recipe.teacher
         if spec.checkpoint is not None:
@@ -161,14 +161,14 @@ class _Checker:
         if teacher_recipe is None or model is None:
             return None, None
         if teacher_recipe.task != recipe.task:
-            self.add(where, [f"teacher.recipe: '{spec.recipe}' is a {teacher_recipe.task} recipe but this recipe's "
-                             f"task is {recipe.task}: name a {recipe.task} teacher"])
+            self.add(where, [(f"teacher.recipe: '{spec.recipe}' is a {teacher_recipe.task} recipe but this recipe's "
+                             f"task is {recipe.task}: name a {recipe.task} teacher")])
             return None, None
         if facts is not None and teacher_facts is not None and teacher_facts.classes != facts.classes:
-            self.add(where, [f"teacher.recipe: '{spec.recipe}' trains on {teacher_recipe.data.dataset} with "
+            self.add(where, [(f"teacher.recipe: '{spec.recipe}' trains on {teacher_recipe.data.dataset} with "
                              f"{teacher_facts.classes} outputs but the student's data "
                              f"({recipe.data.dataset}) needs {facts.classes}: use a teacher trained on the "
-                             "same dataset"])
+                             "same dataset")])
             return None, None
         return model, identity
 
@@ -253,13 +253,14 @@ class _Checker:
             cost = None
             if not problems:
                 try:
-                    method = build_step(recipe, model, teacher, facts.image_shape)
+                    method = build_step(recipe, model, teacher, facts.image_shape, adversarial=False)
                 except (KdlabError, ValueError, RuntimeError) as error:
                     problems = [f"method: {' '.join(str(error).split())}"]
                 else:
                     problem = dry_step(recipe, method, facts.image_shape, facts.classes)
                     problems = [problem] if problem else []
                     if not problems and self.timing:
+                        method = build_step(recipe, model, teacher, facts.image_shape)
                         cost = time_steps(recipe, method, model, facts.image_shape, facts.classes)
             self._steps[memo] = (problems, cost)
         return self._steps[memo]
@@ -283,8 +284,8 @@ class _Checker:
         elif (run_dir / "last.pt").is_file():
             run.status = "unfinished"
             if final and not self.resume and not self.force:
-                self.add("", [f"an unfinished run exists at {run_dir}: pass --resume to continue it or --force to "
-                              "start over"])
+                self.add("", [(f"an unfinished run exists at {run_dir}: pass --resume to continue it or --force to "
+                              "start over")])
         if run.status != "finished" and run.cost is not None:
             from kdlab.plan_estimate import run_seconds
 

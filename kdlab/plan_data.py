@@ -69,7 +69,7 @@ def _image_folder(root: str | None) -> tuple[int, int, int, tuple[int, int, int]
                 raise KdlabError(f"data.root: class folder {folder / name} has no images (.jpg, .png, ...): add "
                                  "images or remove it")
             if names and first is None:
-                first = folder / name / sorted(names)[0]
+                first = folder / name / min(names)
             total += len(names)
         counts[split] = total
     if not classes:
@@ -151,15 +151,15 @@ def data_facts(recipe: Any) -> tuple[DataFacts | None, list[str]]:
     detection = recipe.task == "detection"
     if detection != (name in ("synthetic", "voc", "coco")):
         fix = "task: detection" if not detection else "task: classification"
-        return None, [f"data.dataset: {name} is a {'detection' if not detection else 'classification'} dataset "
-                      f"but the recipe's task is {recipe.task}: set {fix} or choose another data.dataset"]
+        return None, [(f"data.dataset: {name} is a {'detection' if not detection else 'classification'} dataset "
+                      f"but the recipe's task is {recipe.task}: set {fix} or choose another data.dataset")]
     try:
         if name in CIFAR_SIZES:
             total, test, classes, folder = CIFAR_SIZES[name]
             root = Path(spec.root if spec.root is not None else "data")
             if not spec.download and not (root / folder).is_dir():
-                return None, [f"data.root: {name} not found under {root} (no {folder} folder): set data.root to the "
-                              f"folder containing {folder}, or data.download: true (needs internet)"]
+                return None, [(f"data.root: {name} not found under {root} (no {folder} folder): set data.root to the "
+                              f"folder containing {folder}, or data.download: true (needs internet)")]
             shape = (3, 32, 32)
         elif name == "embedded":
             total, test, classes = _embedded()
@@ -169,8 +169,8 @@ def data_facts(recipe: Any) -> tuple[DataFacts | None, list[str]]:
         elif name == "synthetic":
             size = spec.image_size or 128
             if size < 16:
-                return None, [f"data.image_size: synthetic shapes need images of at least 16 px (got {size}): "
-                              "set data.image_size to 16 or more"]
+                return None, [(f"data.image_size: synthetic shapes need images of at least 16 px (got {size}): "
+                              "set data.image_size to 16 or more")]
             total, test, classes = spec.num_images, spec.num_test_images or max(16, spec.num_images // 4), 3
             shape = (3, size, size)
         elif name == "voc":

@@ -1,7 +1,8 @@
 """A run's time, estimated from a few timed steps (``kdlab check``): how long a plan takes before it is started.
 
-:func:`kdlab.plan_models.time_steps` times three training steps (the median counts) on a handful of random images of the data's size
-(after one warm-up step), one forward+backward and one forward of the trained network alone. Scaled here:
+:func:`kdlab.plan_models.time_steps` times three training steps (the median counts; one for a slow model) on a
+handful of random images of the data's size (after a warm-up step), one forward+backward and one forward of the
+trained network alone. Scaled here:
 
 * training: seconds per image of a step x images per epoch (full batches; ``train.max_batches_per_epoch``
   caps them) x ``train.epochs``;
@@ -63,9 +64,9 @@ def how_estimated(runs: list[Any], threads: int) -> str:
     """One sentence saying how the estimate was made."""
     sizes = sorted({run.cost.images for run in runs if run.cost is not None})
     shown = "/".join(str(s) for s in sizes) or "a few"
-    return (f"the median of 3 timed training steps on {shown} random images per distinct setting (after a warm-up "
-            f"step), on this machine with {threads} torch thread{'s' if threads > 1 else ''}, scaled to the "
-            "split sizes, epochs, validation and attack iterations; data loading not included")
+    return (f"timed training steps on {shown} random images per distinct setting (the median of 3 after a warm-up "
+            f"step; one step for slow models), on this machine with {threads} torch thread{'s' if threads > 1 else ''}"
+            ", scaled to the split sizes, epochs, validation and attack iterations; data loading not included")
 
 
 def _clock(seconds: float | None) -> str | None:

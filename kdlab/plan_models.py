@@ -143,12 +143,16 @@ def detector_size_problems(recipe: Any, detector: nn.Module, role: str) -> list[
 
 
 # --------------------------------------------------------------------------- one step
-def build_step(recipe: Any, model: nn.Module, teacher: nn.Module | None, image_shape: tuple[int, ...]) -> nn.Module:
-    """What the engine would train: the recipe's method around ``model`` (and the frozen ``teacher``)."""
+def build_step(recipe: Any, model: nn.Module, teacher: nn.Module | None, image_shape: tuple[int, ...],
+               adversarial: bool = True) -> nn.Module:
+    """What the engine would train: the recipe's method around ``model`` (and the frozen ``teacher``). Without
+    ``adversarial`` a training recipe's step is the plain one: the same shapes, without the inner attack steps
+    (the check's dry step stays cheap for a paper-scale model on a CPU)."""
     if recipe.task == "classification" and not recipe.is_distillation:
         from kdlab.methods.supervised import SupervisedTraining
+        from kdlab.recipe import AdversarialSpec
 
-        return SupervisedTraining(model, recipe.train.adversarial)
+        return SupervisedTraining(model, recipe.train.adversarial if adversarial else AdversarialSpec())
     from kdlab.methods.registry import build_method
 
     return build_method(recipe.method, model, teacher, image_shape=image_shape)
@@ -197,10 +201,11 @@ class StepCost:
     images: int
 
 
-def _timed(run, repeats: int) -> float:
-    """The median of ``repeats`` timed calls after one warm-up call (allocation, first-call overheads); the
+def _timed(run, repeats: int, warm_up: bool = True) -> float:
+    """The median of ``repeats`` timed calls, after one warm-up call (allocation, first-call overheads); the
     median resists a step slowed by another process on a shared machine."""
-    run()
+    if warm_up:
+        run()
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -209,25 +214,36 @@ def _timed(run, repeats: int) -> float:
     return sorted(seconds)[len(seconds) // 2]
 
 
-def time_steps(recipe: Any, method: nn.Module, model: nn.Module, image_shape: tuple[int, ...], classes: int,
-               repeats: int = 3) -> StepCost:
-    """Time ``repeats`` training steps on a handful of random images (classification: up to 16, detection: 2),
-    plus one forward+backward and one forward of the trained model alone (for the evaluation estimate)."""
-    n = min(recipe.data.batch_size, 16 if recipe.task == "classification" else 2)
+# A timed step takes about this long at most: a paper-scale model on a CPU is timed on fewer images, once.
+STEP_BUDGET_S = 0.5
+
+
+def time_steps(recipe: Any, method: nn.Module, model: nn.Module, image_shape: tuple[int, ...],
+               classes: int) -> StepCost:
+    """Time training steps on a handful of random images, plus a forward+backward and a forward of the
+    trained network alone (for the evaluation estimate). A first step on two images (the warm-up) sizes the
+    rest: as many images as fit :data:`STEP_BUDGET_S` (2 to 16, at most one batch; detection: 2), timed three
+    times (the median counts), or once when even two images take longer than the budget."""
     generator = torch.Generator().manual_seed(0)
+    n = min(recipe.data.batch_size, 2)
+    two = random_batch(recipe.task, n, image_shape, classes, generator)
+    per_image = _timed(lambda: step(method, two, generator), 1, warm_up=False) / n
+    repeats = 3 if per_image * n <= STEP_BUDGET_S else 1
+    if recipe.task == "classification":
+        n = max(n, min(recipe.data.batch_size, 16, int(STEP_BUDGET_S / max(per_image, 1e-9))))
     batch = random_batch(recipe.task, n, image_shape, classes, generator)
-    train = _timed(lambda: step(method, batch, generator), repeats) / n
+    train = _timed(lambda: step(method, batch, generator), repeats, warm_up=False) / n
     model.eval()
     try:
         with torch.no_grad():
-            forward = _timed(lambda: model(batch[0]), 1) / n
+            forward = _timed(lambda: model(batch[0]), 1, warm_up=False) / n
         if recipe.task == "classification":
             def forward_backward():
                 images = batch[0].clone().requires_grad_(True)
                 nn.functional.cross_entropy(model(images), batch[1]).backward()
                 model.zero_grad(set_to_none=True)
 
-            forward_backward_s = _timed(forward_backward, 1) / n
+            forward_backward_s = _timed(forward_backward, 1, warm_up=False) / n
         else:
             forward_backward_s = forward
     finally:
