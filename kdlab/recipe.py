@@ -36,26 +36,13 @@ from kdlab.methods.settings import (  # noqa: F401  (re-exported: the sections' 
     owner_of,
     settings_class,
 )
-from kdlab.schema import BlockKey, Section  # noqa: F401
-
-
-def parse_fraction(value: Any) -> Any:
-    """Accept ``8/255`` as well as ``0.0314`` for perturbation sizes; leave other types to pydantic."""
-    if isinstance(value, str) and "/" in value:
-        numerator, _, denominator = value.partition("/")
-        try:
-            return float(numerator) / float(denominator)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"'{value}' is not a number or a fraction like 8/255") from None
-    return value
+from kdlab.schema import BlockKey, Fraction, Section, parse_fraction  # noqa: F401
 
 
 # Bump when the meaning of a recipe changes without its text changing (a default, a loss's form): every run
 # key changes with it, so no cached run made under the old meaning is reused. 2: full-recipe keys, PGD
 # model selection, reference optimizer defaults.
 SCHEMA_VERSION = 2
-
-Fraction = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
 
 
 # --------------------------------------------------------------------------- data, models
