@@ -90,21 +90,22 @@ def component_cells(base: Recipe) -> list[Cell]:
     ]
 
 
-def method_cells(text: str, base: Recipe, method_overrides: list[str], inner_steps: int | None) -> list[Cell]:
+def method_cells(text: str, base: Recipe, method_overrides: list[str], inner_steps: int | None,
+                 inner_step: str | None = None) -> list[Cell]:
     """One cell per method named in ``text`` (``mixacm,rrm,kd,...``), over the recipe's teacher and student.
 
-    Each cell REPLACES the recipe's whole ``method`` section with ``{name: X}`` (the method's defaults: a MixACM
-    recipe's mixup/kd/acm keys belong to MixACM), except the recipe's own method, which keeps its section.
-    ``method_overrides`` (``X.KEY=VALUE``, e.g. ``ard.alpha=0.9``) set a key of method X's cell only;
-    ``inner_steps`` sets ``method.inner.steps`` of every method that has an inner maximisation (the same k for
-    all adversarially trained students).
+    Each cell REPLACES the recipe's whole ``method`` section with ``{name: X}`` (the method's defaults: a
+    MixACM recipe's mixup/kd/acm keys belong to MixACM), except the recipe's own method, which keeps its
+    section. ``method_overrides`` (``X.KEY=VALUE``, e.g. ``ard.alpha=0.9``) set a key of method X's cell only;
+    ``inner_steps`` and ``inner_step`` set ``method.inner.steps`` and ``method.inner.step`` of every method
+    with an inner maximisation (the same k and step size for all adversarially trained students).
     """
     names = [part.strip() for part in text.split(",") if part.strip()]
     known = methods_for(base.task)
     unknown = [name for name in names if name not in known]
     if not names or unknown:
-        raise KdlabError(f"--methods '{text}': {'unknown method ' + repr(unknown[0]) if unknown else 'no method'}; "
-                         f"methods for {base.task}: {', '.join(known)}")
+        problem = f"unknown method {unknown[0]!r}" if unknown else "no method"
+        raise KdlabError(f"--methods '{text}': {problem}; methods for {base.task}: {', '.join(known)}")
     if len(set(names)) != len(names):
         raise KdlabError(f"--methods '{text}' lists a method twice")
     per_method: dict[str, list[str]] = {name: [] for name in names}
@@ -117,8 +118,9 @@ def method_cells(text: str, base: Recipe, method_overrides: list[str], inner_ste
     cells = []
     for name in names:
         own = ["method.name=" + name] if name == base.method.name else ["method={name: " + name + "}"]
-        if inner_steps is not None and "inner" in SETTINGS[name].model_fields:
-            own.append(f"method.inner.steps={inner_steps}")
+        if "inner" in SETTINGS[name].model_fields:
+            own += [] if inner_steps is None else [f"method.inner.steps={inner_steps}"]
+            own += [] if inner_step is None else [f"method.inner.step={inner_step}"]
         cells.append(Cell(name, tuple(own + per_method[name])))
     return cells
 
@@ -215,8 +217,9 @@ def model_blocks(recipe: Recipe) -> tuple[list[int], str]:
 
 def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cumulative: bool, grid: list[str],
                   seeds: list[int], attacks: list[str], overrides: list[str], name: str | None,
-                  per_block_weight: bool = False, methods: str | None = None, method_overrides: list[str] = (),
-                  inner_steps: int | None = None) -> AblationPlan:
+                  per_block_weight: bool = False, methods: str | None = None,
+                  method_overrides: list[str] = (), inner_steps: int | None = None,
+                  inner_step: str | None = None) -> AblationPlan:
     raw = read_yaml(recipe_path)
     if not isinstance(raw, dict):
         raise KdlabError(f"{recipe_path}: a recipe must be a YAML mapping")
@@ -224,9 +227,11 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
     base = validate_recipe(apply_overrides(raw, overrides), source=recipe_path)
     chosen = sum([components, blocks is not None, bool(grid), methods is not None])
     if chosen != 1:
-        raise KdlabError("choose exactly one of --components, --blocks 2,3,4, --grid KEY=V1,V2 or --methods A,B")
-    if (method_overrides or inner_steps is not None) and methods is None:
-        raise KdlabError("--method-set and --inner-steps belong to --methods A,B,...: add it, or use --set")
+        raise KdlabError("choose exactly one of --components, --blocks 2,3,4, --grid KEY=V1,V2 or "
+                         "--methods A,B")
+    if (method_overrides or inner_steps is not None or inner_step is not None) and methods is None:
+        raise KdlabError("--method-set, --inner-steps and --inner-step belong to --methods A,B,...: add it, "
+                         "or use --set")
     if methods is not None and not base.is_distillation:
         raise KdlabError(f"{recipe_path} is a training recipe; --methods needs a distill recipe (student: + "
                          "teacher:), whose teacher every method shares")
@@ -256,7 +261,7 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
         cells = block_cells(chosen, cumulative, total, acm.weight, pairs)
     elif methods is not None:
         kind, include_teacher = "methods", True
-        cells = method_cells(methods, base, list(method_overrides), inner_steps)
+        cells = method_cells(methods, base, list(method_overrides), inner_steps, inner_step)
     else:
         kind, cells, include_teacher = "grid", grid_cells(grid), False
     plan = AblationPlan(name=name or base.name, kind=kind, base_raw=raw, cells=cells, seeds=seeds,

@@ -82,10 +82,11 @@ def _start(images: torch.Tensor, eps: float, start: Start, generator: torch.Gene
 
 
 def pgd_maximise(objective: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *, eps: float,
-                 alpha: float, steps: int, generator: torch.Generator, start: Start = "uniform") -> torch.Tensor:
-    """``steps`` sign-gradient ascent steps of size ``alpha`` on the scalar ``objective(x')``, each projected onto
-    the L-inf ``eps``-ball around ``images`` and [0, 1], from ``start`` (``uniform``: U(-eps, eps) clipped to
-    [0, 1], Madry et al.; ``normal``: x + 0.001 N(0, 1), TRADES; ``none``: x itself).
+                 alpha: float, steps: int, generator: torch.Generator,
+                 start: Start = "uniform") -> torch.Tensor:
+    """``steps`` sign-gradient ascent steps of size ``alpha`` on the scalar ``objective(x')``, each projected
+    onto the L-inf ``eps``-ball around ``images`` and [0, 1], from ``start`` (``uniform``: U(-eps, eps)
+    clipped to [0, 1], Madry et al.; ``normal``: x + 0.001 N(0, 1), TRADES; ``none``: x itself).
 
     The models inside ``objective`` are used in whatever mode the caller left them (each method states its
     reference's mode). Gradients are taken with respect to x' only (``torch.autograd.grad``), so no parameter

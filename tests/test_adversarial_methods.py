@@ -1,10 +1,10 @@
 """Methods that adversarially train the student: ard, rslad, iad, adaad and the pgd-at reference row.
 
-Each loss is checked against numbers worked out by hand; each inner maximisation against the quantity the method
-says it maximises, written out here in plain torch (it must stay in the eps-ball and [0, 1] and end higher than
-it started); each step against its formula on the logits read with plain forward hooks; the declared cost
-against the forward passes counted by hooks; the teacher against being trained; settings against the methods
-that do not have them; the ``--methods`` preset against the cells it must plan.
+Each loss is checked against numbers worked out by hand; each inner maximisation against the quantity the
+method says it maximises, written out here in plain torch (it must stay in the eps-ball and [0, 1] and end
+higher than it started); each step against its formula on the logits read with plain forward hooks; the
+declared cost against the forward passes counted by hooks; the teacher against being trained; settings against
+the methods that do not have them; the ``--methods`` preset against the cells it must plan.
 """
 
 import math
@@ -74,7 +74,8 @@ def test_soft_kl_by_hand_with_each_reduction_and_temperature():
     assert soft_kl(2 * student, 2 * teacher, 2.0).item() == pytest.approx(K)
     # T = 2 on the logits themselves: (sqrt 3, 1) / (1 + sqrt 3) against (1/2, 1/2)
     q = 3 ** 0.5 / (1 + 3 ** 0.5)
-    assert soft_kl(student, teacher, 2.0).item() == pytest.approx(q * math.log(2 * q) + (1 - q) * math.log(2 * (1 - q)))
+    expected = q * math.log(2 * q) + (1 - q) * math.log(2 * (1 - q))
+    assert soft_kl(student, teacher, 2.0).item() == pytest.approx(expected)
     two = soft_kl(torch.zeros(2, 2), torch.tensor([[LN3, 0.0], [0.0, 0.0]]), reduction="none")
     assert two.tolist() == pytest.approx([K, 0.0])
     assert soft_kl(torch.zeros(2, 2), torch.tensor([[LN3, 0.0], [0.0, 0.0]]), reduction="sum").item() == (
@@ -162,7 +163,7 @@ def test_inner_maximisation_stays_in_the_ball_and_increases_its_quantity(name):
 @pytest.mark.parametrize("name, eval_mode", [("ard", False), ("iad", False), ("pgd-at", False),
                                              ("rslad", True), ("adaad", True)])
 def test_examples_are_made_in_the_mode_of_the_reference(name, eval_mode):
-    """RSLAD and AdaAD attack in eval mode (BatchNorm statistics untouched), ARD, IAD and PGD-AT in train mode."""
+    """RSLAD and AdaAD attack in eval mode (BN statistics untouched); ARD, IAD, PGD-AT in train mode."""
     student, teacher = models()
     method = build_method(settings(name, inner={"steps": 2}), student, teacher)
     method.train()
@@ -181,7 +182,7 @@ def test_adaad_gradient_flows_through_the_teacher_to_the_input_only():
     objective = method.objective(images, labels)
     x = images.clone().requires_grad_(True)
     (gradient,) = torch.autograd.grad(objective(x), x)
-    # the same objective with the teacher's output detached has another input gradient: the teacher's path counts
+    # the objective with the teacher's output detached has another input gradient: the teacher's path counts
     y = images.clone().requires_grad_(True)
     (detached,) = torch.autograd.grad(kl_rows(teacher(y).detach(), student(y)).sum(), y)
     assert not torch.allclose(gradient, detached)
@@ -221,7 +222,8 @@ def test_rslad_step_is_its_formula():
 
 def test_adaad_step_is_its_formula():
     _, result, s_out, t_out, _ = run_step("adaad", alpha=0.6)
-    assert len(s_out) == 2 + 2 and len(t_out) == 2 + 2  # inner: both nets per step; then s(x), s(x'), t(x), t(x')
+    # inner: both nets per step; then s(x), s(x'), t(x), t(x')
+    assert len(s_out) == 2 + 2 and len(t_out) == 2 + 2
     clean, adversarial, teacher_clean, teacher_adversarial = s_out[2], s_out[3], t_out[2], t_out[3]
     n = adversarial.numel()
     expected = (0.6 * kl_rows(teacher_adversarial, adversarial).sum() / n
@@ -234,7 +236,8 @@ def test_iad_step_is_its_formula_after_the_warm_up_and_ard_before():
     assert len(s_out) == 2 + 3 and len(t_out) == 2  # attack, s(x'), s(x), second s(x); t(x), t(x')
     adversarial, clean, teacher, teacher_adversarial = s_out[2], s_out[3], t_out[0], t_out[1]
     w = log_softmax(teacher_adversarial).exp().gather(1, labels[:, None]).squeeze(1) ** 0.5
-    expected = (0.9 * kl_rows(teacher, adversarial).mean() + 0.9 * ((1 - w) * kl_rows(s_out[4], adversarial)).mean()
+    expected = (0.9 * kl_rows(teacher, adversarial).mean()
+                + 0.9 * ((1 - w) * kl_rows(s_out[4], adversarial)).mean()
                 + 0.1 * cross_entropy_rows(clean, labels).mean())
     assert result.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert 0 < result.terms["introspection"].item()
@@ -341,10 +344,12 @@ def test_adversarial_settings_keep_the_authors_defaults():
     ard, rslad, iad, adaad = (settings(name) for name in ("ard", "rslad", "iad", "adaad"))
     assert (ard.alpha, ard.temperature, ard.reduction, ard.start) == (1.0, 30.0, "mean", "uniform")
     assert (rslad.alpha, rslad.reduction, rslad.start) == (pytest.approx(5 / 6), "mean", "normal")
-    assert (iad.alpha, iad.temperature, iad.beta, iad.warmup_epochs, iad.reduction) == (1.0, 1.0, 0.1, 60, "batchmean")
+    assert (iad.alpha, iad.temperature, iad.beta, iad.warmup_epochs) == (1.0, 1.0, 0.1, 60)
+    assert iad.reduction == "batchmean" and iad.start == "uniform"
     assert (adaad.alpha, adaad.reduction, adaad.start) == (1.0, "mean", "normal")
     for spec in (ard, rslad, iad, adaad, settings("pgd-at")):
-        assert (spec.inner.eps, spec.inner.step, spec.inner.steps) == (pytest.approx(8 / 255), pytest.approx(2 / 255), 10)
+        assert spec.inner.eps == pytest.approx(8 / 255) and spec.inner.step == pytest.approx(2 / 255)
+        assert spec.inner.steps == 10
     assert settings("ard", inner={"eps": "4/255"}).inner.eps == pytest.approx(4 / 255)
 
 
@@ -367,19 +372,22 @@ def plan(path, **kwargs):
 
 def test_methods_preset_plans_one_cell_per_method_with_its_own_settings(tmp_path):
     names = "mixacm,rrm,kd,fitnet,at,ard,rslad,iad,adaad,pgd-at"
-    made = plan(methods_recipe(tmp_path), methods=names, inner_steps=3, method_overrides=["ard.alpha=0.9"])
+    made = plan(methods_recipe(tmp_path), methods=names, inner_steps=3, inner_step="6/255",
+                method_overrides=["ard.alpha=0.9"])
     assert made.title == "cmp-methods" and made.kind == "methods" and made.include_teacher
     assert [cell.label for cell in made.cells] == names.split(",")
     by_label = {cell.label: cell for cell in made.cells}
     assert by_label["kd"].overrides == ("method={name: kd}",)
-    assert by_label["ard"].overrides == ("method={name: ard}", "method.inner.steps=3", "method.alpha=0.9")
-    assert by_label["pgd-at"].overrides == ("method={name: pgd-at}", "method.inner.steps=3")
+    inner = ("method.inner.steps=3", "method.inner.step=6/255")
+    assert by_label["ard"].overrides == ("method={name: ard}", *inner, "method.alpha=0.9")
+    assert by_label["pgd-at"].overrides == ("method={name: pgd-at}", *inner)
     recipes = {cell.label: made.recipe_for(cell, 1) for cell in made.cells}
-    assert {label: recipe.method.name for label, recipe in recipes.items()} == {n: n for n in names.split(",")}
+    assert {label: recipe.method.name for label, recipe in recipes.items()} == {n: n for n in recipes}
     assert recipes["mixacm"].method.acm.weight == 5.0  # the recipe's own method keeps its section
     assert recipes["kd"].method == settings("kd")  # every other method: its own defaults, nothing of MixACM's
     assert recipes["ard"].method.alpha == 0.9 and recipes["ard"].method.inner.steps == 3
     assert {recipes[n].method.inner.steps for n in ("rslad", "iad", "adaad", "pgd-at")} == {3}
+    assert {recipes[n].method.inner.step for n in ("rslad", "iad", "adaad", "pgd-at")} == {6 / 255}
     assert all(recipe.seed == 1 and recipe.teacher == recipes["kd"].teacher for recipe in recipes.values())
     assert all(recipe.student == recipes["kd"].student for recipe in recipes.values())
 

@@ -1,6 +1,6 @@
 """Distillation losses: mixup CE, soft-target KD, activated channel maps, structural (SSIM) and l_p features,
-FitNets hints, attention transfer, robust representation matching and the adversarial distillation losses (ARD,
-RSLAD, IAD, AdaAD) with their shared soft-label KL."""
+FitNets hints, attention transfer, robust representation matching and the adversarial distillation losses
+(ARD, RSLAD, IAD, AdaAD) with their shared soft-label KL."""
 
 from kdlab.losses.acm import acm_distance, acm_loss, activated_channel_map
 from kdlab.losses.adaad import adaad_loss

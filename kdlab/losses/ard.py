@@ -18,6 +18,6 @@ from kdlab.losses.divergence import Reduction, soft_kl
 
 def ard_loss(adversarial_logits: Tensor, clean_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *,
              alpha: float, temperature: float, reduction: Reduction = "mean") -> tuple[Tensor, Tensor]:
-    """The two weighted terms ``(alpha T^2 KL(t(x) || s(x')), (1 - alpha) CE(s(x), y))``; their sum is L_ARD."""
+    """The weighted terms ``(alpha T^2 KL(t(x) || s(x')), (1 - alpha) CE(s(x), y))``; their sum is L_ARD."""
     kl = soft_kl(adversarial_logits, teacher_logits, temperature, reduction)
     return alpha * temperature**2 * kl, (1.0 - alpha) * F.cross_entropy(clean_logits, labels)

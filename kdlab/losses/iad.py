@@ -31,14 +31,15 @@ def teacher_confidence(teacher_adversarial_logits: Tensor, labels: Tensor, beta:
 
 def iad_loss(adversarial_logits: Tensor, clean_logits: Tensor, teacher_logits: Tensor, labels: Tensor, *,
              alpha: float, temperature: float, confidence: Tensor | None,
-             self_target_logits: Tensor | None = None, reduction: Reduction = "batchmean") -> dict[str, Tensor]:
+             self_target_logits: Tensor | None = None,
+             reduction: Reduction = "batchmean") -> dict[str, Tensor]:
     """The weighted terms of L_IAD by name (``ard_kl``, ``introspection``, ``ce``); their sum is the loss.
 
     ``confidence`` (``teacher_confidence``) None: the warm-up, plain ARD (no introspection term).
-    ``self_target_logits``: the target of the introspection term (default ``clean_logits``; IAD's code passes a
-    second forward pass of the student on x).
-    """
-    terms = {"ard_kl": alpha * temperature**2 * soft_kl(adversarial_logits, teacher_logits, temperature, reduction)}
+    ``self_target_logits``: the target of the introspection term (default ``clean_logits``; IAD's code passes
+    a second forward pass of the student on x). """
+    kl = soft_kl(adversarial_logits, teacher_logits, temperature, reduction)
+    terms = {"ard_kl": alpha * temperature**2 * kl}
     if confidence is not None:
         target = clean_logits if self_target_logits is None else self_target_logits
         per_sample = soft_kl(adversarial_logits, target, 1.0, "none") * (1.0 - confidence)

@@ -1,16 +1,17 @@
-"""Adaptive Adversarial Distillation (Huang, Chen, Cheng, Huang, Lu & Liu, "Boosting Accuracy and Robustness of
-Student Models via Adaptive Adversarial Distillation", CVPR 2023):
+"""Adaptive Adversarial Distillation (Huang, Chen, Cheng, Huang, Lu & Liu, "Boosting Accuracy and Robustness
+of Student Models via Adaptive Adversarial Distillation", CVPR 2023):
 
-    x'  = PGD_k maximising  KL( t(x') || s(x') )      (the student-teacher discrepancy: gradients through BOTH)
-    L   = alpha KL( t(x') || s(x') ) + (1 - alpha) KL( t(x) || s(x) ),  alpha = 1      (``kdlab.losses.adaad``)
+    x'  = PGD_k maximising  KL( t(x') || s(x') )   (the student-teacher discrepancy: gradients through BOTH)
+    L   = alpha KL( t(x') || s(x') ) + (1 - alpha) KL( t(x) || s(x) ),  alpha = 1   (``kdlab.losses.adaad``)
 
-Follows boyellow/AdaAD ``AT_helper.py`` (``adaad_inner_loss``) and ``main.py`` (``--method AdaAD``): x' starts at
-x + 0.001 N(0, 1) and ascends the KL summed over batch and classes with the student in EVAL mode (``BN_eval``)
-and the teacher in eval mode; 10 steps of 2/255 at eps 8/255 (their parser's defaults are 16/255 and 4/255;
-kdlab uses the field's 8/255 for every method). The teacher stays frozen: its parameters never require grad and
-it never leaves eval mode (``kdlab.methods.base``), so its BatchNorm statistics do not change; only x' receives
-the gradient that flows through it. Then, in train mode, s(x) and s(x'), and without grad t(x) and t(x'); the
-outer KLs average over batch x classes (``nn.KLDivLoss()`` on CIFAR-10, reduction ``mean``).
+Follows boyellow/AdaAD ``AT_helper.py`` (``adaad_inner_loss``) and ``main.py`` (``--method AdaAD``): x' starts
+at x + 0.001 N(0, 1) and ascends the KL summed over batch and classes with the student in EVAL mode
+(``BN_eval``) and the teacher in eval mode; 10 steps of 2/255 at eps 8/255 (their parser's defaults are 16/255
+and 4/255; kdlab uses the field's 8/255 for every method). The teacher stays frozen: its parameters never
+require grad and it never leaves eval mode (``kdlab.methods.base``), so its BatchNorm statistics do not
+change; only x' receives the gradient that flows through it. Then, in train mode, s(x) and s(x'), and without
+grad t(x) and t(x'); the outer KLs average over batch x classes (``nn.KLDivLoss()`` on CIFAR-10, reduction
+``mean``).
 
 Cost: k + 2 student passes; k + 2 teacher forwards per image (k of them with a backward to the input).
 """

@@ -1,13 +1,12 @@
 """What the methods that adversarially train the student share: the inner maximisation through kdlab's PGD.
 
 Each such method (``ard``, ``rslad``, ``iad``, ``adaad``, ``pgd-at``) says three things and nothing else about
-its inner loop: the quantity it maximises (:meth:`AdversarialDistillation.objective`, a scalar function of x'),
-the mode the student is in while x' is made (:attr:`AdversarialDistillation.generation_mode`: ``train`` or
-``eval``, its reference script's), and where PGD starts (``settings.start``). Eps, step and the number of steps
-come from ``method.inner`` (``kdlab.methods.settings.InnerMaxSpec``), and the loop is
+its inner loop: the quantity it maximises (:meth:`AdversarialDistillation.objective`, a scalar function of
+x'), the mode the student is in while x' is made (:attr:`AdversarialDistillation.generation_mode`: ``train``
+or ``eval``, its reference script's), and where PGD starts (``settings.start``). Eps, step and the number of
+steps come from ``method.inner`` (``kdlab.methods.settings.InnerMaxSpec``), and the loop is
 :func:`kdlab.adversarial.pgd_maximise` for all of them. The teacher is always in eval mode and frozen
-(``kdlab.methods.base``): gradients may flow through it to x' (AdaAD), never into its parameters.
-"""
+(``kdlab.methods.base``): gradients may flow through it to x' (AdaAD), never into its parameters. """
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from kdlab.methods.settings import AdversarialSettings
 
 
 class AdversarialDistillation(DistillationMethod):
-    """Base of the adversarial methods: :meth:`adversarial_examples` maximises :meth:`objective` with kdlab's PGD."""
+    """Base of the adversarial methods: :meth:`adversarial_examples` ascends :meth:`objective` by PGD."""
 
     generation_mode: ClassVar[Literal["train", "eval"]] = "train"
 

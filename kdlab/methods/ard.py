@@ -3,14 +3,14 @@
     x'  = PGD_k maximising  CE( s(x'), y )                        (the student's own adversarial example)
     L   = alpha * T^2 * KL( t(x)/T || s(x')/T ) + (1 - alpha) * CE( s(x), y )      (``kdlab.losses.ard``)
 
-Follows goldblum/AdversarialRobustnessDistillation ``main.py``: its ``AttackPGD`` wraps the STUDENT and ascends
-the student's cross-entropy on the true labels (``F.cross_entropy(self.basic_net(x), targets,
-size_average=False)``), not the KL to the teacher; the attack runs inside ``net.train()``, so the student is in
-train mode while x' is made (BatchNorm uses and updates batch statistics); a uniform start in [-eps, eps]; 10
-steps of 2/255 at eps 8/255. The outer step then forwards s(x'), the teacher on the clean x and s(x), in that
-order; ``alpha`` 1.0 and ``T`` 30 are their defaults (``--alpha``, ``--temp``), the KL reduction ``mean`` over
-batch x classes (``nn.KLDivLoss()``). kdlab's one deviation: the uniform start is clipped to [0, 1] (kdlab's PGD,
-shared by every method); their start is clipped only after the first step.
+Follows goldblum/AdversarialRobustnessDistillation ``main.py``: its ``AttackPGD`` wraps the STUDENT and
+ascends the student's cross-entropy on the true labels (``F.cross_entropy(self.basic_net(x), targets,
+size_average=False)``), not the KL to the teacher; the attack runs inside ``net.train()``, so the student is
+in train mode while x' is made (BatchNorm uses and updates batch statistics); a uniform start in [-eps, eps];
+10 steps of 2/255 at eps 8/255. The outer step then forwards s(x'), the teacher on the clean x and s(x), in
+that order; ``alpha`` 1.0 and ``T`` 30 are their defaults (``--alpha``, ``--temp``), the KL reduction ``mean``
+over batch x classes (``nn.KLDivLoss()``). kdlab's one deviation: the uniform start is clipped to [0, 1]
+(kdlab's PGD, shared by every method); their start is clipped only after the first step.
 
 Cost: k inner passes of the student, then s(x') and s(x) (the clean pass runs even with alpha = 1, as in their
 code, where it only updates BatchNorm statistics): k + 2 student passes and 1 teacher forward per image.

@@ -120,7 +120,7 @@ class DistillationMethod(nn.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the engine before every epoch (counted from 1, also on resume); a method whose step
-        depends on the epoch (IAD's warm-up) overrides it. State kept here must follow from ``epoch`` alone."""
+        depends on the epoch (IAD's warm-up) overrides it. What it keeps must follow from ``epoch`` alone."""
 
     def training_step(self, batch: Any, generator: torch.Generator) -> StepResult:
         """The step under its older name; goes through ``forward`` (``__call__``) like the engine's call."""

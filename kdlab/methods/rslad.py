@@ -1,14 +1,14 @@
 """Robust Soft Label Adversarial Distillation (Zi, Zhao, Ma & Jiang, ICCV 2021):
 
     x'  = PGD_k maximising  KL( t(x) || s(x') )          (the teacher's soft labels replace the hard label)
-    L   = alpha * KL( t(x) || s(x') ) + (1 - alpha) * KL( t(x) || s(x) ),  alpha = 5/6   (``kdlab.losses.rslad``)
+    L   = alpha * KL( t(x) || s(x') ) + (1 - alpha) * KL( t(x) || s(x) ),  alpha = 5/6   (kdlab.losses.rslad)
 
-Follows zibojia/RSLAD ``rslad_loss.py`` (``rslad_inner_loss``) and ``resnet18_rslad_cifar10.py``: the teacher's
-logits on the clean x are computed once without grad; x' starts at x + 0.001 N(0, 1) and ascends the KL summed
-over batch and classes (``nn.KLDivLoss(size_average=False, reduce=False)`` then ``torch.sum``) with the student
-in EVAL mode (``model.eval()``; BatchNorm statistics frozen), 10 steps of 2/255 at eps 8/255; back in train
-mode the step forwards s(x') then s(x). The outer KLs average over batch x classes (``torch.mean``, reduction
-``mean``). No cross-entropy on the hard labels.
+Follows zibojia/RSLAD ``rslad_loss.py`` (``rslad_inner_loss``) and ``resnet18_rslad_cifar10.py``: the
+teacher's logits on the clean x are computed once without grad; x' starts at x + 0.001 N(0, 1) and ascends the
+KL summed over batch and classes (``nn.KLDivLoss(size_average=False, reduce=False)`` then ``torch.sum``) with
+the student in EVAL mode (``model.eval()``; BatchNorm statistics frozen), 10 steps of 2/255 at eps 8/255; back
+in train mode the step forwards s(x') then s(x). The outer KLs average over batch x classes (``torch.mean``,
+reduction ``mean``). No cross-entropy on the hard labels.
 
 Cost: k + 2 student passes, 1 teacher forward per image.
 """

@@ -246,14 +246,15 @@ class RRMSettings(MethodSettings):
         "auto", description="student-to-teacher map when widths differ: auto = identity if equal, else linear")
 
 
-# --------------------------------------------------------------------------- adversarial training of the student
+# --------------------------------------------------------------------------- adversarial training of students
 class InnerMaxSpec(Section):
-    """The inner maximisation: kdlab's PGD (``kdlab.adversarial.pgd_maximise``) under the L-inf ball and [0, 1].
+    """The inner maximisation: kdlab's PGD (``kdlab.adversarial.pgd_maximise``), L-inf ball and [0, 1].
 
-    Every adversarial method uses it, so their inner loops differ only in the quantity maximised, the start and
-    the model's mode (each method's file says which). Defaults: eps 8/255, step 2/255, 10 steps, the values of
-    every reference script below (AdaAD's parser defaults to 16/255 and 4/255, but its CIFAR-10 runs and the
-    field use 8/255); ``start`` defaults per method to its reference's.
+    Every adversarial method uses it, so their inner loops differ only in the quantity maximised, the start
+    and the model's mode (each method's file says which). Defaults: eps 8/255, step 2/255, 10 steps, as the
+    ARD, RSLAD and IAD scripts (AdaAD's parser defaults to 16/255 and 4/255, not checked against its paper's
+    runs; kdlab uses 8/255 for every method so that their inner loops compare); ``start``: each method's
+    reference's.
     """
 
     eps: Fraction = 8 / 255
@@ -284,14 +285,15 @@ class AdversarialSettings(MethodSettings):
 
 
 KLReduction = Literal["mean", "batchmean"]
-REDUCTION_HELP = ("mean: over batch x classes (nn.KLDivLoss() default, as the authors' CIFAR-10 code); batchmean: "
-                  "summed over classes, averaged over the batch (C times larger)")
+REDUCTION_HELP = ("mean: over batch x classes (nn.KLDivLoss() default, as the authors' CIFAR-10 code); "
+                  "batchmean: summed over classes, averaged over the batch (C times larger)")
 
 
 @register_settings
 class PGDATSettings(AdversarialSettings):
-    """PGD-AT (Madry et al. 2018), the student adversarially trained alone (``kdlab.methods.pgd_at``): no teacher.
-    CE(s(x'), y) with x' from PGD on CE in train mode, as ``train.adversarial.method: pgd`` (Rice et al.)."""
+    """PGD-AT (Madry et al. 2018), the student adversarially trained alone (``kdlab.methods.pgd_at``), no
+    teacher: CE(s(x'), y), x' from PGD on CE in train mode, as ``train.adversarial.method: pgd`` (Rice et
+    al.)."""
 
     name: Literal["pgd-at"] = "pgd-at"
     outer_passes: ClassVar[float] = 1.0
@@ -301,8 +303,8 @@ class PGDATSettings(AdversarialSettings):
         if self.inner.steps < 1:
             raise ValueError("pgd-at needs method.inner.steps >= 1 (0 steps is not adversarial training)")
         if self.inner.start not in ("default", "uniform"):
-            raise ValueError(f"pgd-at starts PGD uniformly in the eps-ball (kdlab.adversarial.pgd_examples, as "
-                             f"train.adversarial: pgd), not '{self.inner.start}': drop method.inner.start")
+            raise ValueError(f"pgd-at starts PGD uniformly in the eps-ball (kdlab.adversarial.pgd_examples, "
+                             f"as train.adversarial: pgd), not '{self.inner.start}': drop method.inner.start")
         return self
 
     @property
@@ -313,10 +315,12 @@ class PGDATSettings(AdversarialSettings):
 @register_settings
 class ARDSettings(AdversarialSettings):
     """Goldblum et al. 2020 (``kdlab.methods.ard``); defaults: goldblum/AdversarialRobustnessDistillation
-    ``main.py`` (``--alpha 1.0 --temp 30``, ``nn.KLDivLoss()``, PGD 8/255, 2/255, 10 steps on the student's CE)."""
+    ``main.py`` (``--alpha 1.0 --temp 30``, ``nn.KLDivLoss()``, PGD 8/255, 2/255, 10 steps on the student's
+    CE)."""
 
     name: Literal["ard"] = "ard"
-    alpha: float = Field(1.0, ge=0, le=1, description="weight of T^2 KL(t(x) || s(x')); 1 - alpha weighs CE(s(x), y)")
+    alpha: float = Field(1.0, ge=0, le=1,
+                         description="weight of T^2 KL(t(x) || s(x')); 1 - alpha weighs CE(s(x), y)")
     temperature: float = Field(30.0, gt=0, description="T (their main.py: 30)")
     reduction: KLReduction = Field("mean", description=REDUCTION_HELP)
 
@@ -335,18 +339,21 @@ class RSLADSettings(AdversarialSettings):
 
 @register_settings
 class IADSettings(AdversarialSettings):
-    """Zhu et al. 2022, IAD-I (``kdlab.methods.iad``); defaults: ZFancy/IAD ``IAD-I.py`` (``--alpha 1.0 --temp 1.0
-    --beta 0.1 --begin 60`` of 200 epochs, on their ARD base ``ARD.py``: batchmean KL, PGD 8/255, 2/255, 10)."""
+    """Zhu et al. 2022, IAD-I (``kdlab.methods.iad``); defaults: ZFancy/IAD ``IAD-I.py`` (``--alpha 1.0
+    --temp 1.0 --beta 0.1 --begin 60`` of 200 epochs, on their ARD base ``ARD.py``: batchmean KL, PGD 8/255,
+    2/255, 10 steps)."""
 
     name: Literal["iad"] = "iad"
-    alpha: float = Field(1.0, ge=0, le=1, description="weight of the distillation terms; 1 - alpha weighs CE(s(x), y)")
+    alpha: float = Field(1.0, ge=0, le=1,
+                         description="weight of the distillation terms; 1 - alpha weighs CE(s(x), y)")
     temperature: float = Field(1.0, gt=0, description="T of the teacher term (their 1.0)")
     beta: float = Field(0.1, ge=0, description="teacher trust w = P_t(y | x')^beta (their 0.1)")
-    warmup_epochs: int = Field(60, ge=0, description="epochs of plain ARD before the introspection term (their "
-                                                     "--begin 60 of 200 epochs)")
+    warmup_epochs: int = Field(60, ge=0, description="epochs of plain ARD before the introspection term "
+                                                     "(their --begin 60 of 200 epochs)")
     reduction: KLReduction = Field("batchmean", description=REDUCTION_HELP + " (IAD's code: batchmean)")
-    second_clean_pass: bool = Field(True, description="the introspection target s(x) is a second forward pass of "
-                                                      "the student, as their code (false: reuse the clean logits)")
+    second_clean_pass: bool = Field(True, description="the introspection target s(x) is a second forward "
+                                                      "pass of the student, as their code (false: reuse the "
+                                                      "clean logits)")
 
     @property
     def student_passes(self) -> float:
@@ -362,7 +369,7 @@ class IADSettings(AdversarialSettings):
 @register_settings
 class AdaADSettings(AdversarialSettings):
     """Huang et al. 2023 (``kdlab.methods.adaad``); defaults: boyellow/AdaAD ``main.py`` and ``AT_helper.py``
-    (``--AdaAD_alpha 1.0``, ``nn.KLDivLoss()``, inner ``adaad_inner_loss``: 0.001 N(0, 1) start, both in eval)."""
+    (``--AdaAD_alpha 1.0``, ``nn.KLDivLoss()``, ``adaad_inner_loss``: 0.001 N(0, 1) start, both in eval)."""
 
     name: Literal["adaad"] = "adaad"
     alpha: float = Field(1.0, ge=0, le=1, description="weight of KL(t(x') || s(x')); 1 - alpha weighs "
