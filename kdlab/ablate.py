@@ -25,7 +25,7 @@ import yaml
 
 from kdlab.errors import KdlabError
 from kdlab.methods.settings import SETTINGS, methods_for
-from kdlab.recipe import Recipe, apply_overrides, read_yaml, validate_recipe
+from kdlab.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
 from kdlab.tables import DETECTION_METRICS, TEACHER_CELL
 
 
@@ -51,15 +51,50 @@ class AblationPlan:
 
     @property
     def title(self) -> str:
-        """The table's name; a grid names its keys, so two grids over one recipe never share a table."""
+        """The table's name; a grid names its full keys (``R-grid-method.kd.weight``), so two grids over one
+        recipe never share a table, even when their keys end alike (``method.acm.weight``)."""
         if self.kind == "blocks" and self.per_block_weight:
             return f"{self.name}-blocks-per-block-weight"
         if self.kind != "grid":
             return f"{self.name}-{self.kind}"
-        return f"{self.name}-grid-" + "-".join(key.split(".")[-1] for key in self.grid_keys)
+        return f"{self.name}-grid-" + "-".join(self.grid_keys)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what the table's numbers depend on: the base recipe with the common overrides, every
+        cell's overrides and the attacks (not the seeds: adding a seed extends the same table)."""
+        base = apply_overrides(self.base_raw, self.common_overrides)
+        payload = json.dumps([base, [list(cell.overrides) for cell in self.cells], list(self.attacks)],
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
     def table_path(self, out_dir: Path) -> Path:
-        return out_dir / f"{self.title}.csv"
+        """``<title>.csv``, unless a table of that name holds another plan's cells (other values, another
+        base recipe or ``--set``): then the first free or matching ``<title>-v2.csv``, ``-v3``, ... -- an
+        ablation never overwrites another one's table."""
+        for version in itertools.count(1):
+            path = out_dir / (f"{self.title}.csv" if version == 1 else f"{self.title}-v{version}.csv")
+            if not path.exists() or self._owns(path):
+                return path
+        raise AssertionError("unreachable")
+
+    def _owns(self, path: Path) -> bool:
+        """Whether the table at ``path`` was written by this plan (tables from before the ``plan`` column:
+        whether their cells' settings are among this plan's)."""
+        import csv
+
+        with path.open(newline="") as stream:
+            rows = [row for row in csv.DictReader(stream) if row.get("cell") != TEACHER_CELL]
+        if not rows:
+            return True
+        if "plan" in rows[0]:
+            return all(row["plan"] == self.fingerprint for row in rows)
+        settings = {" ".join(cell.overrides) for cell in self.cells}
+        return all(row.get("setting", "") in settings for row in rows)
+
+    def cell_overrides(self, cell: Cell, seed: int) -> tuple[str, ...]:
+        """Every override behind a cell's run (``--set``, the cell's, its seed): recorded in its runs row."""
+        return (*self.common_overrides, *cell.overrides, f"seed={seed}")
 
     def recipe_for(self, cell: Cell, seed: int) -> Recipe:
         raw = apply_overrides(self.base_raw, self.common_overrides + list(cell.overrides))
@@ -185,9 +220,13 @@ def grid_cells(grid: list[str]) -> list[Cell]:
         if not sep or not values:
             raise KdlabError(f"--grid '{entry}': expected KEY=V1,V2,..., e.g. --grid method.kd.temperature=2,4,8")
         axes.append([(key.strip(), value.strip()) for value in _split_values(values)])
+    # a cell names each key by its last segment, or by its full path when two keys end alike
+    last = [key.split(".")[-1] for key in grid_keys(grid)]
+    names = {key: key if last.count(key.split(".")[-1]) > 1 else key.split(".")[-1]
+             for key in grid_keys(grid)}
     cells = []
     for combination in itertools.product(*axes):
-        label = ",".join(f"{key.split('.')[-1]}={value}" for key, value in combination)
+        label = ",".join(f"{names[key]}={value}" for key, value in combination)
         cells.append(Cell(label, tuple(f"{key}={value}" for key, value in combination)))
     return cells
 
@@ -220,10 +259,9 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
                   per_block_weight: bool = False, methods: str | None = None,
                   method_overrides: list[str] = (), inner_steps: int | None = None,
                   inner_step: str | None = None) -> AblationPlan:
-    raw = read_yaml(recipe_path)
+    raw = read_recipe_file(recipe_path)  # relative paths read from the recipe's folder
     if not isinstance(raw, dict):
         raise KdlabError(f"{recipe_path}: a recipe must be a YAML mapping")
-    raw.setdefault("name", Path(recipe_path).stem)
     base = validate_recipe(apply_overrides(raw, overrides), source=recipe_path)
     chosen = sum([components, blocks is not None, bool(grid), methods is not None])
     if chosen != 1:
@@ -297,7 +335,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_cell(recipe_yaml: str, threads: int) -> dict[str, Any]:
+def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """Worker entry point (a separate process with --jobs): run one cell and return its summary."""
     import torch
 
@@ -305,7 +343,7 @@ def _run_cell(recipe_yaml: str, threads: int) -> dict[str, Any]:
 
     torch.set_num_threads(threads)
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
-    outcome = run_recipe(recipe, resume=True)
+    outcome = run_recipe(recipe, resume=True, overrides=overrides)
     return outcome.summary
 
 
@@ -338,7 +376,7 @@ def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool) -> dict[str, 
 
 def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
     row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
-           "seed": seed}
+           "seed": seed, "plan": plan.fingerprint}
     row.update({key: value for key, value in summary.items()
                 if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})
     # how the checkpoint was chosen (train.select), on which epoch, with which validation value
@@ -347,6 +385,8 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     row["val_score"] = summary.get("val_score")
     if plan.kind == "blocks":
         row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
+    row.update({key: summary.get(key) for key in ("arch", "eval_n", "eval_eps", "eval_steps")})  # plot titles
+    row["flag"] = summary.get("flag") or ""  # a degenerate (collapsed) model's robust accuracy means nothing
     # training cost: wall time, training images per second, student passes and teacher forwards per image
     for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
         row[key] = summary.get(key)
@@ -383,13 +423,14 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in order]
     if jobs <= 1:
         for cell, seed, recipe_yaml in payloads:
-            record(cell, seed, _run_cell(recipe_yaml, threads))
+            record(cell, seed, _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed)))
     else:
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_cell, recipe_yaml, threads): (cell, seed)
+            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed)):
+                       (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):
                 cell, seed = futures[future]

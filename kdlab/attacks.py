@@ -59,7 +59,6 @@ import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -67,8 +66,9 @@ import torch.nn.functional as F
 import torchattacks
 from torch import Tensor, nn
 
-from kdlab.errors import KdlabError
+from kdlab.errors import KdlabError, did_you_mean
 from kdlab.losses.cw_margin import cw_margin_loss
+from kdlab.units import EpsError, format_eps, parse_eps, parse_eps_list
 
 __all__ = [
     "ATTACKS",
@@ -91,58 +91,7 @@ __all__ = [
 
 DEFAULT_EPS = 8 / 255
 
-# --------------------------------------------------------------------------------------------------------------
-# eps parsing
-
-
-class EpsError(KdlabError, ValueError):
-    """An unreadable or out-of-range epsilon (both a ``KdlabError`` for the CLI and a ``ValueError``)."""
-
-
-def parse_eps(text: str | float) -> float:
-    """``"8/255" -> 0.0313...``; also ``"0.03"``, ``"0"``, ``"1e-2"`` or a number. Must lie in [0, 1].
-
-    Raises :class:`EpsError` (a ``KdlabError`` and a ``ValueError``) on anything else.
-    """
-    if isinstance(text, bool):
-        raise EpsError(f"epsilon {text!r} is not a number: write it like 8/255 or 0.031")
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        raw = str(text).strip()
-        try:
-            if "/" in raw:
-                num, den = (part.strip() for part in raw.split("/", 1))
-                value = float(Fraction(num) / Fraction(den))
-            else:
-                value = float(raw)
-        except (ValueError, ZeroDivisionError, ArithmeticError):
-            raise EpsError(f"epsilon {raw!r} is not a number: write it like 8/255 or 0.031") from None
-    if not math.isfinite(value) or value < 0:
-        raise EpsError(f"epsilon {text!r} must be a finite number >= 0: write it like 8/255 or 0.031")
-    if value > 1:
-        raise EpsError(f"epsilon {text!r} is larger than 1 but images are in [0, 1]: did you mean {text}/255?")
-    return value
-
-
-def parse_eps_list(text: str | Sequence[str | float]) -> list[float]:
-    """``"0,2/255,4/255,8/255"`` (or a sequence) -> list of floats, in the given order."""
-    parts = [p for p in text.split(",")] if isinstance(text, str) else list(text)
-    parts = [p for p in parts if not (isinstance(p, str) and not p.strip())]
-    if not parts:
-        raise EpsError("empty epsilon list: give values like 0,2/255,4/255,8/255")
-    return [parse_eps(p) for p in parts]
-
-
-def format_eps(eps: float | None) -> str:
-    """``0.0313... -> "8/255"`` when eps is a whole number of 255ths, else a short decimal."""
-    if eps is None:
-        return "-"
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6:
-        return "0" if round(k) == 0 else f"{round(k)}/255"
-    return f"{eps:.6g}"
-
+# EpsError, parse_eps, parse_eps_list and format_eps live in kdlab.units (one parser for recipes and the CLI).
 
 # --------------------------------------------------------------------------------------------------------------
 # model wrapping and the safe calling context
@@ -457,7 +406,8 @@ def attack_def(name: str) -> AttackDef:
     try:
         return ATTACKS[name]
     except KeyError:
-        raise KdlabError(f"unknown attack {name!r}: choose one of {', '.join(ATTACKS)}") from None
+        raise KdlabError(f"unknown attack {name!r}{did_you_mean(str(name), list(ATTACKS))}: choose one of "
+                         f"{', '.join(ATTACKS)}") from None
 
 
 def build_attack(model: nn.Module, spec: AttackSpec, num_classes: int) -> BatchAttack:

@@ -2,8 +2,8 @@
 
 Both load with ``torch.load(..., weights_only=True)``: they hold only tensors, numbers,
 strings, lists and dicts, never pickled code. A model checkpoint carries what is needed to
-rebuild the network (task, architecture, options, class count), so ``kdlab eval x.pt`` and
-``teacher.checkpoint: x.pt`` need nothing else.
+rebuild the network (task, architecture, options, class count, and a classifier's input normalisation
+statistics under ``normalization``), so ``kdlab eval x.pt`` and ``teacher.checkpoint: x.pt`` need nothing else.
 """
 
 from __future__ import annotations
@@ -60,11 +60,20 @@ def save_model(path: Path, model: nn.Module, *, task: str, arch: str, options: d
             "options": dict(options),
             "num_classes": num_classes,
             "classes": list(classes or []),
+            **_normalization(model),
             "state_dict": model.state_dict(),
             **(extra or {}),
         },
         path,
     )
+
+
+def _normalization(model: nn.Module) -> dict[str, Any]:
+    """``{"normalization": {"mean": [...], "std": [...]}}`` for a model that normalises its input, else ``{}``."""
+    mean, std = getattr(model, "mean", None), getattr(model, "std", None)
+    if not isinstance(mean, torch.Tensor) or not isinstance(std, torch.Tensor):
+        return {}
+    return {"normalization": {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}}
 
 
 def load_model_state(model: nn.Module, state_dict: dict, source: str) -> None:
@@ -93,7 +102,10 @@ def load_model(path: str | Path, expected_classes: int | None = None) -> tuple[n
         )
     from kdlab.models.factory import build_model
 
-    model = build_model(payload["task"], payload["arch"], payload["num_classes"], payload["options"])
+    options = dict(payload["options"])
+    # The statistics it was trained with; a checkpoint without them predates them: the CIFAR-10 default.
+    options.update(payload.get("normalization") or {})
+    model = build_model(payload["task"], payload["arch"], payload["num_classes"], options)
     load_model_state(model, payload["state_dict"], str(path))
     model.eval()
     return model, payload
@@ -108,3 +120,78 @@ def resolve_model_path(target: str | Path) -> Path:
             raise KdlabError(f"run directory '{target}' has no best.pt: the run has not finished an epoch yet")
         return best
     return target
+
+
+# --------------------------------------------------------------------------- checkpoints kdlab did not write
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def _torch_load(path: Path) -> Any:
+    if not path.is_file():
+        raise KdlabError(f"checkpoint '{path}' not found: check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise KdlabError(f"'{path}' cannot be read as a weights-only state dict ({reason}): save it with "
+                         "torch.save(model.state_dict(), path)") from None
+
+
+def external_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights in a checkpoint kdlab did not write: a plain ``state_dict``, or one under ``state_dict``,
+    ``model`` or ``net`` (common training-script layouts); a DataParallel ``module.`` prefix is removed."""
+    path = Path(path)
+    payload = _torch_load(path)
+    if isinstance(payload, dict) and payload.get("format") == MODEL_FORMAT:
+        raise KdlabError(f"'{path}' is a kdlab model checkpoint, which names its own architecture: "
+                         "drop --arch")
+    if isinstance(payload, dict):
+        for key in ("state_dict", "model", "net"):
+            if isinstance(payload.get(key), dict):
+                payload = payload[key]
+                break
+    if not isinstance(payload, dict) or not payload or not all(
+            isinstance(v, torch.Tensor) for v in payload.values()):
+        raise KdlabError(f"'{path}' holds no state dict (a mapping of parameter names to tensors): "
+                         "save it with torch.save(model.state_dict(), path)")
+    if all(key.startswith("module.") for key in payload):
+        payload = {key.removeprefix("module."): value for key, value in payload.items()}
+    return payload
+
+
+def _classes_in(state: dict[str, torch.Tensor]) -> int | None:
+    """The output count of the last 2-D weight (the classifier layer), or None."""
+    matrices = [value for key, value in state.items() if key.endswith("weight") and value.ndim == 2]
+    return int(matrices[-1].shape[0]) if matrices else None
+
+
+def load_external_model(path: str | Path, arch: str, *, num_classes: int | None, mean, std) -> nn.Module:
+    """A plain state dict evaluated as architecture ``arch`` -- a kdlab name (``resnet_small``,
+    ``preact_resnet18``, ``wrn-34-10``, default options) or ``torchvision:<name>`` -- wrapped in an
+    :class:`~kdlab.models.registry.ImageClassifier` with ``mean``/``std``, so it takes [0, 1] images like
+    every kdlab model. The class count is ``num_classes`` or read off the last linear layer. Eval mode."""
+    from kdlab.models.registry import ImageClassifier, build_classifier
+
+    state = external_state_dict(path)
+    classes = num_classes or _classes_in(state)
+    if classes is None:
+        raise KdlabError(f"cannot tell how many classes '{path}' predicts: pass --num-classes N")
+    if arch.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        name = arch.removeprefix(TORCHVISION_PREFIX)
+        try:
+            net = torchvision.models.get_model(name, weights=None, num_classes=classes)
+        except ValueError:
+            raise KdlabError(f"--arch {arch}: torchvision has no model '{name}' (e.g. torchvision:resnet18, "
+                             "torchvision:wide_resnet50_2)") from None
+        model = ImageClassifier(net, mean=mean, std=std, arch=arch)
+    else:
+        model = build_classifier(arch, classes, mean=list(mean), std=list(std))
+    if all(key.startswith("net.") or key in ("mean", "std") for key in state):  # a whole ImageClassifier's
+        state = {"mean": model.mean, "std": model.std, **state}  # normalisation stored with it wins
+        load_model_state(model, state, str(path))
+    else:
+        load_model_state(model.net, state, str(path))
+    model.eval()
+    return model

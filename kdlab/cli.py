@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from typer.core import TyperCommand
 
 from kdlab.errors import KdlabError
 
@@ -21,6 +22,23 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+class KdlabCommand(TyperCommand):
+    """Help that reads like the README: ``Usage: kdlab train [OPTIONS] RECIPE`` (not ``{recipe}``), and on/off
+    options such as ``--resume`` and ``--force`` shown as bare flags (no ``<bool>`` value)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if param.param_type_name == "option" and getattr(param, "is_flag", False):
+                param.metavar = ""
+            elif param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [piece.replace("{", "").replace("}", "") for piece in super().collect_usage_pieces(ctx)]
+
+
 SET_HELP = "Override a recipe key, e.g. --set train.epochs=5 (repeatable; type-checked like the file)."
 THREADS_HELP = "Torch CPU threads (default: one per core). On a machine shared with other jobs use 1 per process."
 
@@ -30,6 +48,16 @@ def _set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+# What Ctrl-C leaves behind, per command, and how to go on.
+INTERRUPTED = {
+    "train": "interrupted: the last finished epoch is kept; rerun with --resume to continue",
+    "distill": "interrupted: the last finished epoch is kept; rerun with --resume to continue",
+    "ablate": "interrupted: finished cells and the last finished epoch of the others are kept; "
+              "rerun the same command to continue",
+    "eval_": "interrupted: no rows were appended; rerun the command to evaluate again",
+}
 
 
 def friendly(command: Callable) -> Callable:
@@ -47,7 +75,7 @@ def friendly(command: Callable) -> Callable:
         except KeyboardInterrupt:
             from kdlab.console import error_console
 
-            error_console.print("interrupted: the last finished epoch is kept; rerun with --resume to continue")
+            error_console.print(INTERRUPTED.get(command.__name__, "interrupted"))
             raise typer.Exit(130) from None
 
     return wrapper
@@ -56,6 +84,7 @@ def friendly(command: Callable) -> Callable:
 def _print_run(outcome, role: str) -> None:
     from kdlab.console import console, results_table
     from kdlab.run import HEADLINE_METRICS
+    from kdlab.units import format_eps
 
     summary = outcome.summary
     metrics = [m for m in HEADLINE_METRICS if summary.get(m) is not None]
@@ -69,8 +98,10 @@ def _print_run(outcome, role: str) -> None:
         title = f"{summary['name']}: COCO box AP (%) on {summary.get('eval_n')} {summary.get('eval_split')} images{note}"
     else:
         title = (f"{summary['name']}: accuracy (%) on {summary.get('eval_n')} {summary.get('eval_split')} images, "
-                 f"PGD-{summary.get('eval_steps')} eps {summary.get('eval_eps', 0) * 255:.0f}/255{note}")
+                 f"PGD-{summary.get('eval_steps')} eps {format_eps(summary.get('eval_eps', 0))}{note}")
     console.print(results_table(title, rows, ["role", "run", *metrics]))
+    if summary.get("flag"):
+        console.print(f"[bold red]{role} {summary['flag']}[/]", highlight=False)
 
 
 def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool,
@@ -85,11 +116,11 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
         other = "distill" if recipe.is_distillation else "train"
         raise KdlabError(f"{recipe_path} is a {other} recipe: run it with `kdlab {other} {recipe_path}`")
     outcome = run_recipe(recipe, resume=resume, force=force, reporter_factory=RichReporter,
-                         command=" ".join(sys.argv))
+                         command=" ".join(sys.argv), overrides=overrides)
     _print_run(outcome, "student" if expect_distill else "model")
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def distill(
     recipe: Path = typer.Argument(..., help="Distillation recipe (YAML with student: and teacher:)."),
@@ -106,7 +137,7 @@ def distill(
     _run(recipe, set_, resume, force, expect_distill=True, threads=threads)
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def train(
     recipe: Path = typer.Argument(..., help="Training recipe (YAML with model:)."),
@@ -119,7 +150,7 @@ def train(
     _run(recipe, set_, resume, force, expect_distill=False, threads=threads)
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def inspect(
     target: str = typer.Argument(
@@ -144,7 +175,7 @@ def inspect(
     console.print(results_table(view.title, view.rows, view.columns))
 
 
-@app.command("eval")
+@app.command("eval", cls=KdlabCommand)
 @friendly
 def eval_(
     target: Path = typer.Argument(..., help="A run directory (uses its best.pt and recipe) or a model checkpoint."),
@@ -165,24 +196,43 @@ def eval_(
     sanity: bool = typer.Option(False, "--sanity", help="Also run the sanity checks (eps=0, bounds, monotone, ...)."),
     eps_sweep: str | None = typer.Option(
         None, "--eps-sweep", help="Comma-separated eps list, e.g. 0,2/255,4/255,8/255,16/255; also writes a PNG."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="TARGET is a plain state dict of this architecture (a checkpoint kdlab did not "
+                             "write): resnet_small, preact_resnet18, wrn-34-10, ... or torchvision:<name>, "
+                             "e.g. torchvision:resnet18. Needs --data."),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=1,
+        help="With --arch: output classes (default: read off the last linear layer)."),
+    norm: str = typer.Option(
+        "dataset", "--norm", help="With --arch: input normalisation wrapped around the model: dataset (its "
+                                  "default mean/std), imagenet (torchvision pretrained weights) or none."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
-    """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV."""
-    from kdlab.attacks import parse_eps, parse_eps_list
+    """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
+
+    TARGET is a run directory, a kdlab checkpoint, or with --arch any plain state dict."""
+    from kdlab.attacks import attack_def
     from kdlab.console import AttackProgress, console, results_table
     from kdlab.eval_run import evaluate_target
+    from kdlab.units import parse_eps, parse_eps_list
 
+    # Every option is checked before any data or model is loaded.
+    for name in attack or []:
+        attack_def(name)
+    eps_value = parse_eps(eps, "--eps") if eps is not None else None
+    alpha_value = parse_eps(alpha, "--alpha") if alpha is not None else None
+    sweep = parse_eps_list(eps_sweep, "--eps-sweep") if eps_sweep else None
     _set_threads(threads)
     with AttackProgress() as progress:
         report = evaluate_target(
-            target, attack, eps=parse_eps(eps) if eps is not None else None,
-            alpha=parse_eps(alpha) if alpha is not None else None, steps=steps, restarts=restarts, n=n,
-            batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity,
-            eps_sweep=parse_eps_list(eps_sweep) if eps_sweep else None, progress=progress,
+            target, attack, eps=eps_value, alpha=alpha_value, steps=steps, restarts=restarts, n=n,
+            batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity, eps_sweep=sweep, progress=progress,
+            arch=arch, num_classes=num_classes, norm=norm,
         )
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")
                if any(c in row for row in report.rows)]
+    columns += ["flag"] if any(row.get("flag") for row in report.rows) else []
     console.print(results_table(f"{report.rows[0]['model']}: results (%)", report.rows, columns))
     for violation in report.violations:
         console.print(f"[bold yellow]sanity warning:[/] {violation}")
@@ -198,7 +248,7 @@ def _int_list(text: str, option: str) -> list[int]:
         raise KdlabError(f"{option} '{text}': expected comma-separated integers, e.g. {option} 0,1,2") from None
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def ablate(
     recipe: Path = typer.Argument(..., help="Base recipe; every cell is this recipe plus the cell's overrides."),
@@ -237,13 +287,19 @@ def ablate(
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablate import plan_ablation, remaining_seconds, run_ablation
     from kdlab.console import console
+    from kdlab.recipe_paths import check_paths
     from kdlab.run import HEADLINE_METRICS
 
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
                          per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
                          inner_steps=inner_steps, inner_step=inner_step)
+    check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     total = len(plan.cells) * len(plan.seeds)
+    target = plan.table_path(out)
+    if target.stem != plan.title:
+        console.print(f"{out / plan.title}.csv holds another ablation (other values, recipe or --set): "
+                      f"writing {target.name} instead")
     console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
                   f" ({', '.join(c.label for c in plan.cells)})")
     finished, cell_seconds = [], []
@@ -264,26 +320,48 @@ def ablate(
     console.print(f"wrote {table}, {table.with_suffix('.md')}, {table.with_suffix('.png')}")
 
 
-@app.command()
+@app.command(cls=KdlabCommand)
 @friendly
 def table(
-    csv: Path = typer.Argument(..., help="An ablation CSV written by kdlab ablate."),
+    csv: Path = typer.Argument(..., help="A CSV kdlab wrote: an ablation table (results/ablations/*.csv), "
+                                         "evaluation rows (results/eval.csv) or the runs table "
+                                         "(results/runs.csv)."),
     paper: str | None = typer.Option(
         None, "--paper", help="Reference numbers to place beside kdlab's: mixacm-components, skd-retinanet-coco."),
     baseline: str | None = typer.Option(
         None, "--baseline",
         help="Cell to compare with, seed by seed (default student-ce or kind=none when present), e.g. kind=l2."),
 ) -> None:
-    """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone."""
+    """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show
+    the latest evaluation rows or the runs table as Markdown."""
     from kdlab.console import console
     from kdlab.paper import PAPER_NUMBERS
-    from kdlab.tables import render
+    from kdlab.tables import csv_kind, render, rows_markdown
 
+    kind = csv_kind(csv)
+    if kind != "ablation":
+        if paper is not None or baseline is not None:
+            raise KdlabError(f"--paper and --baseline apply to ablation tables; {csv} is a {kind} table: "
+                             "drop them")
+        console.print(rows_markdown(csv, kind), highlight=False, soft_wrap=True)
+        return
     if paper is not None and paper not in PAPER_NUMBERS:
         raise KdlabError(f"--paper '{paper}' unknown: choose one of {', '.join(PAPER_NUMBERS)}")
     markdown, plot = render(csv, paper=paper, baseline=baseline)
     console.print(markdown.read_text())
     console.print(f"wrote {markdown} and {plot}")
+
+
+@app.command()
+@friendly
+def schema(
+    section: str | None = typer.Argument(
+        None, help="A section, e.g. data, train, train.adversarial, eval (default: every key)."),
+) -> None:
+    """Every recipe key: type, default, allowed values and description (from the schema the validator uses)."""
+    from kdlab.schema_doc import render
+
+    typer.echo(render(section))
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

@@ -1,22 +1,28 @@
-"""Rich terminal output: training progress with ETA, and result tables. No logic lives here."""
+"""Rich terminal output: training and evaluation progress with images/s and ETA, and result tables.
+
+Progress lines fit an 80-column terminal: epoch, bar, done/total, images/s, ETA and elapsed time always show;
+the loss terms take what width is left, whole terms dropped from the end first (metrics.csv keeps them all).
+No logic lives here."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 from typing_extensions import Self
 
 from kdlab.engine import Reporter
@@ -25,14 +31,50 @@ console = Console(stderr=False)
 error_console = Console(stderr=True)
 
 
-def _progress_columns() -> tuple:
-    """Name, bar, done/total, speed, elapsed and ETA: the columns every kdlab progress bar shows."""
-    return (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+def _fixed(column_class, *args, **kwargs):
+    """A progress column that never wraps: rich shrinks the wrappable columns (the loss terms) first."""
+    return column_class(*args, table_column=Column(no_wrap=True), **kwargs)
 
 
-def _format_terms(terms: dict[str, float]) -> str:
-    return " ".join(f"{name}={value:.3f}" for name, value in terms.items())
+def _progress_columns(bar_width: int = 16) -> tuple:
+    """Name, bar, done/total, speed, ETA and elapsed: the columns every kdlab progress bar shows. Together
+    they take about 70 characters, so they fit an 80-column terminal; anything after them gives way first."""
+    return (_fixed(TextColumn, "[bold]{task.description}"), BarColumn(bar_width=bar_width),
+            _fixed(MofNCompleteColumn), _fixed(TextColumn, "{task.fields[speed]}"), _fixed(TextColumn, "eta"),
+            _fixed(TimeRemainingColumn), _fixed(TimeElapsedColumn))
+
+
+class _Terms:
+    """The latest loss terms, as many whole ``name=value`` pairs as fit the width rich leaves for them (none
+    at all on a narrow terminal): the bar and the ETA never give way to them. Every term is in metrics.csv."""
+
+    def __init__(self, terms: list[str]):
+        self.terms = terms
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(0, len(" ".join(self.terms)))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        shown = ""
+        for term in self.terms:
+            longer = f"{shown} {term}".strip()
+            if len(longer) > options.max_width:
+                break
+            shown = longer
+        yield Text(shown, no_wrap=True, overflow="crop")
+
+
+class TermsColumn(ProgressColumn):
+    def __init__(self):
+        super().__init__(table_column=Column(no_wrap=False, min_width=0))
+
+    def render(self, task) -> _Terms:
+        return _Terms(task.fields.get("terms") or [])
+
+
+def _format_terms(terms: dict[str, float]) -> list[str]:
+    """``name=value`` with three significant digits; a ``loss_`` prefix is dropped."""
+    return [f"{name.removeprefix('loss_')}={value:.3g}" for name, value in terms.items()]
 
 
 class RichReporter(Reporter):
@@ -48,13 +90,15 @@ class RichReporter(Reporter):
 
     def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
         self.epochs = epochs
-        self.progress = Progress(*_progress_columns(), TextColumn("{task.fields[terms]}"), console=self.console)
+        resuming = f", resuming at epoch {start_epoch}" if start_epoch > 1 else ""
+        self.console.print(f"[bold]{self.title}[/]: {epochs} epochs of {batches_per_epoch} batches{resuming}",
+                           highlight=False)
+        self.progress = Progress(*_progress_columns(), TermsColumn(), console=self.console)
         self.progress.start()
         total = epochs * batches_per_epoch
         done = (start_epoch - 1) * batches_per_epoch
-        self.task = self.progress.add_task(
-            f"{self.title} epoch {start_epoch}/{epochs}", total=total, completed=done, speed="", terms=""
-        )
+        self.task = self.progress.add_task(f"ep {start_epoch}/{epochs}", total=total, completed=done,
+                                           speed="", terms=[])
 
     def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None:
         assert self.progress is not None and self.task is not None
@@ -64,7 +108,7 @@ class RichReporter(Reporter):
         self.progress.update(
             self.task,
             advance=1,
-            description=f"{self.title} epoch {epoch}/{self.epochs}",
+            description=f"ep {epoch}/{self.epochs}",
             speed=f"{rate:,.0f} img/s",
             terms=_format_terms(terms),
         )
@@ -79,6 +123,11 @@ class RichReporter(Reporter):
     def fit_finished(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+    def evaluation_progress(self, what: str) -> AttackProgress:
+        """The progress of the evaluation after training (clean pass, then each attack): its own bars."""
+        self.console.print(f"[bold]{self.title}[/]: evaluating {what}", highlight=False)
+        return AttackProgress(self.console)
 
 
 def results_table(title: str, rows: Iterable[dict[str, Any]], columns: list[str]) -> Table:
@@ -118,7 +167,7 @@ class AttackProgress:
     def __call__(self, name: str, done: int, total: int) -> None:
         # Called after each batch: the rate is measured from the first report on, so the first batch's
         # duration (unknown here) never inflates it.
-        now = time.perf_counter()
+        now = self.progress.get_time()
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task(name, total=total, speed="")
             self.first[name] = (now, done)

@@ -139,6 +139,9 @@ def fit(
     reporter = reporter or Reporter()
     run_dir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = min(data.batches_per_epoch, spec.max_batches_per_epoch or data.batches_per_epoch)
+    if steps_per_epoch < 1:
+        raise KdlabError("the training split is smaller than one batch, so an epoch would have no step: "
+                         "lower data.batch_size or use more training images")
     optimizer = build_optimizer(method, spec)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec, steps_per_epoch))
     history: list[dict[str, Any]] = []

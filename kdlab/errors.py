@@ -7,3 +7,12 @@ class KdlabError(Exception):
     The CLI prints ``str(error)`` on one line and exits with code 2, no traceback.
     The message should name the problem and the fix.
     """
+
+
+def did_you_mean(name: str, candidates: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
+    """``" (did you mean 'pgd'?)"`` for the closest candidate, or ``""`` when none is close enough."""
+    import difflib
+
+    names = [str(c) for c in candidates]
+    match = difflib.get_close_matches(str(name).strip().lower(), names, n=1, cutoff=cutoff)
+    return f" (did you mean '{match[0]}'?)" if match else ""

@@ -8,6 +8,8 @@ appends a new row; readers take the latest (see the README's pandas one-liner).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -84,11 +86,39 @@ def _refuse_attack_options(**given: object) -> None:
                          "COCO box AP on its recipe's test split: drop them")
 
 
+NORMALISATIONS = ("dataset", "imagenet", "none")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def normalisation(choice: str, dataset: str) -> tuple[tuple, tuple, str]:
+    """``(mean, std, label)`` for an external checkpoint: the dataset's default statistics (CIFAR-100's for
+    cifar100, CIFAR-10's otherwise: kdlab.models.registry), ImageNet's (torchvision pretrained weights), or
+    none."""
+    from kdlab.models.registry import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+
+    if choice == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+    if choice == "none":
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "none"
+    if choice != "dataset":
+        raise KdlabError(f"--norm '{choice}': choose one of {', '.join(NORMALISATIONS)}")
+    if dataset == "cifar100":
+        return CIFAR100_MEAN, CIFAR100_STD, "cifar100"
+    return CIFAR10_MEAN, CIFAR10_STD, "cifar10"
+
+
 def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float | None = None,
                     alpha: float | None = None,
                     steps: int | None = None, restarts: int | None = None, n: int = 1000, batch_size: int = 256,
                     seed: int = 0, data: str | None = None, out: Path = Path("results/eval.csv"),
-                    sanity: bool = False, eps_sweep: list[float] | None = None, progress=None) -> EvalReport:
+                    sanity: bool = False, eps_sweep: list[float] | None = None, progress=None,
+                    arch: str | None = None, num_classes: int | None = None,
+                    norm: str = "dataset") -> EvalReport:
+    """Evaluate a run directory or checkpoint and append its rows to ``out``.
+
+    With ``arch`` the checkpoint is one kdlab did not write -- a plain state dict of that architecture (a
+    kdlab name or ``torchvision:<name>``) -- wrapped with the test set's normalisation (``norm``); its rows
+    record the architecture, ``checkpoint_kind`` external and the normalisation used."""
     from kdlab.attacks import AttackSpec
     from kdlab.checkpoint import load_model
     from kdlab.evaluate import eps_sweep as sweep
@@ -97,7 +127,11 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
     from kdlab.sanity import sanity_check
     from kdlab.tasks.classification import load_data, test_selection
 
+    if arch is None and num_classes is not None:
+        raise KdlabError("--num-classes applies to external checkpoints: give --arch NAME as well")
     resolved = resolve_target(target)
+    if arch is not None:
+        resolved = replace(resolved, recipe=None)  # an external checkpoint: nothing beside it describes it
     if resolved.recipe is not None and resolved.recipe.task == "detection":
         _refuse_attack_options(attack=attacks, eps=eps, alpha=alpha, steps=steps, restarts=restarts, sanity=sanity,
                                eps_sweep=eps_sweep, data=data)
@@ -107,7 +141,21 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
     data_spec = _data_spec(resolved, data)
     base = resolved.recipe or validate_recipe({"model": {"arch": "resnet_small"}})
     dataset = load_data(base.model_copy(update={"data": data_spec}))
-    model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
+    norm_label = None
+    if arch is not None:
+        from kdlab.checkpoint import load_external_model
+
+        mean, std, norm_label = normalisation(norm, data_spec.dataset)
+        model = load_external_model(resolved.checkpoint, arch, num_classes=num_classes, mean=mean, std=std)
+        with torch.no_grad():
+            classes = model(dataset.test.images[:1].float().div(255)).shape[1]
+        if classes != dataset.num_classes:
+            raise KdlabError(f"{resolved.checkpoint} as {arch} predicts {classes} classes but "
+                             f"{data_spec.dataset} has {dataset.num_classes}: pass --num-classes "
+                             f"{dataset.num_classes} or another --data")
+        payload = {"arch": arch}
+    else:
+        model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
     model = model.to(base.torch_device())
     images, labels = test_selection(dataset.test, min(n, len(dataset.test)), seed)
 
@@ -136,7 +184,11 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
         "checkpoint": str(resolved.checkpoint),
         "checkpoint_sha256": file_digest(resolved.checkpoint),
         "arch": payload.get("arch"),
+        "checkpoint_kind": "external" if arch is not None else "kdlab",
+        "normalisation": norm_label or "in checkpoint",
         "dataset": data_spec.dataset,
+        "data_root": data_spec.root or "",
+        "test_sha256": test_set_digest(images, labels),
         "sanity": sanity_text,
     }
     info = provenance()
@@ -149,15 +201,58 @@ def evaluate_target(target: str | Path, attacks: list[str] | None, *, eps: float
 
         from kdlab.plots import plot_robustness_curve
 
-        plot = out.parent / f"robustness-{resolved.label.replace('/', '_')}.png"
-        plot_robustness_curve(pd.DataFrame(rows), plot)
+        plot = out.parent / sweep_plot_name(resolved.label, specs, eps_sweep, len(labels), seed, data_spec)
+        title = sweep_title(resolved.label, specs, len(labels), seed, data_spec)
+        plot_robustness_curve(pd.DataFrame(rows), plot, title=title)
     return EvalReport(rows, violations, plot)
 
 
-def latest_rows(path: Path):
-    """The newest row per (model, attack, eps, alpha, steps, restarts, n, seed): re-evaluations supersede."""
-    from kdlab.results import read_table
+def test_set_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 prefix of the evaluated images (as 8-bit values) and labels: rows on different test sets --
+    another root, subset or seed -- never share it, whatever the dataset is called."""
+    digest = hashlib.sha256(images.mul(255).round().to(torch.uint8).cpu().numpy().tobytes())
+    digest.update(labels.to(torch.int64).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
-    frame = read_table(path)
-    keys = ["model", "attack", "eps", "alpha", "steps", "restarts", "n", "seed"]
-    return frame.drop_duplicates(subset=[k for k in keys if k in frame.columns], keep="last")
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text).strip("_") or "x"
+
+
+def sweep_plot_name(label: str, specs, eps_list: list[float], n: int, seed: int, data: DataSpec) -> str:
+    """``robustness-<model>-<attacks>-eps<lo>-<hi>-<data>-n<n>-<hash>.png``: the attacks, eps range, test set
+    and n in words, and a hash of every setting (attack steps, alpha, restarts, each eps, seed, data root), so
+    two sweeps with different settings never write one file and the same sweep always writes the same one."""
+    attacks = "-".join(dict.fromkeys(spec.name for spec in specs if spec.name != "clean")) or "clean"
+    scaled = [eps * 255 for eps in eps_list]
+    data_name = data.dataset + (f"-{Path(data.root).name}" if data.root else "")
+    settings = [[spec.name, spec.alpha, spec.steps, spec.restarts] for spec in specs]
+    payload = json.dumps([settings, [float(e) for e in eps_list], n, seed, data.dataset, data.root],
+                         default=str)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:6]
+    return _slug(f"robustness-{label.replace('/', '_')}-{attacks}-eps{min(scaled):g}-{max(scaled):g}-"
+                 f"{data_name}-n{n}-{digest}") + ".png"
+
+
+def sweep_title(label: str, specs, n: int, seed: int, data: DataSpec) -> str:
+    """The model, the test set and n, and each attack's settings (steps, step size, restarts) and seed."""
+    from kdlab.attacks import format_eps
+
+    def setting(spec) -> str:
+        resolved = spec.resolved()
+        alpha = f"α {format_eps(spec.alpha)}" if spec.alpha is not None else "α default"
+        restarts = f"{resolved.restarts} restart{'s' if resolved.restarts != 1 else ''}"
+        return f"{spec.name} {resolved.steps} steps, {alpha}, {restarts}"
+
+    root = f" ({data.root})" if data.root else ""
+    attacks = "; ".join(setting(spec) for spec in specs if spec.name != "clean")
+    return f"{label}: accuracy vs ε, {n} {data.dataset}{root} test images, seed {seed}\n{attacks}"
+
+
+def latest_rows(path: Path):
+    """The newest row per (model, test set, attack, eps, alpha, steps, restarts, n, seed): re-evaluations
+    supersede; rows on another test set (data root, subset) are kept apart (:data:`kdlab.tables.EVAL_KEY`)."""
+    from kdlab.results import read_table
+    from kdlab.tables import latest_eval_rows
+
+    return latest_eval_rows(read_table(path))

@@ -77,6 +77,8 @@ class AttackResult:
     min_value: float = 0.0
     max_value: float = 1.0
     adv_images: Tensor | None = field(default=None, repr=False)
+    top_class_share: float = float("nan")
+    collapsed: str = ""
 
     @property
     def label(self) -> str:
@@ -104,7 +106,14 @@ class AttackResult:
             "wall_s": round(self.wall_s, 3),
             "images_per_s": round(self.images_per_s, 2),
             "components": ";".join(f"{k}={v:.2f}" for k, v in self.components.items()),
+            "top_class_share": round(self.top_class_share, 2),
+            "flag": self.flag,
         }
+
+    @property
+    def flag(self) -> str:
+        """``"collapsed: robust accuracy meaningless (...)"`` for a degenerate model, else ``""``."""
+        return f"collapsed: robust accuracy meaningless ({self.collapsed})" if self.collapsed else ""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -170,18 +179,45 @@ def _percent(mask: Tensor) -> float:
 
 
 def _clean_pass(net: LogitsModel, images: Tensor, labels: Tensor, batch_size: int, device: torch.device,
-                progress: Progress | None) -> tuple[Tensor, int]:
+                progress: Progress | None) -> tuple[Tensor, int, Tensor]:
     n = images.shape[0]
     correct = torch.zeros(n, dtype=torch.bool)
+    predictions = torch.zeros(n, dtype=torch.long)
     num_classes = 0
     with torch.no_grad():
         for start, end in _batches(n, batch_size):
             logits = net(images[start:end].to(device))
             num_classes = logits.shape[1]
+            predictions[start:end] = logits.argmax(1).cpu()
             correct[start:end] = (logits.argmax(1) == labels[start:end].to(device)).cpu()
             if progress is not None:
                 progress("clean", end, n)
-    return correct, num_classes
+    return correct, num_classes, predictions
+
+
+def collapse_reason(predictions: Tensor, labels: Tensor, num_classes: int) -> tuple[float, str]:
+    """``(top_class_share, reason)``: the share (%) of the most frequent prediction, and why the model is
+    degenerate (``""`` when it is not). A model is degenerate when (a) its clean predictions collapse onto one
+    or two classes -- the two most frequent hold >= 90 % of them while the true labels are spread wider, with
+    at least 4 classes -- or (b) its clean accuracy is at chance: within two binomial standard errors of
+    100/C %. Its robust accuracy then measures the class balance, not robustness: an attack cannot move a
+    prediction that ignores the input, so PGD accuracy equals clean accuracy."""
+    n = predictions.numel()
+    counts = torch.bincount(predictions, minlength=num_classes).float()
+    label_counts = torch.bincount(labels.long().cpu(), minlength=num_classes).float()
+    top, top_class = float(counts.max()), int(counts.argmax())
+    share = 100.0 * top / n
+    two = 100.0 * float(counts.topk(min(2, num_classes)).values.sum()) / n
+    label_two = 100.0 * float(label_counts.topk(min(2, num_classes)).values.sum()) / n
+    if num_classes >= 4 and two >= 90.0 and label_two < 90.0:
+        used = int((counts > 0).sum())
+        return share, (f"predicts class {top_class} for {share:.0f}% of {n} images"
+                       + (f", two classes for {two:.0f}%" if used > 1 else ""))
+    chance = 1.0 / num_classes
+    accuracy = 100.0 * float((predictions == labels.long().cpu()).float().mean())
+    if num_classes >= 2 and accuracy <= 100.0 * (chance + 2 * math.sqrt(chance * (1 - chance) / n)):
+        return share, f"clean accuracy {accuracy:.1f}% on {n} images is at chance ({100 * chance:.1f}%)"
+    return share, ""
 
 
 def _predict(net: LogitsModel, x: Tensor) -> Tensor:
@@ -267,12 +303,14 @@ def evaluate_robustness(
     results: list[AttackResult] = []
     with attack_mode(model, deterministic=deterministic) as net:
         t0 = time.perf_counter()
-        clean_correct, num_classes = _clean_pass(net, images, labels, batch_size, device, progress)
+        clean_correct, num_classes, predictions = _clean_pass(net, images, labels, batch_size, device,
+                                                              progress)
         clean_wall = time.perf_counter() - t0
         if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise KdlabError(f"labels range over [{int(labels.min())}, {int(labels.max())}] but the model has "
                              f"{num_classes} outputs: check the dataset/model pairing")
         clean_acc = _percent(clean_correct)
+        top_share, collapsed = collapse_reason(predictions, labels, num_classes)
         for spec in specs:
             start = time.perf_counter()
             attack = build_attack(net, spec, num_classes)
@@ -292,6 +330,7 @@ def evaluate_robustness(
                 images_per_s=n / wall if wall > 0 else float("inf"), clean_accuracy=clean_acc,
                 components=components, max_perturbation=stats.max_perturbation,
                 min_value=stats.min_value, max_value=stats.max_value, adv_images=adv_store,
+                top_class_share=top_share, collapsed=collapsed,
             ))
     return results
 
@@ -309,10 +348,27 @@ def eps_sweep(
     """Every attack at every eps (eps-major order), sharing one clean pass: the data of a robustness curve.
 
     A spec's step size follows its eps (default rule, e.g. eps/4 for PGD) unless the spec fixed ``alpha``.
+    Attacks at eps = 0 are not run: their rows carry the clean accuracy (and the clean pass's time).
     ``kwargs`` go to :func:`evaluate_robustness`.
     """
     base = [AttackSpec(a) if isinstance(a, str) else a for a in attacks]
     if not eps_list:
         raise KdlabError("empty eps list: give values like 0,2/255,4/255,8/255")
     specs = [replace(spec, eps=float(eps)) for eps in eps_list for spec in base]
-    return evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress, **kwargs)
+    # At eps = 0 no attack can move an image: its accuracy is the clean accuracy, known from the shared clean
+    # pass, so the attack is not run (a PGD-20 at eps 0 would cost 21 passes for nothing).
+    attacked = [spec for spec in specs if spec.eps > 0]
+    clean_spec = AttackSpec("clean", seed=base[0].seed if base else 0)
+    results = evaluate_robustness(model, images, labels, [clean_spec, *attacked], batch_size=batch_size,
+                                  progress=progress, **kwargs)
+    clean, measured = results[0], iter(results[1:])
+    swept = []
+    for spec in specs:
+        if spec.eps > 0:
+            swept.append(next(measured))
+            continue
+        resolved = spec.resolved()
+        swept.append(replace(clean, attack=spec.name, eps=0.0, alpha=resolved.alpha, steps=resolved.steps,
+                             restarts=resolved.restarts, seed=spec.seed, robust=clean.robust.clone(),
+                             components={}))
+    return swept

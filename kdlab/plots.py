@@ -72,12 +72,16 @@ def plot_ablation_bars(
     label_column: str = "name",
     title: str | None = None,
     ylabel: str = "Accuracy (%)",
+    series_labels: Sequence[str] | None = None,
+    ylim: tuple[float, float] | None = (0.0, 100.0),
 ) -> Path:
     """Grouped bars: one group per ``label_column`` value, one bar per ``value_columns`` entry; saves a PNG.
 
     ``error_columns`` (same length as ``value_columns``) give the error bar of each bar, e.g. the std over
     seeds. Without them, rows that repeat a label (one row per seed) are averaged and their sample std
-    (ddof=1; 0 for a single seed) is drawn.
+    (ddof=1; 0 for a single seed) is drawn. The value axis spans ``ylim`` (0-100 %, so two plots compare at a
+    glance; ``None``: fitted to the data); the legend (``series_labels``, default the column names) sits
+    outside the axes, so it never hides a bar.
     """
     table = pd.DataFrame(table)
     value_columns = list(value_columns)
@@ -103,19 +107,25 @@ def plot_ablation_bars(
     labels = [str(v) for v in means.index]
     x = np.arange(len(labels))
     width = 0.8 / len(value_columns)
-    fig = Figure(figsize=(max(5.0, 1.1 * len(labels) * max(1, len(value_columns)) ** 0.5 + 2), 4.2))
+    names = list(series_labels) if series_labels is not None else value_columns
+    if len(names) != len(value_columns):
+        raise KdlabError(f"ablation bars: {len(names)} series labels for {len(value_columns)} value columns: "
+                         "give one label per value column")
+    fig = Figure(figsize=(max(5.0, 1.1 * len(labels) * max(1, len(value_columns)) ** 0.5 + 2), 4.2),
+                 layout="constrained")
     ax = fig.add_subplot()
     for k, column in enumerate(value_columns):
         offset = (k - (len(value_columns) - 1) / 2) * width
-        ax.bar(x + offset, means[column].to_numpy(dtype=float), width, label=column,
+        ax.bar(x + offset, means[column].to_numpy(dtype=float), width, label=names[k],
                yerr=errors[column].to_numpy(dtype=float), capsize=3, error_kw={"linewidth": 1})
     ax.set_xticks(x, labels, rotation=20 if max(map(len, labels)) > 8 else 0, ha="right" if
                   max(map(len, labels)) > 8 else "center")
     ax.set_xlabel(label_column)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or "Ablation (mean ± std over seeds)")
+    ax.set_title(title or "Ablation (mean ± std over seeds)", fontsize=10)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(True, axis="y", alpha=0.3)
     if len(value_columns) > 1:
-        ax.legend(fontsize=9)
-    fig.tight_layout()
+        ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _save(fig, path)

@@ -18,13 +18,22 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from kdlab.errors import KdlabError
+from kdlab.errors import KdlabError, did_you_mean
 from kdlab.methods.settings import (  # noqa: F401  (re-exported: the sections' historical home)
     DEFAULT_METHOD,
     SETTINGS,
@@ -36,7 +45,8 @@ from kdlab.methods.settings import (  # noqa: F401  (re-exported: the sections' 
     owner_of,
     settings_class,
 )
-from kdlab.schema import BlockKey, Fraction, Section, parse_fraction  # noqa: F401
+from kdlab.recipe_paths import check_paths, resolve_paths
+from kdlab.schema import BlockKey, Perturbation, Section, parse_perturbation  # noqa: F401
 
 
 # Bump when the meaning of a recipe changes without its text changing (a default, a loss's form): every run
@@ -48,20 +58,28 @@ SCHEMA_VERSION = 2
 # --------------------------------------------------------------------------- data, models
 class DataSpec(Section):
     dataset: Literal["embedded", "cifar10", "cifar100", "imagefolder", "synthetic", "voc", "coco"] = "embedded"
-    root: str | None = None
-    download: bool = False
+    root: str | None = Field(
+        None, description="dataset folder (relative: read from the recipe's folder); cifar: where "
+        "torchvision's batches are (default ./data)")
+    download: bool = Field(False, description="cifar10/cifar100: download into data.root when missing")
     subset: int | None = Field(None, gt=0, description="train images kept (stratified, seeded)")
     val_size: int = Field(0, ge=0, description="held-out train images used to pick the best checkpoint")
-    test_subset: int | None = Field(None, gt=0)
+    test_subset: int | None = Field(
+        None, gt=0, description="test images kept (stratified, seeded); null: all")
     split_seed: int = Field(0, ge=0, description="seed of the subset/val/test selection; fixed across run seeds")
-    batch_size: int = Field(128, gt=0)
-    augment: bool = True
+    batch_size: int = Field(
+        128, gt=0, description="training images per step (the last incomplete batch is dropped)")
+    augment: bool = Field(
+        True, description="random crop + flip (classification), horizontal flip (detection)")
     # detection only
     image_size: int | None = Field(None, gt=0, description="longest image side after resizing (detection)")
-    train_split: str = "train"
-    test_split: str = "test"
+    train_split: str = Field(
+        "train", description="voc: ImageSets split file; coco: image folder under data.root")
+    test_split: str = Field(
+        "test", description="voc: ImageSets split file; coco: image folder under data.root")
     annotations: str | None = Field(None, description="COCO json for the train split (detection)")
-    test_annotations: str | None = None
+    test_annotations: str | None = Field(
+        None, description="COCO json for the test split (relative to data.root)")
     num_images: int = Field(96, gt=0, description="synthetic detection images")
     num_test_images: int | None = Field(
         None, gt=0, description="synthetic detection test images (default max(16, num_images // 4))"
@@ -79,27 +97,44 @@ class DataSpec(Section):
 
 
 class ModelSpec(Section):
-    arch: str
-    width: int | None = Field(None, gt=0)
-    blocks_per_stage: int | None = Field(None, gt=0)
-    stages: int | None = Field(None, gt=0)
+    arch: str = Field(description="architecture: resnet_small, preact_resnet18, wrn-D-K (see kdlab inspect); "
+                                  "detection: fasterrcnn, retinanet")
+    width: int | None = Field(None, gt=0, description="base width (resnet_small)")
+    blocks_per_stage: int | None = Field(None, gt=0, description="residual blocks per stage (resnet_small)")
+    stages: int | None = Field(None, gt=0, description="number of stages (resnet_small)")
     # detection only
-    backbone: str | None = None
-    min_size: int | None = Field(None, gt=0)
-    max_size: int | None = Field(None, gt=0)
+    backbone: str | None = Field(None, description="detector backbone, e.g. resnet18, resnet50 (detection)")
+    min_size: int | None = Field(None, gt=0, description="detector resize: shorter side (detection)")
+    max_size: int | None = Field(None, gt=0, description="detector resize: longer side (detection)")
+    mean: list[float] | None = Field(
+        None, description="per-channel input mean, e.g. [0.5071, 0.4865, 0.4409] "
+        "(default: the dataset's; classification)")
+    std: list[float] | None = Field(None, description="per-channel input std (default: the dataset's)")
     options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _statistics_fit(cls, values: list[float] | None, info) -> list[float] | None:
+        if values is not None and len(values) != 3:
+            raise ValueError("needs 3 values, one per RGB channel, e.g. [0.5, 0.5, 0.5]")
+        if values is not None and info.field_name == "std" and min(values) <= 0:
+            raise ValueError("standard deviations must be positive, e.g. [0.25, 0.25, 0.25]")
+        return values
 
     def build_options(self) -> dict[str, Any]:
         """The keyword options this spec passes to the model builder (unset fields omitted)."""
-        fields = ("width", "blocks_per_stage", "stages", "backbone", "min_size", "max_size")
+        fields = ("width", "blocks_per_stage", "stages", "backbone", "min_size", "max_size", "mean", "std")
         built = {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
         built.update(self.options)
         return built
 
 
 class TeacherSpec(Section):
-    checkpoint: str | None = None
-    recipe: str | None = None
+    checkpoint: str | None = Field(
+        None, description="a kdlab model .pt (relative: read from the recipe's folder)")
+    recipe: str | None = Field(
+        None, description="a training recipe, trained once and cached (relative: read from "
+        "the recipe's folder)")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TeacherSpec:
@@ -125,11 +160,13 @@ MethodSection = Annotated[SerializeAsAny[MethodSettings], BeforeValidator(_metho
 
 # --------------------------------------------------------------------------- train, eval, output
 class AdversarialSpec(Section):
-    method: Literal["none", "pgd", "fgsm-rs", "trades"] = "none"
-    eps: Fraction = 8 / 255
-    alpha: Fraction | None = Field(None, description="step size; default 2/255 (pgd, trades), 10/255 (fgsm-rs)")
+    method: Literal["none", "pgd", "fgsm-rs", "trades"] = Field(
+        "none", description="adversarial training; none: standard")
+    eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
+    alpha: Perturbation | None = Field(
+        None, description="step size, e.g. 2/255; default 2/255 (pgd, trades), 10/255 (fgsm-rs)")
     steps: int = Field(10, gt=0, description="inner steps for pgd and trades")
-    trades_beta: float = Field(6.0, ge=0)
+    trades_beta: float = Field(6.0, ge=0, description="TRADES weight of the KL robustness term")
 
     @property
     def step_size(self) -> float:
@@ -148,19 +185,20 @@ class TrainSpec(Section):
     rising while robust accuracy falls (robust overfitting; with FGSM-RS, catastrophic overfitting).
     """
 
-    epochs: int = Field(30, gt=0)
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0)
+    epochs: int = Field(30, gt=0, description="training epochs")
+    lr: float = Field(0.1, gt=0, description="peak SGD learning rate")
+    momentum: float = Field(0.9, ge=0, description="SGD momentum")
     nesterov: bool = Field(False, description="Nesterov momentum (the TRADES, Rice et al. and Wong et al. "
                                               "recipes use plain momentum)")
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay (see decay_scope)")
     decay_scope: Literal["all", "weights"] = Field(
         "all", description="all: weight decay on every parameter (the reference recipes); weights: "
                            "exempt biases and normalisation parameters")
-    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    schedule: Literal["cosine", "multistep", "constant"] = Field(
+        "cosine", description="learning-rate schedule per step")
     milestones: list[int] = Field(default_factory=list, description="epochs where multistep multiplies lr by gamma")
-    gamma: float = Field(0.1, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0)
+    gamma: float = Field(0.1, gt=0, description="multistep lr factor")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear lr warm-up, in epochs")
     adversarial: AdversarialSpec = AdversarialSpec()
     select: Literal["auto", "pgd", "clean", "last"] = Field(
         "auto", description="metric on the validation split that chooses best.pt; auto: pgd for adversarial "
@@ -170,25 +208,43 @@ class TrainSpec(Section):
 
 
 class EvalSpec(Section):
-    n: int = Field(1000, gt=0, description="test images evaluated (fixed, seeded order)")
-    attacks: list[str] = Field(default_factory=lambda: ["clean", "pgd"])
-    eps: Fraction = 8 / 255
-    alpha: Fraction = 2 / 255
-    steps: int = Field(20, gt=0)
-    batch_size: int = Field(256, gt=0)
-    seed: int = 0
+    n: int = Field(
+        1000, gt=0, description="test images evaluated (fixed, seeded order); the default 1000 takes the "
+        "whole split when it is smaller, a larger explicit value is an error")
+    attacks: list[str] = Field(
+        default_factory=lambda: ["clean", "pgd"],
+        description="evaluation columns, e.g. clean, pgd, cw, autoattack (kdlab eval --help)")
+    eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
+    alpha: Perturbation = Field(2 / 255, description="PGD step size, e.g. 2/255")
+    steps: int = Field(20, gt=0, description="PGD iterations")
+    batch_size: int = Field(256, gt=0, description="images per attack batch")
+    seed: int = Field(0, description="seed of the image selection and the attacks' random starts")
     split: Literal["test", "val"] = Field("test", description="val: tune settings without touching the test set")
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, attacks: list[str]) -> list[str]:
+        from kdlab.attacks import available_attacks
+
+        known = available_attacks()
+        for name in attacks:
+            if name not in known:
+                hint = did_you_mean(name, known)
+                raise ValueError(f"unknown attack '{name}'{hint}: choose from {', '.join(known)}")
+        return attacks
 
 
 class OutputSpec(Section):
-    dir: str = "results/runs"
-    table: str = "results/runs.csv"
+    dir: str = Field(
+        "results/runs", description="folder of the run directories (relative: current directory)")
+    table: str = Field("results/runs.csv", description="CSV every finished run appends a row to")
 
 
 class Recipe(Section):
-    name: str = "run"
+    name: str = Field(
+        "run", description="label of the run directory (default: the file name); not in the key")
     task: Literal["classification", "detection"] = "classification"
-    seed: int = 0
+    seed: int = Field(0, description="run seed (initialisation, batch order, augmentation)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     data: DataSpec = DataSpec()
     model: ModelSpec | None = None
@@ -236,6 +292,11 @@ class Recipe(Section):
         if self.train.select in ("pgd", "clean") and self.data.val_size == 0:
             raise ValueError(f"train.select: {self.train.select} chooses the epoch on a validation split: set "
                              "data.val_size (e.g. 500), or train.select: last")
+        data = self.data
+        if self.task == "classification" and data.subset is not None and data.subset < data.batch_size:
+            raise ValueError(f"data.subset ({self.data.subset}) is smaller than one batch (data.batch_size "
+                             f"{data.batch_size}), so no training step would run: set data.batch_size to "
+                             f"at most {data.subset}, or raise data.subset")
         if self.task == "detection" and self.train.select in ("pgd", "clean"):
             raise ValueError(f"train.select: {self.train.select} is for classification; detection runs select on "
                              "validation AP50 (auto) or the last epoch (last)")
@@ -281,25 +342,41 @@ class Recipe(Section):
         The whole resolved recipe enters the hash, defaults included, together with
         :data:`SCHEMA_VERSION`: when a default changes, runs and teachers cached under the old default
         are not silently reused, since their key changes too. Writing a default explicitly names the
-        same run as leaving it out.
+        same run as leaving it out. A distillation recipe's key needs its teacher's identity in ``extra``.
         """
         # Where the images live (memory or disk) and which device runs it do not change the numbers; unset
         # options (null) are left out, so adding an option whose null default keeps today's behaviour does not
-        # rename every run. The method section holds only its own method's settings.
-        excluded = {"name": True, "output": True, "device": True, "data": {"in_memory"}}
+        # rename every run. The method section holds only its own method's settings. The teacher enters by its
+        # identity (``extra``: its run key or checkpoint digest), data.root by the dataset folder's name:
+        # absolute paths differ between machines (kdlab.recipe_paths).
+        excluded = {"name": True, "output": True, "device": True, "teacher": True, "data": {"in_memory"}}
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
         if self.task == "detection" and not self.is_distillation:
             # Before methods were a union, a detection training recipe carried the classification default's
             # name (mixacm) beside its feature settings: kept, so cached detection teachers keep their keys.
             identity["method"]["name"] = "mixacm"
+        if self.data.root is not None:
+            identity["data"]["root"] = Path(self.data.root).name
+        from kdlab.normalization import key_marker
+
+        marker = key_marker(self.data.dataset)  # statistics from the data (not the old CIFAR-10 default)
+        model = self.trained_model
+        if self.task == "classification" and marker and (model.mean is None or model.std is None):
+            identity["normalization"] = marker
         payload = json.dumps([SCHEMA_VERSION, identity, list(extra)], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
 # --------------------------------------------------------------------------- loading and overrides
-def _closest(name: str, candidates: list[str]) -> str:
-    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(candidates)})"
+def _closest(name: str, candidates: list[str], noun: str = "keys") -> str:
+    """`` (did you mean 'lr'?)`` for a close guess; with a weak guess or none, also every valid name."""
+    scored = sorted(((difflib.SequenceMatcher(None, name.lower(), c.lower()).ratio(), c) for c in candidates),
+                    key=lambda pair: -pair[0])
+    guesses = [f"'{c}'" for ratio, c in scored[:2] if ratio >= 0.6]
+    hint = f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
+    if not scored or scored[0][0] < 0.8:
+        hint += f"; valid {noun}: {', '.join(candidates)}"
+    return hint
 
 
 def _section_model(location: tuple, method_name: Any = None) -> type[BaseModel] | None:
@@ -337,10 +414,16 @@ def _describe(error: dict, method_name: Any = None) -> str:
         hint = _closest(str(key), [k for k in owner.model_fields]) if owner else ""
         return f"unknown key '{key}' in {where}{hint}"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        given = error.get("input")
+        return f"{path}: unknown value {given!r}{_closest(str(given), choices, 'values')}"
     if error["type"] == "missing":
         return f"missing required key '{path}'"
     got = error.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
+    if error["type"] == "value_error" and message.startswith(str(got).strip()):
+        shown = ""  # the message already starts with the value (perturbation sizes)
     return f"{path or 'recipe'}: {message}{shown}"
 
 
@@ -389,17 +472,34 @@ def read_yaml(path: str | Path) -> Any:
     file = Path(path)
     if not file.is_file():
         raise KdlabError(f"recipe file '{path}' not found: check the path (recipes live in recipes/)")
+    text = file.read_text()
     try:
-        return yaml.safe_load(file.read_text())
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
+        tabbed = next((number for number, line in enumerate(text.splitlines(), 1)
+                       if "\t" in line[:len(line) - len(line.lstrip())]), None)
+        if tabbed is not None:
+            raise KdlabError(f"{path}: line {tabbed} is indented with a tab; YAML indents with spaces: "
+                             "replace the tabs with spaces") from None
         where = f" at line {mark.line + 1}" if mark else ""
         raise KdlabError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def read_recipe_file(path: str | Path) -> Any:
+    """The raw mapping of a recipe file: ``name`` defaults to the file's stem, relative paths are made
+    absolute against the file's folder (:mod:`kdlab.recipe_paths`)."""
     raw = read_yaml(path)
     if isinstance(raw, dict):
         raw.setdefault("name", Path(path).stem)
-        raw = apply_overrides(raw, overrides or [])
-    return validate_recipe(raw, source=str(path))
+    return resolve_paths(raw, Path(path).parent)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override (``--set`` paths: from the current directory), validate and check a recipe file."""
+    raw = read_recipe_file(path)
+    if isinstance(raw, dict):
+        raw = resolve_paths(apply_overrides(raw, overrides or []), Path.cwd())
+    recipe = validate_recipe(raw, source=str(path))
+    check_paths(recipe, str(path))
+    return recipe

@@ -142,22 +142,51 @@ def append_rows(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock_for(path):
-        header: list[str] = []
+        _append_locked(path, rows)
+
+
+def _append_locked(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append ``rows`` to the table at ``path``; the caller holds its lock."""
+    header: list[str] = []
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as stream:
+            header = next(csv.reader(stream), [])
+    new_columns = [key for row in rows for key in row if key not in header]
+    columns = header + list(dict.fromkeys(new_columns))
+    if header and new_columns:
+        with path.open(newline="") as stream:
+            existing = list(csv.DictReader(stream))
+        atomic_write_text(path, _render(columns, existing + rows, with_header=True))
+        return
+    text = _render(columns, rows, with_header=not header)
+    with path.open("a", newline="") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def replace_rows(path: str | Path, rows: Iterable[dict[str, Any]], key: str) -> None:
+    """Like :func:`append_rows`, but first drop the table's rows whose ``key`` column equals a new row's: one
+    row per ``key`` (e.g. one per run directory, so a run forced and finished again is not listed twice)."""
+    rows = [{name: _cell(value) for name, value in row.items()} for row in rows]
+    if not rows:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replaced = {str(row.get(key, "")) for row in rows}
+    with _lock_for(path):
         if path.exists() and path.stat().st_size > 0:
             with path.open(newline="") as stream:
-                header = next(csv.reader(stream), [])
-        new_columns = [key for row in rows for key in row if key not in header]
-        columns = header + list(dict.fromkeys(new_columns))
-        if header and new_columns:
-            with path.open(newline="") as stream:
-                existing = list(csv.DictReader(stream))
-            atomic_write_text(path, _render(columns, existing + rows, with_header=True))
-            return
-        text = _render(columns, rows, with_header=not header)
-        with path.open("a", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
+                reader = csv.DictReader(stream)
+                header = list(reader.fieldnames or [])
+                existing = list(reader)
+            kept = [row for row in existing if row.get(key) not in replaced]
+            if len(kept) < len(existing):
+                new_columns = (name for row in rows for name in row if name not in header)
+                columns = header + list(dict.fromkeys(new_columns))
+                atomic_write_text(path, _render(columns, kept + rows, with_header=True))
+                return
+        _append_locked(path, rows)
 
 
 def _render(columns: list[str], rows: list[dict[str, Any]], with_header: bool) -> str:

@@ -10,6 +10,7 @@ ablations, say) is reused too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import time
@@ -26,8 +27,10 @@ from kdlab.checkpoint import load_model, save_model
 from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe, load_recipe
-from kdlab.results import append_rows, now, provenance, read_json, write_json
+from kdlab.results import now, provenance, read_json, replace_rows, write_json
+from kdlab.sizes import check_data_sizes
 from kdlab.tasks import get_task
+from kdlab.units import eps_255
 
 ReporterFactory = Callable[[str], Reporter]
 # The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
@@ -72,6 +75,75 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
     return teacher, info
 
 
+# --------------------------------------------------------------------------- identical experiments, one key
+# Block-key fields of method settings, student field -> its teacher field (None there: "the same key").
+BLOCK_FIELDS = {"blocks": "teacher_blocks", "block": "teacher_block"}
+
+
+def _block_index(model: nn.Module) -> dict[str, int]:
+    """Module path -> block index for a model that numbers its blocks (``blocks()``); empty otherwise."""
+    try:
+        return {block.path: block.index for block in model.blocks()}
+    except (AttributeError, KdlabError):
+        return {}
+
+
+def _canonical(keys, index: dict[str, int]):
+    """A block key (or list) with every module path that names a block replaced by that block's index."""
+    if isinstance(keys, list):
+        return [_canonical(key, index) for key in keys]
+    if isinstance(keys, str):
+        return int(keys.strip()) if keys.strip().isdigit() else index.get(keys.strip(), keys)
+    return keys
+
+
+def _has_path(section: Any) -> bool:
+    """Whether a method section gives any block key as a string (a module path or a digit string)."""
+    if not isinstance(section, dict):
+        return False
+    for key, value in section.items():
+        if key in BLOCK_FIELDS or key in BLOCK_FIELDS.values():
+            if any(isinstance(item, str) for item in (value if isinstance(value, list) else [value])):
+                return True
+        elif _has_path(value):
+            return True
+    return False
+
+
+def _canonical_section(section: dict, student: dict[str, int], teacher: dict[str, int]) -> None:
+    for key, value in section.items():
+        if isinstance(value, dict):
+            _canonical_section(value, student, teacher)
+    for field, teacher_field in BLOCK_FIELDS.items():
+        if field not in section:
+            continue
+        given = section[field]
+        teacher_keys = section.get(teacher_field)
+        section[field] = _canonical(given, student)
+        paired = _canonical(given if teacher_keys is None else teacher_keys, teacher)
+        # "the same keys" is written as null: an explicit pairing equal to the student's keys is the same run
+        section[teacher_field] = None if paired == section[field] else paired
+
+
+def canonical_blocks(recipe: Recipe, num_classes: int, teacher: nn.Module | None) -> Recipe:
+    """The recipe with method block keys given by module path (``net.stage2``) replaced by the block index
+    they name (``3``), for the student and the teacher alike, so ``[3, 4]`` and ``[net.stage2, net.stage3]``
+    are one run with one key. Paths that name no numbered block stay paths. Needs the models, so it lives
+    here and not in :meth:`Recipe.key` (which stays torch-free)."""
+    import yaml
+
+    from kdlab.models.factory import build_model
+    from kdlab.recipe import validate_recipe
+
+    raw = yaml.safe_load(recipe.to_yaml())
+    if not _has_path(raw.get("method") or {}):
+        return recipe
+    spec = recipe.trained_model
+    student = _block_index(build_model(recipe.task, spec.arch, num_classes, spec.build_options()))
+    _canonical_section(raw["method"], student, _block_index(teacher) if teacher is not None else student)
+    return validate_recipe(raw, source=f"{recipe.name} (block keys as indices)")
+
+
 # --------------------------------------------------------------------------- the run
 def run_directory(recipe: Recipe, teacher_identity: str = "") -> Path:
     return Path(recipe.output.dir) / f"{recipe.name}-{recipe.key(teacher_identity)}"
@@ -103,28 +175,48 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
     return None
 
 
+@contextlib.contextmanager
+def _discard_unless_trained(run_dir: Path):
+    """A run that fails before its first epoch is saved leaves no directory behind (nothing to resume)."""
+    try:
+        yield
+    except BaseException:
+        if run_dir.is_dir() and not (run_dir / "last.pt").exists() and not (run_dir / "summary.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
-               reporter_factory: ReporterFactory | None = None, command: str = "") -> RunOutcome:
-    """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it."""
+               reporter_factory: ReporterFactory | None = None, command: str = "",
+               overrides: list[str] | tuple[str, ...] = ()) -> RunOutcome:
+    """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it.
+
+    ``overrides`` are the ``--set`` values the recipe was resolved with; the summary and the table row record
+    them beside the run key, so two rows of one recipe name are told apart. The table keeps one row per run
+    directory: a forced or resumed run that finishes replaces its directory's earlier row.
+    """
     task = get_task(recipe.task)
     data = task.load_data(recipe)
+    check_data_sizes(recipe, data)  # before a teacher is trained or a run directory is made
     teacher, teacher_info = None, {}
     if recipe.is_distillation:
         teacher, teacher_info = prepare_teacher(recipe, task.num_classes(data), reporter_factory)
+    recipe = canonical_blocks(recipe, task.num_classes(data), teacher)
 
     run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     twin = None if force else _finished_twin(run_dir)
     if twin is not None:
         return RunOutcome(twin, read_json(twin / "summary.json"), reused=True)
-    with FileLock(str(run_dir) + ".lock"):
+    with FileLock(str(run_dir) + ".lock"), _discard_unless_trained(run_dir):
         finished = _claim_directory(run_dir, resume, force)
         if finished is not None:
             return RunOutcome(run_dir, finished, reused=True)
         started = time.perf_counter()
         (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
         code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
-        write_json(run_dir / "run.json", {"command": command, "seed": recipe.seed, **teacher_info, **code})
+        write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides),
+                                          "seed": recipe.seed, **teacher_info, **code})
 
         torch.manual_seed(recipe.seed)
         setup = task.setup(recipe, data, teacher)
@@ -140,12 +232,15 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
                      validate=setup.validate, select=recipe.selection_metric, export_best=export_best, resume=resume, reporter=reporter)
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
-        evaluation = task.evaluate(best.to(recipe.torch_device()), data, recipe)
+        with _evaluation_progress(reporter, recipe) as progress:
+            evaluation = task.evaluate(best.to(recipe.torch_device()), data, recipe, progress=progress)
         summary = {
             "name": recipe.name,
             "task": recipe.task,
             "kind": "distill" if recipe.is_distillation else "train",
             "key": run_dir.name,
+            "run_key": run_dir.name.rsplit("-", 1)[-1],
+            "overrides": " ".join(overrides),
             "run_dir": str(run_dir),
             "arch": spec.arch,
             "options": options,
@@ -159,6 +254,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             **evaluation,
             "eval_split": recipe.eval.split,
             "eval_eps": recipe.eval.eps,
+            "eval_eps_255": eps_255(recipe.eval.eps),
             "eval_steps": recipe.eval.steps,
             "train_seconds": round(result.train_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
@@ -169,8 +265,18 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "finished_at": now(),
         }
         write_json(run_dir / "summary.json", summary)
-        append_rows(recipe.output.table, [_table_row(summary)])
+        replace_rows(recipe.output.table, [_table_row(summary)], key="run_dir")
     return RunOutcome(run_dir, summary, reused=False)
+
+
+def _evaluation_progress(reporter: Reporter | None, recipe: Recipe):
+    """The reporter's progress display for the evaluation after training (images/s, ETA), if it has one."""
+    show = getattr(reporter, "evaluation_progress", None)
+    if show is None:
+        return contextlib.nullcontext(None)
+    spec = recipe.eval
+    attacks = ", ".join(f"{name}-{spec.steps}" if name == "pgd" else name for name in spec.attacks)
+    return show(f"best.pt on {spec.n} {spec.split} images ({attacks})")
 
 
 def _table_row(summary: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ The checks of Carlini et al. ("On Evaluating Adversarial Robustness", 2019) and 
 ("Obfuscated Gradients Give a False Sense of Security", ICML 2018): eps = 0 gives the clean accuracy,
 the model is deterministic at test time, adversarial images stay in the eps-ball and in [0, 1], accuracy does
 not rise with eps, a huge eps drives accuracy to ~0, one-step FGSM is not stronger than iterative PGD, and
-black-box Square is not stronger than white-box PGD/APGD. Each violation names its likely cause.
+black-box Square is not stronger than white-box PGD/APGD. Each violation names its likely cause; a degenerate
+model (predictions collapsed onto one or two classes, or clean accuracy at chance) is named as such, and the
+gradient-masking checks, which it would fail for that reason, are skipped.
 
 The black-box check uses Square with 5000 queries by default -- the query budget of the standard AutoAttack
 (``SquareAttack(n_queries=5000, p_init=.8)`` in github.com/fra31/auto-attack, ``autoattack/autoattack.py``):
@@ -165,6 +167,16 @@ def sanity_check(
                 f"{r.eps * 255:.3f}/255) with values in [{r.min_value:.4f}, {r.max_value:.4f}]: the attack "
                 "breaks the threat model -- eps in the wrong units, or images not in [0, 1] (wrong "
                 "normalisation)"))
+
+    if results[0].collapsed:
+        # A degenerate model defeats every attack-based check below, and each would blame gradient masking.
+        violations.append(SanityViolation(
+            "collapsed",
+            f"the model is degenerate: {results[0].collapsed}; robust accuracy is meaningless (an attack "
+            "cannot move predictions that ignore the input), not a sign of gradient masking -- train it "
+            "longer or check the labels, learning rate and normalisation; the gradient-masking checks were "
+            "skipped"))
+        return SanityReport(violations, settings, results)
 
     ordered = [pgd[e] for e in pgd_eps]
     for lo, hi in itertools.pairwise(ordered):

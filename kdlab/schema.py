@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from kdlab.units import parse_eps
 
 # A feature tap: a block index (1 = stem, 2.. = stages) or a module path (see ``kdlab.taps``).
 BlockKey = int | str
@@ -16,16 +18,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def parse_fraction(value: Any) -> Any:
-    """Accept ``8/255`` as well as ``0.0314`` for perturbation sizes; leave other types to pydantic."""
-    if isinstance(value, str) and "/" in value:
-        numerator, _, denominator = value.partition("/")
-        try:
-            return float(numerator) / float(denominator)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"'{value}' is not a number or a fraction like 8/255") from None
-    return value
+def parse_perturbation(value: Any) -> Any:
+    """Perturbation sizes use the one parser of :mod:`kdlab.units` (``8/255`` or a decimal <= 1)."""
+    return parse_eps(value, name="")
 
 
-# A perturbation size (eps, step size): 8/255 or 0.0314; recipes and method settings share it.
-Fraction = Annotated[float, BeforeValidator(parse_fraction), Field(ge=0)]
+# An eps or step size in [0, 1] pixel units: 8/255 or 0.031; 8 is refused with "write 8/255". Recipes and method
+# settings (the adversarial methods' inner maximisation) share it.
+Perturbation = Annotated[float, BeforeValidator(parse_perturbation)]

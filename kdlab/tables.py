@@ -87,8 +87,12 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
+    flags = flags.astype(object).where(flags.notna(), "").astype(str)
+    collapsed = set(frame.loc[flags != "", "cell"].astype(str))
     for _, row in summary.iterrows():
-        cells = [str(row["cell"]), str(int(row["seeds"]))]
+        label = str(row["cell"]) + (" ⚠ collapsed" if str(row["cell"]) in collapsed else "")
+        cells = [label, str(int(row["seeds"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         if baseline:
             delta = deltas.get(str(row["cell"])) if str(row["cell"]) != baseline else None
@@ -107,6 +111,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append("Total ACM weight (acm.weight × Σ block weights): "
                      + (f"{totals[0]:g} in every cell." if len(totals) == 1 else
                         "differs between cells (" + ", ".join(f"{t:g}" for t in totals) + "): --per-block-weight."))
+    if collapsed:
+        notes.append("⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance "
+                     "on clean images -- collapsed: robust accuracy meaningless (see the CSV's flag column).")
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"
@@ -155,6 +162,85 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | None = None
         value_columns=[f"{m}_mean" for m in metrics],
         error_columns=[f"{m}_std" for m in metrics],
         label_column="cell",
-        title=f"{csv_path.stem} (mean ± std over seeds)",
+        title=f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} "
+              "(mean ± std over seeds)",
+        series_labels=[METRIC_NAMES.get(m, m) for m in metrics],
     )
     return markdown, plot
+
+
+def plot_subtitle(frame: pd.DataFrame) -> str:
+    """What the bars measured: the model, n and the attack (from the cells' rows; tables written before these
+    columns existed say only what they have)."""
+    students = frame[frame["cell"] != TEACHER_CELL]
+
+    def single(column: str):
+        values = students[column].dropna().unique() if column in students.columns else []
+        return values[0] if len(values) == 1 else None
+
+    parts = [str(single("arch"))] if single("arch") is not None else []
+    if single("eval_n") is not None:
+        parts.append(f"n = {int(single('eval_n'))}")
+    if "pgd_acc" in frame.columns and single("eval_steps") is not None and single("eval_eps") is not None:
+        parts.append(f"PGD-{int(single('eval_steps'))} at ε = {float(single('eval_eps')) * 255:g}/255")
+    elif any(metric in frame.columns for metric in DETECTION_METRICS):
+        parts.append("COCO box AP")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- kdlab table on any kdlab CSV
+# The columns that identify one evaluation: a re-evaluation of the same model, test set and attack supersedes.
+EVAL_KEY = ["model", "dataset", "data_root", "test_sha256", "attack", "eps", "alpha", "steps", "restarts",
+            "n", "seed"]
+EVAL_COLUMNS = ["model", "arch", "dataset", "data_root", "attack", "eps_255", "steps", "n", "clean_accuracy",
+                "accuracy", "AP", "AP50", "flag"]
+RUNS_COLUMNS = ["name", "key", "kind", "arch", "overrides", "seed", "clean_acc", "pgd_acc", "autoattack_acc",
+                "AP", "AP50", "flag", "git_commit", "finished_at"]
+ACCEPTED = ("an ablation table (results/ablations/*.csv, written by kdlab ablate), evaluation rows "
+            "(results/eval.csv, kdlab eval) or the runs table (results/runs.csv, kdlab train/distill)")
+
+
+def csv_kind(path: Path) -> str:
+    """``ablation``, ``eval`` or ``runs``, judged by the CSV's columns; a one-line error for anything else."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise KdlabError(f"table '{path}' not found: pass {ACCEPTED}")
+    with path.open(newline="") as stream:
+        header = set(next(csv.reader(stream), []))
+    if {"cell", "seed"} <= header:
+        return "ablation"
+    if {"model", "attack"} <= header:
+        return "eval"
+    if {"name", "run_dir"} <= header:
+        return "runs"
+    raise KdlabError(f"{path} is not a table kdlab writes: kdlab table accepts {ACCEPTED}")
+
+
+def latest_eval_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per :data:`EVAL_KEY`: re-evaluations supersede; rows on another test set stay apart."""
+    return frame.drop_duplicates(subset=[k for k in EVAL_KEY if k in frame.columns], keep="last")
+
+
+def rows_markdown(path: Path, kind: str) -> str:
+    """A Markdown view of an evaluation CSV (latest rows) or of the runs table (one row per run)."""
+    frame = read_table(path)
+    if kind == "eval":
+        frame, columns = latest_eval_rows(frame), EVAL_COLUMNS
+        what = "latest evaluation per model, test set and attack"
+    else:
+        columns, what = RUNS_COLUMNS, "one row per run; its directory is run_dir (results/runs/<key>)"
+    columns = [c for c in columns if c in frame.columns and frame[c].notna().any()]
+    lines = [f"# {path.name}: {what}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")

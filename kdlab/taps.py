@@ -20,7 +20,7 @@ from typing_extensions import Self
 
 from kdlab.errors import KdlabError
 
-__all__ = ["FeatureTaps", "TapKey", "describe_model_blocks", "resolve_tap"]
+__all__ = ["FeatureTaps", "TapKey", "block_name", "describe_model_blocks", "resolve_tap"]
 
 TapKey = int | str
 
@@ -72,6 +72,18 @@ def resolve_tap(model: nn.Module, key: TapKey) -> str:
     except AttributeError:
         raise KdlabError(f"unknown module path '{path}': {describe_model_blocks(model)}") from None
     return path
+
+
+def block_name(model: nn.Module, key: TapKey) -> str:
+    """How loss terms name a tap: the block index when ``key`` is or resolves to a numbered block
+    (``net.stage2`` -> ``"3"``), else the key itself (a module path inside a block)."""
+    key = _normalise_key(model, key)
+    if isinstance(key, str):
+        try:
+            return str(next(block.index for block in model.blocks() if block.path == key.strip()))
+        except (AttributeError, KdlabError, StopIteration):
+            return key
+    return str(key)
 
 
 class FeatureTaps:

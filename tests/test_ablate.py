@@ -132,8 +132,8 @@ def test_two_grids_over_one_recipe_write_two_tables(train_recipe, tmp_path):
                              seeds=[0], attacks=["pgd"], overrides=[], name=None)
 
     lr, epochs = grid_plan(["train.lr=0.1,0.2"]), grid_plan(["train.epochs=1,2", "train.lr=0.1"])
-    assert lr.table_path(tmp_path).name == "abl-grid-lr.csv"
-    assert epochs.table_path(tmp_path).name == "abl-grid-epochs-lr.csv"
+    assert lr.table_path(tmp_path).name == "abl-grid-train.lr.csv"
+    assert epochs.table_path(tmp_path).name == "abl-grid-train.epochs-train.lr.csv"
 
 
 def test_paper_column_is_chosen_by_the_tables_contents():
@@ -159,8 +159,8 @@ def test_kdlab_ablate_reports_each_cell_with_an_eta_and_writes_the_table(train_r
     assert result.exit_code == 0, result.output
     assert "[1/2] lr=0.1 seed 0" in result.output and re.search(r"1 left, eta \d+:\d\d:\d\d", result.output)
     assert "[2/2] lr=0.2 seed 0" in result.output
-    table = pd.read_csv(out / "abl-grid-lr.csv")
-    assert list(table["cell"]) == ["lr=0.1", "lr=0.2"] and (out / "abl-grid-lr.md").is_file()
+    table = pd.read_csv(out / "abl-grid-train.lr.csv")
+    assert list(table["cell"]) == ["lr=0.1", "lr=0.2"] and (out / "abl-grid-train.lr.md").is_file()
 
 
 def test_paired_differences_subtract_the_baseline_seed_by_seed():

@@ -133,7 +133,7 @@ def test_parse_eps_list_and_format():
     assert parse_eps_list("0,2/255,4/255,8/255,16/255") == pytest.approx([0, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
     with pytest.raises(KdlabError):
         parse_eps_list(" , ")
-    assert [format_eps(e) for e in (0.0, 8 / 255, 0.5)] == ["0", "8/255", "0.5"]
+    assert [format_eps(e) for e in (0.0, 8 / 255, 0.5)] == ["0", "8/255", "127.5/255"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

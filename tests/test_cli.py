@@ -62,10 +62,11 @@ def test_corrupt_teacher_checkpoint_gives_one_line_error(tmp_path):
     checkpoint.write_bytes(b"not a checkpoint")
     recipe = tmp_path / "d.yaml"
     recipe.write_text(
-        f"data: {{dataset: embedded, subset: 50, test_subset: 20}}\nstudent: {{arch: resnet_small, width: 4}}\n"
+        f"data: {{dataset: embedded, subset: 50, test_subset: 20, batch_size: 25}}\n"
+        f"student: {{arch: resnet_small, width: 4}}\n"
         f"teacher: {{checkpoint: {checkpoint}}}\noutput: {{dir: {tmp_path}/runs, table: {tmp_path}/runs.csv}}\n"
     )
-    assert_one_line_error(invoke("distill", recipe), "corrupt")
+    assert_one_line_error(invoke("distill", recipe), "teacher.pt' is corrupt")
 
 
 def test_teacher_with_wrong_class_count_gives_one_line_error(tmp_path):
@@ -77,7 +78,8 @@ def test_teacher_with_wrong_class_count_gives_one_line_error(tmp_path):
                arch="resnet_small", options={"width": 4}, num_classes=100)
     recipe = tmp_path / "d.yaml"
     recipe.write_text(
-        f"data: {{dataset: embedded, subset: 50, test_subset: 20}}\nstudent: {{arch: resnet_small, width: 4}}\n"
+        f"data: {{dataset: embedded, subset: 50, test_subset: 20, batch_size: 25}}\n"
+        f"student: {{arch: resnet_small, width: 4}}\n"
         f"teacher: {{checkpoint: {checkpoint}}}\noutput: {{dir: {tmp_path}/runs, table: {tmp_path}/runs.csv}}\n"
     )
     assert_one_line_error(invoke("distill", recipe), "100 classes", "10")

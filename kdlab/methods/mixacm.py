@@ -36,7 +36,7 @@ from kdlab.engine import StepResult
 from kdlab.losses import acm_loss, kd_loss, mix_batch, mixup_cross_entropy
 from kdlab.methods.base import DistillationMethod, block_channels, connector_for
 from kdlab.methods.settings import MixACMSettings
-from kdlab.taps import FeatureTaps
+from kdlab.taps import FeatureTaps, block_name
 
 __all__ = ["MixACM", "block_channels"]
 
@@ -94,7 +94,7 @@ class MixACM(DistillationMethod):
                 student_map, teacher_taps[teacher_block],
                 p=spec.acm.p, normalize=spec.acm.normalize, distance=spec.acm.distance,
             )
-            terms[f"acm{block}"] = spec.acm.weight * beta * distance
+            terms[f"acm{block_name(self.student, block)}"] = spec.acm.weight * beta * distance
 
         if spec.mixup.enabled:
             # Accuracy on a mixed batch: credit the dominant label.

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from kdlab.schema import BlockKey, Fraction, Section
+from kdlab.schema import BlockKey, Perturbation, Section
 
 # The method a recipe gets when it names none: what each task trained before methods became plug-ins.
 DEFAULT_METHOD = {"classification": "mixacm", "detection": "skd"}
@@ -82,13 +82,13 @@ def owner_of(key: str) -> list[str]:
 
 # --------------------------------------------------------------------------- MixACM (classification)
 class MixupSpec(Section):
-    enabled: bool = True
-    alpha: float = Field(1.0, gt=0)
+    enabled: bool = Field(True, description="mix every batch (teacher and student see the same mixed images)")
+    alpha: float = Field(1.0, gt=0, description="Beta(alpha, alpha) of the mixing weight")
 
 
 class KDSpec(Section):
     weight: float = Field(1.0, ge=0, description="0 turns soft labels off")
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, description="softmax temperature of the soft labels")
 
 
 class ACMSpec(Section):
@@ -257,8 +257,8 @@ class InnerMaxSpec(Section):
     reference's.
     """
 
-    eps: Fraction = 8 / 255
-    step: Fraction = Field(2 / 255, description="step size of each sign-gradient step")
+    eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
+    step: Perturbation = Field(2 / 255, description="step size of each sign-gradient step, e.g. 2/255")
     steps: int = Field(10, ge=0, description="k: inner steps (10 in every reference script)")
     start: Literal["default", "uniform", "normal", "none"] = Field(
         "default", description="default: the method's reference (uniform U(-eps, eps) for PGD-AT, ARD, IAD; "

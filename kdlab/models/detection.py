@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdlab.errors import KdlabError
+from kdlab.errors import KdlabError, did_you_mean
 
 __all__ = [
     "ARCHS",
@@ -250,9 +250,11 @@ def build_detector(
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 
     if arch not in ARCHS:
-        raise KdlabError(f"unknown detector arch '{arch}': choose one of {_choices(ARCHS)}")
+        raise KdlabError(f"unknown detector arch '{arch}'{did_you_mean(arch, list(ARCHS))}: choose one of "
+                         f"{_choices(ARCHS)}")
     if backbone not in BACKBONES:
-        raise KdlabError(f"unknown detector backbone '{backbone}': choose one of {_choices(BACKBONES)}")
+        raise KdlabError(f"unknown detector backbone '{backbone}'{did_you_mean(str(backbone), list(BACKBONES))}: "
+                         f"choose one of {_choices(BACKBONES)}")
     own = _FASTERRCNN_OPTIONS if arch == "fasterrcnn" else _RETINANET_OPTIONS
     other = _RETINANET_OPTIONS if arch == "fasterrcnn" else _FASTERRCNN_OPTIONS
     for name in options:

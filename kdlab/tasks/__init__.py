@@ -46,7 +46,8 @@ class Task(Protocol):
 
     def setup(self, recipe: Recipe, data: Any, teacher: nn.Module | None) -> TrainingSetup: ...
 
-    def evaluate(self, model: nn.Module, data: Any, recipe: Recipe) -> dict[str, float]: ...
+    def evaluate(self, model: nn.Module, data: Any, recipe: Recipe,
+                 progress: Any = None) -> dict[str, float]: ...
 
 
 def get_task(name: str) -> Task:

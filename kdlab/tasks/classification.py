@@ -84,8 +84,10 @@ def load_data(recipe: Recipe):
     )
 
 
-def evaluate_classifier(model: nn.Module, data, recipe: Recipe) -> dict[str, float]:
-    """Clean and attack accuracies (percent) on the recipe's fixed selection of its eval split."""
+def evaluate_classifier(model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, float]:
+    """Clean and attack accuracies (percent) on the recipe's fixed selection of its eval split.
+
+    ``progress(name, done, total)`` is called after every batch (see :data:`kdlab.evaluate.Progress`)."""
     from kdlab.attacks import AttackSpec
     from kdlab.evaluate import evaluate_robustness
 
@@ -100,9 +102,12 @@ def evaluate_classifier(model: nn.Module, data, recipe: Recipe) -> dict[str, flo
         else AttackSpec(name, eps=spec.eps, seed=spec.seed)
         for name in spec.attacks
     ]
-    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size)
+    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size,
+                                  progress=progress)
     evaluation: dict[str, Any] = {f"{result.attack}_acc": result.accuracy for result in results}
     evaluation["eval_n"] = len(labels)
+    evaluation["top_class_share"] = round(results[0].top_class_share, 2)
+    evaluation["flag"] = results[0].flag  # "collapsed: robust accuracy meaningless (...)" when degenerate
     return evaluation
 
 
@@ -121,7 +126,10 @@ class ClassificationTask:
 
         spec = recipe.trained_model
         device = recipe.torch_device()
-        model = build_model("classification", spec.arch, data.num_classes, spec.build_options()).to(device)
+        from kdlab.normalization import model_options
+
+        options = model_options(spec, recipe.data.dataset, data.train.images)  # mean/std follow the data
+        model = build_model("classification", spec.arch, data.num_classes, options).to(device)
         if teacher is not None:
             from kdlab.methods.registry import build_method
 
@@ -144,5 +152,5 @@ class ClassificationTask:
                              num_classes=data.num_classes, classes=list(data.classes),
                              summary={"train_images": len(data.train), **training_cost(method)})
 
-    def evaluate(self, model: nn.Module, data, recipe: Recipe) -> dict[str, float]:
-        return evaluate_classifier(model, data, recipe)
+    def evaluate(self, model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, float]:
+        return evaluate_classifier(model, data, recipe, progress=progress)

@@ -157,8 +157,8 @@ class DetectionTask:
                              summary={"train_images": len(train), "backbone": recipe.trained_model.backbone,
                                       **training_cost(method)})
 
-    def evaluate(self, model: nn.Module, data, recipe: Recipe) -> dict[str, Any]:
-        return evaluate_split(model, data, recipe)
+    def evaluate(self, model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, Any]:
+        return evaluate_split(model, data, recipe)  # COCO AP over the split: no per-batch progress yet
 
 
 # --------------------------------------------------------------------------- kdlab eval RUN (detection runs)
