@@ -1,7 +1,7 @@
 """Ablations: a grid of resolved recipes, each an ordinary (cached, resumable) run, gathered into one table.
 
 An ablation is a list of *cells* (a label and the ``--set`` overrides that define it) crossed
-with seeds. ``--components`` and ``--blocks`` are named presets over that grid; ``--grid
+with seeds. ``--components``, ``--blocks`` and ``--methods`` are named presets over that grid; ``--grid
 KEY=V1,V2`` builds the cartesian product over any recipe key. Every cell is a normal run
 directory keyed by its resolved recipe, so rerunning an ablation skips finished cells and
 resumes interrupted ones; the table is rebuilt from the cells' summaries after every cell, so
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from kdlab.errors import KdlabError
+from kdlab.methods.settings import SETTINGS, methods_for
 from kdlab.names import DETECTION_METRICS
 from kdlab.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
 from kdlab.tables import TEACHER_CELL
@@ -38,7 +39,7 @@ class Cell:
 @dataclass
 class AblationPlan:
     name: str
-    kind: str  # components | blocks | grid
+    kind: str  # components | blocks | grid | methods
     base_raw: dict
     cells: list[Cell]
     seeds: list[int]
@@ -123,6 +124,41 @@ def component_cells(base: Recipe) -> list[Cell]:
         Cell("acm+mixup", (mix, off_kd, on_acm)),
         Cell("mixacm", (mix, on_kd, on_acm)),
     ]
+
+
+def method_cells(text: str, base: Recipe, method_overrides: list[str], inner_steps: int | None,
+                 inner_step: str | None = None) -> list[Cell]:
+    """One cell per method named in ``text`` (``mixacm,rrm,kd,...``), over the recipe's teacher and student.
+
+    Each cell REPLACES the recipe's whole ``method`` section with ``{name: X}`` (the method's defaults: a
+    MixACM recipe's mixup/kd/acm keys belong to MixACM), except the recipe's own method, which keeps its
+    section. ``method_overrides`` (``X.KEY=VALUE``, e.g. ``ard.alpha=0.9``) set a key of method X's cell only;
+    ``inner_steps`` and ``inner_step`` set ``method.inner.steps`` and ``method.inner.step`` of every method
+    with an inner maximisation (the same k and step size for all adversarially trained students).
+    """
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    known = methods_for(base.task)
+    unknown = [name for name in names if name not in known]
+    if not names or unknown:
+        problem = f"unknown method {unknown[0]!r}" if unknown else "no method"
+        raise KdlabError(f"--methods '{text}': {problem}; methods for {base.task}: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise KdlabError(f"--methods '{text}' lists a method twice")
+    per_method: dict[str, list[str]] = {name: [] for name in names}
+    for entry in method_overrides:
+        target, dot, setting = entry.partition(".")
+        if not dot or "=" not in setting or target not in per_method:
+            raise KdlabError(f"--method-set '{entry}': expected METHOD.KEY=VALUE for a method of --methods "
+                             f"({', '.join(names)}), e.g. --method-set ard.alpha=0.9")
+        per_method[target].append(f"method.{setting}")
+    cells = []
+    for name in names:
+        own = ["method.name=" + name] if name == base.method.name else ["method={name: " + name + "}"]
+        if "inner" in SETTINGS[name].model_fields:
+            own += [] if inner_steps is None else [f"method.inner.steps={inner_steps}"]
+            own += [] if inner_step is None else [f"method.inner.step={inner_step}"]
+        cells.append(Cell(name, tuple(own + per_method[name])))
+    return cells
 
 
 def parse_blocks(text: str, available: list[int], model_name: str) -> list[int]:
@@ -221,14 +257,23 @@ def model_blocks(recipe: Recipe) -> tuple[list[int], str]:
 
 def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cumulative: bool, grid: list[str],
                   seeds: list[int], attacks: list[str], overrides: list[str], name: str | None,
-                  per_block_weight: bool = False) -> AblationPlan:
+                  per_block_weight: bool = False, methods: str | None = None,
+                  method_overrides: list[str] = (), inner_steps: int | None = None,
+                  inner_step: str | None = None) -> AblationPlan:
     raw = read_recipe_file(recipe_path)  # relative paths read from the recipe's folder
     if not isinstance(raw, dict):
         raise KdlabError(f"{recipe_path}: a recipe must be a YAML mapping")
     base = validate_recipe(apply_overrides(raw, overrides), source=recipe_path)
-    chosen = sum([components, blocks is not None, bool(grid)])
+    chosen = sum([components, blocks is not None, bool(grid), methods is not None])
     if chosen != 1:
-        raise KdlabError("choose exactly one of --components, --blocks 2,3,4 or --grid KEY=V1,V2")
+        raise KdlabError("choose exactly one of --components, --blocks 2,3,4, --grid KEY=V1,V2 or "
+                         "--methods A,B")
+    if (method_overrides or inner_steps is not None or inner_step is not None) and methods is None:
+        raise KdlabError("--method-set, --inner-steps and --inner-step belong to --methods A,B,...: add it, "
+                         "or use --set")
+    if methods is not None and not base.is_distillation:
+        raise KdlabError(f"{recipe_path} is a training recipe; --methods needs a distill recipe (student: + "
+                         "teacher:), whose teacher every method shares")
     if (components or blocks is not None) and not base.is_distillation:
         raise KdlabError(f"{recipe_path} is a training recipe; --components and --blocks need a distill recipe")
     if (components or blocks is not None) and base.method.name != "mixacm":
@@ -253,6 +298,9 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
                              f"method.acm.teacher_blocks (pairs {acm.block_pairs}); add it to method.acm.blocks and "
                              "teacher_blocks, or --set method.acm.teacher_blocks=null to pair equal indices")
         cells = block_cells(chosen, cumulative, total, acm.weight, pairs)
+    elif methods is not None:
+        kind, include_teacher = "methods", True
+        cells = method_cells(methods, base, list(method_overrides), inner_steps, inner_step)
     else:
         kind, cells, include_teacher = "grid", grid_cells(grid), False
     plan = AblationPlan(name=name or base.name, kind=kind, base_raw=raw, cells=cells, seeds=seeds,

@@ -23,12 +23,18 @@ clean images and in [0, 1].
   8/255 and 2/255, the values the field quotes for it (set ``alpha: 0.007`` / ``eps: 0.031`` to match
   the script exactly). Afterwards every module is put back in the mode it was in (the reference calls
   ``model.train()``, the same thing inside a training step).
+
+All three are one loop, :func:`pgd_maximise`: sign-gradient ascent of a scalar ``objective(x')`` under the
+L-inf ball and [0, 1]. The adversarial distillation methods (``kdlab.methods.ard``, ``rslad``, ``iad``,
+``adaad``) call it too, so their inner loops differ only in the quantity they maximise (and the mode the
+model is in, which each method states).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +52,7 @@ def _project(adversarial: torch.Tensor, images: torch.Tensor, eps: float) -> tor
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """``model.eval()`` inside the block; afterwards each module gets back its own training flag."""
     flags = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -57,17 +63,50 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def pgd_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
-                 steps: int, generator: torch.Generator) -> torch.Tensor:
-    """PGD-AT examples (random start, ``steps`` sign-gradient steps on CE)."""
-    adversarial = _uniform_start(images, eps, generator)
+_eval_mode = eval_mode  # the name used before it was public
+
+
+Start = Literal["uniform", "normal", "none"]
+
+
+def _start(images: torch.Tensor, eps: float, start: Start, generator: torch.Generator) -> torch.Tensor:
+    if start == "uniform":
+        return _uniform_start(images, eps, generator)
+    if start == "normal":
+        # x + 0.001 * N(0, 1), not clipped until the first step (TRADES trades.py, RSLAD, AdaAD)
+        noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+        return images + 0.001 * noise
+    if start == "none":
+        return images.clone()
+    raise ValueError(f"unknown PGD start '{start}': uniform, normal or none")
+
+
+def pgd_maximise(objective: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *, eps: float,
+                 alpha: float, steps: int, generator: torch.Generator,
+                 start: Start = "uniform") -> torch.Tensor:
+    """``steps`` sign-gradient ascent steps of size ``alpha`` on the scalar ``objective(x')``, each projected
+    onto the L-inf ``eps``-ball around ``images`` and [0, 1], from ``start`` (``uniform``: U(-eps, eps)
+    clipped to [0, 1], Madry et al.; ``normal``: x + 0.001 N(0, 1), TRADES; ``none``: x itself).
+
+    The models inside ``objective`` are used in whatever mode the caller left them (each method states its
+    reference's mode). Gradients are taken with respect to x' only (``torch.autograd.grad``), so no parameter
+    gradient is accumulated, also not through a frozen teacher the objective runs. The result is detached and
+    always in the ball and in [0, 1].
+    """
+    adversarial = _start(images, eps, start, generator)
     for _ in range(steps):
         adversarial.requires_grad_(True)
         with torch.enable_grad():
-            loss = F.cross_entropy(model(adversarial), labels)
-            (gradient,) = torch.autograd.grad(loss, adversarial)
+            (gradient,) = torch.autograd.grad(objective(adversarial), adversarial)
         adversarial = _project(adversarial.detach() + alpha * gradient.sign(), images, eps)
-    return adversarial.detach()
+    return _project(adversarial.detach(), images, eps)
+
+
+def pgd_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
+                 steps: int, generator: torch.Generator) -> torch.Tensor:
+    """PGD-AT examples (random start, ``steps`` sign-gradient steps on CE)."""
+    return pgd_maximise(lambda adversarial: F.cross_entropy(model(adversarial), labels), images,
+                        eps=eps, alpha=alpha, steps=steps, generator=generator)
 
 
 def fgsm_rs_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float,
@@ -79,16 +118,13 @@ def fgsm_rs_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 def trades_examples(model: nn.Module, images: torch.Tensor, *, eps: float, alpha: float, steps: int,
                     generator: torch.Generator) -> torch.Tensor:
     """TRADES inner maximisation of KL(f(x) || f(x')) under the L-inf ball, in eval mode (``trades.py``)."""
-    with _eval_mode(model):
+    with eval_mode(model):
         with torch.no_grad():
             clean_probabilities = F.softmax(model(images), dim=1)
-        noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
-        adversarial = images + 0.001 * noise
-        for _ in range(steps):
-            adversarial.requires_grad_(True)
-            with torch.enable_grad():
-                log_probabilities = F.log_softmax(model(adversarial), dim=1)
-                loss = F.kl_div(log_probabilities, clean_probabilities, reduction="sum")
-                (gradient,) = torch.autograd.grad(loss, adversarial)
-            adversarial = _project(adversarial.detach() + alpha * gradient.sign(), images, eps)
-    return adversarial.detach()
+
+        def kl_to_clean(adversarial: torch.Tensor) -> torch.Tensor:
+            log_probabilities = F.log_softmax(model(adversarial), dim=1)
+            return F.kl_div(log_probabilities, clean_probabilities, reduction="sum")
+
+        return pgd_maximise(kl_to_clean, images, eps=eps, alpha=alpha, steps=steps, generator=generator,
+                            start="normal")

@@ -265,6 +265,19 @@ def ablate(
         help="With --blocks: every block keeps weight acm.weight, so a cell's total ACM weight grows with its "
              "block count (default: every cell gets the recipe's total ACM weight, divided over its blocks)."),
     grid: list[str] = typer.Option([], "--grid", help="KEY=V1,V2,... over any recipe key (repeatable: product)."),
+    methods: str | None = typer.Option(
+        None, "--methods",
+        help="Method comparison, e.g. mixacm,rrm,kd,fitnet,at,ard,rslad,iad,adaad,pgd-at: one cell per "
+             "method over the recipe's teacher and student, each with its own defaults (table <name>-methods)."),
+    method_set: list[str] = typer.Option(
+        [], "--method-set", help="With --methods: METHOD.KEY=VALUE for that method's cell only (repeatable), "
+                                 "e.g. ard.alpha=0.9."),
+    inner_steps: int | None = typer.Option(
+        None, "--inner-steps", min=1,
+        help="With --methods: inner PGD steps k of every adversarially trained student (the same for all)."),
+    inner_step: str | None = typer.Option(
+        None, "--inner-step",
+        help="With --methods: their inner PGD step size, e.g. 6.67/255 (the same for all)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; every cell runs once per seed."),
     attack: list[str] = typer.Option(["pgd"], "--attack", help="Evaluation columns besides clean (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells run in parallel processes."),
@@ -282,7 +295,8 @@ def ablate(
 
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
-                         per_block_weight=per_block_weight)
+                         per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
+                         inner_steps=inner_steps, inner_step=inner_step)
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     check_ablation_plan(plan, out)  # every cell's models, data and paths, before the teacher trains
     total = len(plan.cells) * len(plan.seeds)

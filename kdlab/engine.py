@@ -169,6 +169,9 @@ def fit(
         generator = epoch_generator(seed, epoch)
         torch.manual_seed(seed * 1_000_003 + epoch)
         method.train()
+        set_epoch = getattr(getattr(method, "module", method), "set_epoch", None)  # through a DDP wrapper too
+        if callable(set_epoch):
+            set_epoch(epoch)  # a step that depends on the epoch (IAD's warm-up); also on resume
         sums: dict[str, float] = {}
         correct = count = images = 0
         started = time.perf_counter()

@@ -45,17 +45,15 @@ from kdlab.methods.settings import (  # noqa: F401  (re-exported: the sections' 
     settings_class,
 )
 from kdlab.recipe_paths import check_paths, resolve_paths
-from kdlab.schema import BlockKey, Section  # noqa: F401
+from kdlab.schema import BlockKey, Perturbation, Section, parse_perturbation  # noqa: F401
 from kdlab.sections import (  # noqa: F401  (re-exported: every section is importable from kdlab.recipe)
     AdversarialSpec,
     DataSpec,
     EvalSpec,
     ModelSpec,
     OutputSpec,
-    Perturbation,
     TeacherSpec,
     TrainSpec,
-    parse_perturbation,
 )
 
 # Bump when the meaning of a recipe changes without its text changing (a default, a loss's form): every run

@@ -7,23 +7,13 @@ prints.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kdlab.errors import did_you_mean
 from kdlab.names import ATTACKS, DATASETS
-from kdlab.schema import Section
-from kdlab.units import parse_eps
-
-
-def parse_perturbation(value: Any) -> Any:
-    """Perturbation sizes use the one parser of :mod:`kdlab.units` (``8/255`` or a decimal <= 1)."""
-    return parse_eps(value, name="")
-
-
-# An eps or step size in [0, 1] pixel units: 8/255 or 0.031; 8 is refused with "write 8/255".
-Perturbation = Annotated[float, BeforeValidator(parse_perturbation)]
+from kdlab.schema import Perturbation, Section
 
 
 # --------------------------------------------------------------------------- data, models

@@ -201,7 +201,7 @@ def test_method_needs_a_teacher():
     ("fitnet", {"p": 2}, "at"),
     ("at", {"distance": "cosine"}, "rrm"),
     ("rrm", {"mixup": {"enabled": False}}, "mixacm"),
-    ("mixacm", {"temperature": 4}, "kd"),
+    ("mixacm", {"temperature": 4}, "ard and iad and kd"),
     ("mixacm", {"block": 3}, "fitnet"),
 ])
 def test_a_setting_of_another_method_is_refused(name, foreign, owner):

@@ -136,7 +136,8 @@ def test_built_in_methods_train_through_kdlab_distill(tmp_path, name):
 
 def test_every_built_in_method_has_its_settings_under_the_same_name():
     assert {name: cls.settings_class for name, cls in METHODS.items()} == {name: SETTINGS[name] for name in METHODS}
-    assert methods_for("classification") == ["at", "fitnet", "kd", "mixacm", "rrm"]
+    assert methods_for("classification") == ["adaad", "ard", "at", "fitnet", "iad", "kd", "mixacm", "pgd-at",
+                                             "rrm", "rslad"]
     assert methods_for("detection") == ["skd"]
 
 

@@ -118,6 +118,10 @@ class DistillationMethod(nn.Module):
     def forward(self, batch: Any, generator: torch.Generator) -> StepResult:
         raise NotImplementedError(f"{type(self).__name__} must implement forward(batch, generator) -> StepResult")
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the engine before every epoch (counted from 1, also on resume); a method whose step
+        depends on the epoch (IAD's warm-up) overrides it. What it keeps must follow from ``epoch`` alone."""
+
     def training_step(self, batch: Any, generator: torch.Generator) -> StepResult:
         """The step under its older name; goes through ``forward`` (``__call__``) like the engine's call."""
         return self(batch, generator)

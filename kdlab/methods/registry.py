@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from torch import nn
 
+from kdlab.methods.adaad import AdaAD
+from kdlab.methods.ard import ARD
 from kdlab.methods.at import AttentionTransfer
 from kdlab.methods.base import DistillationMethod
 from kdlab.methods.fitnet import FitNet
+from kdlab.methods.iad import IAD
 from kdlab.methods.kd import KD
 from kdlab.methods.mixacm import MixACM
+from kdlab.methods.pgd_at import PGDAT
 from kdlab.methods.rrm import RobustRepresentationMatching
+from kdlab.methods.rslad import RSLAD
 from kdlab.methods.settings import SETTINGS, MethodSettings, register_settings
 from kdlab.methods.skd import StructuralKD
 
@@ -27,6 +32,11 @@ METHODS: dict[str, type[DistillationMethod]] = {
     "fitnet": FitNet,
     "at": AttentionTransfer,
     "rrm": RobustRepresentationMatching,
+    "ard": ARD,
+    "rslad": RSLAD,
+    "iad": IAD,
+    "adaad": AdaAD,
+    "pgd-at": PGDAT,
 }
 
 

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from kdlab.schema import BlockKey, Section
+from kdlab.schema import BlockKey, Perturbation, Section
 
 # The method a recipe gets when it names none: what each task trained before methods became plug-ins.
 DEFAULT_METHOD = {"classification": "mixacm", "detection": "skd"}
@@ -244,3 +244,140 @@ class RRMSettings(MethodSettings):
                                            "layer (the penultimate features), or a module path")
     connector: Literal["auto", "linear", "identity"] = Field(
         "auto", description="student-to-teacher map when widths differ: auto = identity if equal, else linear")
+
+
+# --------------------------------------------------------------------------- adversarial training of students
+class InnerMaxSpec(Section):
+    """The inner maximisation: kdlab's PGD (``kdlab.adversarial.pgd_maximise``), L-inf ball and [0, 1].
+
+    Every adversarial method uses it, so their inner loops differ only in the quantity maximised, the start
+    and the model's mode (each method's file says which). Defaults: eps 8/255, step 2/255, 10 steps, as the
+    ARD, RSLAD and IAD scripts (AdaAD's parser defaults to 16/255 and 4/255, not checked against its paper's
+    runs; kdlab uses 8/255 for every method so that their inner loops compare); ``start``: each method's
+    reference's.
+    """
+
+    eps: Perturbation = Field(8 / 255, description="Linf budget, e.g. 8/255 or 0.031 (<= 1)")
+    step: Perturbation = Field(2 / 255, description="step size of each sign-gradient step, e.g. 2/255")
+    steps: int = Field(10, ge=0, description="k: inner steps (10 in every reference script)")
+    start: Literal["default", "uniform", "normal", "none"] = Field(
+        "default", description="default: the method's reference (uniform U(-eps, eps) for PGD-AT, ARD, IAD; "
+                               "x + 0.001 N(0, 1) for RSLAD, AdaAD); none: from x")
+
+
+class AdversarialSettings(MethodSettings):
+    """Base of the methods that adversarially train the student: an ``inner`` maximisation of k steps."""
+
+    inner: InnerMaxSpec = InnerMaxSpec()
+    # the start the reference uses when inner.start is "default"
+    reference_start: ClassVar[str] = "uniform"
+    # student forward passes per image outside the inner loop (adversarial + clean pass of the outer loss)
+    outer_passes: ClassVar[float] = 2.0
+
+    @property
+    def start(self) -> str:
+        return self.reference_start if self.inner.start == "default" else self.inner.start
+
+    @property
+    def student_passes(self) -> float:
+        """k inner steps (a forward and a backward to the input each) plus the outer loss's student passes."""
+        return self.inner.steps + self.outer_passes
+
+
+KLReduction = Literal["mean", "batchmean"]
+REDUCTION_HELP = ("mean: over batch x classes (nn.KLDivLoss() default, as the authors' CIFAR-10 code); "
+                  "batchmean: summed over classes, averaged over the batch (C times larger)")
+
+
+@register_settings
+class PGDATSettings(AdversarialSettings):
+    """PGD-AT (Madry et al. 2018), the student adversarially trained alone (``kdlab.methods.pgd_at``), no
+    teacher: CE(s(x'), y), x' from PGD on CE in train mode, as ``train.adversarial.method: pgd`` (Rice et
+    al.)."""
+
+    name: Literal["pgd-at"] = "pgd-at"
+    outer_passes: ClassVar[float] = 1.0
+
+    @model_validator(mode="after")
+    def _as_train_adversarial_pgd(self) -> PGDATSettings:
+        if self.inner.steps < 1:
+            raise ValueError("pgd-at needs method.inner.steps >= 1 (0 steps is not adversarial training)")
+        if self.inner.start not in ("default", "uniform"):
+            raise ValueError(f"pgd-at starts PGD uniformly in the eps-ball (kdlab.adversarial.pgd_examples, "
+                             f"as train.adversarial: pgd), not '{self.inner.start}': drop method.inner.start")
+        return self
+
+    @property
+    def teacher_forwards(self) -> float:
+        return 0.0
+
+
+@register_settings
+class ARDSettings(AdversarialSettings):
+    """Goldblum et al. 2020 (``kdlab.methods.ard``); defaults: goldblum/AdversarialRobustnessDistillation
+    ``main.py`` (``--alpha 1.0 --temp 30``, ``nn.KLDivLoss()``, PGD 8/255, 2/255, 10 steps on the student's
+    CE)."""
+
+    name: Literal["ard"] = "ard"
+    alpha: float = Field(1.0, ge=0, le=1,
+                         description="weight of T^2 KL(t(x) || s(x')); 1 - alpha weighs CE(s(x), y)")
+    temperature: float = Field(30.0, gt=0, description="T (their main.py: 30)")
+    reduction: KLReduction = Field("mean", description=REDUCTION_HELP)
+
+
+@register_settings
+class RSLADSettings(AdversarialSettings):
+    """Zi et al. 2021 (``kdlab.methods.rslad``); defaults: zibojia/RSLAD ``resnet18_rslad_cifar10.py`` and
+    ``rslad_loss.py`` (5/6 and 1/6, ``torch.mean`` of the elementwise KL, PGD 8/255, 2/255, 10 steps)."""
+
+    name: Literal["rslad"] = "rslad"
+    alpha: float = Field(5 / 6, ge=0, le=1, description="weight of KL(t(x) || s(x')); 1 - alpha weighs "
+                                                        "KL(t(x) || s(x)) (their 5/6 and 1/6)")
+    reduction: KLReduction = Field("mean", description=REDUCTION_HELP)
+    reference_start: ClassVar[str] = "normal"
+
+
+@register_settings
+class IADSettings(AdversarialSettings):
+    """Zhu et al. 2022, IAD-I (``kdlab.methods.iad``); defaults: ZFancy/IAD ``IAD-I.py`` (``--alpha 1.0
+    --temp 1.0 --beta 0.1 --begin 60`` of 200 epochs, on their ARD base ``ARD.py``: batchmean KL, PGD 8/255,
+    2/255, 10 steps)."""
+
+    name: Literal["iad"] = "iad"
+    alpha: float = Field(1.0, ge=0, le=1,
+                         description="weight of the distillation terms; 1 - alpha weighs CE(s(x), y)")
+    temperature: float = Field(1.0, gt=0, description="T of the teacher term (their 1.0)")
+    beta: float = Field(0.1, ge=0, description="teacher trust w = P_t(y | x')^beta (their 0.1)")
+    warmup_epochs: int = Field(60, ge=0, description="epochs of plain ARD before the introspection term "
+                                                     "(their --begin 60 of 200 epochs)")
+    reduction: KLReduction = Field("batchmean", description=REDUCTION_HELP + " (IAD's code: batchmean)")
+    second_clean_pass: bool = Field(True, description="the introspection target s(x) is a second forward "
+                                                      "pass of the student, as their code (false: reuse the "
+                                                      "clean logits)")
+
+    @property
+    def student_passes(self) -> float:
+        """k + 3 after the warm-up (adversarial, clean and the second clean pass), k + 2 during it and without
+        the second pass: the declared cost is the cost after the warm-up."""
+        return self.inner.steps + (3.0 if self.second_clean_pass else 2.0)
+
+    @property
+    def teacher_forwards(self) -> float:
+        return 2.0  # t(x) and t(x') (the confidence), during the warm-up too, as their code
+
+
+@register_settings
+class AdaADSettings(AdversarialSettings):
+    """Huang et al. 2023 (``kdlab.methods.adaad``); defaults: boyellow/AdaAD ``main.py`` and ``AT_helper.py``
+    (``--AdaAD_alpha 1.0``, ``nn.KLDivLoss()``, ``adaad_inner_loss``: 0.001 N(0, 1) start, both in eval)."""
+
+    name: Literal["adaad"] = "adaad"
+    alpha: float = Field(1.0, ge=0, le=1, description="weight of KL(t(x') || s(x')); 1 - alpha weighs "
+                                                      "KL(t(x) || s(x)) (their --AdaAD_alpha 1.0)")
+    reduction: KLReduction = Field("mean", description=REDUCTION_HELP)
+    reference_start: ClassVar[str] = "normal"
+
+    @property
+    def teacher_forwards(self) -> float:
+        """k inner forwards (with a backward to the input through the frozen teacher) plus t(x') and t(x)."""
+        return self.inner.steps + 2.0
