@@ -334,6 +334,10 @@ def check(
     cumulative: bool = typer.Option(False, "--cumulative", help="With --blocks: growing prefixes."),
     per_block_weight: bool = typer.Option(False, "--per-block-weight", help="With --blocks: as kdlab ablate."),
     grid: list[str] = typer.Option([], "--grid", help="Check a grid, KEY=V1,V2,... (repeatable)."),
+    methods: str | None = typer.Option(None, "--methods", help="Check a method comparison, e.g. mixacm,rrm,kd."),
+    method_set: list[str] = typer.Option([], "--method-set", help="With --methods: METHOD.KEY=VALUE, as ablate."),
+    inner_steps: int | None = typer.Option(None, "--inner-steps", min=1, help="With --methods: as ablate."),
+    inner_step: str | None = typer.Option(None, "--inner-step", help="With --methods: as ablate."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds of the ablation."),
     attack: list[str] = typer.Option(["pgd"], "--attack", help="The ablation's evaluation columns besides clean."),
     name: str | None = typer.Option(None, "--name", help="The ablation's table name."),
@@ -352,12 +356,13 @@ def check(
     from kdlab.plan_estimate import plan_lines, plan_summary
 
     _set_threads(threads)
-    if components or blocks is not None or grid:
+    if components or blocks is not None or grid or methods is not None:
         from kdlab.ablate import plan_ablation
 
         ablation = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative,
                                  grid=grid, seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_,
-                                 name=name, per_block_weight=per_block_weight)
+                                 name=name, per_block_weight=per_block_weight, methods=methods,
+                                 method_overrides=method_set, inner_steps=inner_steps, inner_step=inner_step)
         plan = check_ablation_plan(ablation, out, timing=timing)
     else:
         plan = check_recipe_plan(recipe, set_, resume=True, timing=timing)
