@@ -215,3 +215,115 @@ def test_peer_options_belong_to_their_kind():
     assert SKDSettings(feature={"kind": "pkd"}).feature.pkd.granularity == "channel"
     other = SKDSettings(feature={"kind": "ssim", "cwd": {"tau": 3.0}}).feature  # changes nothing for ssim
     assert other.cwd is None and other == SKDSettings(feature={"kind": "ssim"}).feature
+
+
+# --------------------------------------------------------------------------- lambda per kind, on validation
+class UnreadableSplit:
+    """A test split whose images, targets and selections fail on any use: tuning must never read them. Its
+    size stays readable (the recipe's size checks count it; a count says nothing about the images)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the test split was read during tuning (.{name})")
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        raise AssertionError("the test split was read during tuning ([])")
+
+    def __iter__(self):
+        raise AssertionError("the test split was read during tuning (iter)")
+
+
+@pytest.fixture(scope="module")
+def tiny_recipes(tmp_path_factory):
+    from kdlab.recipe import load_recipe
+    from kdlab.run import run_recipe
+    from tests.test_skd import DATA, MODEL, write
+
+    root = tmp_path_factory.mktemp("tune")
+    output = {"dir": str(root / "runs"), "table": str(root / "runs.csv")}
+    teacher = write(root / "teacher.yaml", {
+        "name": "tiny-teacher", "task": "detection", "data": DATA, "model": MODEL,
+        "train": {"epochs": 1, "lr": 0.01}, "output": output})
+    student = write(root / "student.yaml", {
+        "name": "tiny-student", "task": "detection", "data": DATA, "teacher": {"recipe": str(teacher)},
+        "student": MODEL, "method": {"name": "skd", "feature": {"kind": "ssim"}},
+        "train": {"epochs": 1, "lr": 0.01}, "output": output})
+    run_recipe(load_recipe(teacher))  # the teacher exists (and was tested) before any tuning
+    return root, student
+
+
+def test_tune_chooses_lambda_per_kind_on_validation_without_reading_the_test_split(tiny_recipes, monkeypatch):
+    import csv
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from kdlab.cli import app
+    from kdlab.tasks import detection
+
+    root, student = tiny_recipes
+    original = detection.load_data
+    loads = []
+
+    def load_data(recipe):
+        data = original(recipe)
+        loads.append(recipe.eval.split)
+        return replace(data, test=UnreadableSplit(len(data.test))) if recipe.eval.split == "val" else data
+
+    monkeypatch.setattr(detection, "load_data", load_data)
+    out = root / "ablations"
+    result = CliRunner().invoke(app, [
+        "ablate", str(student), "--grid", "method.feature.kind=none,l2", "--tune", "method.feature.weight=0.5,50",
+        "--tune", "method.feature.weight[kind=none]=1", "--tune-val-size", "4", "--seeds", "0,1",
+        "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert loads.count("val") >= 3 and loads.count("test") >= 4  # 3 tuning runs; 2 cells x 2 seeds
+
+    with open(out / "tiny-student-grid-method.feature.kind-method.feature.weight-val.csv", newline="") as stream:
+        val_rows = list(csv.DictReader(stream))
+    assert [row["cell"] for row in val_rows] == ["kind=none,weight=1", "kind=l2,weight=0.5", "kind=l2,weight=50"]
+    assert all(row["eval_split"] == "val" and row["eval_n"] == "4" and row["seed"] == "0" for row in val_rows)
+    scores = {row["cell"]: float(row["AP"]) for row in val_rows}
+    best_l2 = "0.5" if scores["kind=l2,weight=0.5"] >= scores["kind=l2,weight=50"] else "50"
+
+    tuned = out / "tiny-student-grid-method.feature.kind-tuned.csv"
+    with open(tuned, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert {(row["cell"], row["seed"]) for row in rows} == {(c, s) for c in ("kind=none", "kind=l2") for s in "01"}
+    assert all(row["eval_split"] == "test" and row["eval_n"] == "8" for row in rows)
+    assert {row["cell"]: row["tuned"] for row in rows} == {"kind=none": "weight=1", "kind=l2": f"weight={best_l2}"}
+    markdown = tuned.with_suffix(".md").read_text()
+    assert "| tuned |" in markdown and "never on the test split" in markdown and "-val.csv" in markdown
+    weights = {json_weight(row["run_dir"]) for row in rows if row["cell"] == "kind=l2"}
+    assert weights == {float(best_l2)}  # the seeds ran with the chosen lambda
+
+
+def json_weight(run_dir: str) -> float:
+    from pathlib import Path
+
+    import yaml
+
+    return yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text())["method"]["feature"]["weight"]
+
+
+def test_tune_mistakes_are_one_line_errors(tiny_recipes):
+    from kdlab.ablate import plan_ablation
+    from kdlab.errors import KdlabError
+    from kdlab.tuning import parse_tune, tuning_plan
+
+    _root, student = tiny_recipes
+    plan = plan_ablation(str(student), components=False, blocks=None, cumulative=False,
+                         grid=["method.feature.kind=none,l2"], seeds=[0], attacks=[], overrides=[], name=None)
+    with pytest.raises(KdlabError, match="--tune-val-size"):
+        tuning_plan(plan, parse_tune(["method.feature.weight=1,2"]), 0, None)
+    with pytest.raises(KdlabError, match="no such cell"):
+        tuning_plan(plan, parse_tune(["method.feature.weight=1,2", "method.feature.weight[kind=pkd]=1"]), 0, 4)
+    with pytest.raises(KdlabError, match="one key"):
+        parse_tune(["method.feature.weight=1,2", "train.lr=0.1"])
+    with pytest.raises(KdlabError, match="KEY=V1,V2,V3"):
+        parse_tune(["method.feature.weight"])
