@@ -33,6 +33,7 @@ from kdlab.attacks import (
     run_attack,
 )
 from kdlab.errors import KdlabError
+from kdlab.standing import strike
 
 __all__ = [
     "AttackResult",
@@ -256,13 +257,10 @@ def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_cor
         for start, end in _batches(total, batch_size):
             idx = alive[start:end]
             x = images[idx].to(device)
-            y = labels[idx].to(device)
-            adv = run_attack(component, x, y, idx, seed=spec.seed)
-            fooled = (_predict(net, adv) != y).cpu()
-            robust[idx[fooled]] = False
+            adv, _ = strike(lambda out: _predict(net, out),
+                            lambda idx: run_attack(component, x, labels[idx].to(device), idx, seed=spec.seed),
+                            idx, labels, robust, adv_store)
             stats.update(adv, x)
-            if adv_store is not None:
-                adv_store[idx[fooled]] = adv.cpu()[fooled]
             if progress is not None:
                 progress(f"{spec.label}:{name}", end, total)
         components[name] = _percent(robust)

@@ -64,11 +64,6 @@ def code_state(source: Path | None = None) -> tuple[str, str]:
     return commit, diff
 
 
-def git_commit() -> str:
-    """The commit of the kdlab source tree ('-dirty' if its code has uncommitted changes), or 'unknown'."""
-    commit, diff = code_state()
-    return commit + ("-dirty" if diff else "")
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
