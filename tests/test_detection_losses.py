@@ -327,3 +327,28 @@ def test_tune_mistakes_are_one_line_errors(tiny_recipes):
         parse_tune(["method.feature.weight=1,2", "train.lr=0.1"])
     with pytest.raises(KdlabError, match="KEY=V1,V2,V3"):
         parse_tune(["method.feature.weight"])
+
+
+# --------------------------------------------------------------------------- kdlab inspect on detectors
+@pytest.mark.parametrize("recipe,levels", [
+    # Faster R-CNN: P2-P5 at strides 4-32 and the max-pool level at 64, on 192 x 256 images
+    ("recipes/skd_bccd_cpu.yaml", {"0": (48, 64), "1": (24, 32), "2": (12, 16), "3": (6, 8), "pool": (3, 4)}),
+    # RetinaNet: P3-P5 at strides 8-32, P6 and P7 by stride-2 3x3 convolutions (padding 1): 3 x 4 -> 2 x 2
+    ("recipes/skd_bccd_retinanet_cpu.yaml", {"0": (24, 32), "1": (12, 16), "2": (6, 8), "p6": (3, 4),
+                                             "p7": (2, 2)}),
+])
+def test_inspect_lists_the_fpn_levels_of_student_and_teacher(recipe, levels):
+    from typer.testing import CliRunner
+
+    from kdlab.cli import app
+    from kdlab.inspection import recipe_view
+
+    result = CliRunner().invoke(app, ["inspect", recipe])
+    assert result.exit_code == 0, result.output
+    view = recipe_view(recipe, [], 10, 32)
+    assert [row["level"] for row in view.rows] == list(levels)
+    for row in view.rows:
+        height, width = levels[row["level"]]
+        assert row["s shape"] == row["t shape"] == f"1×64×{height}×{width}"
+        assert row["s ch"] == row["t ch"] == 64
+    assert "resnet18-FPN" in view.title and "resnet34-FPN" in view.title
