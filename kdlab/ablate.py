@@ -49,16 +49,21 @@ class AblationPlan:
     common_overrides: list[str] = field(default_factory=list)
     grid_keys: tuple[str, ...] = ()
     per_block_weight: bool = False
+    # kdlab.tuning: appended to the title (``-val`` for the tuning grid, ``-tuned`` for its seeds), and per
+    # cell the value chosen on validation (``weight=2``) with the tuning table it came from
+    title_suffix: str = ""
+    tuned: dict[str, str] = field(default_factory=dict)
+    tuned_on: str | None = None
 
     @property
     def title(self) -> str:
         """The table's name; a grid names its full keys (``R-grid-method.kd.weight``), so two grids over one
         recipe never share a table, even when their keys end alike (``method.acm.weight``)."""
         if self.kind == "blocks" and self.per_block_weight:
-            return f"{self.name}-blocks-per-block-weight"
+            return f"{self.name}-blocks-per-block-weight{self.title_suffix}"
         if self.kind != "grid":
-            return f"{self.name}-{self.kind}"
-        return f"{self.name}-grid-" + "-".join(self.grid_keys)
+            return f"{self.name}-{self.kind}{self.title_suffix}"
+        return f"{self.name}-grid-" + "-".join(self.grid_keys) + self.title_suffix
 
     @property
     def fingerprint(self) -> str:
@@ -386,6 +391,10 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     row["val_score"] = summary.get("val_score")
     if plan.kind == "blocks":
         row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
+    if plan.tuned:  # the value this cell's seeds use, chosen on the validation split (kdlab.tuning)
+        row["tuned"], row["tuned_on"] = plan.tuned.get(cell.label), plan.tuned_on
+    if plan.title_suffix:  # a tuning grid (val) or its seeds (test): say which split the numbers are on
+        row["eval_split"] = summary.get("eval_split")
     row.update({key: summary.get(key) for key in ("arch", "eval_n", "eval_eps", "eval_steps")})  # plot titles
     row["flag"] = summary.get("flag") or ""  # a degenerate (collapsed) model's robust accuracy means nothing
     # training cost: wall time, training images per second, student passes and teacher forwards per image

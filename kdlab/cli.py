@@ -279,6 +279,19 @@ def ablate(
         None, "--inner-step",
         help="With --methods: their inner PGD step size, e.g. 6.67/255 (the same for all)."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds; every cell runs once per seed."),
+    tune: list[str] = typer.Option(
+        [], "--tune",
+        help="KEY=V1,V2,V3: first choose KEY per cell on a validation split (one seed), then run --seeds with "
+             "the chosen value (tables <title>-val and <title>-tuned; kdlab.tuning). Repeat as "
+             "'KEY[CELL]=V1,V2' for a cell's own values, e.g. 'method.feature.weight[kind=mgd]=2e-6,2e-5'."),
+    tune_val_size: int | None = typer.Option(
+        None, "--tune-val-size", min=1,
+        help="With --tune, for a recipe without data.val_size: training images held out to tune on."),
+    tune_seed: int | None = typer.Option(None, "--tune-seed", help="With --tune: its seed (default: the first "
+                                                                    "of --seeds)."),
+    tune_metric: str | None = typer.Option(
+        None, "--tune-metric", help="With --tune: the validation metric maximised (default AP for detection, "
+                                    "else pgd_acc with --attack pgd, else clean_acc)."),
     attack: list[str] = typer.Option(["pgd"], "--attack", help="Evaluation columns besides clean (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells run in parallel processes."),
     threads: int | None = typer.Option(None, "--threads", help="Torch threads per cell (default cores/jobs)."),
@@ -287,9 +300,8 @@ def ablate(
     out: Path = typer.Option(Path("results/ablations"), "--out", help="Folder for the CSV, Markdown and PNG."),
 ) -> None:
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
-    from kdlab.ablate import plan_ablation, remaining_seconds, run_ablation
+    from kdlab.ablate import plan_ablation
     from kdlab.console import console
-    from kdlab.names import HEADLINE_METRICS
     from kdlab.plan import check_ablation_plan
     from kdlab.recipe_paths import check_paths
 
@@ -299,6 +311,30 @@ def ablate(
                          inner_steps=inner_steps, inner_step=inner_step)
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     check_ablation_plan(plan, out)  # every cell's models, data and paths, before the teacher trains
+    if (tune_val_size is not None or tune_seed is not None or tune_metric is not None) and not tune:
+        raise KdlabError("--tune-val-size, --tune-seed and --tune-metric belong to --tune KEY=V1,V2: add it")
+    if tune:
+        from kdlab.tuning import choose, default_metric, parse_tune, seeds_plan, tuned_rows, tuning_plan
+
+        spec = parse_tune(tune)
+        tuning = tuning_plan(plan, spec, plan.seeds[0] if tune_seed is None else tune_seed, tune_val_size)
+        console.print(f"[bold]tuning {spec.key}[/] per cell on the validation split (eval.split=val), seed "
+                      f"{tuning.seeds[0]}; the test split is not evaluated")
+        table = _run_plan(tuning, out, jobs, threads)
+        metric = tune_metric or default_metric(plan.recipe_for(plan.cells[0], plan.seeds[0]).task, attack)
+        chosen = choose(plan, spec, tuned_rows(table), metric)
+        console.print(f"chosen on validation {metric}: " + ", ".join(f"{c}: {spec.short}={v}"
+                                                                       for c, v in chosen.items()))
+        plan = seeds_plan(plan, spec, chosen, table)
+    _run_plan(plan, out, jobs, threads)
+
+
+def _run_plan(plan, out: Path, jobs: int, threads: int | None) -> Path:
+    """Run one ablation plan with progress lines; print its Markdown; return its CSV."""
+    from kdlab.ablate import remaining_seconds, run_ablation
+    from kdlab.console import console
+    from kdlab.names import HEADLINE_METRICS
+
     total = len(plan.cells) * len(plan.seeds)
     target = plan.table_path(out)
     if target.stem != plan.title:
@@ -322,6 +358,7 @@ def ablate(
     table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell)
     console.print(table.with_suffix(".md").read_text())
     console.print(f"wrote {table}, {table.with_suffix('.md')}, {table.with_suffix('.png')}")
+    return table
 
 
 @app.command(cls=KdlabCommand)

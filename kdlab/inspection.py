@@ -5,6 +5,10 @@ output shape and channels, from one dry forward pass of a zero image. For a dist
 student's and the teacher's blocks share a row by index, and the ``→ t`` column names the teacher block
 the recipe's ACM term compares each student block with (``method.acm.blocks`` with
 ``method.acm.teacher_blocks``): nothing is trained and no data is read.
+
+A detection recipe lists its detectors' FPN levels instead (the maps Structural KD and its peers compare):
+name, output shape and channels, from a zero image of ``min_size`` x ``max_size`` (the size the recipe's
+images reach the FPN at when ``data.image_size`` pre-resizes them), student and teacher side by side.
 """
 
 from __future__ import annotations
@@ -97,9 +101,11 @@ def _index_of(model: nn.Module, rows: list[dict[str, Any]], key: Any) -> Any:
 
 def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_size: int) -> BlockView:
     recipe = load_recipe(recipe_path, overrides)
+    if recipe.task == "detection":
+        return detection_view(recipe, num_classes)
     if recipe.task != "classification":
-        raise KdlabError(f"{recipe_path} is a {recipe.task} recipe: kdlab inspect lists the numbered "
-                         "blocks of classification models (detectors are tapped by FPN level)")
+        raise KdlabError(f"{recipe_path} is a {recipe.task} recipe: kdlab inspect lists classifier blocks and "
+                         "detector FPN levels")
     student = _build(recipe.trained_model, recipe.task, num_classes)
     if not recipe.is_distillation:
         return _single_view(recipe.trained_model.arch, student, image_size)
@@ -133,3 +139,57 @@ def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_
     title = (f"{recipe.name}: student {recipe.trained_model.arch} ({_millions(student)}), "
              f"teacher {teacher_arch} ({_millions(teacher)}); {pairing}")
     return BlockView(title, PAIRED_COLUMNS, rows)
+
+
+# --------------------------------------------------------------------------- detectors: FPN levels
+DETECTION_COLUMNS = ["level", "module path", "output shape", "channels"]
+PAIRED_DETECTION_COLUMNS = ["level", "s shape", "s ch", "t shape", "t ch"]
+
+
+def _fpn_rows(detector: nn.Module, height: int, width: int) -> list[dict[str, Any]]:
+    import torch
+
+    from kdlab.models.detection import fpn_levels, fpn_module_path
+
+    detector.eval()
+    with torch.no_grad():
+        levels = fpn_levels(detector, [torch.zeros(3, height, width)])
+    path = fpn_module_path(detector)
+    return [{"level": name, "path": f"{path}[{name!r}]", "shape": list(level.shape), "channels": level.shape[1]}
+            for name, level in levels.items()]
+
+
+def _detector_name(spec: ModelSpec) -> str:
+    return f"{spec.arch} {spec.backbone}-FPN"
+
+
+def detection_view(recipe: Recipe, num_classes: int) -> BlockView:
+    """FPN levels of a detection recipe's model, or of its student and teacher side by side (by level name)."""
+    spec = recipe.trained_model
+    if spec.min_size is None or spec.max_size is None:
+        raise KdlabError(f"{recipe.name}: the detector needs min_size and max_size (its resize) to be listed")
+    height, width = spec.min_size, spec.max_size
+    student = _build(spec, "detection", max(num_classes, 2))
+    rows = _fpn_rows(student, height, width)
+    size = f"FPN levels on a {height}x{width} image"
+    if not recipe.is_distillation:
+        table = [{"level": r["level"], "module path": r["path"], "output shape": _shape(r), "channels": r["channels"]}
+                 for r in rows]
+        return BlockView(f"{recipe.name}: {_detector_name(spec)} ({_millions(student)}); {size}",
+                         DETECTION_COLUMNS, table)
+    teacher, teacher_name = _teacher(recipe, max(num_classes, 2))
+    if recipe.teacher.recipe is not None:
+        teacher_name = _detector_name(load_recipe(recipe.teacher.recipe).model)
+    teacher_rows = {r["level"]: r for r in _fpn_rows(teacher, height, width)}
+    table = []
+    for r in rows:
+        t = teacher_rows.get(r["level"])
+        table.append({"level": r["level"], "s shape": _shape(r), "s ch": r["channels"],
+                      "t shape": t and _shape(t), "t ch": t and t["channels"]})
+    feature = getattr(recipe.method, "feature", None)
+    compared = (f"method {recipe.method.name}, feature.kind {feature.kind}"
+                + (" with 1x1 adapters" if feature.adapter else "") if feature is not None
+                else f"method {recipe.method.name}")
+    title = (f"{recipe.name}: student {_detector_name(spec)} ({_millions(student)}), teacher {teacher_name} "
+             f"({_millions(teacher)}); {compared}; {size}")
+    return BlockView(title, PAIRED_DETECTION_COLUMNS, table)

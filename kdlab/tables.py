@@ -76,7 +76,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     summary = summarise(frame)
     metrics = metric_columns(frame)
     reference = PAPER_NUMBERS.get(paper) if paper else None
-    header = ["cell", "seeds"] + [METRIC_LABELS.get(m, m) for m in metrics]
+    tuned = frame.groupby("cell", sort=False)["tuned"].first() if "tuned" in frame.columns else None
+    header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [METRIC_LABELS.get(m, m) for m in metrics]
     if baseline:
         metric = headline_metric(frame)
         deltas = paired_differences(frame, baseline, metric)
@@ -90,6 +91,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     for _, row in summary.iterrows():
         label = str(row["cell"]) + (" ⚠ collapsed" if str(row["cell"]) in collapsed else "")
         cells = [label, str(int(row["seeds"]))]
+        cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         if baseline:
             delta = deltas.get(str(row["cell"])) if str(row["cell"]) != baseline else None
@@ -103,6 +105,10 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if baseline:
         notes.append(f"Paired column: mean over seeds of (cell − {baseline}) for the same seed, with its two-sided "
                      "95 % Student-t confidence interval; \"not separated\" when the interval includes 0.")
+    if tuned is not None:
+        source = next(iter(frame["tuned_on"].dropna()), "?") if "tuned_on" in frame.columns else "?"
+        notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
+                     f"images (one seed; kdlab ablate --tune), never on the test split: `{source}`.")
     if "acm_total_weight" in frame.columns:
         totals = sorted(set(frame.loc[frame["cell"] != TEACHER_CELL, "acm_total_weight"].dropna().round(6)))
         notes.append("Total ACM weight (acm.weight × Σ block weights): "

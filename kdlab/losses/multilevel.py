@@ -12,12 +12,19 @@ means therefore depends on the per-level loss ``kind`` (psi = min-max to [0, 1] 
     "ssim", ssim_form="one_minus":            mean (1 - SSIM)         in [0, 2] per level (2 x "halved")
     "l1":                                      mean |psi_s - psi_t|    in [0, 1] per level with psi
     "l2":                                      mean (psi_s - psi_t)^2  in [0, 1] per level with psi (MSE)
+    "pkd":   mean (z_s - z_t)^2 / 2 of standardised maps ~ 1 - Pearson r, in [0, 2]  (kdlab.losses.pkd)
+    "cwd":   tau^2 KL(spatial softmax_t || softmax_s), mean over (n, c), in [0, tau^2 log HW]  (kdlab.losses.cwd)
+    "mgd":   sum (G(F_s * M) - F_t)^2 / N, unbounded, grows with C H W  (kdlab.losses.mgd)
     "none":                                    0 (no teacher term)
+
+The detection-distillation peers (pkd, cwd, mgd) take the raw features after the adapter, as their reference
+code; ``normalize`` (psi) applies to ssim, l1 and l2 only.
 
 With R levels the term lies in [0, lambda R] ([0, 2 lambda R] for ``"one_minus"``). The paper reports lambda
 2 and 4 as its best values (within ~0.5 AP) for (1 - SSIM) / 2; the same lambda on ``"one_minus"`` weighs
 the structural term twice as much. The l1 / l2 baselines use the same lambda and the same psi, so a ``kind``
-ablation changes only the distance.
+ablation changes only the distance. The peers' scales differ (their references weigh them 6-10 for pkd, 10 for
+cwd, 2e-5 for mgd), so a fair comparison chooses lambda per kind on validation data (``kdlab ablate --tune``).
 """
 
 from __future__ import annotations
@@ -27,10 +34,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from kdlab.losses.cwd import cwd_loss
 from kdlab.losses.feature import feature_distance
+from kdlab.losses.mgd import MGD_MASK_RATIO, mgd_loss, mgd_mask
+from kdlab.losses.pkd import pkd_loss
 from kdlab.losses.ssim import SSIM_FORMS, ssim_loss
 
-FEATURE_LOSS_KINDS = ("ssim", "l1", "l2", "none")
+FEATURE_LOSS_KINDS = ("ssim", "l1", "l2", "pkd", "cwd", "mgd", "none")
 
 Levels = Sequence[Tensor] | Mapping[str, Tensor]
 Adapters = nn.ModuleList | nn.ModuleDict | Sequence[nn.Module] | Mapping[str, nn.Module] | None
@@ -44,17 +54,17 @@ def _as_named_levels(levels: Levels, what: str) -> list[tuple[str, Tensor]]:
     raise ValueError(f"{what} levels must be a list/tuple or a dict of tensors, got {type(levels).__name__}")
 
 
-def _adapter_for(adapters: Adapters, name: str, index: int) -> nn.Module | None:
+def _adapter_for(adapters: Adapters, name: str, index: int, what: str = "adapter") -> nn.Module | None:
     if adapters is None:
         return None
     if isinstance(adapters, (Mapping, nn.ModuleDict)):
         if name not in adapters:
             raise ValueError(
-                f"no adapter for feature level {name!r}; adapters exist for {sorted(adapters.keys())}"
+                f"no {what} for feature level {name!r}; {what}s exist for {sorted(adapters.keys())}"
             )
         return adapters[name]
     if index >= len(adapters):
-        raise ValueError(f"no adapter for feature level {index}: only {len(adapters)} adapters were given")
+        raise ValueError(f"no {what} for feature level {index}: only {len(adapters)} {what}s were given")
     return adapters[index]
 
 
@@ -69,6 +79,11 @@ def multilevel_feature_loss(
     window_size: int = 11,
     sigma: float = 1.5,
     ssim_form: str = "halved",
+    tau: float = 1.0,
+    pkd_granularity: str = "channel",
+    generators: Adapters = None,
+    mask_ratio: float = MGD_MASK_RATIO,
+    rng: torch.Generator | None = None,
 ) -> Tensor:
     """``weight * sum over levels`` of the per-level loss ``kind`` (what weight means per kind: module doc).
 
@@ -77,7 +92,9 @@ def multilevel_feature_loss(
     keys). ``adapters`` maps each student level before the loss (e.g. a connector per FPN level), indexed like
     the levels. The teacher levels are detached. ``"none"`` returns a zero scalar on the student's device (a
     no-distillation baseline). ``"l1"``/``"l2"`` use the same psi as ``"ssim"`` (pass ``normalize="none"`` for
-    the raw-feature baseline); ``ssim_form`` applies to ``"ssim"`` only.
+    the raw-feature baseline); ``ssim_form`` applies to ``"ssim"`` only. ``tau``: the ``"cwd"`` temperature;
+    ``pkd_granularity``: ``"pkd"``'s standardisation; ``"mgd"`` needs ``generators`` (one G per level, indexed
+    like the levels) and draws each level's mask (``mask_ratio``) from ``rng`` in level order.
     """
     if kind not in FEATURE_LOSS_KINDS:
         raise ValueError(
@@ -128,6 +145,15 @@ def multilevel_feature_loss(
                 sigma=sigma,
                 form=ssim_form,
             )
+        elif kind == "pkd":
+            total = total + pkd_loss(student, teacher, granularity=pkd_granularity)
+        elif kind == "cwd":
+            total = total + cwd_loss(student, teacher, tau=tau)
+        elif kind == "mgd":
+            if generators is None:
+                raise ValueError("kind 'mgd' needs generators: one regenerating module per feature level")
+            generator = _adapter_for(generators, name, index, "generator")
+            total = total + mgd_loss(student, teacher, generator, mgd_mask(student, mask_ratio, rng))
         else:
             total = total + feature_distance(student, teacher, kind=kind, normalize=normalize)
     return weight * total

@@ -140,20 +140,50 @@ class MixACMSettings(MethodSettings):
 
 
 # --------------------------------------------------------------------------- Structural KD (detection)
+class PKDSpec(Section):
+    """``kind: pkd`` (``kdlab.losses.pkd``; MMRazor ``PKDLoss``)."""
+
+    granularity: Literal["channel", "sample_channel"] = Field(
+        "channel", description="standardise each channel over batch and positions (MMRazor PKDLoss.norm) or "
+                               "each (sample, channel) map over its positions")
+
+
+class CWDSpec(Section):
+    """``kind: cwd`` (``kdlab.losses.cwd``; MMRazor ``ChannelWiseDivergence``)."""
+
+    tau: float = Field(1.0, gt=0, description="temperature of the spatial softmax (MMRazor detection configs: 1)")
+
+
+class MGDSpec(Section):
+    """``kind: mgd`` (``kdlab.losses.mgd``; the authors' ``FeatureLoss`` and MMRazor's MGD connector)."""
+
+    mask_ratio: float = Field(0.65, ge=0, le=1, description="share of positions masked (lambda_mgd: 0.65)")
+    generator: Literal["conv3x3-relu-conv3x3"] = Field(
+        "conv3x3-relu-conv3x3", description="the regenerating block per FPN level, trained and saved with the "
+                                            "student (the references' only one)")
+
+
+# Per-kind options: present (with defaults) exactly when ``kind`` uses them, so that another kind's run, and
+# every run from before they existed, keeps its key (the recipe key leaves null options out).
+KIND_OPTIONS = {"pkd": "pkd", "cwd": "cwd", "mgd": "mgd"}
+
+
 class FeatureKDSpec(Section):
     """Feature distillation on detector FPN levels (Structural KD): L_det + weight * sum_levels ``kind``."""
 
-    kind: Literal["none", "l1", "l2", "ssim"] = Field(
+    kind: Literal["none", "l1", "l2", "ssim", "pkd", "cwd", "mgd"] = Field(
         "ssim",
         description="per-level loss, a mean over the level: ssim (form: ssim_form), l1 = |psi_s - psi_t|, "
-        "l2 = (psi_s - psi_t)^2, or none (no teacher forward)",
+        "l2 = (psi_s - psi_t)^2; detection peers on raw features: pkd (1 - Pearson, Cao et al. 2022), cwd "
+        "(channel-wise softmax KL, Shu et al. 2021), mgd (masked generation, Yang et al. 2022, sum over the "
+        "map); or none (no teacher forward)",
     )
     weight: float = Field(
         2.0,
         ge=0,
         description="lambda, multiplies the per-level loss summed over FPN levels; per level ssim halved, "
         "l1 and l2 (with psi) lie in [0, 1], ssim one_minus in [0, 2]; "
-        "2 = the paper's (2 and 4 best, for (1 - SSIM)/2)",
+        "2 = the paper's (2 and 4 best, for (1 - SSIM)/2); the peers' references: pkd 6-10, cwd 10, mgd 2e-5",
     )
     ssim_form: Literal["halved", "one_minus"] = Field(
         "halved",
@@ -164,9 +194,28 @@ class FeatureKDSpec(Section):
         "lcs", description="SSIM terms: lcs = full SSIM, cs = contrast-structure, s = structure only"
     )
     normalize: Literal["sample_channel", "level", "none"] = Field(
-        "sample_channel", description="psi: min-max to [0, 1] per (sample, channel) map, per sample, or none"
+        "sample_channel", description="psi (ssim, l1, l2): min-max to [0, 1] per (sample, channel) map, per "
+                                      "sample, or none"
     )
     adapter: bool = Field(False, description="learned 1x1 conv per student FPN level (needed if FPN widths differ)")
+    pkd: PKDSpec | None = Field(None, description="kind pkd only (default granularity: channel)")
+    cwd: CWDSpec | None = Field(None, description="kind cwd only (default tau: 1)")
+    mgd: MGDSpec | None = Field(None, description="kind mgd only (default mask_ratio: 0.65)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options_of_the_kind(cls, data):
+        """A kind's own options get their defaults; other kinds' options are dropped (they change nothing)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        kind = data.get("kind", "ssim")
+        for option, owner in KIND_OPTIONS.items():
+            if kind == owner:
+                data[option] = {} if data.get(option) is None else data[option]
+            else:
+                data.pop(option, None)
+        return data
 
 
 @register_settings

@@ -18,7 +18,11 @@ structural (SSIM) loss instead of the usual pixel-wise l_p feature-imitation los
   level (1 - SSIM) / 2 and, with psi, mean |d| and mean d^2 all lie in [0, 1]; ``one_minus`` lies in [0, 2]
   (see ``kdlab.losses.multilevel``);
 * ``kind`` = ``method.feature.kind`` swaps the per-level SSIM term for the l1 / l2 baselines on the same
-  features (``"none"``: detection losses alone, no teacher forward at all).
+  features, or for a detection-distillation peer on the raw features: ``pkd`` (Cao et al. 2022), ``cwd`` (Shu
+  et al. 2021), ``mgd`` (Yang et al. 2022; one learned generator per level, trained and saved with the student
+  like the adapters, its masks drawn from the engine's generator); see ``kdlab.losses.multilevel``
+  (``"none"``: detection losses alone, no teacher forward at all). FGD (Yang et al., CVPR 2022) is not built:
+  it needs the ground-truth boxes mapped onto every level and learned global-context blocks on both networks.
 
 Readings chosen where the paper leaves room (each one is a recipe option):
 
@@ -47,6 +51,7 @@ import torch
 from torch import nn
 
 from kdlab.engine import StepResult
+from kdlab.losses.mgd import mgd_generator
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.methods.base import DistillationMethod
 from kdlab.methods.settings import SKDSettings
@@ -63,7 +68,8 @@ def level_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 
 class StructuralKD(DistillationMethod):
-    """Registered submodules (trained, saved in ``last.pt``): ``student`` and, optionally, ``adapters``.
+    """Registered submodules (trained, saved in ``last.pt``): ``student`` and, optionally, ``adapters`` and
+    (``kind: mgd``) ``generators``, one per FPN level on the teacher's width.
 
     ``teacher`` may be None (a teacher's own training recipe): then the step is the detector's losses alone.
     A given teacher must be FPN-compatible with the student (``KdlabError`` otherwise), even when
@@ -86,6 +92,10 @@ class StructuralKD(DistillationMethod):
             student_levels, teacher_levels = fpn_level_channels(student), fpn_level_channels(self.teacher)
             for name, channels in student_levels.items():
                 self.adapters[name] = level_adapter(channels, teacher_levels[name])
+        self.generators = nn.ModuleDict()
+        if self.distills and self.feature.kind == "mgd":
+            for name, channels in fpn_level_channels(self.teacher).items():
+                self.generators[name] = mgd_generator(channels)
 
     def forward(self, batch, generator: torch.Generator) -> StepResult:
         from kdlab.models.detection import capture_fpn, fpn_levels
@@ -107,5 +117,10 @@ class StructuralKD(DistillationMethod):
                 normalize=feature.normalize,
                 adapters=self.adapters if feature.adapter else None,
                 ssim_form=feature.ssim_form,
+                tau=feature.cwd.tau if feature.cwd is not None else 1.0,
+                pkd_granularity=feature.pkd.granularity if feature.pkd is not None else "channel",
+                generators=self.generators if feature.kind == "mgd" else None,
+                mask_ratio=feature.mgd.mask_ratio if feature.mgd is not None else 0.65,
+                rng=generator,
             )
         return StepResult(loss=sum(terms.values()), terms=terms)
