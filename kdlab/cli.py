@@ -110,7 +110,10 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
     from kdlab.recipe import load_recipe
     from kdlab.run import run_recipe
 
+    from kdlab.shipped_recipes import resolve_recipe
+
     _set_threads(threads)
+    recipe_path = resolve_recipe(recipe_path)
     recipe = load_recipe(recipe_path, overrides)
     if recipe.is_distillation != expect_distill:
         other = "distill" if recipe.is_distillation else "train"
@@ -123,7 +126,8 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
 @app.command(cls=KdlabCommand)
 @friendly
 def distill(
-    recipe: Path = typer.Argument(..., help="Distillation recipe (YAML with student: and teacher:)."),
+    recipe: Path = typer.Argument(
+        ..., help="Distillation recipe (YAML with student: and teacher:) or a shipped recipe's name, e.g. quickstart."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
@@ -140,7 +144,8 @@ def distill(
 @app.command(cls=KdlabCommand)
 @friendly
 def train(
-    recipe: Path = typer.Argument(..., help="Training recipe (YAML with model:)."),
+    recipe: Path = typer.Argument(
+        ..., help="Training recipe (YAML with model:) or a shipped recipe's name, e.g. quickstart_teacher."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
@@ -251,7 +256,9 @@ def _int_list(text: str, option: str) -> list[int]:
 @app.command(cls=KdlabCommand)
 @friendly
 def ablate(
-    recipe: Path = typer.Argument(..., help="Base recipe; every cell is this recipe plus the cell's overrides."),
+    recipe: Path = typer.Argument(
+        ..., help="Base recipe (a file or a shipped recipe's name); every cell is this recipe plus the cell's "
+                  "overrides."),
     components: bool = typer.Option(
         False, "--components",
         help="MixACM component ablation: teacher, student-ce, kd-only, acm, acm+kd, acm+mixup, mixacm."),
@@ -289,7 +296,9 @@ def ablate(
     from kdlab.console import console
     from kdlab.names import HEADLINE_METRICS
     from kdlab.recipe_paths import check_paths
+    from kdlab.shipped_recipes import resolve_recipe
 
+    recipe = resolve_recipe(recipe)
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
                          per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
@@ -350,6 +359,45 @@ def table(
     markdown, plot = render(csv, paper=paper, baseline=baseline)
     console.print(markdown.read_text())
     console.print(f"wrote {markdown} and {plot}")
+
+
+recipes_app = typer.Typer(help="The recipes shipped with kdlab: list them, or copy one out to edit it.",
+                          no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.callback(invoke_without_command=True)
+@friendly
+def recipes(ctx: typer.Context) -> None:
+    """List the shipped recipes (run one by name: kdlab distill quickstart); `kdlab recipes copy` edits one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from kdlab.shipped_recipes import shipped_dir, shipped_recipes
+
+    found = shipped_recipes()
+    width = max(len(r.name) for r in found)
+    typer.echo(f"shipped recipes in {shipped_dir()} (run one by name: kdlab distill quickstart):")
+    for r in found:
+        typer.echo(f"  {r.name:<{width}}  {r.kind:<7}  {r.summary}")
+
+
+@recipes_app.command("copy", cls=KdlabCommand)
+@friendly
+def recipes_copy(
+    name: str = typer.Argument(..., help="A shipped recipe's name (kdlab recipes lists them)."),
+    dest: Path = typer.Argument(Path("."), help="A folder (default: here) or a .yaml file name for the copy."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Write an editable copy of a shipped recipe, with its teacher's training recipe beside it."""
+    from kdlab.console import console
+    from kdlab.shipped_recipes import copy_recipe
+
+    written, notes = copy_recipe(name, dest, force=force)
+    for note in notes:
+        console.print(f"[bold yellow]note:[/] {note}", highlight=False)
+    kind = "distill" if len(written) > 1 else "train"
+    console.print(f"wrote {', '.join(str(p) for p in written)}; run it with `kdlab {kind} {written[0]}`",
+                  highlight=False)
 
 
 @app.command()
