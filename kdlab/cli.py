@@ -183,7 +183,9 @@ def inspect(
 @app.command("eval", cls=KdlabCommand)
 @friendly
 def eval_(
-    target: Path = typer.Argument(..., help="A run directory (uses its best.pt and recipe) or a model checkpoint."),
+    target: Path = typer.Argument(
+        ..., help="A run directory (uses its best.pt and recipe), a model checkpoint, or robustbench:NAME "
+                  "(a RobustBench zoo model read from --model-dir; test set CIFAR-10 unless --data)."),
     attack: list[str] | None = typer.Option(
         None, "--attack", show_default=False,
         help="Repeatable: clean, fgsm, pgd, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack, aa-fast "
@@ -211,6 +213,8 @@ def eval_(
     norm: str = typer.Option(
         "dataset", "--norm", help="With --arch: input normalisation wrapped around the model: dataset (its "
                                   "default mean/std), imagenet (torchvision pretrained weights) or none."),
+    model_dir: Path = typer.Option(
+        Path("models"), "--model-dir", help="robustbench:NAME: folder of <dataset>/<threat_model>/<NAME>.pt."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
@@ -232,7 +236,7 @@ def eval_(
         report = evaluate_target(
             target, attack, eps=eps_value, alpha=alpha_value, steps=steps, restarts=restarts, n=n,
             batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity, eps_sweep=sweep, progress=progress,
-            arch=arch, num_classes=num_classes, norm=norm,
+            arch=arch, num_classes=num_classes, norm=norm, model_dir=model_dir,
         )
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")
