@@ -68,9 +68,12 @@ def friendly(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except KdlabError as error:
+            from rich.markup import escape
+
             from kdlab.console import error_console
 
-            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            for line in str(error).splitlines() or [""]:  # several problems (the plan check): one line each
+                error_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             from kdlab.console import error_console
@@ -107,17 +110,15 @@ def _print_run(outcome, role: str) -> None:
 def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool,
          threads: int | None) -> None:
     from kdlab.console import RichReporter
-    from kdlab.recipe import load_recipe
+    from kdlab.plan import check_recipe_plan
     from kdlab.run import run_recipe
-
     from kdlab.shipped_recipes import resolve_recipe
 
     _set_threads(threads)
-    recipe_path = resolve_recipe(recipe_path)
-    recipe = load_recipe(recipe_path, overrides)
-    if recipe.is_distillation != expect_distill:
-        other = "distill" if recipe.is_distillation else "train"
-        raise KdlabError(f"{recipe_path} is a {other} recipe: run it with `kdlab {other} {recipe_path}`")
+    recipe_path = resolve_recipe(recipe_path)  # a bare name: the shipped recipe
+    # The whole plan (recipe, teacher, models, data sizes, paths) is checked before any data or training.
+    recipe = check_recipe_plan(recipe_path, overrides, expect_distill=expect_distill, resume=resume,
+                               force=force).recipe
     outcome = run_recipe(recipe, resume=resume, force=force, reporter_factory=RichReporter,
                          command=" ".join(sys.argv), overrides=overrides)
     _print_run(outcome, "student" if expect_distill else "model")
@@ -299,6 +300,7 @@ def ablate(
     from kdlab.ablate import plan_ablation, remaining_seconds, run_ablation
     from kdlab.console import console
     from kdlab.names import HEADLINE_METRICS
+    from kdlab.plan import check_ablation_plan
     from kdlab.recipe_paths import check_paths
     from kdlab.shipped_recipes import resolve_recipe
 
@@ -308,6 +310,7 @@ def ablate(
                          per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
                          inner_steps=inner_steps, inner_step=inner_step)
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
+    check_ablation_plan(plan, out)  # every cell's models, data and paths, before the teacher trains
     total = len(plan.cells) * len(plan.seeds)
     target = plan.table_path(out)
     if target.stem != plan.title:
@@ -331,6 +334,53 @@ def ablate(
     table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell)
     console.print(table.with_suffix(".md").read_text())
     console.print(f"wrote {table}, {table.with_suffix('.md')}, {table.with_suffix('.png')}")
+
+
+@app.command(cls=KdlabCommand)
+@friendly
+def check(
+    recipe: Path = typer.Argument(..., help="A training, distillation or (with the ablation flags) ablation recipe."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    components: bool = typer.Option(False, "--components", help="Check the MixACM component ablation's cells."),
+    blocks: str | None = typer.Option(None, "--blocks", help="Check a block ablation, e.g. 2,3,4."),
+    cumulative: bool = typer.Option(False, "--cumulative", help="With --blocks: growing prefixes."),
+    per_block_weight: bool = typer.Option(False, "--per-block-weight", help="With --blocks: as kdlab ablate."),
+    grid: list[str] = typer.Option([], "--grid", help="Check a grid, KEY=V1,V2,... (repeatable)."),
+    methods: str | None = typer.Option(None, "--methods", help="Check a method comparison, e.g. mixacm,rrm,kd."),
+    method_set: list[str] = typer.Option([], "--method-set", help="With --methods: METHOD.KEY=VALUE, as ablate."),
+    inner_steps: int | None = typer.Option(None, "--inner-steps", min=1, help="With --methods: as ablate."),
+    inner_step: str | None = typer.Option(None, "--inner-step", help="With --methods: as ablate."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds of the ablation."),
+    attack: list[str] = typer.Option(["pgd"], "--attack", help="The ablation's evaluation columns besides clean."),
+    name: str | None = typer.Option(None, "--name", help="The ablation's table name."),
+    out: Path = typer.Option(Path("results/ablations"), "--out", help="The ablation's output folder."),
+    timing: bool = typer.Option(True, "--timing/--no-timing", help="Time a few steps to estimate the run time."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+) -> None:
+    """Check a plan without running it: recipe, teacher recipe or checkpoint, every ablation cell, data, models,
+    block keys, one step on random images, output paths. Prints which runs will train, which are finished
+    (and where), and an estimated time from a few timed steps. Writes nothing; exit code 2 lists every problem."""
+    import torch
+    from rich.markup import escape
+
+    from kdlab.console import console
+    from kdlab.plan import check_ablation_plan, check_recipe_plan
+    from kdlab.plan_estimate import plan_lines, plan_summary
+
+    _set_threads(threads)
+    if components or blocks is not None or grid or methods is not None:
+        from kdlab.ablate import plan_ablation
+
+        ablation = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative,
+                                 grid=grid, seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_,
+                                 name=name, per_block_weight=per_block_weight, methods=methods,
+                                 method_overrides=method_set, inner_steps=inner_steps, inner_step=inner_step)
+        plan = check_ablation_plan(ablation, out, timing=timing)
+    else:
+        plan = check_recipe_plan(recipe, set_, resume=True, timing=timing)
+    console.print(f"[bold]plan {plan.title}[/]: checked, no problems found", highlight=False)
+    for line in [*plan_lines(plan), *plan_summary(plan, torch.get_num_threads())]:
+        console.print(escape(line), highlight=False, soft_wrap=True)
 
 
 @app.command(cls=KdlabCommand)

@@ -79,7 +79,8 @@ def test_a_toy_method_registered_here_trains_through_kdlab_distill(toy, tmp_path
     recipe = toy_recipe(tmp_path, {"name": "toy", "weight": 0.25})
     result = CliRunner().invoke(app, ["distill", str(recipe), "--threads", "1"])
     assert result.exit_code == 0, result.output
-    assert CALLS == [16, 16]  # the engine ran the toy step on max_batches_per_epoch batches
+    # the plan check's dry step on 2 random images, then the engine's max_batches_per_epoch batches
+    assert CALLS == [2, 16, 16]
 
     run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
     summary = json.loads((run_dir / "summary.json").read_text())
