@@ -112,8 +112,10 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
     from kdlab.console import RichReporter
     from kdlab.plan import check_recipe_plan
     from kdlab.run import run_recipe
+    from kdlab.shipped_recipes import resolve_recipe
 
     _set_threads(threads)
+    recipe_path = resolve_recipe(recipe_path)  # a bare name: the shipped recipe
     # The whole plan (recipe, teacher, models, data sizes, paths) is checked before any data or training.
     recipe = check_recipe_plan(recipe_path, overrides, expect_distill=expect_distill, resume=resume,
                                force=force).recipe
@@ -125,7 +127,8 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
 @app.command(cls=KdlabCommand)
 @friendly
 def distill(
-    recipe: Path = typer.Argument(..., help="Distillation recipe (YAML with student: and teacher:)."),
+    recipe: Path = typer.Argument(
+        ..., help="Distillation recipe (YAML with student: and teacher:) or a shipped recipe's name, e.g. quickstart."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
@@ -142,7 +145,8 @@ def distill(
 @app.command(cls=KdlabCommand)
 @friendly
 def train(
-    recipe: Path = typer.Argument(..., help="Training recipe (YAML with model:)."),
+    recipe: Path = typer.Argument(
+        ..., help="Training recipe (YAML with model:) or a shipped recipe's name, e.g. quickstart_teacher."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Discard an existing run with the same recipe and retrain."),
@@ -180,7 +184,9 @@ def inspect(
 @app.command("eval", cls=KdlabCommand)
 @friendly
 def eval_(
-    target: Path = typer.Argument(..., help="A run directory (uses its best.pt and recipe) or a model checkpoint."),
+    target: Path = typer.Argument(
+        ..., help="A run directory (uses its best.pt and recipe), a model checkpoint, or robustbench:NAME "
+                  "(a RobustBench zoo model read from --model-dir; test set CIFAR-10 unless --data)."),
     attack: list[str] | None = typer.Option(
         None, "--attack", show_default=False,
         help="Repeatable: clean, fgsm, pgd, cw, apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack, aa-fast "
@@ -208,6 +214,8 @@ def eval_(
     norm: str = typer.Option(
         "dataset", "--norm", help="With --arch: input normalisation wrapped around the model: dataset (its "
                                   "default mean/std), imagenet (torchvision pretrained weights) or none."),
+    model_dir: Path = typer.Option(
+        Path("models"), "--model-dir", help="robustbench:NAME: folder of <dataset>/<threat_model>/<NAME>.pt."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
@@ -229,7 +237,7 @@ def eval_(
         report = evaluate_target(
             target, attack, eps=eps_value, alpha=alpha_value, steps=steps, restarts=restarts, n=n,
             batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity, eps_sweep=sweep, progress=progress,
-            arch=arch, num_classes=num_classes, norm=norm,
+            arch=arch, num_classes=num_classes, norm=norm, model_dir=model_dir,
         )
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")
@@ -253,7 +261,9 @@ def _int_list(text: str, option: str) -> list[int]:
 @app.command(cls=KdlabCommand)
 @friendly
 def ablate(
-    recipe: Path = typer.Argument(..., help="Base recipe; every cell is this recipe plus the cell's overrides."),
+    recipe: Path = typer.Argument(
+        ..., help="Base recipe (a file or a shipped recipe's name); every cell is this recipe plus the cell's "
+                  "overrides."),
     components: bool = typer.Option(
         False, "--components",
         help="MixACM component ablation: teacher, student-ce, kd-only, acm, acm+kd, acm+mixup, mixacm."),
@@ -304,7 +314,9 @@ def ablate(
     from kdlab.console import console
     from kdlab.plan import check_ablation_plan
     from kdlab.recipe_paths import check_paths
+    from kdlab.shipped_recipes import resolve_recipe
 
+    recipe = resolve_recipe(recipe)
     plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                          seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
                          per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
@@ -438,6 +450,45 @@ def table(
     markdown, plot = render(csv, paper=paper, baseline=baseline)
     console.print(markdown.read_text())
     console.print(f"wrote {markdown} and {plot}")
+
+
+recipes_app = typer.Typer(help="The recipes shipped with kdlab: list them, or copy one out to edit it.",
+                          no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.callback(invoke_without_command=True)
+@friendly
+def recipes(ctx: typer.Context) -> None:
+    """List the shipped recipes (run one by name: kdlab distill quickstart); `kdlab recipes copy` edits one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from kdlab.shipped_recipes import shipped_dir, shipped_recipes
+
+    found = shipped_recipes()
+    width = max(len(r.name) for r in found)
+    typer.echo(f"shipped recipes in {shipped_dir()} (run one by name: kdlab distill quickstart):")
+    for r in found:
+        typer.echo(f"  {r.name:<{width}}  {r.kind:<7}  {r.summary}")
+
+
+@recipes_app.command("copy", cls=KdlabCommand)
+@friendly
+def recipes_copy(
+    name: str = typer.Argument(..., help="A shipped recipe's name (kdlab recipes lists them)."),
+    dest: Path = typer.Argument(Path("."), help="A folder (default: here) or a .yaml file name for the copy."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing files."),
+) -> None:
+    """Write an editable copy of a shipped recipe, with its teacher's training recipe beside it."""
+    from kdlab.console import console
+    from kdlab.shipped_recipes import copy_recipe
+
+    written, notes = copy_recipe(name, dest, force=force)
+    for note in notes:
+        console.print(f"[bold yellow]note:[/] {note}", highlight=False)
+    kind = "distill" if len(written) > 1 else "train"
+    console.print(f"wrote {', '.join(str(p) for p in written)}; run it with `kdlab {kind} {written[0]}`",
+                  highlight=False)
 
 
 @app.command()

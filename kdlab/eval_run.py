@@ -34,7 +34,16 @@ def resolve_target(target: str | Path) -> EvalTarget:
 def evaluate_target(target: str | Path, attacks: list[str] | None = None, **options) -> EvalReport:
     """Evaluate a run directory or checkpoint with its task and append its rows to ``options['out']``
     (the keyword options are :class:`~kdlab.tasks.EvalOptions`' fields)."""
+    from kdlab.zoo import PREFIX
+
+    model_dir = options.pop("model_dir", "models")
     chosen = EvalOptions(attacks=attacks, **options)
+    if str(target).startswith(PREFIX):  # a RobustBench model: its file in the zoo layout, CIFAR-10 by default
+        from kdlab.zoo import existing_checkpoint
+
+        path = existing_checkpoint(str(target)[len(PREFIX):], model_dir=model_dir)  # missing: one line
+        chosen = replace(chosen, arch=str(target), data=chosen.data or "cifar10")
+        return get_task("classification").evaluate_checkpoint(EvalTarget(path, None, str(target)), chosen)
     if chosen.arch is None and chosen.num_classes is not None:
         raise KdlabError("--num-classes applies to external checkpoints: give --arch NAME as well")
     resolved = resolve_target(target)

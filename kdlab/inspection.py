@@ -59,7 +59,10 @@ def _shape(row: dict[str, Any]) -> str:
 
 def architecture_view(arch: str, num_classes: int, image_size: int, **options: Any) -> BlockView:
     from kdlab.models.registry import build_classifier
+    from kdlab.zoo import PREFIX, zoo_architecture
 
+    if arch.startswith(PREFIX):  # a RobustBench model: its architecture, no checkpoint needed
+        return _single_view(arch, zoo_architecture(arch[len(PREFIX):]), image_size)
     network = build_classifier(arch, num_classes, **options)
     return _single_view(arch, network, image_size)
 
@@ -84,6 +87,10 @@ def _teacher(recipe: Recipe, num_classes: int) -> tuple[nn.Module, str]:
 
         network, payload = load_model(spec.checkpoint)
         return network, str(payload["arch"])
+    if spec.robustbench is not None:
+        from kdlab.zoo import zoo_architecture
+
+        return zoo_architecture(spec.robustbench, spec.dataset, spec.threat_model), f"robustbench:{spec.robustbench}"
     teacher_recipe = load_recipe(spec.recipe)
     if teacher_recipe.is_distillation:
         raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; "

@@ -155,6 +155,15 @@ class _Checker:
                 self.add(where, [str(error)])
                 return None, None
             return model, file_digest(Path(spec.checkpoint))
+        if spec.robustbench is not None:  # a RobustBench zoo file (kdlab.zoo)
+            from kdlab.zoo import load_zoo_model
+
+            try:
+                model, path = load_zoo_model(spec.robustbench, spec.dataset, spec.threat_model, spec.model_dir)
+            except KdlabError as error:
+                self.add(where, [f"teacher.robustbench: {error}"])
+                return None, None
+            return model, f"robustbench:{spec.robustbench}@{file_digest(path)}"
         if spec.recipe not in self._teachers:
             self._teachers[spec.recipe] = self._teacher_recipe(recipe, spec.recipe)
         teacher_recipe, identity, teacher_facts, model = self._teachers[spec.recipe]

@@ -1,6 +1,6 @@
 """Paths inside a recipe: relative values are read from the recipe file's folder, not the current directory.
 
-``teacher.recipe``, ``teacher.checkpoint`` and ``data.root`` may be relative; :func:`resolve_paths` makes them
+``teacher.recipe``, ``teacher.checkpoint``, ``teacher.model_dir`` and ``data.root`` may be relative; :func:`resolve_paths` makes them
 absolute against the folder of the file that wrote them, so a recipe works from any directory (``--set``
 values are command-line paths: they are read from the current directory). COCO ``data.annotations`` and
 ``data.test_annotations`` stay relative to ``data.root``, as documented there. :func:`check_paths` refuses a
@@ -22,7 +22,7 @@ from typing import Any
 from kdlab.errors import KdlabError
 
 # (section, key) of every recipe value that is a filesystem path.
-PATH_KEYS = (("data", "root"), ("teacher", "recipe"), ("teacher", "checkpoint"))
+PATH_KEYS = (("data", "root"), ("teacher", "recipe"), ("teacher", "checkpoint"), ("teacher", "model_dir"))
 
 
 def resolve_paths(raw: Any, folder: str | Path) -> Any:
@@ -47,3 +47,10 @@ def check_paths(recipe: Any, source: str) -> None:
             value = getattr(teacher, key)
             if value is not None and not Path(value).is_file():
                 raise KdlabError(f"{source}: teacher.{key} '{value}' not found ({where}): fix teacher.{key}")
+        if teacher.robustbench is not None:  # a one-line error naming where the file goes, before any work
+            from kdlab.zoo import existing_checkpoint
+
+            try:
+                existing_checkpoint(teacher.robustbench, teacher.dataset, teacher.threat_model, teacher.model_dir)
+            except KdlabError as error:
+                raise KdlabError(f"{source}: teacher.robustbench: {error}") from None

@@ -54,6 +54,15 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
         teacher, _ = load_model(spec.checkpoint, expected_classes=num_classes)
         info = {"teacher": spec.checkpoint, "teacher_identity": file_digest(Path(spec.checkpoint))}
         return teacher, info
+    if spec.robustbench is not None:
+        from kdlab.zoo import load_zoo_model
+
+        teacher, path = load_zoo_model(spec.robustbench, spec.dataset, spec.threat_model, spec.model_dir)
+        if teacher.num_classes not in (None, num_classes):
+            raise KdlabError(f"robustbench teacher {spec.robustbench} predicts {teacher.num_classes} classes, "
+                             f"the data has {num_classes}: choose a {spec.dataset} recipe")
+        identity = f"robustbench:{spec.robustbench}@{file_digest(path)}"  # zoo name + checkpoint hash
+        return teacher, {"teacher": f"robustbench:{spec.robustbench}", "teacher_identity": identity}
     teacher_recipe = load_recipe(spec.recipe)
     if teacher_recipe.is_distillation:
         raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; name a training recipe (model:)")

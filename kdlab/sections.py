@@ -96,11 +96,19 @@ class TeacherSpec(Section):
     recipe: str | None = Field(
         None, description="a training recipe, trained once and cached (relative: read from "
         "the recipe's folder)")
+    robustbench: str | None = Field(
+        None, description="a RobustBench model-zoo name, e.g. Wong2020Fast (kdlab/zoo.py lists those read)")
+    dataset: Literal["cifar10"] = Field("cifar10", description="robustbench: the zoo's dataset")
+    threat_model: Literal["Linf"] = Field("Linf", description="robustbench: the zoo's threat model")
+    model_dir: str = Field(
+        "models", description="robustbench: folder holding <dataset>/<threat_model>/<name>.pt (relative: "
+        "read from the recipe's folder)")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> TeacherSpec:
-        if (self.checkpoint is None) == (self.recipe is None):
-            raise ValueError("give exactly one of teacher.checkpoint (a .pt file) or teacher.recipe (a training recipe)")
+        if sum(value is not None for value in (self.checkpoint, self.recipe, self.robustbench)) != 1:
+            raise ValueError("give exactly one of teacher.checkpoint (a .pt file), teacher.recipe (a training "
+                             "recipe) or teacher.robustbench (a RobustBench model name)")
         return self
 
 

@@ -88,7 +88,12 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     base = resolved.recipe or validate_recipe({"model": {"arch": "resnet_small"}})
     dataset = load_data_spec(data_spec)
     norm_label = None
-    if arch is not None:
+    if arch is not None and arch.startswith("robustbench:"):  # the zoo's file format; normalisation inside
+        from kdlab.zoo import load_zoo_file
+
+        model = load_zoo_file(arch.split(":", 1)[1], resolved.checkpoint)
+        norm_label, payload = "zoo", {"arch": arch}
+    elif arch is not None:
         from kdlab.checkpoint import load_external_model
 
         mean, std, norm_label = normalisation(norm, data_spec.dataset)
