@@ -341,7 +341,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), group: str = "",
+              cell: str = "") -> dict[str, Any]:
     """Worker entry point (a separate process with --jobs): run one cell and return its summary."""
     import torch
 
@@ -349,7 +350,7 @@ def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = ()) -
 
     torch.set_num_threads(threads)
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
-    outcome = run_recipe(recipe, resume=True, overrides=overrides)
+    outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell)  # group: trackers
     return outcome.summary
 
 
@@ -433,13 +434,15 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in order]
     if jobs <= 1:
         for cell, seed, recipe_yaml in payloads:
-            record(cell, seed, _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed)))
+            summary = _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.stem, cell.label)
+            record(cell, seed, summary)
     else:
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed)):
+            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed), table.stem,
+                                   cell.label):
                        (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):

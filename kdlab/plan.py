@@ -233,6 +233,7 @@ class _Checker:
 
     def _settings_problems(self, recipe: Any, facts: DataFacts | None) -> list[str]:
         from kdlab.attacks import attack_def
+        from kdlab.trackers import tracker_problems
 
         problems = []
         try:
@@ -247,6 +248,7 @@ class _Checker:
                                     f" has {facts.classes}: drop {name} (pgd, cw, apgd-ce and square work)")
         problems += writable_problems(recipe.output.dir, "output.dir", folder=True)
         problems += writable_problems(recipe.output.table, "output.table", folder=False)
+        problems += tracker_problems(recipe.output.trackers)  # a tracker that is not installed, before any work
         return problems
 
     def _step(self, recipe: Any, model: Any, teacher: Any, facts: DataFacts, identity: str) -> tuple[list[str], Any]:

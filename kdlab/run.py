@@ -30,6 +30,7 @@ from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import now, provenance, read_json, replace_rows, write_json
 from kdlab.sizes import check_data_sizes
 from kdlab.tasks import get_task
+from kdlab.trackers import Trackers
 from kdlab.units import eps_255
 
 ReporterFactory = Callable[[str], Reporter]
@@ -189,12 +190,13 @@ def _discard_unless_trained(run_dir: Path):
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
                reporter_factory: ReporterFactory | None = None, command: str = "",
-               overrides: list[str] | tuple[str, ...] = ()) -> RunOutcome:
+               overrides: list[str] | tuple[str, ...] = (), group: str = "", cell: str = "") -> RunOutcome:
     """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it.
 
     ``overrides`` are the ``--set`` values the recipe was resolved with; the summary and the table row record
     them beside the run key, so two rows of one recipe name are told apart. The table keeps one row per run
-    directory: a forced or resumed run that finishes replaces its directory's earlier row.
+    directory: a forced or resumed run that finishes replaces its directory's earlier row. ``group`` and
+    ``cell`` (an ablation's table and cell label) group the run in the recipe's ``output.trackers``.
     """
     task = get_task(recipe.task)
     data = task.load_data(recipe)
@@ -209,7 +211,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
     twin = None if force else _finished_twin(run_dir)
     if twin is not None:
         return RunOutcome(twin, read_json(twin / "summary.json"), reused=True)
-    with FileLock(str(run_dir) + ".lock"), _discard_unless_trained(run_dir):
+    trackers = Trackers(recipe.output.trackers)  # started once the directory is claimed; a raise ends them failed
+    with FileLock(str(run_dir) + ".lock"), _discard_unless_trained(run_dir), trackers:
         finished = _claim_directory(run_dir, resume, force)
         if finished is not None:
             return RunOutcome(run_dir, finished, reused=True)
@@ -218,6 +221,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
         write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides),
                                           "seed": recipe.seed, **teacher_info, **code})
+        trackers.start(recipe, run_dir, overrides=overrides, group=group, cell=cell, command=command)
 
         torch.manual_seed(recipe.seed)
         setup = task.setup(recipe, data, teacher)
@@ -228,7 +232,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             save_model(path, setup.model, task=recipe.task, arch=spec.arch, options=options,
                        num_classes=setup.num_classes, classes=setup.classes, extra={"recipe_key": run_dir.name})
 
-        reporter = reporter_factory(recipe.name) if reporter_factory else None
+        reporter = trackers.reporter(reporter_factory(recipe.name) if reporter_factory else None)
         result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
                      validate=setup.validate, select=recipe.selection_metric, export_best=export_best, resume=resume, reporter=reporter)
 
@@ -266,6 +270,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "finished_at": now(),
         }
         write_json(run_dir / "summary.json", summary)
+        trackers.finish(summary, run_dir)
         replace_rows(recipe.output.table, [_table_row(summary)], key="run_dir")
     return RunOutcome(run_dir, summary, reused=False)
 

@@ -190,4 +190,7 @@ class OutputSpec(Section):
     dir: str = Field(
         "results/runs", description="folder of the run directories (relative: current directory)")
     table: str = Field("results/runs.csv", description="CSV every finished run appends a row to")
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers that also receive the run, offline (optional "
+        "extras: pip install -e \".[mlflow]\"); see kdlab/trackers.py")
 
