@@ -2,25 +2,10 @@
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from kdlab.cli import app
+from tests.failfast_helpers import assert_one_line_error, invoke
 
-runner = CliRunner()
-COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    text = result.stderr.strip() if result.stderr else result.output.strip()
-    assert text.count("\n") == 0, text
-    for fragment in fragments:
-        assert fragment in text, text
+COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect", "check", "schema"]
 
 
 def test_help_lists_every_command_and_each_command_documents_its_options():

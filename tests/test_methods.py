@@ -16,19 +16,12 @@ from kdlab.methods.registry import build_method
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.models.registry import build_classifier
 from kdlab.recipe import AdversarialSpec, load_recipe, validate_recipe
+from tests.method_helpers import batch, models, train_steps_leave_teacher_untouched
 
 BASE = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpoint": "unused.pt"}}
 METHODS = ["kd", "fitnet", "at", "rrm", "mixacm"]
 
 
-def models():
-    torch.manual_seed(0)
-    return build_classifier("resnet_small", 10, width=4), build_classifier("resnet_small", 10, width=8)
-
-
-def batch():
-    generator = torch.Generator().manual_seed(1)
-    return torch.rand(6, 3, 32, 32, generator=generator), torch.randint(0, 10, (6,), generator=generator)
 
 
 def settings(name, **method):
@@ -173,17 +166,7 @@ def test_teacher_takes_no_gradient_and_keeps_its_batchnorm_statistics(name):
     teacher.train()  # something switched it to train mode: the method's train() (the engine calls it each epoch)
     method.train()  # puts it back
     assert not teacher.training and student.training
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
-    for _ in range(2):
-        result = method(batch(), torch.Generator().manual_seed(0))
-        optimizer.zero_grad()
-        result.loss.backward()
-        optimizer.step()
-    assert all(p.grad is None for p in teacher.parameters())
-    after = teacher.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN running mean/var/count
-    assert not {id(p) for p in teacher.parameters()} & {id(p) for p in method.parameters()}
+    train_steps_leave_teacher_untouched(method, teacher)
     assert all(not key.startswith("teacher") for key in method.state_dict())
     assert method.passes == 1.0 and method.teacher_forwards == 1.0
     assert any(p.grad is not None for p in student.parameters())

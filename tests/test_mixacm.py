@@ -8,6 +8,7 @@ from kdlab.losses import mix_batch
 from kdlab.methods.mixacm import MixACM
 from kdlab.models.registry import build_classifier
 from kdlab.recipe import apply_overrides, validate_recipe
+from tests.method_helpers import batch, models
 
 BASE = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpoint": "unused.pt"},
         "method": {"acm": {"blocks": [2, 3, 4]}}}
@@ -21,14 +22,6 @@ EXPECTED_TERMS = {
 }
 
 
-def models():
-    torch.manual_seed(0)
-    return build_classifier("resnet_small", 10, width=4), build_classifier("resnet_small", 10, width=8)
-
-
-def batch():
-    generator = torch.Generator().manual_seed(1)
-    return torch.rand(6, 3, 32, 32, generator=generator), torch.randint(0, 10, (6,), generator=generator)
 
 
 def capture(model, paths):
