@@ -405,6 +405,21 @@ def table(
     console.print(f"wrote {markdown} and {plot}")
 
 
+@app.command(cls=KdlabCommand)
+@friendly
+def report(
+    path: Path = typer.Argument(..., help="An ablation CSV (results/ablations/<table>.csv) or a results folder "
+                                          "(results/: every ablations/*.csv)."),
+    out: Path | None = typer.Option(None, "--out", help="The HTML file (default: the CSV's name with .html, or "
+                                                         "<folder>/report.html)."),
+) -> None:
+    """One self-contained HTML page: tables with mean ± std and paired 95 % CIs, plots, the commands that
+    regenerate them, recipes and every run's provenance; opens from disk with no server or network."""
+    from kdlab.report import build_report
+
+    typer.echo(f"wrote {build_report(path, out)}")
+
+
 recipes_app = typer.Typer(help="The recipes shipped with kdlab: list them, or copy one out to edit it.",
                           no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(recipes_app, name="recipes")
