@@ -244,8 +244,8 @@ def _section(csv_path: Path, results: Path, runs: pd.DataFrame | None) -> str:
     parts = [f'<h2 id="{_e(csv_path.stem)}">{_e(csv_path.stem)}</h2>', table_html,
              f'<img alt="{_e(csv_path.stem)} plot" src="{image}">',
              "<h3>Commands that regenerate it</h3>", "<pre>" + _e("\n".join(commands)) + "</pre>",
-             f'<p class="note">The ablate command is {how}: it reuses every finished run and trains the missing '
-             "ones.</p>", "<h3>Recipes</h3>"]
+             (f'<p class="note">The ablate command is {how}: it reuses every finished run and trains the missing '
+              "ones.</p>"), "<h3>Recipes</h3>"]
     shown = 0
     for run_dir in dict.fromkeys(frame["run_dir"].dropna().astype(str)):
         saved = Path(run_dir) / "recipe.yaml"

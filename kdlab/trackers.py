@@ -120,6 +120,7 @@ class _MLflow:
     def __init__(self, run_dir: Path, params: dict, tags: dict[str, str], experiment: str, run_name: str,
                  results: Path):
         from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(results / 'mlflow.db').absolute()}"
@@ -130,7 +131,7 @@ class _MLflow:
             try:
                 experiment_id = self.client.create_experiment(
                     experiment, artifact_location=(results / "mlartifacts").absolute().as_uri())
-            except Exception:  # another ablation worker created it first
+            except MlflowException:  # another ablation worker created it first
                 experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
         else:
             experiment_id = found.experiment_id
@@ -229,7 +230,7 @@ class Trackers:
         for backend in backends:
             backend.finish(final, run_dir, step)
 
-    def __enter__(self) -> Trackers:
+    def __enter__(self) -> Trackers:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, kind, error, trace) -> None:
@@ -237,7 +238,7 @@ class Trackers:
         for backend in backends:  # not finished: the run raised
             try:
                 backend.fail()
-            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            except Exception:  # noqa: BLE001, S110 - the run's own error is the one to report
                 pass
 
 

@@ -44,7 +44,7 @@ def recipe_file(tmp_path: Path, trackers: list[str]) -> Path:
 def tracked_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("tracked")
     outcome = run_recipe(load_recipe(recipe_file(tmp_path, INSTALLED)), overrides=["train.lr=0.05"])
-    history = list(csv.DictReader(open(outcome.run_dir / "metrics.csv")))
+    history = list(csv.DictReader((outcome.run_dir / "metrics.csv").read_text().splitlines()))
     return tmp_path, outcome.run_dir, history, outcome.summary
 
 
@@ -160,7 +160,7 @@ def test_an_ablation_is_one_mlflow_experiment_with_a_run_per_cell(tmp_path):
     assert sorted(cells) == ["lr=0.02", "lr=0.1"]
     assert cells["lr=0.02"].data.params["train.lr"] == "0.02" and cells["lr=0.1"].data.params["set.train.lr"] == "0.1"
     assert all(run.data.tags["ablation"] == table.stem for run in runs)
-    rows = {row["cell"]: row for row in csv.DictReader(open(table))}
+    rows = {row["cell"]: row for row in csv.DictReader(table.read_text().splitlines())}
     assert cells["lr=0.1"].data.metrics["final/pgd_acc"] == pytest.approx(float(rows["lr=0.1"]["pgd_acc"]))
 
 
