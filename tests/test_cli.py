@@ -5,7 +5,7 @@ import torch
 
 from tests.failfast_helpers import assert_one_line_error, invoke
 
-COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect", "check", "schema"]
+COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect", "check", "schema", "recipes", "report"]
 
 
 def test_help_lists_every_command_and_each_command_documents_its_options():
