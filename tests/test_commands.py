@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import kdlab.ablate
+import kdlab.ablate_command
 from kdlab.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_an_interrupted_ablation_says_to_rerun_the_same_command(tmp_path, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(kdlab.ablate, "run_ablation", interrupted)
+    monkeypatch.setattr(kdlab.ablate_command, "run_ablation", interrupted)
     result = invoke("ablate", recipe, "--grid", "train.lr=0.1,0.2", "--out", tmp_path)
     assert result.exit_code == 130
     assert "rerun the same command to continue" in result.output and "--resume" not in result.output
