@@ -146,6 +146,6 @@ def test_committed_recipes_load_from_any_directory(tmp_path, monkeypatch):
             assert Path(recipe.teacher.recipe).is_file(), path
         root = (raw.get("data") or {}).get("root")
         if root is not None and not Path(root).is_absolute():
-            assert recipe.data.root == str((path.parent / root).resolve()), path
+            assert Path(recipe.data.root).resolve() == (path.parent / root).resolve(), path
     bccd = load_recipe(REPO / "recipes" / "skd_bccd_cpu_teacher.yaml")
     assert Path(bccd.data.root).is_absolute() and bccd.data.root.endswith("/shared/data/bccd")
