@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from kdlab.data.classification import ImageSet, iterate_batches
 from kdlab.methods.mixacm import MixACM
-from kdlab.models.registry import build_classifier
 from kdlab.methods.settings import MixACMSettings
+from kdlab.models.registry import build_classifier
 
 
 def median_seconds(function, repeats: int) -> float:

@@ -65,7 +65,7 @@ import torchattacks
 from torch import Tensor, nn
 
 from kdlab.errors import KdlabError, did_you_mean
-from kdlab.seeded_pgd import DEFAULT_EPS, SeededPGD, start_noise  # noqa: F401  (re-exported)
+from kdlab.seeded_pgd import DEFAULT_EPS, SeededPGD, start_noise
 from kdlab.standing import strike
 from kdlab.units import EpsError, format_eps, parse_eps, parse_eps_list
 
@@ -251,7 +251,8 @@ class CompositeAttack(BatchAttack):
         with torch.no_grad():
             alive = self.model(images).argmax(1) == labels
         for _, attack in self.components:
-            strike(lambda out: self.model(out).argmax(1), lambda idx: attack(images[idx], labels[idx], indices[idx]),
+            strike(lambda out: self.model(out).argmax(1),
+                   lambda idx, attack=attack: attack(images[idx], labels[idx], indices[idx]),
                    alive.nonzero().flatten(), labels, alive, adv)
         return adv
 

@@ -258,7 +258,8 @@ def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_cor
             idx = alive[start:end]
             x = images[idx].to(device)
             adv, _ = strike(lambda out: _predict(net, out),
-                            lambda idx: run_attack(component, x, labels[idx].to(device), idx, seed=spec.seed),
+                            lambda idx, component=component, x=x: run_attack(component, x, labels[idx].to(device),
+                                                                             idx, seed=spec.seed),
                             idx, labels, robust, adv_store)
             stats.update(adv, x)
             if progress is not None:

@@ -108,7 +108,8 @@ class Recipe(Section):
             settings_class(method.name, task)
             return data
         if not isinstance(method, dict):
-            raise ValueError("method: must be a mapping with name: and the method's settings")
+            # pydantic reports ValueError as a validation error (a TypeError would escape as a traceback)
+            raise ValueError("method: must be a mapping with name: and the method's settings")  # noqa: TRY004
         if "name" in method and method["name"] != DEFAULT_METHOD[task] and "model" in data:
             raise ValueError(f"method.name: {method['name']} needs a distillation recipe (student: + teacher:); "
                              f"a training recipe (model:) trains with train.adversarial: drop method")

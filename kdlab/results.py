@@ -37,7 +37,7 @@ CODE_PATHS = ("kdlab", "pyproject.toml", "recipes", "scripts", "benchmarks")
 
 
 def _git(args: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20, check=False)
     if done.returncode not in ok_codes:
         raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
     return done.stdout

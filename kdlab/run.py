@@ -113,7 +113,7 @@ def _has_path(section: Any) -> bool:
 
 
 def _canonical_section(section: dict, student: dict[str, int], teacher: dict[str, int]) -> None:
-    for key, value in section.items():
+    for value in section.values():
         if isinstance(value, dict):
             _canonical_section(value, student, teacher)
     for field, teacher_field in BLOCK_FIELDS.items():

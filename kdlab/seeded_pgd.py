@@ -104,6 +104,7 @@ class SeededPGD(torchattacks.PGD):
             alive = self.get_logits(adv).argmax(1) == labels
         for restart in range(1, self.restarts):
             strike(lambda out: self.get_logits(out).argmax(1),
-                   lambda idx: self._single_run(images[idx], labels[idx], indices[idx.cpu()], restart),
+                   lambda idx, restart=restart: self._single_run(images[idx], labels[idx], indices[idx.cpu()],
+                                                                 restart),
                    alive.nonzero().flatten(), labels, alive, adv)
         return adv

@@ -105,7 +105,7 @@ def _absolute_paths(text: str, raw: dict, folder: Path, notes: list[str]) -> str
             notes.append(f"{section}.{key} '{value}' does not exist from {folder}: set it in the copy")
             continue
         pattern = re.compile(rf"^(\s*{key}:\s*)(['\"]?){re.escape(value)}\2", re.MULTILINE)
-        text = pattern.sub(lambda match: f"{match.group(1)}{target.as_posix()}", text, count=1)
+        text = pattern.sub(lambda match, target=target: f"{match.group(1)}{target.as_posix()}", text, count=1)
     return text
 
 

@@ -29,3 +29,13 @@ def train_steps_leave_teacher_untouched(method, teacher, steps: int = 2) -> None
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not {id(p) for p in teacher.parameters()} & {id(p) for p in method.parameters()}
+
+
+def _store(seen: dict, key: str):
+    """A forward hook that keeps a module's output under ``key``."""
+    return lambda module, args, out: seen.__setitem__(key, out)
+
+
+def _store_input(seen: dict, key: str):
+    """A forward pre-hook that keeps a module's input under ``in:<key>``."""
+    return lambda module, args: seen.__setitem__("in:" + key, args[0])

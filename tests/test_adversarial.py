@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import kdlab.methods.supervised as supervised
 from kdlab.adversarial import fgsm_rs_examples, pgd_examples, trades_examples
 from kdlab.engine import DataSource, fit
+from kdlab.methods import supervised
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.recipe import AdversarialSpec, TrainSpec
 

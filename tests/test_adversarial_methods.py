@@ -346,8 +346,8 @@ def methods_recipe(tmp_path):
 
 
 def plan(path, **kwargs):
-    options = dict(components=False, blocks=None, cumulative=False, grid=[], seeds=[0, 1], attacks=["pgd"],
-                   overrides=[], name=None)
+    options = {"components": False, "blocks": None, "cumulative": False, "grid": [], "seeds": [0, 1], "attacks": ["pgd"],
+                   "overrides": [], "name": None}
     return plan_ablation(str(path), **{**options, **kwargs})
 
 

@@ -16,7 +16,7 @@ from kdlab.methods.registry import build_method
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.models.registry import build_classifier
 from kdlab.recipe import AdversarialSpec, load_recipe, validate_recipe
-from tests.method_helpers import batch, models, train_steps_leave_teacher_untouched
+from tests.method_helpers import _store, _store_input, batch, models, train_steps_leave_teacher_untouched
 
 BASE = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpoint": "unused.pt"}}
 METHODS = ["kd", "fitnet", "at", "rrm", "mixacm"]
@@ -34,10 +34,10 @@ def capture(model, paths, inputs_of=()):
     handles = [model.register_forward_hook(lambda module, args, out: seen.__setitem__("logits", out))]
     for path in paths:
         handles.append(model.get_submodule(path).register_forward_hook(
-            (lambda key: lambda module, args, out: seen.__setitem__(key, out))(path)))
+            _store(seen, path)))
     for path in inputs_of:
         handles.append(model.get_submodule(path).register_forward_pre_hook(
-            (lambda key: lambda module, args: seen.__setitem__("in:" + key, args[0]))(path)))
+            _store_input(seen, path)))
     return seen, handles
 
 

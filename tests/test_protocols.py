@@ -137,7 +137,7 @@ def test_result_files_do_not_make_the_code_dirty(repo):
 def test_a_dirty_tree_records_the_diff_that_restores_the_code(repo, tmp_path_factory):
     (repo / "kdlab" / "core.py").write_text("x = 2\n")
     (repo / "kdlab" / "new.py").write_text("y = 3\n")  # untracked code counts too
-    commit, diff = code_state(repo / "kdlab")
+    _, diff = code_state(repo / "kdlab")
     assert "+x = 2" in diff and "+y = 3" in diff
     # the saved patch applied to a clean checkout of the commit gives back the code that ran
     clone = tmp_path_factory.mktemp("clone")
@@ -179,8 +179,8 @@ def test_block_ablation_table_names_the_weighting(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("student: {arch: resnet_small, width: 4}\nteacher: {checkpoint: t.pt}\n"
                       "method: {acm: {weight: 10}}\n")
-    kwargs = dict(components=False, blocks="2,3", cumulative=False, grid=[], seeds=[0], attacks=["pgd"],
-                  overrides=[], name=None)
+    kwargs = {"components": False, "blocks": "2,3", "cumulative": False, "grid": [], "seeds": [0], "attacks": ["pgd"],
+                  "overrides": [], "name": None}
     equal = plan_ablation(str(recipe), **kwargs)
     old = plan_ablation(str(recipe), **kwargs, per_block_weight=True)
     assert equal.title == "r-blocks" and old.title == "r-blocks-per-block-weight"
@@ -221,7 +221,7 @@ def test_block_cells_keep_the_recipes_teacher_pairing(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("student: {arch: resnet_small, width: 4, stages: 4}\nteacher: {checkpoint: t.pt}\n"
                       "method: {acm: {weight: 10, blocks: [3, 4, 5], teacher_blocks: [2, 3, 4]}}\n")
-    kwargs = dict(components=False, cumulative=False, grid=[], seeds=[0], attacks=["pgd"], overrides=[], name=None)
+    kwargs = {"components": False, "cumulative": False, "grid": [], "seeds": [0], "attacks": ["pgd"], "overrides": [], "name": None}
     plan = plan_ablation(str(recipe), blocks="3,5", **kwargs)
     pairs = {cell.label: plan.recipe_for(cell, 0).method.acm.block_pairs for cell in plan.cells}
     assert pairs == {"block3": [(3, 2)], "block5": [(5, 4)], "block3+5": [(3, 2), (5, 4)]}

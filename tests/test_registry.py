@@ -144,8 +144,8 @@ def test_every_built_in_method_has_its_settings_under_the_same_name():
 @pytest.mark.parametrize("flag", [{"components": True}, {"blocks": "2,3"}])
 def test_mixacm_ablation_presets_refuse_other_methods(tmp_path, flag):
     recipe = toy_recipe(tmp_path, {"name": "kd"})
-    kwargs = dict(components=False, blocks=None, cumulative=False, grid=[], seeds=[0], attacks=["pgd"],
-                  overrides=[], name=None)
+    kwargs = {"components": False, "blocks": None, "cumulative": False, "grid": [], "seeds": [0], "attacks": ["pgd"],
+                  "overrides": [], "name": None}
     with pytest.raises(KdlabError, match="ablates MixACM's terms but .* uses method kd") as error:
         plan_ablation(str(recipe), **{**kwargs, **flag})
     assert "\n" not in str(error.value)

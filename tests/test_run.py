@@ -47,7 +47,8 @@ def test_distill_trains_teacher_once_and_records_everything(recipes):
     assert summary["git_commit"] and summary["seed"] == 0
     # a distilled student is chosen on validation PGD accuracy; the epoch and value are recorded
     assert summary["select"] == "pgd" and 1 <= summary["best_epoch"] <= 2
-    history = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    with open(run_dir / "metrics.csv", newline="") as stream:
+        history = list(csv.DictReader(stream))
     assert float(history[summary["best_epoch"] - 1]["val_pgd"]) == summary["val_score"]
     assert max(float(row["val_pgd"]) for row in history) == summary["val_score"]
     saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())

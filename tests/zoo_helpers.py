@@ -19,7 +19,7 @@ def seeded_weights(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, tor
             weights[key] = torch.zeros(shape, dtype=torch.long)
         elif key.endswith("running_var"):
             weights[key] = torch.rand(shape, generator=generator) + 0.5
-        elif key.endswith(("bn1.weight", "bn2.weight", "bn.weight")) or key.endswith("running_mean"):
+        elif key.endswith(("bn1.weight", "bn2.weight", "bn.weight", "running_mean")):
             weights[key] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
         else:
             fan_in = max(1, int(torch.tensor(shape[1:]).prod().item())) if len(shape) > 1 else 1
