@@ -34,8 +34,6 @@ from kdlab.trackers import Trackers
 from kdlab.units import eps_255
 
 ReporterFactory = Callable[[str], Reporter]
-# The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
-
 
 
 @dataclass
@@ -45,7 +43,6 @@ class RunOutcome:
     reused: bool
 
 
-# --------------------------------------------------------------------------- helpers
 # --------------------------------------------------------------------------- teachers
 def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: ReporterFactory | None) -> tuple[nn.Module, dict]:
     """Load the teacher named by checkpoint, or train/reuse it from its recipe (the teacher cache)."""
@@ -234,7 +231,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
 
         reporter = trackers.reporter(reporter_factory(recipe.name) if reporter_factory else None)
         result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
-                     validate=setup.validate, select=recipe.selection_metric, export_best=export_best, resume=resume, reporter=reporter)
+                     validate=setup.validate, select=recipe.selection_metric, export_best=export_best,
+                     resume=resume, reporter=reporter)
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
         with _evaluation_progress(reporter, recipe) as progress:
