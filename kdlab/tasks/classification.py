@@ -3,6 +3,7 @@ method (``method.name``), robust accuracy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,16 +16,20 @@ from kdlab.recipe import Recipe
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 
 
-def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
+             attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Accuracy (%) in eval mode, batch by batch; with ``attack(images, labels)``, on the images it returns."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    with torch.no_grad():
-        for start in range(0, len(labels), batch_size):
-            batch = images_uint8[start:start + batch_size].to(device).float().div(255)
+    for start in range(0, len(labels), batch_size):
+        batch = images_uint8[start:start + batch_size].to(device).float().div(255)
+        if attack is not None:
+            batch = attack(batch, labels[start:start + batch_size].to(device))
+        with torch.no_grad():
             predictions = model(batch).argmax(1).cpu()
-            correct += int((predictions == labels[start:start + batch_size]).sum())
+        correct += int((predictions == labels[start:start + batch_size]).sum())
     model.train(was_training)
     return 100.0 * correct / max(1, len(labels))
 
@@ -36,19 +41,9 @@ def pgd_accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Ten
     The random starts come from a generator seeded by ``seed``, so every epoch faces the same attack."""
     from kdlab.adversarial import pgd_examples
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        batch = images_uint8[start:start + batch_size].to(device).float().div(255)
-        targets = labels[start:start + batch_size].to(device)
-        adversarial = pgd_examples(model, batch, targets, eps=eps, alpha=alpha, steps=steps, generator=generator)
-        with torch.no_grad():
-            correct += int((model(adversarial).argmax(1) == targets).sum())
-    model.train(was_training)
-    return 100.0 * correct / max(1, len(labels))
+    return accuracy(model, images_uint8, labels, batch_size, attack=lambda batch, targets: pgd_examples(
+        model, batch, targets, eps=eps, alpha=alpha, steps=steps, generator=generator))
 
 
 def validation(model: nn.Module, data, recipe: Recipe):
