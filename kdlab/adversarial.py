@@ -63,9 +63,6 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-_eval_mode = eval_mode  # the name used before it was public
-
-
 Start = Literal["uniform", "normal", "none"]
 
 

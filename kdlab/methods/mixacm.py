@@ -58,6 +58,8 @@ class MixACM(DistillationMethod):
         self.blocks = [student_block for student_block, _ in pairs]
         self.teacher_blocks = [teacher_block for _, teacher_block in pairs]
         self.block_weights = list(spec.acm.block_weights or [1.0] * len(self.blocks))
+        # loss-term names (acm3, ...) by block index, resolved once rather than on every step
+        self.term_names = [f"acm{block_name(student, block)}" for block in self.blocks]
         if self.uses_acm:
             student_channels = block_channels(student, self.blocks, image_shape)
             teacher_channels = block_channels(self.teacher, self.teacher_blocks, image_shape)
@@ -87,14 +89,14 @@ class MixACM(DistillationMethod):
             terms["ce"] = spec.label_weight * F.cross_entropy(logits, labels)
         if self.uses_kd:
             terms["kd"] = spec.kd.weight * kd_loss(logits, teacher_logits, spec.kd.temperature)
-        pairs = zip(self.blocks, self.teacher_blocks, self.block_weights, self.connectors)
-        for block, teacher_block, beta, connector in pairs:
+        pairs = zip(self.blocks, self.teacher_blocks, self.block_weights, self.connectors, self.term_names)
+        for block, teacher_block, beta, connector, term in pairs:
             student_map = connector(student_taps[block])
             distance = acm_loss(
                 student_map, teacher_taps[teacher_block],
                 p=spec.acm.p, normalize=spec.acm.normalize, distance=spec.acm.distance,
             )
-            terms[f"acm{block_name(self.student, block)}"] = spec.acm.weight * beta * distance
+            terms[term] = spec.acm.weight * beta * distance
 
         if spec.mixup.enabled:
             # Accuracy on a mixed batch: credit the dominant label.

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.adversarial import pgd_examples
 from kdlab.engine import StepResult
 from kdlab.methods.adversarial_step import AdversarialDistillation
 from kdlab.methods.settings import PGDATSettings
@@ -40,11 +39,6 @@ class PGDAT(AdversarialDistillation):
     def objective(self, images, labels, teacher_logits=None):
         """CE(s(x'), y), averaged over the batch, as ``kdlab.adversarial.pgd_examples``."""
         return lambda adversarial: F.cross_entropy(self.student(adversarial), labels)
-
-    def adversarial_examples(self, images, labels, generator, teacher_logits=None):
-        inner = self.settings.inner  # type: ignore[attr-defined]
-        return pgd_examples(self.student, images, labels, eps=inner.eps, alpha=inner.step, steps=inner.steps,
-                            generator=generator)
 
     def forward(self, batch, generator: torch.Generator) -> StepResult:
         return self._supervised[0](batch, generator)
