@@ -189,8 +189,9 @@ def _clean_pass(net: LogitsModel, images: Tensor, labels: Tensor, batch_size: in
         for start, end in _batches(n, batch_size):
             logits = net(images[start:end].to(device))
             num_classes = logits.shape[1]
-            predictions[start:end] = logits.argmax(1).cpu()
-            correct[start:end] = (logits.argmax(1) == labels[start:end].to(device)).cpu()
+            predicted = logits.argmax(1).cpu()
+            predictions[start:end] = predicted
+            correct[start:end] = predicted == labels[start:end].cpu()
             if progress is not None:
                 progress("clean", end, n)
     return correct, num_classes, predictions

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 import shlex
 import shutil
@@ -26,7 +25,7 @@ import pandas as pd
 import yaml
 
 from kdlab.errors import KdlabError
-from kdlab.results import read_table
+from kdlab.results import read_json, read_table
 from kdlab.tables import TEACHER_CELL, csv_kind, render
 
 CSS = """
@@ -177,7 +176,7 @@ def provenance_rows(frame: pd.DataFrame, runs: pd.DataFrame | None) -> list[dict
         entry = {"cell": row["cell"], "seed": row["seed"], "run_dir": run_dir, "source": "not recorded"}
         summary_path = Path(run_dir) / "summary.json" if run_dir else None
         if summary_path is not None and summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
+            summary = read_json(summary_path)
             versions = summary.get("versions") or {}
             entry.update(commit=summary.get("git_commit"), seed=summary.get("seed", row["seed"]),
                          versions=", ".join(f"{k} {v}" for k, v in versions.items()),

@@ -53,10 +53,10 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def normalisation(choice: str, dataset: str) -> tuple[tuple, tuple, str]:
-    """``(mean, std, label)`` for an external checkpoint: the dataset's default statistics (CIFAR-100's for
-    cifar100, CIFAR-10's otherwise: kdlab.models.registry), ImageNet's (torchvision pretrained weights), or
-    none."""
-    from kdlab.models.registry import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+    """``(mean, std, label)`` for an external checkpoint: the dataset's published statistics
+    (:data:`kdlab.normalization.PUBLISHED`; CIFAR-10's for a dataset without them), ImageNet's (torchvision
+    pretrained weights), or none."""
+    from kdlab.normalization import PUBLISHED
 
     if choice == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
@@ -64,9 +64,8 @@ def normalisation(choice: str, dataset: str) -> tuple[tuple, tuple, str]:
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "none"
     if choice != "dataset":
         raise KdlabError(f"--norm '{choice}': choose one of {', '.join(NORMALISATIONS)}")
-    if dataset == "cifar100":
-        return CIFAR100_MEAN, CIFAR100_STD, "cifar100"
-    return CIFAR10_MEAN, CIFAR10_STD, "cifar10"
+    label = "cifar100" if dataset == "cifar100" else "cifar10"
+    return (*PUBLISHED[label], label)
 
 
 def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> EvalReport:
