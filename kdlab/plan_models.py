@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from kdlab.errors import KdlabError
+from kdlab.names import BLOCK_FIELDS
 
 # How a model error's text tells which key of a model spec it is about.
 _KEY_HINTS = (("architecture", "arch"), ("detector arch", "arch"), ("backbone", "backbone"),
@@ -63,7 +64,6 @@ def load_teacher_checkpoint(recipe: Any, classes: int) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- block keys
-BLOCK_FIELDS = {"blocks": "teacher_blocks", "block": "teacher_block"}
 
 
 def _block_fields(section: dict, prefix: str):
@@ -201,11 +201,9 @@ class StepCost:
     images: int
 
 
-def _timed(run, repeats: int, warm_up: bool = True) -> float:
-    """The median of ``repeats`` timed calls, after one warm-up call (allocation, first-call overheads); the
-    median resists a step slowed by another process on a shared machine."""
-    if warm_up:
-        run()
+def _timed(run, repeats: int) -> float:
+    """The median of ``repeats`` timed calls; the median resists a step slowed by another process on a shared
+    machine."""
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -227,23 +225,23 @@ def time_steps(recipe: Any, method: nn.Module, model: nn.Module, image_shape: tu
     generator = torch.Generator().manual_seed(0)
     n = min(recipe.data.batch_size, 2)
     two = random_batch(recipe.task, n, image_shape, classes, generator)
-    per_image = _timed(lambda: step(method, two, generator), 1, warm_up=False) / n
+    per_image = _timed(lambda: step(method, two, generator), 1) / n
     repeats = 3 if per_image * n <= STEP_BUDGET_S else 1
     if recipe.task == "classification":
         n = max(n, min(recipe.data.batch_size, 16, int(STEP_BUDGET_S / max(per_image, 1e-9))))
     batch = random_batch(recipe.task, n, image_shape, classes, generator)
-    train = _timed(lambda: step(method, batch, generator), repeats, warm_up=False) / n
+    train = _timed(lambda: step(method, batch, generator), repeats) / n
     model.eval()
     try:
         with torch.no_grad():
-            forward = _timed(lambda: model(batch[0]), 1, warm_up=False) / n
+            forward = _timed(lambda: model(batch[0]), 1) / n
         if recipe.task == "classification":
             def forward_backward():
                 images = batch[0].clone().requires_grad_(True)
                 nn.functional.cross_entropy(model(images), batch[1]).backward()
                 model.zero_grad(set_to_none=True)
 
-            forward_backward_s = _timed(forward_backward, 1, warm_up=False) / n
+            forward_backward_s = _timed(forward_backward, 1) / n
         else:
             forward_backward_s = forward
     finally:

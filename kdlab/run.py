@@ -25,7 +25,7 @@ from torch import nn
 from kdlab.checkpoint import file_digest, load_model, save_model
 from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
-from kdlab.names import HEADLINE_METRICS
+from kdlab.names import BLOCK_FIELDS, HEADLINE_METRICS
 from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import now, provenance, read_json, replace_rows, write_json
 from kdlab.sizes import check_data_sizes
@@ -75,8 +75,6 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
 
 
 # --------------------------------------------------------------------------- identical experiments, one key
-# Block-key fields of method settings, student field -> its teacher field (None there: "the same key").
-BLOCK_FIELDS = {"blocks": "teacher_blocks", "block": "teacher_block"}
 
 
 def _block_index(model: nn.Module) -> dict[str, int]:
@@ -129,12 +127,10 @@ def canonical_blocks(recipe: Recipe, num_classes: int, teacher: nn.Module | None
     they name (``3``), for the student and the teacher alike, so ``[3, 4]`` and ``[net.stage2, net.stage3]``
     are one run with one key. Paths that name no numbered block stay paths. Needs the models, so it lives
     here and not in :meth:`Recipe.key` (which stays torch-free)."""
-    import yaml
-
     from kdlab.models.factory import build_model
     from kdlab.recipe import validate_recipe
 
-    raw = yaml.safe_load(recipe.to_yaml())
+    raw = recipe.to_dict()
     if not _has_path(raw.get("method") or {}):
         return recipe
     spec = recipe.trained_model

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from kdlab.data.augment import random_crop_flip, to_float
-from kdlab.errors import KdlabError
+from kdlab.errors import KdlabError, did_you_mean
 from kdlab.names import CLASSIFICATION_DATASETS
 
 __all__ = [
@@ -388,11 +388,7 @@ def load_classification_data(
     """Load ``dataset`` into memory as uint8 tensors; see the module docstring for datasets and splits."""
     name = str(dataset).strip().lower()
     if name not in DATASETS:
-        import difflib
-
-        close = difflib.get_close_matches(name, DATASETS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise KdlabError(f"unknown dataset '{dataset}'{hint}: valid datasets are {', '.join(DATASETS)}")
+        raise KdlabError(f"unknown dataset '{dataset}'{did_you_mean(name, DATASETS)}: valid datasets are {', '.join(DATASETS)}")
     _check_count("subset", subset, 1)
     _check_count("val_size", val_size, 0)
     _check_count("test_subset", test_subset, 1)

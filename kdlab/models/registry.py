@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.errors import KdlabError
+from kdlab.errors import KdlabError, did_you_mean
 from kdlab.models.cifar import PreActResNet18, SmallResNet, WideResNet
 
 __all__ = [
@@ -121,11 +120,6 @@ def _arch_help() -> str:
     return "preact_resnet18, wrn-<depth>-<widen> with depth = 6n+4 (e.g. wrn-34-10, wrn-16-4), resnet_small"
 
 
-def _closest(name: str, candidates: Sequence[str]) -> str:
-    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
 def _arch_family(arch: str) -> tuple[str, dict[str, int]]:
     if arch == "preact_resnet18":
         return "preact_resnet18", {}
@@ -137,7 +131,8 @@ def _arch_family(arch: str) -> tuple[str, dict[str, int]]:
     if arch.startswith("wrn"):
         raise KdlabError(f"unknown architecture '{arch}': write Wide ResNets as wrn-<depth>-<widen>, "
                          "e.g. wrn-34-10 (depth = 6n+4)")
-    raise KdlabError(f"unknown architecture '{arch}'{_closest(arch, available_architectures())}: "
+    hint = did_you_mean(arch, available_architectures(), cutoff=0.5)
+    raise KdlabError(f"unknown architecture '{arch}'{hint}: "
                      f"valid architectures are {_arch_help()}")
 
 
@@ -158,7 +153,8 @@ def build_classifier(arch: str, num_classes: int, **options: Any) -> ImageClassi
     for key in options:
         if key not in allowed:
             valid = ", ".join(f"{k} (default {v})" for k, v in allowed.items())
-            raise KdlabError(f"unknown option '{key}' for architecture {name}{_closest(key, list(allowed))}: "
+            hint = did_you_mean(key, list(allowed), cutoff=0.5)
+            raise KdlabError(f"unknown option '{key}' for architecture {name}{hint}: "
                              f"valid options are {valid}")
     settings = {**allowed, **options}
     mean, std = settings.pop("mean"), settings.pop("std")
