@@ -309,21 +309,28 @@ def ablate(
     out: Path = typer.Option(Path("results/ablations"), "--out", help="Folder for the CSV, Markdown and PNG."),
 ) -> None:
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
-    from kdlab.ablate import plan_ablation
     from kdlab.ablate_command import run_ablation_command
     from kdlab.plan import check_ablation_plan
     from kdlab.recipe_paths import check_paths
-    from kdlab.shipped_recipes import resolve_recipe
 
-    recipe = resolve_recipe(recipe)
-    plan = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative, grid=grid,
-                         seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_, name=name,
-                         per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
-                         inner_steps=inner_steps, inner_step=inner_step)
+    recipe, plan = _ablation_plan(recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid,
+                                  seeds=seeds, attacks=attack, overrides=set_, name=name,
+                                  per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
+                                  inner_steps=inner_steps, inner_step=inner_step)
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     check_ablation_plan(plan, out)  # every cell's models, data and paths, before the teacher trains
     run_ablation_command(plan, out, jobs=jobs, threads=threads, tune=tune, tune_seed=tune_seed,
                          tune_val_size=tune_val_size, tune_metric=tune_metric, attacks=attack)
+
+
+def _ablation_plan(recipe: Path, *, seeds: str, **flags):
+    """The recipe argument as a file (a bare name is a shipped recipe) and the ablation plan the flags describe:
+    what ``kdlab ablate`` runs and ``kdlab check`` checks."""
+    from kdlab.ablate import plan_ablation
+    from kdlab.shipped_recipes import resolve_recipe
+
+    recipe = resolve_recipe(recipe)
+    return recipe, plan_ablation(str(recipe), seeds=_int_list(seeds, "--seeds"), **flags)
 
 
 @app.command(cls=KdlabCommand)
@@ -359,15 +366,15 @@ def check(
 
     _set_threads(threads)
     if components or blocks is not None or grid or methods is not None:
-        from kdlab.ablate import plan_ablation
-
-        ablation = plan_ablation(str(recipe), components=components, blocks=blocks, cumulative=cumulative,
-                                 grid=grid, seeds=_int_list(seeds, "--seeds"), attacks=attack, overrides=set_,
-                                 name=name, per_block_weight=per_block_weight, methods=methods,
-                                 method_overrides=method_set, inner_steps=inner_steps, inner_step=inner_step)
+        _, ablation = _ablation_plan(recipe, components=components, blocks=blocks, cumulative=cumulative,
+                                     grid=grid, seeds=seeds, attacks=attack, overrides=set_, name=name,
+                                     per_block_weight=per_block_weight, methods=methods,
+                                     method_overrides=method_set, inner_steps=inner_steps, inner_step=inner_step)
         plan = check_ablation_plan(ablation, out, timing=timing)
     else:
-        plan = check_recipe_plan(recipe, set_, resume=True, timing=timing)
+        from kdlab.shipped_recipes import resolve_recipe
+
+        plan = check_recipe_plan(resolve_recipe(recipe), set_, resume=True, timing=timing)
     console.print(f"[bold]plan {plan.title}[/]: checked, no problems found", highlight=False)
     for line in [*plan_lines(plan), *plan_summary(plan, torch.get_num_threads())]:
         console.print(escape(line), highlight=False, soft_wrap=True)
