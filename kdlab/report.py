@@ -16,7 +16,6 @@ import base64
 import html
 import re
 import shlex
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -226,10 +225,8 @@ def _png(path: Path) -> str:
 
 def _section(csv_path: Path, results: Path, runs: pd.DataFrame | None) -> str:
     frame = read_table(csv_path)
-    with tempfile.TemporaryDirectory() as scratch:  # render() writes .md/.png beside its CSV: not into results
-        copy = Path(scratch) / csv_path.name
-        shutil.copy(csv_path, copy)
-        markdown, plot = render(copy)
+    with tempfile.TemporaryDirectory() as scratch:  # the page embeds them: nothing is written into results
+        markdown, plot = render(csv_path, out_dir=Path(scratch))
         table_html, image = markdown_html(markdown.read_text()), _png(plot)
     ablation = str(frame["ablation"].iloc[0])
     recipe = recipe_file(ablation, results)

@@ -146,19 +146,21 @@ def default_baseline(frame: pd.DataFrame) -> str | None:
     return next((cell for cell in ("student-ce", "kind=none") if cell in cells), None)
 
 
-def render(csv_path: Path, paper: str | None = None, baseline: str | None = None) -> tuple[Path, Path]:
-    """Markdown and PNG beside the CSV, from the CSV alone."""
+def render(csv_path: Path, paper: str | None = None, baseline: str | None = None,
+           out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder)."""
     from kdlab.plots import plot_ablation_bars
 
     csv_path = Path(csv_path)
     frame = read_table(csv_path)
     paper = paper or default_paper(frame)
     baseline = baseline or default_baseline(frame)
-    markdown = csv_path.with_suffix(".md")
+    stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")
+    markdown = stem.with_name(stem.name + ".md")
     atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + markdown_table(frame, paper, baseline))
     summary = summarise(frame)
     metrics = metric_columns(frame)
-    plot = csv_path.with_suffix(".png")
+    plot = stem.with_name(stem.name + ".png")
     plot_ablation_bars(
         summary,
         plot,
