@@ -133,6 +133,7 @@ class _Checker:
         self.runs: dict[str, PlannedRun] = {}
         self._teachers: dict[str, tuple[Any, str | None, DataFacts | None, Any]] = {}
         self._steps: dict[str, tuple[list[str], Any]] = {}
+        self._facts: dict[str, tuple[DataFacts | None, list[str]]] = {}
 
     def add(self, where: str, problems: list[str]) -> bool:
         for problem in problems:
@@ -208,7 +209,7 @@ class _Checker:
         """Check one resolved recipe (and its teacher); the planned run, or None when it cannot be planned."""
         from kdlab.plan_models import build_trained, detector_size_problems, spec_problem
 
-        facts, problems = data_facts(recipe)
+        facts, problems = self._data_facts(recipe)
         failed = self.add(where, problems)
         failed |= self.add(where, self._settings_problems(recipe, facts))
         spec_role = "student" if recipe.is_distillation else "model"
@@ -230,6 +231,15 @@ class _Checker:
         if self.add(where, problems) or failed:
             return None
         return self._planned(recipe, role, model, teacher, facts, identity or "", cost, final)
+
+    def _data_facts(self, recipe: Any) -> tuple[DataFacts | None, list[str]]:
+        """:func:`kdlab.plan_data.data_facts`, once per distinct task, data and eval section: the cells and seeds
+        of an ablation share their data, so its folders and annotation files are read once."""
+        memo = json.dumps([recipe.task, recipe.data.model_dump(mode="json"), recipe.eval.model_dump(mode="json")],
+                          sort_keys=True)
+        if memo not in self._facts:
+            self._facts[memo] = data_facts(recipe)
+        return self._facts[memo]
 
     def _settings_problems(self, recipe: Any, facts: DataFacts | None) -> list[str]:
         from kdlab.attacks import attack_def
