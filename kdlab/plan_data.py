@@ -13,7 +13,6 @@ check can report them all.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from kdlab.errors import KdlabError
 
 CIFAR_SIZES = {"cifar10": (50_000, 10_000, 10, "cifar-10-batches-py"),
                "cifar100": (50_000, 10_000, 100, "cifar-100-python")}
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -40,49 +38,31 @@ class DataFacts:
         return self.val if name == "val" else self.test
 
 
-def _files(folder: Path) -> list[str]:
-    with os.scandir(folder) as entries:
-        return [e.name for e in entries if e.name.lower().endswith(_IMAGE_EXTENSIONS) and e.is_file()]
-
-
 def _image_folder(root: str | None) -> tuple[int, int, int, tuple[int, int, int]]:
-    """(train images, test images, classes, image shape) of ``root/{train,test}/<class>/*``."""
+    """(train images, test images, classes, image shape) of ``root/{train,test}/<class>/*``, listed as the
+    loader lists them (:func:`kdlab.data.classification.list_imagefolder_split`); only one image's header is
+    read."""
+    from kdlab.data.classification import list_imagefolder_split
+
     if root is None:
         raise KdlabError("data.root: dataset imagefolder needs data.root, a folder with train/<class>/* and "
                          "test/<class>/*: set data.root")
     base = Path(root)
-    counts = {}
-    first = None
-    classes: list[str] = []
-    for split in ("train", "test"):
-        folder = base / split
-        if not folder.is_dir():
-            raise KdlabError(f"data.root: imagefolder split '{split}' not found: expected {folder}/<class>/<image>;"
-                             " set data.root to a folder with train/ and test/")
-        found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if split == "train":
-            classes = found
-        total = 0
-        for name in found:
-            names = _files(folder / name)
-            if split == "train" and not names:
-                raise KdlabError(f"data.root: class folder {folder / name} has no images (.jpg, .png, ...): add "
-                                 "images or remove it")
-            if names and first is None:
-                first = folder / name / min(names)
-            total += len(names)
-        counts[split] = total
-    if not classes:
-        raise KdlabError(f"data.root: no class folders in {base / 'train'}: expected {base}/train/<class>/<image>")
+    try:
+        classes, train_files, _ = list_imagefolder_split(base, "train", None)
+        _, test_files, _ = list_imagefolder_split(base, "test", classes)
+    except KdlabError as error:
+        raise KdlabError(f"data.root: {error}") from None
     from PIL import Image  # reads the header only: the size, not the pixels
 
+    first = train_files[0]
     try:
         with Image.open(first) as image:
             width, height = image.size
             channels = len(image.getbands())
     except OSError as error:
         raise KdlabError(f"data.root: cannot read image {first} ({error}): replace or remove the file") from None
-    return counts["train"], counts["test"], len(classes), (3 if channels in (3, 4) else channels, height, width)
+    return len(train_files), len(test_files), len(classes), (3 if channels in (3, 4) else channels, height, width)
 
 
 def _embedded() -> tuple[int, int, int]:

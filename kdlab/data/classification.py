@@ -242,7 +242,7 @@ def _decode_many(blobs: Sequence[bytes | torch.Tensor], sources: Sequence[str]) 
 # -------------------------------------------------------------------------------------------- datasets
 
 
-def _list_imagefolder_split(root: Path, split: str, classes: list[str] | None) -> tuple[list[str], list[str], list[int]]:
+def list_imagefolder_split(root: Path, split: str, classes: list[str] | None) -> tuple[list[str], list[str], list[int]]:
     folder = root / split
     if not folder.is_dir():
         raise KdlabError(f"imagefolder split '{split}' not found: expected {folder}/<class>/<image> "
@@ -290,8 +290,8 @@ def _load_imagefolder(root: str | None, subset, val_size, test_subset, seed) -> 
     base = Path(root).expanduser()
     if not base.is_dir():
         raise KdlabError(f"imagefolder root {base} does not exist: set data.root to a folder with train/ and test/")
-    classes, train_files, train_labels_list = _list_imagefolder_split(base, "train", None)
-    _, test_files, test_labels_list = _list_imagefolder_split(base, "test", classes)
+    classes, train_files, train_labels_list = list_imagefolder_split(base, "train", None)
+    _, test_files, test_labels_list = list_imagefolder_split(base, "test", classes)
     train_labels = torch.tensor(train_labels_list, dtype=torch.int64)
     test_labels = torch.tensor(test_labels_list, dtype=torch.int64)
     train_idx, val_idx, test_idx = _plan_splits(f"imagefolder {base}", train_labels, test_labels, len(classes),
