@@ -110,7 +110,9 @@ def _coco(spec: Any) -> tuple[int, int | None, int]:
                          "data.annotations")
 
     def read(name: str, key: str) -> dict:
-        path = Path(name) if base is None or Path(name).is_absolute() else base / name
+        from kdlab.data.detection import resolve_annotation_path
+
+        path = resolve_annotation_path(base, name)  # as the loader resolves it
         if not path.is_file():
             raise KdlabError(f"data.{key}: COCO annotation file '{path}' not found: fix data.{key}")
         try:

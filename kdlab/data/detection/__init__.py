@@ -55,7 +55,8 @@ def _pick(n: int, k: int, seed: int, salt: int) -> tuple[list[int], list[int]]:
     return sorted(order[:k]), sorted(order[k:])
 
 
-def _resolve(root: Path | None, path: str | Path) -> Path:
+def resolve_annotation_path(root: Path | None, path: str | Path) -> Path:
+    """A COCO annotation file as given when absolute or existing, else relative to the dataset root."""
     candidate = Path(path)
     if candidate.is_absolute() or root is None or candidate.exists():
         return candidate
@@ -130,7 +131,7 @@ def load_detection_data(
             raise KdlabError("dataset 'coco' needs data.annotations: the COCO json of the train split")
 
         def coco_split(json_path: str | Path, split: str | None) -> DetectionDataset:
-            resolved = _resolve(base, json_path)
+            resolved = resolve_annotation_path(base, json_path)
             folder = base if base is not None else resolved.parent
             if base is not None and split and (base / split).is_dir():
                 folder = base / split
