@@ -32,14 +32,21 @@ from kdlab.methods.settings import MethodSettings
 from kdlab.taps import FeatureTaps, TapKey
 
 
-def block_channels(model: nn.Module, keys: list, image_shape: tuple[int, ...]) -> list[int]:
-    """Channel count of each tapped block, from one dry forward pass (eval mode, no grad)."""
+def tapped_shapes(model: nn.Module, keys: list, image_shape: tuple[int, ...],
+                  inputs: bool = False) -> list[torch.Size]:
+    """The shape of each tapped block's output (or, with ``inputs``, its input) for one image, from one dry
+    forward pass (eval mode, no grad)."""
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FeatureTaps(model, keys, detach=True) as taps:
+    with torch.no_grad(), FeatureTaps(model, keys, detach=True, inputs=inputs) as taps:
         model(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
     model.train(was_training)
-    return [taps.features[key].shape[1] for key in keys]
+    return [taps.features[key].shape for key in keys]
+
+
+def block_channels(model: nn.Module, keys: list, image_shape: tuple[int, ...]) -> list[int]:
+    """Channel count of each tapped block, from one dry forward pass (eval mode, no grad)."""
+    return [shape[1] for shape in tapped_shapes(model, keys, image_shape)]
 
 
 def connector_for(student_channels: int, teacher_channels: int, kind: str) -> nn.Module:

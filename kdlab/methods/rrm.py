@@ -24,7 +24,7 @@ from torch import nn
 from kdlab.engine import StepResult
 from kdlab.errors import KdlabError
 from kdlab.losses import representation_loss
-from kdlab.methods.base import DistillationMethod
+from kdlab.methods.base import DistillationMethod, tapped_shapes
 from kdlab.methods.settings import RRMSettings
 from kdlab.taps import FeatureTaps
 
@@ -39,12 +39,9 @@ def final_linear_path(model: nn.Module) -> str:
 
 
 def representation_width(model: nn.Module, path: str, image_shape: tuple[int, ...]) -> int:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), FeatureTaps(model, [path], detach=True, inputs=True) as taps:
-        model(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
-    model.train(was_training)
-    return taps.features[path].flatten(1).shape[1]
+    """Features per image of the input of the module at ``path`` (the penultimate representation)."""
+    (shape,) = tapped_shapes(model, [path], image_shape, inputs=True)
+    return shape[1:].numel()
 
 
 class RobustRepresentationMatching(DistillationMethod):
