@@ -391,22 +391,27 @@ def table(
     baseline: str | None = typer.Option(
         None, "--baseline",
         help="Cell to compare with, seed by seed (default student-ce or kind=none when present), e.g. kind=l2."),
+    with_eval: Path | None = typer.Option(
+        None, "--with-eval", help="Ablation tables: first add the AutoAttack accuracy of each run that kdlab eval "
+                                  "RUN_DIR --attack autoattack measured (e.g. results/eval.csv)."),
 ) -> None:
     """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show
     the latest evaluation rows or the runs table as Markdown."""
     from kdlab.console import console
     from kdlab.paper import PAPER_NUMBERS
-    from kdlab.tables import csv_kind, render, rows_markdown
+    from kdlab.tables import csv_kind, merge_eval_column, render, rows_markdown
 
     kind = csv_kind(csv)
     if kind != "ablation":
-        if paper is not None or baseline is not None:
-            raise KdlabError(f"--paper and --baseline apply to ablation tables; {csv} is a {kind} table: "
-                             "drop them")
+        if paper is not None or baseline is not None or with_eval is not None:
+            raise KdlabError(f"--paper, --baseline and --with-eval apply to ablation tables; {csv} is a {kind} "
+                             "table: drop them")
         console.print(rows_markdown(csv, kind), highlight=False, soft_wrap=True)
         return
     if paper is not None and paper not in PAPER_NUMBERS:
         raise KdlabError(f"--paper '{paper}' unknown: choose one of {', '.join(PAPER_NUMBERS)}")
+    if with_eval is not None:
+        merge_eval_column(csv, with_eval)
     markdown, plot = render(csv, paper=paper, baseline=baseline)
     console.print(markdown.read_text())
     console.print(f"wrote {markdown} and {plot}")

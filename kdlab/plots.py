@@ -2,6 +2,7 @@
 
 - :func:`plot_robustness_curve`: accuracy vs eps (x axis in units of 1/255), one line per attack, from the rows
   of :meth:`kdlab.evaluate.AttackResult.row` (columns ``attack``, ``eps`` or ``eps_255``, ``accuracy``).
+- :func:`plot_cost_robustness`: one point per method, robust accuracy against training cost, seed error bars.
 - :func:`plot_ablation_bars`: grouped bars with mean +- std error bars, one group per row label, one bar per
   value column; rows repeated per seed are averaged (std over seeds) when no error columns are given.
 """
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 
 from kdlab.errors import KdlabError
 
-__all__ = ["plot_ablation_bars", "plot_robustness_curve"]
+__all__ = ["plot_ablation_bars", "plot_cost_robustness", "plot_robustness_curve"]
 
 
 def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -128,4 +129,38 @@ def plot_ablation_bars(
     ax.grid(True, axis="y", alpha=0.3)
     if len(value_columns) > 1:
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return _save(fig, path)
+
+
+def plot_cost_robustness(
+    table: pd.DataFrame,
+    path: str | Path,
+    cost_column: str,
+    metric_column: str,
+    label_column: str = "cell",
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str = "Robust accuracy (%)",
+) -> Path:
+    """Robustness against training cost: one point per ``label_column`` value at the mean over its rows (one row
+    per seed) of ``cost_column`` (x) and ``metric_column`` (y), with the sample standard deviation over seeds
+    (ddof=1; none for a single seed) as error bars on both axes, each point labelled."""
+    table = pd.DataFrame(table)
+    _require(table, [label_column, cost_column, metric_column], "cost plot")
+    table = table.dropna(subset=[cost_column, metric_column])
+    if table.empty:
+        raise KdlabError(f"cost plot: no row has both {cost_column} and {metric_column}: run the ablation first")
+    grouped = table.groupby(label_column, sort=False)[[cost_column, metric_column]]
+    means, errors = grouped.mean(), grouped.std(ddof=1)
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for label, row in means.iterrows():
+        ax.errorbar(row[cost_column], row[metric_column], xerr=errors.loc[label, cost_column],
+                    yerr=errors.loc[label, metric_column], fmt="o", capsize=3, linewidth=1)
+        ax.annotate(str(label), (row[cost_column], row[metric_column]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(xlabel or cost_column)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{metric_column} against {cost_column} (mean ± std over seeds)", fontsize=10)
+    ax.grid(True, alpha=0.3)
     return _save(fig, path)

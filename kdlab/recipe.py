@@ -110,7 +110,7 @@ class Recipe(Section):
         if not isinstance(method, dict):
             # pydantic reports ValueError as a validation error (a TypeError would escape as a traceback)
             raise ValueError("method: must be a mapping with name: and the method's settings")  # noqa: TRY004
-        if "name" in method and method["name"] != DEFAULT_METHOD[task] and "model" in data:
+        if "name" in method and method["name"] != DEFAULT_METHOD[task] and data.get("model") is not None:
             raise ValueError(f"method.name: {method['name']} needs a distillation recipe (student: + teacher:); "
                              f"a training recipe (model:) trains with train.adversarial: drop method")
         name = method.get("name", DEFAULT_METHOD[task])

@@ -25,6 +25,9 @@ from kdlab.results import atomic_write_text, read_table
 from kdlab.stats import PairedDifference, paired_difference
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
+# Training cost, shown beside the metrics where a table records it (method comparisons): column -> header
+COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": "teacher fwd/img",
+                "train_seconds": "train s"}
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -33,9 +36,16 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return accuracy + detection
 
 
+def cost_columns(frame: pd.DataFrame) -> list[str]:
+    """The training-cost columns a method comparison shows (absent from older tables and other ablations)."""
+    if "methods" not in set(frame.get("kind", [])):
+        return []
+    return [c for c in COST_COLUMNS if c in frame.columns and frame[c].notna().any()]
+
+
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std and seed count per cell, in the order cells first appear."""
-    metrics = metric_columns(frame)
+    metrics = metric_columns(frame) + cost_columns(frame)
     grouped = frame.groupby("cell", sort=False)[metrics]
     summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     summary["seeds"] = frame.groupby("cell", sort=False)["seed"].nunique()
@@ -77,7 +87,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     metrics = metric_columns(frame)
     reference = PAPER_NUMBERS.get(paper) if paper else None
     tuned = frame.groupby("cell", sort=False)["tuned"].first() if "tuned" in frame.columns else None
+    costs = cost_columns(frame)
     header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [METRIC_LABELS.get(m, m) for m in metrics]
+    header += [COST_COLUMNS[c] for c in costs]
     if baseline:
         metric = headline_metric(frame)
         deltas = paired_differences(frame, baseline, metric)
@@ -93,6 +105,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         cells = [label, str(int(row["seeds"]))]
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        cells += [_cost_cell(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in costs]
         if baseline:
             delta = deltas.get(str(row["cell"])) if str(row["cell"]) != baseline else None
             cells.append("—" if delta is None else delta.render())
@@ -105,6 +118,17 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if baseline:
         notes.append(f"Paired column: mean over seeds of (cell − {baseline}) for the same seed, with its two-sided "
                      "95 % Student-t confidence interval; \"not separated\" when the interval includes 0.")
+    for metric in metrics:  # a column measured on some seeds only (AutoAttack on seed 0: kdlab table --with-eval)
+        measured = frame[frame["cell"] != TEACHER_CELL].groupby("cell", sort=False)[metric].count()
+        if len(measured) and (measured < summary.set_index("cell")["seeds"].reindex(measured.index)).any():
+            sizes = frame[f"{metric[:-4]}_n"].dropna().unique() if f"{metric[:-4]}_n" in frame.columns else []
+            notes.append(f"{METRIC_LABELS.get(metric, metric)}: measured on {int(measured.max())} seed(s) per cell"
+                         + (f", n = {int(sizes[0])} test images" if len(sizes) == 1 else "")
+                         + " (kdlab eval RUN_DIR, merged with kdlab table --with-eval); no ± without a second seed.")
+    if costs:
+        notes.append("Training cost: student forward+backward passes and teacher forwards per training image (a "
+                     "k-step inner maximisation costs k extra passes), and training seconds (wall time of the "
+                     "epochs, one torch thread; on a shared machine, a rough guide).")
     if tuned is not None:
         source = next(iter(frame["tuned_on"].dropna()), "?") if "tuned_on" in frame.columns else "?"
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
@@ -122,12 +146,44 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     return "\n".join(lines + notes) + "\n"
 
 
+def _cost_cell(column: str, mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "—"
+    if column == "train_seconds":
+        return f"{mean:.0f}" if math.isnan(std) else f"{mean:.0f} ± {std:.0f}"
+    return f"{mean:g}"
+
+
 def write_ablation_outputs(rows: list[dict[str, Any]], csv_path: Path, paper: str | None = None) -> None:
     """Rewrite the ablation CSV atomically (under its lock), then its Markdown and PNG."""
     frame = pd.DataFrame(rows)
     with FileLock(str(csv_path) + ".lock", timeout=600):
         atomic_write_text(csv_path, frame.to_csv(index=False))
     render(csv_path, paper=paper)
+
+
+def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack") -> int:
+    """Copy ``attack``'s accuracy from evaluation rows (``kdlab eval RUN_DIR``, results/eval.csv; the latest per
+    model and test set) into the ablation rows of the same run, as ``<attack>_acc`` and ``<attack>_n``; rewrites the
+    CSV atomically under its lock. Returns how many rows received a value (a one-line error when none)."""
+    csv_path, eval_path = Path(csv_path), Path(eval_path)
+    if csv_kind(eval_path) != "eval":
+        raise KdlabError(f"--with-eval {eval_path}: not an evaluation table: pass results/eval.csv (kdlab eval)")
+    evaluations = latest_eval_rows(read_table(eval_path))
+    evaluations = evaluations[evaluations["attack"] == attack]
+    by_run = {Path(str(checkpoint)).parent.name: row for checkpoint, row in
+              zip(evaluations["checkpoint"], evaluations.to_dict("records"))}
+    with FileLock(str(csv_path) + ".lock", timeout=600):
+        frame = read_table(csv_path)
+        runs = frame["run_dir"].map(lambda run_dir: Path(str(run_dir)).name)
+        frame[f"{attack}_acc"] = runs.map(lambda run: by_run.get(run, {}).get("accuracy"))
+        frame[f"{attack}_n"] = runs.map(lambda run: by_run.get(run, {}).get("n"))
+        matched = int(frame[f"{attack}_acc"].notna().sum())
+        if not matched:
+            raise KdlabError(f"no {attack} row of {eval_path} evaluates a run of {csv_path.name}: run kdlab eval "
+                             f"RUN_DIR --attack {attack} on a run_dir of the table first")
+        atomic_write_text(csv_path, frame.to_csv(index=False))
+    return matched
 
 
 def default_paper(frame: pd.DataFrame) -> str | None:
@@ -171,6 +227,15 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | None = None
               "(mean ± std over seeds)",
         series_labels=[METRIC_LABELS.get(m, m) for m in metrics],
     )
+    if "passes_per_image" in cost_columns(frame):
+        from kdlab.plots import plot_cost_robustness
+
+        metric = headline_metric(frame)
+        plot_cost_robustness(
+            frame[frame["cell"] != TEACHER_CELL], stem.with_name(stem.name + "-cost.png"), "passes_per_image",
+            metric, xlabel="student forward+backward passes per training image",
+            ylabel=f"{METRIC_LABELS.get(metric, metric)} (%)",
+            title=f"{csv_path.stem}: robustness against training cost\n{plot_subtitle(frame)} (mean ± std over seeds)")
     return markdown, plot
 
 

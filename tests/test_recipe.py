@@ -95,3 +95,18 @@ def test_every_shipped_recipe_validates():
     assert recipes
     for path in recipes:
         load_recipe(path)
+
+
+@pytest.mark.parametrize("method", ["kd", "ard", "rrm"])
+def test_a_resolved_distill_recipe_of_any_method_reloads_from_its_yaml(method, tmp_path):
+    # Ablation workers and run directories reload recipe.to_yaml(), which writes every key, `model: null` included:
+    # a non-default method must not read that null as "a training recipe".
+    import yaml
+
+    teacher = tmp_path / "teacher.yaml"
+    teacher.write_text("model: {arch: resnet_small}\ndata: {dataset: embedded}\n")
+    recipe = validate_recipe({"student": {"arch": "resnet_small"}, "teacher": {"recipe": str(teacher)},
+                              "data": {"dataset": "embedded"}, "method": {"name": method}})
+    dumped = yaml.safe_load(recipe.to_yaml())
+    assert dumped["model"] is None
+    assert validate_recipe(dumped).method.name == method
