@@ -28,7 +28,7 @@ means PyTorch's defaults, under which cuDNN convolutions may use TF32 on Ampere 
 in the CSV as ``tf32_convolutions``); "bf16" is autocast to bfloat16.
 
 Sizes: with CUDA, PreAct ResNet-18 teacher and student (ACM on blocks 3-5, identity connectors: the pair of
-``recipes/mixacm_cifar10_gpu.yaml``) at batch 512 and 4,096 evaluation images: a few minutes on one
+``recipes/mixacm_cifar10_gpu.yaml``) at batch 512 and 2,048 evaluation images: a few minutes on one
 data-centre GPU. Without CUDA, or with ``--smoke``: a small-ResNet teacher (width 16) and student (width 8,
 1x1 connectors) at batch 16, a few steps: a smoke test of this script in well under a minute on 2 cores.
 kdlab's bf16 rows need ``train.precision`` in the recipe schema; without it they read n/a.
@@ -87,7 +87,7 @@ class Sizes:
 
 
 GPU = Sizes(teacher=("preact_resnet18", {}), student=("preact_resnet18", {}), blocks=(3, 4, 5), batch=512,
-            warmup=3, distill_steps=20, at_steps=6, rounds=3, eval_n=4096, eval_batch=512)
+            warmup=3, distill_steps=20, at_steps=6, rounds=3, eval_n=2048, eval_batch=512)
 SMOKE = Sizes(teacher=("resnet_small", {"width": 16}), student=("resnet_small", {"width": 8}), blocks=(2, 3, 4),
               batch=16, warmup=1, distill_steps=2, at_steps=1, rounds=1, eval_n=16, eval_batch=16)
 
