@@ -61,6 +61,14 @@ from kdlab.sections import (  # noqa: F401  (re-exported: every section is impor
 # model selection, reference optimizer defaults.
 SCHEMA_VERSION = 2
 
+# Options added after runs were recorded whose default keeps the earlier behaviour: at that default they are left
+# out of the run key, so every recipe that does not set them keeps the key (and cached runs) it had; set to
+# anything else they enter it, since they change the numbers. section -> option -> default.
+KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
+    "train": {"precision": "fp32", "channels_last": False, "compile": False},
+    "eval": {"precision": "fp32"},
+}
+
 
 # --------------------------------------------------------------------------- method
 def _method_settings(value: Any) -> Any:
@@ -181,14 +189,24 @@ class Recipe(Section):
         :data:`SCHEMA_VERSION`: when a default changes, runs and teachers cached under the old default
         are not silently reused, since their key changes too. Writing a default explicitly names the
         same run as leaving it out. A distillation recipe's key needs its teacher's identity in ``extra``.
+        Exceptions: options that never change the numbers (``train.log_every``, ``data.workers``, the device)
+        are left out, and those of :data:`KEYED_ONLY_WHEN_SET` enter only when set to something else than their
+        default, so adding them kept every earlier key.
         """
         # Where the images live (memory or disk) and which device runs it do not change the numbers; unset
         # options (null) are left out, so adding an option whose null default keeps today's behaviour does not
         # rename every run. The method section holds only its own method's settings. The teacher enters by its
         # identity (``extra``: its run key or checkpoint digest), data.root by the dataset folder's name:
         # absolute paths differ between machines (kdlab.recipe_paths).
-        excluded = {"name": True, "output": True, "device": True, "teacher": True, "data": {"in_memory"}}
+        # How often the engine reads its totals and how many reader processes stream the images do not change
+        # the numbers either; the other speed options do, so they enter the key, but only when set (below).
+        excluded = {"name": True, "output": True, "device": True, "teacher": True,
+                    "data": {"in_memory", "workers"}, "train": {"log_every"}}
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
+        for section, defaults in KEYED_ONLY_WHEN_SET.items():
+            for option, default in defaults.items():
+                if identity[section].get(option, default) == default:
+                    identity[section].pop(option, None)
         if self.task == "detection" and not self.is_distillation:
             # Before methods were a union, a detection training recipe carried the classification default's
             # name (mixacm) beside its feature settings: kept, so cached detection teachers keep their keys.

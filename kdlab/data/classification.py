@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from kdlab.data.augment import random_crop_flip, to_float
+from kdlab.device_copy import to_device
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.names import CLASSIFICATION_DATASETS
 
@@ -41,6 +42,7 @@ __all__ = [
     "iterate_batches",
     "load_classification_data",
     "num_batches",
+    "on_device",
     "stratified_split",
 ]
 
@@ -424,11 +426,14 @@ def iterate_batches(
 
     With ``shuffle`` the order is ``torch.randperm(len(data), generator=generator)`` drawn once at the start;
     with ``augment`` every batch gets :func:`random_crop_flip` from the same generator, so the whole epoch is a
-    function of the generator's state. ``device``: uint8 batches are moved there before augmentation.
+    function of the generator's state. ``device``: uint8 batches are moved there before augmentation. A set
+    already on the device (:func:`on_device`) is indexed there: the epoch's order is copied to it once.
     """
     total = num_batches(data, batch_size, drop_last)
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else None
+    if order is not None and data.images.device.type != "cpu":
+        order = to_device(order, data.images.device)  # once per epoch, not per batch
     for b in range(total):
         if order is None:
             images = data.images[b * batch_size:(b + 1) * batch_size]
@@ -439,6 +444,16 @@ def iterate_batches(
         if device is not None:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         yield (random_crop_flip(images, generator) if augment else to_float(images)), labels
+
+
+def on_device(data: ImageSet, device: torch.device | str) -> ImageSet:
+    """``data`` held on ``device`` (uint8 images and labels copied once): batches are then cut, cropped, flipped
+    and mixed there, with no per-batch host-to-device copy of images and no loader processes. Full CIFAR-10
+    is 150 MB of uint8 on the GPU."""
+    device = torch.device(device)
+    if data.images.device == device and data.labels.device == device:
+        return data
+    return ImageSet(data.images.to(device), data.labels.to(device))
 
 
 def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
