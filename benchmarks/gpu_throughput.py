@@ -5,7 +5,7 @@ same device, models and batches; printed as images/s, peak GPU memory and the ra
 (1.00 = no overhead; 1.10 = kdlab takes 10 % longer):
 
 (a) **MixACM distillation step**, fp32 and bf16. kdlab: ``kdlab.engine.fit`` (the one training loop: its NaN
-    guard, loss-term bookkeeping, optimizer and schedule steps) over the method ``build_method`` builds from
+    guard, loss-term bookkeeping, ``train.precision`` autocast, optimizer and schedule steps) over the method ``build_method`` builds from
     ``MixACMSettings`` -- the step ``kdlab distill`` runs. Floor: the same arithmetic written inline: mixup
     (one lambda ~ Beta(1, 1), one permutation), teacher forward without grad with its blocks' outputs taken by
     forward hooks, student forward, mixup CE + KD (T = 4) + ACM on three blocks, backward, SGD step.
@@ -31,9 +31,11 @@ Sizes: with CUDA, PreAct ResNet-18 teacher and student (ACM on blocks 3-5, ident
 ``recipes/mixacm_cifar10_gpu.yaml``) at batch 512 and 2,048 evaluation images: a few minutes on one
 data-centre GPU. Without CUDA, or with ``--smoke``: a small-ResNet teacher (width 16) and student (width 8,
 1x1 connectors) at batch 16, a few steps: a smoke test of this script in well under a minute on 2 cores.
-kdlab's bf16 rows need ``train.precision`` in the recipe schema; without it they read n/a.
+``--channels-last`` trains both sides in channels-last memory (kdlab: ``train.channels_last``, prepared by
+``kdlab.acceleration.prepare_models``; the floor: the same memory format for its networks and batches).
 
     python benchmarks/gpu_throughput.py --out results/benchmarks/gpu_throughput.csv
+    python benchmarks/gpu_throughput.py --channels-last --cases distill,pgd-at
     OMP_NUM_THREADS=1 python benchmarks/gpu_throughput.py --smoke
 """
 
@@ -84,6 +86,7 @@ class Sizes:
     rounds: int
     eval_n: int
     eval_batch: int
+    nhwc: bool = False  # --channels-last: train.channels_last for kdlab, the same memory format for the floor
 
 
 GPU = Sizes(teacher=("preact_resnet18", {}), student=("preact_resnet18", {}), blocks=(3, 4, 5), batch=512,
@@ -98,15 +101,15 @@ class Row:
     precision: str
     batch: int
     images: int  # images per timed measurement
-    kdlab_s: float | None  # median seconds for ``images``; None: not available in this kdlab
+    kdlab_s: float  # median seconds for ``images``
     floor_s: float
     kdlab_peak_mib: float | None
     floor_peak_mib: float | None
     note: str = ""
 
     @property
-    def ratio(self) -> float | None:
-        return None if self.kdlab_s is None else self.kdlab_s / self.floor_s
+    def ratio(self) -> float:
+        return self.kdlab_s / self.floor_s
 
 
 # --------------------------------------------------------------------------------------------------- timing
@@ -146,25 +149,31 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def kdlab_has_precision() -> bool:
-    return "precision" in TrainSpec.model_fields
-
-
-def train_spec(steps: int, precision: str) -> TrainSpec:
+def train_spec(steps: int, precision: str, nhwc: bool = False) -> TrainSpec:
     """One epoch of ``steps`` steps at a small constant lr (no divergence on random data over many calls),
     the reference SGD settings otherwise, in ``precision``."""
-    fields = {"epochs": 1, "lr": 1e-3, "schedule": "constant", "max_batches_per_epoch": steps}
-    if kdlab_has_precision():
-        fields["precision"] = precision
-    return TrainSpec(**fields)
+    return TrainSpec(epochs=1, lr=1e-3, schedule="constant", max_batches_per_epoch=steps, precision=precision,
+                     channels_last=nhwc)
 
 
-def kdlab_fit(method: nn.Module, batches: list, steps: int, precision: str, run_dir: Path) -> None:
+def kdlab_fit(method: nn.Module, batches: list, steps: int, precision: str, nhwc: bool, run_dir: Path) -> None:
     """``steps`` training steps through ``kdlab.engine.fit`` (one epoch, no validation)."""
     source = DataSource(batches=lambda generator: itertools.islice(itertools.cycle(batches), steps),
                         batches_per_epoch=steps, batch_size=lambda batch: len(batch[1]))
-    fit(method, source, train_spec(steps, precision), seed=0, run_dir=run_dir, validate=None,
+    fit(method, source, train_spec(steps, precision, nhwc), seed=0, run_dir=run_dir, validate=None,
         export_best=lambda path: None)
+
+
+def nhwc_models(method: nn.Module, networks: list[nn.Module], floor: list[nn.Module], on: bool) -> None:
+    """With ``--channels-last``: kdlab's own ``train.channels_last`` preparation (``kdlab.acceleration``) for
+    its side, ``.to(memory_format=torch.channels_last)`` for the floor's networks."""
+    if not on:
+        return
+    from kdlab.acceleration import prepare_models
+
+    prepare_models(method, networks, train_spec(1, "fp32", nhwc=True))
+    for network in floor:
+        network.to(memory_format=torch.channels_last)
 
 
 def sgd(parameters) -> torch.optim.Optimizer:
@@ -173,11 +182,10 @@ def sgd(parameters) -> torch.optim.Optimizer:
 
 
 def compare_training(clock: Clock, sizes: Sizes, method: nn.Module, floor_step: Callable, floor_parameters,
-                     batches: list, steps: int, precision: str) -> tuple[float | None, float, list, list]:
+                     batches: list, steps: int, precision: str) -> tuple[float, float, list, list]:
     """Median seconds of ``steps`` steady-state steps: (kdlab, floor), and each side's peak MiB readings."""
     kdlab_peaks: list[float] = []
     floor_peaks: list[float] = []
-    kdlab_ok = precision == "fp32" or kdlab_has_precision()
 
     def floor_run(n: int) -> None:
         optimizer = sgd(floor_parameters)  # a fresh optimizer per run, as fit builds one per call
@@ -187,22 +195,20 @@ def compare_training(clock: Clock, sizes: Sizes, method: nn.Module, floor_step: 
     kdlab_times, floor_times = [], []
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(scratch)
-        if kdlab_ok:
-            with clock.peak(kdlab_peaks):
-                kdlab_fit(method, batches, sizes.warmup, precision, run_dir)  # warm-up (cuDNN autotuning)
+        with clock.peak(kdlab_peaks):
+            kdlab_fit(method, batches, sizes.warmup, precision, sizes.nhwc, run_dir)  # warm-up (autotuning)
         with clock.peak(floor_peaks):
             floor_run(sizes.warmup)
         for _ in range(sizes.rounds):
-            if kdlab_ok:
-                with clock.peak(kdlab_peaks):
-                    longer = clock.seconds(lambda: kdlab_fit(method, batches, sizes.warmup + steps, precision,
-                                                             run_dir))
-                    shorter = clock.seconds(lambda: kdlab_fit(method, batches, sizes.warmup, precision, run_dir))
-                kdlab_times.append(max(longer - shorter, 1e-9))
+            with clock.peak(kdlab_peaks):
+                longer = clock.seconds(lambda: kdlab_fit(method, batches, sizes.warmup + steps, precision,
+                                                         sizes.nhwc, run_dir))
+                shorter = clock.seconds(lambda: kdlab_fit(method, batches, sizes.warmup, precision, sizes.nhwc,
+                                                          run_dir))
+            kdlab_times.append(max(longer - shorter, 1e-9))
             with clock.peak(floor_peaks):
                 floor_times.append(clock.seconds(lambda: floor_run(steps)))
-    kdlab_s = statistics.median(kdlab_times) if kdlab_times else None
-    return kdlab_s, statistics.median(floor_times), kdlab_peaks, floor_peaks
+    return statistics.median(kdlab_times), statistics.median(floor_times), kdlab_peaks, floor_peaks
 
 
 def _peak(readings: list[float]) -> float | None:
@@ -269,18 +275,19 @@ def distill_case(clock: Clock, sizes: Sizes, teacher: nn.Module, student: nn.Mod
         loss.backward()
         optimizer.step()
 
+    nhwc_models(method, [method.student, method.teacher], [floor_teacher, floor_student, connectors], sizes.nhwc)
     parameters = [*floor_student.parameters(), *connectors.parameters()]
     kdlab_s, floor_s, kdlab_peaks, floor_peaks = compare_training(
         clock, sizes, method, floor_step, parameters, batches, sizes.distill_steps, precision)
     return Row(f"MixACM distill step ({describe(sizes.teacher)} -> {describe(sizes.student)})", precision, sizes.batch,
-               sizes.batch * sizes.distill_steps, kdlab_s, floor_s, _peak(kdlab_peaks), _peak(floor_peaks),
-               "" if kdlab_s is not None else "kdlab: no train.precision in this version")
+               sizes.batch * sizes.distill_steps, kdlab_s, floor_s, _peak(kdlab_peaks), _peak(floor_peaks))
 
 
 def pgd_at_case(clock: Clock, sizes: Sizes, model: nn.Module, batches: list, precision: str) -> Row:
     method = SupervisedTraining(copy.deepcopy(model).train(), AdversarialSpec(method="pgd", eps=EPS, alpha=ALPHA,
                                                                               steps=10))
     floor_model = copy.deepcopy(model).train()
+    nhwc_models(method, [method.model], [floor_model], sizes.nhwc)
 
     def floor_step(batch, optimizer: torch.optim.Optimizer) -> None:
         images, labels = batch
@@ -300,8 +307,7 @@ def pgd_at_case(clock: Clock, sizes: Sizes, model: nn.Module, batches: list, pre
     kdlab_s, floor_s, kdlab_peaks, floor_peaks = compare_training(
         clock, sizes, method, floor_step, list(floor_model.parameters()), batches, sizes.at_steps, precision)
     return Row(f"PGD-10 AT step ({describe(sizes.teacher)})", precision, sizes.batch, sizes.batch * sizes.at_steps,
-               kdlab_s, floor_s, _peak(kdlab_peaks), _peak(floor_peaks),
-               "" if kdlab_s is not None else "kdlab: no train.precision in this version")
+               kdlab_s, floor_s, _peak(kdlab_peaks), _peak(floor_peaks))
 
 
 def pgd_eval_case(clock: Clock, sizes: Sizes, model: nn.Module) -> Row:
@@ -351,8 +357,7 @@ def _number(value: float | None, digits: int = 0) -> str:
 
 
 def table_cells(row: Row) -> list[str]:
-    kdlab_rate = None if row.kdlab_s is None else row.images / row.kdlab_s
-    return [row.case, row.precision, str(row.batch), _number(kdlab_rate), _number(row.images / row.floor_s),
+    return [row.case, row.precision, str(row.batch), _number(row.images / row.kdlab_s), _number(row.images / row.floor_s),
             _number(row.ratio, 2), _number(row.kdlab_peak_mib), _number(row.floor_peak_mib), row.note]
 
 
@@ -362,7 +367,7 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def environment(device: torch.device) -> dict[str, str]:
+def environment(device: torch.device, nhwc: bool) -> dict[str, str]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -371,7 +376,8 @@ def environment(device: torch.device) -> dict[str, str]:
         commit = ""
     return {"device": name, "torch": torch.__version__, "kdlab_commit": commit or "unknown",
             "cudnn_benchmark": str(torch.backends.cudnn.benchmark),
-            "tf32_convolutions": str(device.type == "cuda" and torch.backends.cudnn.allow_tf32)}
+            "tf32_convolutions": str(device.type == "cuda" and torch.backends.cudnn.allow_tf32),
+            "channels_last": str(nhwc)}
 
 
 def write_csv(path: Path, rows: list[Row], env: dict[str, str]) -> None:
@@ -382,9 +388,8 @@ def write_csv(path: Path, rows: list[Row], env: dict[str, str]) -> None:
                          "kdlab_images_per_s", "floor_images_per_s", "ratio_kdlab_floor_time", "kdlab_peak_mib",
                          "floor_peak_mib", "note"])
         for row in rows:
-            kdlab_rate = None if row.kdlab_s is None else row.images / row.kdlab_s
             writer.writerow([*env.values(), row.case, row.precision, row.batch, row.images,
-                             _raw(row.kdlab_s), _raw(row.floor_s), _raw(kdlab_rate), _raw(row.images / row.floor_s),
+                             _raw(row.kdlab_s), _raw(row.floor_s), _raw(row.images / row.kdlab_s), _raw(row.images / row.floor_s),
                              _raw(row.ratio), _raw(row.kdlab_peak_mib), _raw(row.floor_peak_mib), row.note])
 
 
@@ -401,6 +406,8 @@ def run(sizes: Sizes, device: torch.device, precisions: list[str], cases: list[s
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.randint(0, 256, (sizes.batch, 3, 32, 32), generator=generator).float().div(255).to(device),
                 torch.randint(0, 10, (sizes.batch,), generator=generator).to(device)) for _ in range(4)]
+    if sizes.nhwc:  # as kdlab's classification batches with train.channels_last
+        batches = [(images.contiguous(memory_format=torch.channels_last), labels) for images, labels in batches]
     rows = []
     for precision in precisions:
         if "distill" in cases:
@@ -423,6 +430,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--batch-size", type=int, default=None, help="training batch (default 512; smoke 16)")
     parser.add_argument("--rounds", type=int, default=None, help="alternating timed rounds (default 3; smoke 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="train in channels-last memory (kdlab: train.channels_last; the floor: the same)")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows to this CSV")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -440,13 +449,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
         sizes = replace(sizes, batch=args.batch_size, eval_batch=args.batch_size)
     if args.rounds:
         sizes = replace(sizes, rounds=args.rounds)
+    if args.channels_last:
+        sizes = replace(sizes, nhwc=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # both sides: fixed input sizes (kdlab's evaluation turns it off)
-    env = environment(device)
+    env = environment(device, sizes.nhwc)
     started = time.perf_counter()
     rows = run(sizes, device, precisions, cases)
     print(f"device: {env['device']} · torch {env['torch']} · kdlab {env['kdlab_commit']} · "
-          f"{'smoke sizes' if smoke else 'GPU sizes'} · "
+          f"{'smoke sizes' if smoke else 'GPU sizes'}{', channels-last' if sizes.nhwc else ''} · "
           f"median of {sizes.rounds} alternating round(s) after warm-up · {time.perf_counter() - started:.0f} s")
     print()
     print(markdown(rows))
