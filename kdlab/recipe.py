@@ -68,6 +68,22 @@ KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
     "train": {"precision": "fp32", "channels_last": False, "compile": False},
     "eval": {"precision": "fp32"},
 }
+# Options that never change the numbers (how often the engine reads its totals, how many processes read the
+# images): never in a key. section -> options.
+NEVER_KEYED: dict[str, set[str]] = {"data": {"workers"}, "train": {"log_every"}}
+
+
+def keyed_settings(section: BaseModel, name: str) -> dict[str, Any]:
+    """``section`` (the recipe's section ``name``) as a cache key sees it: its settings without the
+    :data:`NEVER_KEYED` options and without the :data:`KEYED_ONLY_WHEN_SET` options at their defaults, so
+    caches keyed before those options existed keep their names."""
+    dump = section.model_dump(mode="json")
+    for option in NEVER_KEYED.get(name, ()):
+        dump.pop(option, None)
+    for option, default in KEYED_ONLY_WHEN_SET.get(name, {}).items():
+        if dump.get(option, default) == default:
+            dump.pop(option, None)
+    return dump
 
 
 # --------------------------------------------------------------------------- method
@@ -198,10 +214,9 @@ class Recipe(Section):
         # rename every run. The method section holds only its own method's settings. The teacher enters by its
         # identity (``extra``: its run key or checkpoint digest), data.root by the dataset folder's name:
         # absolute paths differ between machines (kdlab.recipe_paths).
-        # How often the engine reads its totals and how many reader processes stream the images do not change
-        # the numbers either; the other speed options do, so they enter the key, but only when set (below).
+        # Nor do the NEVER_KEYED options; the other speed options do, so they enter the key, but only when set.
         excluded = {"name": True, "output": True, "device": True, "teacher": True,
-                    "data": {"in_memory", "workers"}, "train": {"log_every"}}
+                    "data": {"in_memory", *NEVER_KEYED["data"]}, "train": NEVER_KEYED["train"]}
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
         for section, defaults in KEYED_ONLY_WHEN_SET.items():
             for option, default in defaults.items():

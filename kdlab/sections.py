@@ -180,7 +180,8 @@ class TrainSpec(Section):
         "summation order, hence the last bits of the results")
     compile: bool = Field(
         False, description="compile the trained network and the teacher with torch.compile (in place: "
-        "checkpoints unchanged); best without feature taps; a compile failure stops at the first step")
+        "checkpoints unchanged); the first steps are slow while it compiles; a compile failure stops the run at its "
+        "first step")
 
 
 class EvalSpec(Section):

@@ -18,7 +18,7 @@ from kdlab.evaluate import evaluate_robustness
 from kdlab.methods.kd import KD
 from kdlab.methods.settings import KDSettings
 from kdlab.methods.supervised import SupervisedTraining
-from kdlab.recipe import AdversarialSpec, TrainSpec, validate_recipe
+from kdlab.recipe import AdversarialSpec, TrainSpec, keyed_settings, validate_recipe
 from kdlab.schema_doc import render
 from tests.test_engine_sync import STEPS, source, tiny_net
 
@@ -166,6 +166,16 @@ def test_speed_options_keep_existing_run_keys_and_enter_the_key_only_when_they_c
                {"eval": {"precision": "bf16"}}]
     keys = {validate_recipe({**TRAIN, **option}).key() for option in changed}
     assert len(keys) == 4 and base not in keys
+
+
+def test_cache_keys_of_sections_leave_out_new_options_at_their_defaults():
+    """The teacher-evaluation cache of ablations is keyed by the data and eval sections: new options at their
+    defaults must not rename it (the old key had neither)."""
+    plain = validate_recipe(TRAIN)
+    assert "precision" not in keyed_settings(plain.eval, "eval") and "workers" not in keyed_settings(plain.data, "data")
+    assert set(keyed_settings(plain.eval, "eval")) == set(plain.eval.model_dump()) - {"precision"}
+    bf16 = validate_recipe({**TRAIN, "eval": {"precision": "bf16"}})
+    assert keyed_settings(bf16.eval, "eval")["precision"] == "bf16"
 
 
 @pytest.mark.parametrize("option, message", [
