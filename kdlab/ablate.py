@@ -347,10 +347,12 @@ def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), g
     import torch
 
     from kdlab.run import run_recipe
+    from kdlab.run_estimate import NoteReporter
 
     torch.set_num_threads(threads)
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
-    outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell)  # group: trackers
+    outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell,  # group: trackers
+                         reporter_factory=NoteReporter)  # each run's expected time, once, as a plain line
     return outcome.summary
 
 
@@ -360,13 +362,14 @@ def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool) -> dict[str, 
 
     from kdlab.results import read_json, write_json
     from kdlab.run import prepare_teacher
+    from kdlab.run_estimate import NoteReporter
     from kdlab.tasks import get_task
 
     torch.set_num_threads(threads)
     recipe = plan.recipe_for(plan.cells[0], plan.seeds[0])
     task = get_task(recipe.task)
     data = task.load_data(recipe)
-    teacher, info = prepare_teacher(recipe, task.num_classes(data), None)
+    teacher, info = prepare_teacher(recipe, task.num_classes(data), NoteReporter)
     if not evaluate:
         return None
     cache_dir = Path(info["teacher"]) if Path(info["teacher"]).is_dir() else Path(recipe.output.dir)

@@ -118,6 +118,10 @@ class RichReporter(Reporter):
             terms=_format_terms(terms),
         )
 
+    def note(self, text: str) -> None:
+        """One line above the progress bar (the run's expected time, :mod:`kdlab.run_estimate`)."""
+        (self.progress.console if self.progress is not None else self.console).print(f"  {text}", highlight=False)
+
     def epoch_done(self, epoch: int, metrics: dict[str, Any]) -> None:
         assert self.progress is not None
         shown = {k: v for k, v in metrics.items() if k not in {"epoch", "epoch_seconds", "images_per_s"}}

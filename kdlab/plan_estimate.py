@@ -41,23 +41,31 @@ def _attack_passes(recipe: Any, name: str) -> float:
     return float(max(1, entry.steps) * max(1, entry.restarts) + 1)
 
 
-def run_seconds(recipe: Any, facts: Any, cost: Any) -> float:
-    """Estimated wall seconds of one run (training, per-epoch validation, final evaluation)."""
-    train = cost.train * _images_per_epoch(recipe, facts) * recipe.train.epochs
-    validation = 0.0
-    if facts.val and recipe.selection_metric != "last":
-        per_image = cost.forward
-        if recipe.selection_metric == "pgd":
-            per_image += (recipe.train.select_steps + 1) * cost.forward_backward
-        validation = facts.val * per_image * recipe.train.epochs
+def validation_seconds(recipe: Any, facts: Any, cost: Any) -> float:
+    """Estimated wall seconds of one epoch's validation (0 without a validation split or selection)."""
+    if not facts.val or recipe.selection_metric == "last":
+        return 0.0
+    per_image = cost.forward
+    if recipe.selection_metric == "pgd":
+        per_image += (recipe.train.select_steps + 1) * cost.forward_backward
+    return facts.val * per_image
+
+
+def evaluation_seconds(recipe: Any, facts: Any, cost: Any) -> float:
+    """Estimated wall seconds of the final evaluation (``eval.n`` images, every column of ``eval.attacks``)."""
     evaluated = facts.split(recipe.eval.split) or 0
     n = min(recipe.eval.n, evaluated)
     if recipe.task == "detection":
-        evaluation = n * cost.forward
-    else:
-        evaluation = sum(cost.forward if name == "clean" else _attack_passes(recipe, name) * cost.forward_backward
-                         for name in recipe.eval.attacks) * n
-    return train + validation + evaluation
+        return n * cost.forward
+    return sum(cost.forward if name == "clean" else _attack_passes(recipe, name) * cost.forward_backward
+               for name in recipe.eval.attacks) * n
+
+
+def run_seconds(recipe: Any, facts: Any, cost: Any) -> float:
+    """Estimated wall seconds of one run (training, per-epoch validation, final evaluation)."""
+    train = cost.train * _images_per_epoch(recipe, facts) * recipe.train.epochs
+    validation = validation_seconds(recipe, facts, cost) * recipe.train.epochs
+    return train + validation + evaluation_seconds(recipe, facts, cost)
 
 
 def how_estimated(runs: list[Any], threads: int) -> str:
@@ -69,7 +77,8 @@ def how_estimated(runs: list[Any], threads: int) -> str:
             ", scaled to the split sizes, epochs, validation and attack iterations; data loading not included")
 
 
-def _clock(seconds: float | None) -> str | None:
+def clock(seconds: float | None) -> str | None:
+    """``H:MM:SS`` (``1 day, H:MM:SS`` past a day)."""
     import datetime
 
     return None if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
@@ -83,7 +92,7 @@ def plan_lines(plan: Any) -> list[str]:
     def role(run: Any) -> str:
         return run.role if run.role == "teacher" or plan.seeds <= 1 else f"{run.role}, seed {run.seed}"
 
-    rows = [(role(run), status[run.status], (_clock(run.seconds) or "-") if run.status != "finished" else "",
+    rows = [(role(run), status[run.status], (clock(run.seconds) or "-") if run.status != "finished" else "",
              str(run.reuse_from or run.run_dir)) for run in plan.runs]
     rows.insert(0, ("run", "status", "estimate", "directory"))
     widths = [max(len(row[k]) for row in rows) for k in range(3)]
@@ -98,7 +107,7 @@ def plan_summary(plan: Any, threads: int) -> list[str]:
              + (f"; {plan.cells} cells x {plan.seeds} seeds" if plan.cells > 1 or plan.seeds > 1 else "")]
     timed = [run.seconds for run in plan.to_train if run.seconds is not None]
     if plan.to_train and timed:
-        lines.append(f"estimated time, one run after another: {_clock(sum(timed))} "
+        lines.append(f"estimated time, one run after another: {clock(sum(timed))} "
                      f"({how_estimated(plan.to_train, threads)})")
     elif not plan.to_train:
         lines.append("nothing to train: every run is finished and will be reused (--force retrains)")

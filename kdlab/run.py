@@ -28,6 +28,7 @@ from kdlab.errors import KdlabError
 from kdlab.names import BLOCK_FIELDS, HEADLINE_METRICS
 from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import now, provenance, read_json, replace_rows, write_json
+from kdlab.run_estimate import with_expected_time
 from kdlab.sizes import check_data_sizes
 from kdlab.tasks import get_task
 from kdlab.trackers import Trackers
@@ -225,7 +226,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             save_model(path, setup.model, task=recipe.task, arch=spec.arch, options=options,
                        num_classes=setup.num_classes, classes=setup.classes, extra={"recipe_key": run_dir.name})
 
-        reporter = trackers.reporter(reporter_factory(recipe.name) if reporter_factory else None)
+        shown = reporter_factory(recipe.name) if reporter_factory else None
+        reporter = trackers.reporter(with_expected_time(shown, recipe, data, setup, teacher))
         result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
                      validate=setup.validate, select=recipe.selection_metric, export_best=export_best,
                      resume=resume, reporter=reporter)
