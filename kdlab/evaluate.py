@@ -80,6 +80,8 @@ class AttackResult:
     adv_images: Tensor | None = field(default=None, repr=False)
     top_class_share: float = float("nan")
     collapsed: str = ""
+    predictions: Tensor | None = field(default=None, repr=False)  # clean predictions (CPU), for merging shards
+    num_classes: int = 0
 
     @property
     def label(self) -> str:
@@ -227,7 +229,8 @@ def _predict(net: LogitsModel, x: Tensor) -> Tensor:
         return net(x).argmax(1)
 
 
-def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, device, progress, keep_adv):
+def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, device, progress, keep_adv,
+                 offset=0):
     n = images.shape[0]
     robust = torch.zeros(n, dtype=torch.bool)
     stats = _Stats()
@@ -235,7 +238,7 @@ def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, d
     for start, end in _batches(n, batch_size):
         x = images[start:end].to(device)
         y = labels[start:end].to(device)
-        adv = run_attack(attack, x, y, torch.arange(start, end), seed=spec.seed)
+        adv = run_attack(attack, x, y, torch.arange(start + offset, end + offset), seed=spec.seed)
         robust[start:end] = clean_correct[start:end] & (_predict(net, adv) == y).cpu()
         stats.update(adv, x)
         if adv_store is not None:
@@ -246,7 +249,7 @@ def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, d
 
 
 def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_correct, batch_size, device,
-                   progress, keep_adv):
+                   progress, keep_adv, offset=0):
     """Each component on the still-robust points, in index order and batches (the reference's schedule)."""
     robust = clean_correct.clone()
     stats = _Stats()
@@ -260,7 +263,7 @@ def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_cor
             x = images[idx].to(device)
             adv, _ = strike(lambda out: _predict(net, out),
                             lambda idx, component=component, x=x: run_attack(component, x, labels[idx].to(device),
-                                                                             idx, seed=spec.seed),
+                                                                             idx + offset, seed=spec.seed),
                             idx, labels, robust, adv_store)
             stats.update(adv, x)
             if progress is not None:
@@ -280,6 +283,7 @@ def evaluate_robustness(
     device: torch.device | str | None = None,
     keep_adv: bool = False,
     deterministic: bool = True,
+    index_offset: int = 0,
 ) -> list[AttackResult]:
     """Clean and adversarial accuracy of ``model`` on ``images`` (float, [0, 1]) for each attack, in order.
 
@@ -289,6 +293,8 @@ def evaluate_robustness(
     ``torch.no_grad()``. The same call gives the same numbers (seeded); for ``clean``, ``fgsm``, ``pgd`` and
     ``cw`` they do not depend on ``batch_size`` either. ``keep_adv=True`` also returns the adversarial images
     (CPU; memory grows with n). ``deterministic`` asks cuDNN for deterministic kernels during the call.
+    ``index_offset``: the images are positions ``index_offset ...`` of a larger set (one rank's share,
+    :mod:`kdlab.sharded_eval`): per-sample random starts use those positions.
     """
     _check_inputs(images, labels, batch_size)
     problem = _range_problem(images)
@@ -322,7 +328,7 @@ def evaluate_robustness(
             else:
                 runner = _run_composite if isinstance(attack, CompositeAttack) else _run_batched
                 robust, stats, components, adv_store = runner(net, attack, spec, images, labels, clean_correct,
-                                                              batch_size, device, progress, keep_adv)
+                                                              batch_size, device, progress, keep_adv, index_offset)
                 wall = time.perf_counter() - start
             results.append(AttackResult(
                 attack=spec.name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, restarts=spec.restarts,
@@ -330,7 +336,7 @@ def evaluate_robustness(
                 images_per_s=n / wall if wall > 0 else float("inf"), clean_accuracy=clean_acc,
                 components=components, max_perturbation=stats.max_perturbation,
                 min_value=stats.min_value, max_value=stats.max_value, adv_images=adv_store,
-                top_class_share=top_share, collapsed=collapsed,
+                top_class_share=top_share, collapsed=collapsed, predictions=predictions, num_classes=num_classes,
             ))
     return results
 

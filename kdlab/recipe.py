@@ -61,6 +61,10 @@ from kdlab.sections import (  # noqa: F401  (re-exported: every section is impor
 # model selection, reference optimizer defaults.
 SCHEMA_VERSION = 2
 
+# Options added after runs were cached whose default keeps the old computation: at that default they stay out of
+# the run key (written or left out alike), so existing runs and teachers keep their keys.
+KEY_OMITS_AT_DEFAULT = (("train", TrainSpec, "rng"), ("train", TrainSpec, "sync_bn"))
+
 
 # --------------------------------------------------------------------------- method
 def _method_settings(value: Any) -> Any:
@@ -189,6 +193,9 @@ class Recipe(Section):
         # absolute paths differ between machines (kdlab.recipe_paths).
         excluded = {"name": True, "output": True, "device": True, "teacher": True, "data": {"in_memory"}}
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
+        for section, spec, name in KEY_OMITS_AT_DEFAULT:
+            if identity[section].get(name) == spec.model_fields[name].default:
+                identity[section].pop(name)
         if self.task == "detection" and not self.is_distillation:
             # Before methods were a union, a detection training recipe carried the classification default's
             # name (mixacm) beside its feature settings: kept, so cached detection teachers keep their keys.

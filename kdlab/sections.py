@@ -159,6 +159,13 @@ class TrainSpec(Section):
                             "training and robust distillation, clean for standard training, AP50 for detection")
     select_steps: int = Field(10, gt=0, description="PGD steps of the validation attack (eps, step: eval.eps, eval.alpha)")
     max_batches_per_epoch: int | None = Field(None, gt=0, description="cap for smoke tests")
+    rng: Literal["batch", "sample"] = Field(
+        "batch", description="batch: augmentation and attack starts drawn batch by batch from the epoch's "
+                             "generator (kdlab's original stream; results depend on the batch split); sample: "
+                             "drawn per sample from (seed, epoch, sample index), the same whatever the batch "
+                             "size or number of processes -- needed for multi-process training (torchrun)")
+    sync_bn: bool = Field(False, description="multi-process training: BatchNorm statistics over the global "
+                                             "batch (SyncBatchNorm, CUDA only); ignored in one process")
 
 
 class EvalSpec(Section):
