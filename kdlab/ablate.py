@@ -27,7 +27,7 @@ from kdlab.distributed import refuse_multiprocess
 from kdlab.errors import KdlabError
 from kdlab.methods.settings import SETTINGS, methods_for
 from kdlab.names import DETECTION_METRICS
-from kdlab.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
+from kdlab.recipe import Recipe, apply_overrides, keyed_settings, read_recipe_file, validate_recipe
 from kdlab.tables import TEACHER_CELL
 
 
@@ -373,7 +373,7 @@ def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool) -> dict[str, 
         return None
     cache_dir = Path(info["teacher"]) if Path(info["teacher"]).is_dir() else Path(recipe.output.dir)
     # Keyed by what the numbers depend on (test data and evaluation settings), not by the cell.
-    setting = json.dumps([recipe.data.model_dump(mode="json"), recipe.eval.model_dump(mode="json")], sort_keys=True)
+    setting = json.dumps([keyed_settings(recipe.data, "data"), keyed_settings(recipe.eval, "eval")], sort_keys=True)
     cache = cache_dir / f"eval-{hashlib.sha256(setting.encode()).hexdigest()[:10]}.json"
     if cache.exists():
         evaluation = read_json(cache)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdlab.device_copy import to_device
 from kdlab.sample_random import per_sample, sample_normal, sample_uniform
 
 
@@ -50,7 +51,7 @@ def _uniform_start(images: torch.Tensor, eps: float, generator: torch.Generator)
     if keyed is not None:  # train.rng: sample -- each sample's start from its own index, on the images' device
         noise = (sample_uniform(keyed, images.shape, images.device) * 2 - 1).to(images.dtype)
     else:  # drawn on the generator's device (the CPU) so a run's randomness does not depend on where it trains
-        noise = (torch.rand(images.shape, generator=generator, dtype=images.dtype) * 2 - 1).to(images.device)
+        noise = to_device(torch.rand(images.shape, generator=generator, dtype=images.dtype) * 2 - 1, images.device)
     return (images + eps * noise).clamp(0, 1)
 
 
@@ -82,7 +83,7 @@ def _start(images: torch.Tensor, eps: float, start: Start, generator: torch.Gene
         if keyed is not None:
             noise = sample_normal(keyed, images.shape, images.device).to(images.dtype)
         else:
-            noise = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+            noise = to_device(torch.randn(images.shape, generator=generator, dtype=images.dtype), images.device)
         return images + 0.001 * noise
     if start == "none":
         return images.clone()
@@ -100,14 +101,33 @@ def pgd_maximise(objective: Callable[[torch.Tensor], torch.Tensor], images: torc
     reference's mode). Gradients are taken with respect to x' only (``torch.autograd.grad``), so no parameter
     gradient is accumulated, also not through a frozen teacher the objective runs. The result is detached and
     always in the ball and in [0, 1].
+
+    Under fp16 autocast (``train.precision: fp16``) the objective is multiplied by :data:`FP16_OBJECTIVE_SCALE`
+    before its gradient is taken, so small input gradients do not underflow in fp16 (a positive factor leaves
+    the sign step unchanged; a gradient entry that overflows to NaN takes no step). fp32 and bf16 (fp32's
+    exponent range) are left as they are.
     """
+    scale = _fp16_objective_scale(images.device)
     adversarial = _start(images, eps, start, generator)
     for _ in range(steps):
         adversarial.requires_grad_(True)
         with torch.enable_grad():
-            (gradient,) = torch.autograd.grad(objective(adversarial), adversarial)
-        adversarial = _project(adversarial.detach() + alpha * gradient.sign(), images, eps)
+            value = objective(adversarial)
+            (gradient,) = torch.autograd.grad(value if scale is None else value * scale, adversarial)
+        direction = gradient.sign() if scale is None else gradient.sign().nan_to_num(0.0)
+        adversarial = _project(adversarial.detach() + alpha * direction, images, eps)
     return _project(adversarial.detach(), images, eps)
+
+
+# Loss scaling of the inner maximisation under fp16 autocast (a fixed power of two: exact, and sign-invariant).
+FP16_OBJECTIVE_SCALE = 2.0 ** 10
+
+
+def _fp16_objective_scale(device: torch.device) -> float | None:
+    device_type = device.type if device.type in ("cuda", "cpu") else "cpu"
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16:
+        return FP16_OBJECTIVE_SCALE
+    return None
 
 
 def pgd_examples(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,

@@ -84,6 +84,7 @@ __all__ = [
     "format_eps",
     "parse_eps",
     "parse_eps_list",
+    "precision_context",
     "run_attack",
     "start_noise",
 ]
@@ -417,9 +418,20 @@ def build_attack(model: nn.Module, spec: AttackSpec, num_classes: int) -> BatchA
 # the one safe way to call an attack on a batch
 
 
+def precision_context(device: torch.device, precision: str = "fp32"):
+    """The arithmetic of an evaluation (``eval.precision``): ``fp32`` switches any caller's autocast off (the
+    reference protocol); ``bf16`` runs the model under bf16 autocast (inputs, perturbations and logits stay
+    fp32; bf16 keeps fp32's exponent range, so input gradients do not underflow as they could in fp16)."""
+    if precision not in ("fp32", "bf16"):
+        raise KdlabError(f"evaluation precision '{precision}' is not supported: use fp32 or bf16")
+    device_type = device.type if device.type in ("cuda", "cpu") else "cpu"
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def run_attack(attack: BatchAttack, images: Tensor, labels: Tensor, indices: Tensor | None = None,
-               seed: int = 0) -> Tensor:
-    """Run ``attack`` on one batch with gradients on, fp32, seeded; returns detached adversarial images.
+               seed: int = 0, precision: str = "fp32") -> Tensor:
+    """Run ``attack`` on one batch with gradients on, fp32 (or bf16 autocast, ``precision``), seeded; returns
+    detached fp32 adversarial images.
 
     Call it inside :func:`attack_mode` (which puts the model in eval mode). Works from inside
     ``torch.no_grad()``/``torch.inference_mode()``; the caller's RNG state is restored afterwards.
@@ -427,12 +439,11 @@ def run_attack(attack: BatchAttack, images: Tensor, labels: Tensor, indices: Ten
     if indices is None:
         indices = torch.arange(images.shape[0])
     devices = [images.device] if images.device.type == "cuda" else []
-    device_type = images.device.type if images.device.type in ("cuda", "cpu") else "cpu"
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.random.fork_rng(devices=devices))
         stack.enter_context(torch.enable_grad())
-        stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        stack.enter_context(precision_context(images.device, precision))
         torch.manual_seed(seed)
         x = images.detach().clone().float()
         y = labels.detach().clone().long()

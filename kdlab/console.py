@@ -87,6 +87,7 @@ class RichReporter(Reporter):
         self.task: TaskID | None = None
         self.images = 0
         self.elapsed_start = 0.0
+        self.last_call = (0, 0)  # (epoch, step) of the previous step_done
 
     def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None:
         self.epochs = epochs
@@ -105,9 +106,13 @@ class RichReporter(Reporter):
         self.images += images
         task = self.progress.tasks[0]
         rate = self.images / task.elapsed if task.elapsed else 0.0
+        # called every train.log_every steps: advance by the steps since the previous call (steps count per epoch)
+        last_epoch, last_step = self.last_call
+        advance = step - last_step if epoch == last_epoch and step > last_step else step
+        self.last_call = (epoch, step)
         self.progress.update(
             self.task,
-            advance=1,
+            advance=advance,
             description=f"ep {epoch}/{self.epochs}",
             speed=f"{rate:,.0f} img/s",
             terms=_format_terms(terms),

@@ -17,6 +17,12 @@ thing whether it follows a restart or not. With ``train.rng: sample`` that gener
 ``(seed, epoch, sample index)`` (each batch's indices are bound to it before its step), so they do not depend
 on the batch size or the number of processes; shuffling and batch-level draws (mixup) stay on its stream.
 
+The step loop never waits for the device: loss terms, accuracy counts and the finiteness check accumulate in
+device tensors (:class:`kdlab.epoch_totals.EpochTotals`) and are read back every ``train.log_every`` steps
+(progress) and at the end of the epoch. A non-finite loss therefore stops the run up to ``log_every`` steps
+after it happened, always before anything of that epoch is validated or saved: ``last.pt`` stays the previous
+epoch's. ``train.precision``, ``train.channels_last`` and ``train.compile``: :mod:`kdlab.acceleration`.
+
 Several processes (torchrun, :mod:`kdlab.distributed`): the method is wrapped in DistributedDataParallel,
 every rank steps its shard of each global batch, the epoch's loss terms and counts are added over ranks, and
 only rank 0 writes ``last.pt``, ``best.pt`` and ``metrics.csv``; every rank reads ``last.pt`` on resume.
@@ -35,7 +41,9 @@ import torch
 from torch import nn
 
 from kdlab import distributed
+from kdlab.acceleration import StepPrecision
 from kdlab.checkpoint import STATE_FORMAT, atomic_save, safe_load
+from kdlab.epoch_totals import EpochTotals, Reading
 from kdlab.errors import KdlabError
 from kdlab.recipe import TrainSpec
 from kdlab.results import atomic_write_text
@@ -44,11 +52,15 @@ from kdlab.sample_random import SampleGenerator, bind_batch, key_of
 
 @dataclass
 class StepResult:
-    """One step's total loss plus its named (already weighted) terms for display."""
+    """One step's total loss plus its named (already weighted) terms for display.
+
+    ``correct``: the number of correctly classified training images, best as a 0-d device tensor (the engine
+    sums it on the device; an ``int`` works too but costs the method a host read); ``count``: the batch size.
+    """
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    correct: int = 0
+    correct: torch.Tensor | int = 0
     count: int = 0
 
 
@@ -70,7 +82,9 @@ class Reporter:
 
     def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None: ...
 
-    def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None: ...
+    def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None:
+        """Called every ``train.log_every`` steps and after an epoch's last step: ``terms`` are the mean loss
+        terms since the previous call, ``images`` the images trained since then."""
 
     def epoch_done(self, epoch: int, metrics: dict[str, Any]) -> None: ...
 
@@ -130,6 +144,35 @@ def build_optimizer(method: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer
                            nesterov=spec.nesterov and spec.momentum > 0)
 
 
+def parameter_device(method: nn.Module) -> torch.device:
+    """Where the trained parameters live (the recipe's device, once the task has moved the models)."""
+    parameter = next(method.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def log_interval(spec: TrainSpec, device: torch.device) -> int:
+    """``train.log_every``; by default 1 on the CPU, where a read costs nothing, and 20 on an accelerator,
+    where each read waits for every queued kernel."""
+    if spec.log_every is not None:
+        return spec.log_every
+    return 1 if device.type == "cpu" else 20
+
+
+def _checked_read(totals: EpochTotals, epoch: int, step: int, every: int, last_path: Path) -> Reading:
+    """Read the epoch's totals (one host synchronisation); stop the run if a step's loss was not finite."""
+    reading = totals.read()
+    if reading.bad_step is not None:
+        terms = dict(reading.bad_terms or {})
+        loss = terms.pop("loss", math.nan)
+        shown = "".join(f"{name}={value:.4g}, " for name, value in terms.items())
+        raise KdlabError(
+            f"loss became {loss} at epoch {epoch}, step {reading.bad_step} ({shown}seen at the check after step "
+            f"{step}, train.log_every {every}); lower train.lr or a loss weight; the last good checkpoint is kept "
+            f"at {last_path}"
+        )
+    return reading
+
+
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state()}
 
@@ -155,6 +198,8 @@ def fit(
         raise KdlabError("the training split is smaller than one batch, so an epoch would have no step: "
                          "lower data.batch_size or use more training images")
     optimizer = build_optimizer(method, spec)
+    device = parameter_device(method)
+    precision = StepPrecision(spec.precision, device, compiled=spec.compile)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec, steps_per_epoch))
     history: list[dict[str, Any]] = []
     best_score, best_epoch, start_epoch = -math.inf, 0, 1
@@ -172,6 +217,7 @@ def fit(
             raise KdlabError(
                 f"'{last_path}' does not match this recipe ({str(error).splitlines()[0][:120]}); pass --force to restart"
             ) from None
+        precision.load_state_dict(state.get("scaler", {}))
         torch.set_rng_state(state["rng"]["torch"])
         history, best_score, best_epoch = state["history"], state["best_score"], state["best_epoch"]
         start_epoch = state["epoch"] + 1
@@ -179,6 +225,7 @@ def fit(
     trained = distributed.data_parallel(method, spec.sync_bn)  # the method itself in one process
     main = distributed.is_main()
     reporter.fit_started(spec.epochs, steps_per_epoch, start_epoch)
+    every = log_interval(spec, device)
     for epoch in range(start_epoch, spec.epochs + 1):
         generator = epoch_generator(seed, epoch, spec.rng)
         torch.manual_seed(seed * 1_000_003 + epoch)
@@ -186,34 +233,29 @@ def fit(
         set_epoch = getattr(getattr(method, "module", method), "set_epoch", None)  # through a DDP wrapper too
         if callable(set_epoch):
             set_epoch(epoch)  # a step that depends on the epoch (IAD's warm-up); also on resume
-        sums: dict[str, float] = {}
-        correct = count = images = 0
+        totals = EpochTotals()  # device-side sums: nothing in this loop waits for the device
+        images = window_images = step = 0
         started = time.perf_counter()
         for step, batch in enumerate(data.batches(generator), start=1):
             if step > steps_per_epoch:
                 break
-            result = trained(batch, bind_batch(generator, batch))
-            if not torch.isfinite(result.loss):
-                shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in result.terms.items())
-                raise KdlabError(
-                    f"loss became {float(result.loss.detach())} at epoch {epoch}, step {step} ({shown}); lower train.lr or "
-                    f"a loss weight; the last good checkpoint is kept at {last_path}"
-                )
+            result = precision.forward(trained, batch, bind_batch(generator, batch))
             optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
-            optimizer.step()
+            precision.backward_step(result.loss, optimizer)
             scheduler.step()
-            terms = {name: float(value.detach()) for name, value in result.terms.items()}
-            terms["loss"] = float(result.loss.detach())
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value
-            correct, count = correct + result.correct, count + result.count
+            totals.add(step, result.loss, result.terms, result.correct, result.count)
             batch_images = data.batch_size(batch)
-            images += batch_images
-            reporter.step_done(epoch, step, terms, batch_images)
-        seconds = time.perf_counter() - started
+            images, window_images = images + batch_images, window_images + batch_images
+            if step % every == 0 and step < steps_per_epoch:
+                reading = _checked_read(totals, epoch, step, every, last_path)
+                reporter.step_done(epoch, step, reading.window, window_images)
+                window_images = 0
         steps_done = max(1, min(steps_per_epoch, step))
-        sums, correct, count, images = _add_over_ranks(sums, correct, count, images)
+        reading = _checked_read(totals, epoch, steps_done, every, last_path)  # before anything is validated or saved
+        if window_images:
+            reporter.step_done(epoch, steps_done, reading.window, window_images)
+        seconds = time.perf_counter() - started
+        sums, correct, count, images = _add_over_ranks(reading.sums, reading.correct, reading.count, images)
         metrics: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         metrics.update({name: total / steps_done for name, total in sums.items()})
         if count:
@@ -236,8 +278,7 @@ def fit(
                 export_best(run_dir / "best.pt")
         history.append(metrics)
         if main:
-            _save_state(
-            {
+            state = {
                 "format": STATE_FORMAT,
                 "epoch": epoch,
                 "method": method.state_dict(),
@@ -247,7 +288,10 @@ def fit(
                 "history": history,
                 "best_score": best_score,
                 "best_epoch": best_epoch,
-            }, last_path, run_dir / "metrics.csv", history)
+                **({"scaler": precision.state_dict()} if precision.scaler is not None else {}),
+            }
+            atomic_save(state, last_path)
+            _write_metrics(run_dir / "metrics.csv", history)
         reporter.epoch_done(epoch, metrics)
     reporter.fit_finished()
     distributed.barrier()  # best.pt and last.pt are written before any rank reads them
@@ -262,17 +306,12 @@ def fit(
     )
 
 
-def _save_state(state: dict[str, Any], last_path: Path, metrics_path: Path, history: list[dict[str, Any]]) -> None:
-    atomic_save(state, last_path)
-    _write_metrics(metrics_path, history)
-
-
 def _add_over_ranks(sums: dict[str, float], correct: int, count: int,
                     images: int) -> tuple[dict[str, float], int, int, int]:
     """An epoch's totals over every rank: loss terms (sums of per-step means) averaged, counts added."""
     if distributed.world_size() == 1:
         return sums, correct, count, images
-    names = sorted(sums)
+    names = list(sums)  # the method's own order, the same on every rank
     *totals, correct_all, count_all, images_all = distributed.all_sum([sums[n] for n in names] + [correct, count,
                                                                                                  images])
     world = distributed.world_size()

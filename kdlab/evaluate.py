@@ -30,6 +30,7 @@ from kdlab.attacks import (
     attack_mode,
     build_attack,
     format_eps,
+    precision_context,
     run_attack,
 )
 from kdlab.errors import KdlabError
@@ -182,12 +183,12 @@ def _percent(mask: Tensor) -> float:
 
 
 def _clean_pass(net: LogitsModel, images: Tensor, labels: Tensor, batch_size: int, device: torch.device,
-                progress: Progress | None) -> tuple[Tensor, int, Tensor]:
+                progress: Progress | None, precision: str = "fp32") -> tuple[Tensor, int, Tensor]:
     n = images.shape[0]
     correct = torch.zeros(n, dtype=torch.bool)
     predictions = torch.zeros(n, dtype=torch.long)
     num_classes = 0
-    with torch.no_grad():
+    with torch.no_grad(), precision_context(device, precision):
         for start, end in _batches(n, batch_size):
             logits = net(images[start:end].to(device))
             num_classes = logits.shape[1]
@@ -224,13 +225,13 @@ def collapse_reason(predictions: Tensor, labels: Tensor, num_classes: int) -> tu
     return share, ""
 
 
-def _predict(net: LogitsModel, x: Tensor) -> Tensor:
-    with torch.no_grad():
+def _predict(net: LogitsModel, x: Tensor, precision: str = "fp32") -> Tensor:
+    with torch.no_grad(), precision_context(x.device, precision):
         return net(x).argmax(1)
 
 
 def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, device, progress, keep_adv,
-                 offset=0):
+                 precision="fp32", offset=0):
     n = images.shape[0]
     robust = torch.zeros(n, dtype=torch.bool)
     stats = _Stats()
@@ -238,8 +239,9 @@ def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, d
     for start, end in _batches(n, batch_size):
         x = images[start:end].to(device)
         y = labels[start:end].to(device)
-        adv = run_attack(attack, x, y, torch.arange(start + offset, end + offset), seed=spec.seed)
-        robust[start:end] = clean_correct[start:end] & (_predict(net, adv) == y).cpu()
+        adv = run_attack(attack, x, y, torch.arange(start + offset, end + offset), seed=spec.seed,
+                         precision=precision)
+        robust[start:end] = clean_correct[start:end] & (_predict(net, adv, precision) == y).cpu()
         stats.update(adv, x)
         if adv_store is not None:
             adv_store[start:end] = adv.cpu()
@@ -249,7 +251,7 @@ def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, d
 
 
 def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_correct, batch_size, device,
-                   progress, keep_adv, offset=0):
+                   progress, keep_adv, precision="fp32", offset=0):
     """Each component on the still-robust points, in index order and batches (the reference's schedule)."""
     robust = clean_correct.clone()
     stats = _Stats()
@@ -261,9 +263,10 @@ def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_cor
         for start, end in _batches(total, batch_size):
             idx = alive[start:end]
             x = images[idx].to(device)
-            adv, _ = strike(lambda out: _predict(net, out),
+            adv, _ = strike(lambda out: _predict(net, out, precision),
                             lambda idx, component=component, x=x: run_attack(component, x, labels[idx].to(device),
-                                                                             idx + offset, seed=spec.seed),
+                                                                             idx + offset, seed=spec.seed,
+                                                                             precision=precision),
                             idx, labels, robust, adv_store)
             stats.update(adv, x)
             if progress is not None:
@@ -283,6 +286,7 @@ def evaluate_robustness(
     device: torch.device | str | None = None,
     keep_adv: bool = False,
     deterministic: bool = True,
+    precision: str = "fp32",
     index_offset: int = 0,
 ) -> list[AttackResult]:
     """Clean and adversarial accuracy of ``model`` on ``images`` (float, [0, 1]) for each attack, in order.
@@ -293,8 +297,10 @@ def evaluate_robustness(
     ``torch.no_grad()``. The same call gives the same numbers (seeded); for ``clean``, ``fgsm``, ``pgd`` and
     ``cw`` they do not depend on ``batch_size`` either. ``keep_adv=True`` also returns the adversarial images
     (CPU; memory grows with n). ``deterministic`` asks cuDNN for deterministic kernels during the call.
-    ``index_offset``: the images are positions ``index_offset ...`` of a larger set (one rank's share,
-    :mod:`kdlab.sharded_eval`): per-sample random starts use those positions.
+    ``precision``: ``fp32`` (default, the reference protocol) or ``bf16`` autocast for the clean pass and every
+    attack (``eval.precision``; :func:`kdlab.attacks.precision_context`). ``index_offset``: the images are
+    positions ``index_offset ...`` of a larger set (one rank's share, :mod:`kdlab.sharded_eval`): per-sample
+    random starts use those positions.
     """
     _check_inputs(images, labels, batch_size)
     problem = _range_problem(images)
@@ -310,7 +316,7 @@ def evaluate_robustness(
     with attack_mode(model, deterministic=deterministic) as net:
         t0 = time.perf_counter()
         clean_correct, num_classes, predictions = _clean_pass(net, images, labels, batch_size, device,
-                                                              progress)
+                                                              progress, precision)
         clean_wall = time.perf_counter() - t0
         if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
             raise KdlabError(f"labels range over [{int(labels.min())}, {int(labels.max())}] but the model has "
@@ -328,7 +334,8 @@ def evaluate_robustness(
             else:
                 runner = _run_composite if isinstance(attack, CompositeAttack) else _run_batched
                 robust, stats, components, adv_store = runner(net, attack, spec, images, labels, clean_correct,
-                                                              batch_size, device, progress, keep_adv, index_offset)
+                                                              batch_size, device, progress, keep_adv, precision,
+                                                              index_offset)
                 wall = time.perf_counter() - start
             results.append(AttackResult(
                 attack=spec.name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, restarts=spec.restarts,

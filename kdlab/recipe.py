@@ -61,9 +61,29 @@ from kdlab.sections import (  # noqa: F401  (re-exported: every section is impor
 # model selection, reference optimizer defaults.
 SCHEMA_VERSION = 2
 
-# Options added after runs were cached whose default keeps the old computation: at that default they stay out of
-# the run key (written or left out alike), so existing runs and teachers keep their keys.
-KEY_OMITS_AT_DEFAULT = (("train", TrainSpec, "rng"), ("train", TrainSpec, "sync_bn"))
+# Options added after runs were recorded whose default keeps the earlier behaviour: at that default they are left
+# out of the run key, so every recipe that does not set them keeps the key (and cached runs) it had; set to
+# anything else they enter it, since they change the numbers. section -> option -> default.
+KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
+    "train": {"precision": "fp32", "channels_last": False, "compile": False, "rng": "batch", "sync_bn": False},
+    "eval": {"precision": "fp32"},
+}
+# Options that never change the numbers (how often the engine reads its totals, how many processes read the
+# images): never in a key. section -> options.
+NEVER_KEYED: dict[str, set[str]] = {"data": {"workers"}, "train": {"log_every"}}
+
+
+def keyed_settings(section: BaseModel, name: str) -> dict[str, Any]:
+    """``section`` (the recipe's section ``name``) as a cache key sees it: its settings without the
+    :data:`NEVER_KEYED` options and without the :data:`KEYED_ONLY_WHEN_SET` options at their defaults, so
+    caches keyed before those options existed keep their names."""
+    dump = section.model_dump(mode="json")
+    for option in NEVER_KEYED.get(name, ()):
+        dump.pop(option, None)
+    for option, default in KEYED_ONLY_WHEN_SET.get(name, {}).items():
+        if dump.get(option, default) == default:
+            dump.pop(option, None)
+    return dump
 
 
 # --------------------------------------------------------------------------- method
@@ -185,17 +205,23 @@ class Recipe(Section):
         :data:`SCHEMA_VERSION`: when a default changes, runs and teachers cached under the old default
         are not silently reused, since their key changes too. Writing a default explicitly names the
         same run as leaving it out. A distillation recipe's key needs its teacher's identity in ``extra``.
+        Exceptions: options that never change the numbers (``train.log_every``, ``data.workers``, the device)
+        are left out, and those of :data:`KEYED_ONLY_WHEN_SET` enter only when set to something else than their
+        default, so adding them kept every earlier key.
         """
         # Where the images live (memory or disk) and which device runs it do not change the numbers; unset
         # options (null) are left out, so adding an option whose null default keeps today's behaviour does not
         # rename every run. The method section holds only its own method's settings. The teacher enters by its
         # identity (``extra``: its run key or checkpoint digest), data.root by the dataset folder's name:
         # absolute paths differ between machines (kdlab.recipe_paths).
-        excluded = {"name": True, "output": True, "device": True, "teacher": True, "data": {"in_memory"}}
+        # Nor do the NEVER_KEYED options; the other speed options do, so they enter the key, but only when set.
+        excluded = {"name": True, "output": True, "device": True, "teacher": True,
+                    "data": {"in_memory", *NEVER_KEYED["data"]}, "train": NEVER_KEYED["train"]}
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
-        for section, spec, name in KEY_OMITS_AT_DEFAULT:
-            if identity[section].get(name) == spec.model_fields[name].default:
-                identity[section].pop(name)
+        for section, defaults in KEYED_ONLY_WHEN_SET.items():
+            for option, default in defaults.items():
+                if identity[section].get(option, default) == default:
+                    identity[section].pop(option, None)
         if self.task == "detection" and not self.is_distillation:
             # Before methods were a union, a detection training recipe carried the classification default's
             # name (mixacm) beside its feature settings: kept, so cached detection teachers keep their keys.

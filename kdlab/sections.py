@@ -48,12 +48,19 @@ class DataSpec(Section):
     in_memory: bool = Field(
         True, description="decode every image once and keep it (false: voc/coco images are read when used)"
     )
+    workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes that read streaming (in_memory: false) detection "
+        "images when training on cuda; null: min(8, CPU cores); 0: read in the training process; not in the "
+        "run key")
 
     @model_validator(mode="after")
     def _lazy_loading_is_for_files(self) -> DataSpec:
         if not self.in_memory and self.dataset not in ("voc", "coco"):
             raise ValueError(f"in_memory: false reads voc or coco images from disk; dataset '{self.dataset}' "
                              "is always held in memory: remove in_memory")
+        if self.workers is not None and self.in_memory:
+            raise ValueError("data.workers sets the reader processes of streaming detection data (voc/coco with "
+                             "in_memory: false); in-memory data needs none: remove workers")
         return self
 
 
@@ -159,6 +166,22 @@ class TrainSpec(Section):
                             "training and robust distillation, clean for standard training, AP50 for detection")
     select_steps: int = Field(10, gt=0, description="PGD steps of the validation attack (eps, step: eval.eps, eval.alpha)")
     max_batches_per_epoch: int | None = Field(None, gt=0, description="cap for smoke tests")
+    # speed (kdlab.engine, kdlab.acceleration); at their defaults these leave the run key as it was
+    log_every: int | None = Field(
+        None, gt=0, description="steps between reads of the loss terms, accuracy and NaN check back from the "
+        "device (progress; a non-finite loss stops the run within this many steps, last.pt kept); null: 1 on "
+        "cpu, where a read costs nothing, 20 on cuda; not in the run key")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="arithmetic of the training step: bf16 or fp16 autocast around it (teacher and inner "
+        "attack included; fp16 adds a gradient scaler); bf16 needs compute capability >= 8.0 on cuda")
+    channels_last: bool = Field(
+        False, description="channels-last (NHWC) memory for the trained network, the teacher and (classification) "
+        "the input batches: faster convolutions on tensor-core GPUs; off by default because it changes the "
+        "summation order, hence the last bits of the results")
+    compile: bool = Field(
+        False, description="compile the trained network and the teacher with torch.compile (in place: "
+        "checkpoints unchanged); the first steps are slow while it compiles; a compile failure stops the run at its "
+        "first step")
     rng: Literal["batch", "sample"] = Field(
         "batch", description="batch: augmentation and attack starts drawn batch by batch from the epoch's "
                              "generator (kdlab's original stream; results depend on the batch split); sample: "
@@ -181,6 +204,10 @@ class EvalSpec(Section):
     batch_size: int = Field(256, gt=0, description="images per attack batch")
     seed: int = Field(0, description="seed of the image selection and the attacks' random starts")
     split: Literal["test", "val"] = Field("test", description="val: tune settings without touching the test set")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="arithmetic of the clean pass and the attacks: fp32 (the reference protocol) or "
+        "bf16 autocast (faster on GPUs; fp16 is not offered: small input gradients underflow and weaken "
+        "attacks)")
 
     @field_validator("attacks")
     @classmethod

@@ -29,15 +29,16 @@ def rendered(progress, width):
     return out.file.getvalue()
 
 
-def run_steps(width, terms=TERMS, title="mixacm_cifar10_cpu-block2+3+4-s0-ablation-cell-with-a-long-name"):
+def run_steps(width, terms=TERMS, title="mixacm_cifar10_cpu-block2+3+4-s0-ablation-cell-with-a-long-name", every=1):
     reporter = RichReporter(title, out=Console(file=io.StringIO(), width=width, color_system=None))
     clock = Clock()
     reporter.fit_started(epochs=10, batches_per_epoch=40, start_epoch=1)
     reporter.progress.get_time = reporter.progress.tasks[0]._get_time = clock
     reporter.progress.tasks[0].start_time = 0.0
-    for step in range(1, 61):
+    for step in range(every, 61, every):  # the engine counts steps from 1 in every epoch
         clock.now = step * 0.5
-        reporter.step_done(epoch=2 if step > 40 else 1, step=step, terms=terms, images=128)
+        reporter.step_done(epoch=2 if step > 40 else 1, step=step - 40 if step > 40 else step, terms=terms,
+                           images=128 * every)
     text = rendered(reporter.progress, width)
     reporter.fit_finished()
     return text
@@ -56,6 +57,12 @@ def test_the_training_bar_keeps_epoch_speed_and_eta_at_narrow_widths(width):
     assert "mixup_ce=2.3" in line  # the first terms fit beside them...
     assert "feature_level_p5_ssim" not in line or width > 100  # ...the later ones are dropped whole, not cut
     assert not re.search(r"\w=\d*\.?\d*…", line)
+
+
+def test_the_bar_advances_by_the_steps_between_reads():
+    """The engine reports every train.log_every steps (here 20, epochs of 40 steps): the bar still counts steps."""
+    line = run_steps(100, every=20).rstrip("\n").split("\n")[0]
+    assert "ep 2/10" in line and "60/400" in line and "256 img/s" in line, line
 
 
 def test_a_very_narrow_terminal_drops_the_terms_before_the_eta():

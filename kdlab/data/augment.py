@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdlab.device_copy import to_device
 from kdlab.sample_random import SampleGenerator, uniform_table
 
 __all__ = ["crop_flip", "random_crop_flip", "sample_crop_flip", "to_float"]
@@ -36,10 +37,11 @@ def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding)) if padding > 0 else images
     padded_width = width + 2 * padding
-    rows = top.to(device).view(batch, 1) + torch.arange(height, device=device).view(1, height)  # B x H
+    # offsets drawn on the CPU reach a GPU batch without a host wait (kdlab.device_copy)
+    rows = to_device(top, device).view(batch, 1) + torch.arange(height, device=device).view(1, height)  # B x H
     cols = torch.arange(width, device=device).view(1, width).expand(batch, width)
-    cols = torch.where(flip.to(device).view(batch, 1), (width - 1) - cols, cols)
-    cols = cols + left.to(device).view(batch, 1)  # B x W
+    cols = torch.where(to_device(flip, device).view(batch, 1), (width - 1) - cols, cols)
+    cols = cols + to_device(left, device).view(batch, 1)  # B x W
     # One gather over each flattened padded plane (2-3x faster than 3-D advanced indexing on CPU).
     flat_index = (rows.view(batch, height, 1) * padded_width + cols.view(batch, 1, width)).view(batch, 1, -1)
     planes = padded.reshape(batch, channels, -1)

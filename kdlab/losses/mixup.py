@@ -93,6 +93,14 @@ def mix_batch(images: Tensor, targets: Tensor, alpha: float, generator: torch.Ge
             f"images and targets disagree on the batch size: {images.shape[0]} vs {targets.shape[0]}"
         )
     lam = sample_beta(alpha, alpha, generator) if alpha > 0.0 else 1.0
-    perm = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(images.device)
+    perm = _to(torch.randperm(images.shape[0], generator=generator, device=generator.device), images.device)
     mixed = lam * images + (1.0 - lam) * images[perm]
-    return MixedBatch(images=mixed, targets_a=targets, targets_b=targets[perm.to(targets.device)], lam=lam)
+    return MixedBatch(images=mixed, targets_a=targets, targets_b=targets[_to(perm, targets.device)], lam=lam)
+
+
+def _to(tensor: Tensor, device: torch.device) -> Tensor:
+    """To a CUDA device through pinned memory, without making the host wait (as ``kdlab.device_copy``, which a
+    loss module does not import)."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -45,5 +45,5 @@ class AdaAD(AdversarialDistillation):
         robust, natural = adaad_loss(adversarial_logits, clean_logits, teacher_adversarial, teacher_clean,
                                      alpha=settings.alpha, reduction=settings.reduction)
         terms = {"kl_adv": robust, "kl_clean": natural}
-        correct = int((clean_logits.argmax(1) == labels).sum())
+        correct = (clean_logits.argmax(1) == labels).sum()  # on the device: no host read
         return StepResult(loss=robust + natural, terms=terms, correct=correct, count=len(labels))

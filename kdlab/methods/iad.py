@@ -66,5 +66,5 @@ class IAD(AdversarialDistillation):
         terms = iad_loss(adversarial_logits, clean_logits, teacher_logits, labels, alpha=settings.alpha,
                          temperature=settings.temperature, confidence=confidence,
                          self_target_logits=self_target, reduction=settings.reduction)
-        correct = int((clean_logits.argmax(1) == labels).sum())
+        correct = (clean_logits.argmax(1) == labels).sum()  # on the device: no host read
         return StepResult(loss=sum(terms.values()), terms=terms, correct=correct, count=len(labels))

@@ -14,7 +14,7 @@ from kdlab.data.classification import load_data_spec, test_selection
 from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe
-from kdlab.sample_random import SampleGenerator, key_of
+from kdlab.sample_random import IndexedBatch, SampleGenerator, key_of
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 
 
@@ -81,6 +81,28 @@ def validation(model: nn.Module, data, recipe: Recipe):
     return validate
 
 
+def training_batches(train, recipe: Recipe, device: torch.device) -> DataSource:
+    """The engine's batches of the training split. On an accelerator the uint8 images and labels are copied to
+    it once (:func:`kdlab.data.classification.on_device`) and every batch is cut, augmented (and mixed, by
+    the method) there; on the CPU nothing moves. ``train.channels_last``: batches in channels-last memory."""
+    from kdlab.data.classification import iterate_batches, num_batches, on_device
+
+    if device.type != "cpu":
+        train = on_device(train, device)
+    batch_size, augment, nhwc = recipe.data.batch_size, recipe.data.augment, recipe.train.channels_last
+
+    def batches(generator: torch.Generator):
+        # shard: this process's part of each global batch under torchrun (the whole batch in one process)
+        for batch in iterate_batches(train, batch_size, generator, shuffle=True, augment=augment, drop_last=True,
+                                     shard=distributed.shard()):
+            if nhwc:  # keeps the batch's sample indices (train.rng: sample)
+                batch = IndexedBatch(batch[0].contiguous(memory_format=torch.channels_last), batch[1], batch.indices)
+            yield batch
+
+    return DataSource(batches=batches, batches_per_epoch=num_batches(len(train), batch_size, drop_last=True),
+                      batch_size=lambda batch: len(batch[1]))
+
+
 def load_data(recipe: Recipe):
     """The recipe's classification data (split selection fixed by data.split_seed, not the run seed)."""
     return load_data_spec(recipe.data)
@@ -104,7 +126,8 @@ def evaluate_classifier(model: nn.Module, data, recipe: Recipe, progress=None) -
         else AttackSpec(name, eps=spec.eps, seed=spec.seed)
         for name in spec.attacks
     ]
-    results = evaluate_sharded(model, images, labels, attacks, batch_size=spec.batch_size, progress=progress)
+    results = evaluate_sharded(model, images, labels, attacks, batch_size=spec.batch_size, progress=progress,
+                               precision=spec.precision)
     evaluation: dict[str, Any] = {f"{result.attack}_acc": result.accuracy for result in results}
     evaluation["eval_n"] = len(labels)
     evaluation["top_class_share"] = round(results[0].top_class_share, 2)
@@ -122,7 +145,7 @@ class ClassificationTask:
         return data.num_classes
 
     def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
-        from kdlab.data.classification import iterate_batches, num_batches
+        from kdlab.acceleration import prepare_models
         from kdlab.models.factory import build_model
 
         spec = recipe.trained_model
@@ -134,22 +157,17 @@ class ClassificationTask:
         if teacher is not None:
             from kdlab.methods.registry import build_method
 
-            method: nn.Module = build_method(recipe.method, model, teacher.to(device),
+            teacher = teacher.to(device)
+            method: nn.Module = build_method(recipe.method, model, teacher,
                                              image_shape=tuple(data.train.images.shape[1:]))
         else:
             from kdlab.methods.supervised import SupervisedTraining
 
             method = SupervisedTraining(model, recipe.train.adversarial)
-        batch_size, augment = recipe.data.batch_size, recipe.data.augment
-        source = DataSource(
-            batches=lambda generator: iterate_batches(
-                data.train, batch_size, generator, shuffle=True, augment=augment, drop_last=True,
-                device=None if device.type == "cpu" else device, shard=distributed.shard(),
-            ),
-            batches_per_epoch=num_batches(len(data.train), batch_size, drop_last=True),
-            batch_size=lambda batch: len(batch[1]),
-        )
-        return TrainingSetup(model=model, method=method, source=source, validate=validation(model, data, recipe),
+        # channels-last: everything trained (student, connectors) and the teacher; compile: the two networks
+        prepare_models(method, [model, teacher], recipe.train)
+        return TrainingSetup(model=model, method=method, source=training_batches(data.train, recipe, device),
+                             validate=validation(model, data, recipe),
                              num_classes=data.num_classes, classes=list(data.classes),
                              summary={"train_images": len(data.train), **training_cost(method)})
 

@@ -112,6 +112,32 @@ def _drop_last(batches, batch_size: int):
             yield images, targets
 
 
+def training_batches(train, recipe: Recipe, device: torch.device):
+    """``batches(generator)`` for the engine: shuffled, flipped with ``data.augment``, the last incomplete batch
+    dropped, on ``device``. Streaming data (``in_memory: false``) on cuda is read by ``data.workers``
+    DataLoader processes into pinned memory (``kdlab.data.detection.loader``: the same batches); otherwise, and
+    always on the CPU, in the training process, as before."""
+    from kdlab.data.detection import ImageFiles, iterate_detection_batches
+    from kdlab.data.detection.loader import batch_to_device, default_workers, stream_detection_batches
+
+    batch_size, augment = recipe.data.batch_size, recipe.data.augment
+    drop_last = len(train) >= batch_size
+    streaming = device.type == "cuda" and isinstance(train.images, ImageFiles)
+    workers = recipe.data.workers if recipe.data.workers is not None else default_workers()
+
+    def batches(generator: torch.Generator):
+        if streaming:
+            epoch = stream_detection_batches(train, batch_size, generator, shuffle=True, augment=augment,
+                                             workers=workers, pin_memory=True)
+        else:
+            epoch = iterate_detection_batches(train, batch_size, generator, shuffle=True, augment=augment)
+        if device.type != "cpu":
+            epoch = (batch_to_device(batch, device) for batch in epoch)
+        return _drop_last(epoch, batch_size) if drop_last else epoch
+
+    return batches
+
+
 class DetectionTask:
     name = "detection"
 
@@ -122,27 +148,24 @@ class DetectionTask:
         return data.num_classes + 1  # + background
 
     def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
-        from kdlab.data.detection import iterate_detection_batches
+        from kdlab.acceleration import prepare_models
         from kdlab.methods.registry import build_method
 
         num_classes = self.num_classes(data)
         role = "student" if recipe.is_distillation else "model"
-        model = build_detection_model(recipe.trained_model, num_classes, role)
+        device = recipe.torch_device()
+        model = build_detection_model(recipe.trained_model, num_classes, role).to(device)
+        teacher = teacher.to(device) if teacher is not None else None
         # A training recipe runs the same step without a teacher (the detector's losses alone).
         method = build_method(recipe.method, model, teacher)
+        prepare_models(method, [model, teacher], recipe.train)
 
-        train, batch_size, augment = data.train, recipe.data.batch_size, recipe.data.augment
+        train, batch_size = data.train, recipe.data.batch_size
         if len(train) == 0:
             raise KdlabError("the detection train split is empty: check data.root / data.train_split / data.subset")
-        drop_last = len(train) >= batch_size
-
-        def batches(generator: torch.Generator):
-            epoch = iterate_detection_batches(train, batch_size, generator, shuffle=True, augment=augment)
-            return _drop_last(epoch, batch_size) if drop_last else epoch
-
         source = DataSource(
-            batches=batches,
-            batches_per_epoch=len(train) // batch_size if drop_last else 1,
+            batches=training_batches(train, recipe, device),
+            batches_per_epoch=len(train) // batch_size if len(train) >= batch_size else 1,
             batch_size=lambda batch: len(batch[0]),
         )
         validate = None

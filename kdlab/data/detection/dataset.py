@@ -296,6 +296,15 @@ def horizontal_flip(image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict
     return image.flip(-1), flipped
 
 
+def epoch_plan(n: int, generator: torch.Generator | None, shuffle: bool, augment: bool
+               ) -> tuple[list[int], list[bool]]:
+    """An epoch's image order and flips, drawn from ``generator`` in this order (order, then flips): the one
+    draw shared by :func:`iterate_detection_batches` and the worker loader (``kdlab.data.detection.loader``)."""
+    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+    flips = (torch.rand(n, generator=generator) < 0.5).tolist() if augment else [False] * n
+    return order, flips
+
+
 def iterate_detection_batches(
     dataset: DetectionDataset,
     batch_size: int,
@@ -311,8 +320,7 @@ def iterate_detection_batches(
     if batch_size <= 0:
         raise KdlabError(f"batch_size must be positive (got {batch_size})")
     n = len(dataset)
-    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
-    flips = (torch.rand(n, generator=generator) < 0.5).tolist() if augment else [False] * n
+    order, flips = epoch_plan(n, generator, shuffle, augment)
     for start in range(0, n, batch_size):
         images, targets = [], []
         for position in range(start, min(start + batch_size, n)):
