@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +80,8 @@ def friendly(command: Callable) -> Callable:
         except KeyboardInterrupt:
             from kdlab.console import error_console
 
-            error_console.print(INTERRUPTED.get(command.__name__, "interrupted"))
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every process is interrupted: rank 0 says so
+                error_console.print(INTERRUPTED.get(command.__name__, "interrupted"))
             raise typer.Exit(130) from None
 
     return wrapper
