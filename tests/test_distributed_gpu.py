@@ -55,7 +55,7 @@ def test_torchrun_trains_and_evaluates_on_one_gpu(tmp_path):
     }))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "kdlab",
                "train", str(recipe)]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(tmp_path / "runs.csv", newline="") as stream:

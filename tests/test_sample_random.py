@@ -69,8 +69,8 @@ def _decode_crop(out: torch.Tensor) -> tuple[int, int, bool]:
     output row 4 reads padded row top + 4 = image row top; output column 4 (27 when flipped) reads image
     column left."""
     flipped = bool(out[1, 16, 20] < out[1, 16, 10])
-    top = int(round(float(out[0, 4, 16]) * 255)) - 1
-    left = int(round(float(out[1, 16, 27 if flipped else 4]) * 255)) - 1
+    top = round(float(out[0, 4, 16]) * 255) - 1
+    left = round(float(out[1, 16, 27 if flipped else 4]) * 255) - 1
     return top, left, flipped
 
 
