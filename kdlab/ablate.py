@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from kdlab.distributed import refuse_multiprocess
 from kdlab.errors import KdlabError
 from kdlab.methods.settings import SETTINGS, methods_for
 from kdlab.names import DETECTION_METRICS
@@ -265,6 +266,7 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
                   per_block_weight: bool = False, methods: str | None = None,
                   method_overrides: list[str] = (), inner_steps: int | None = None,
                   inner_step: str | None = None) -> AblationPlan:
+    refuse_multiprocess("kdlab ablate")  # its cells run as separate jobs, not as one torchrun group
     raw = read_recipe_file(recipe_path)  # relative paths read from the recipe's folder
     if not isinstance(raw, dict):
         raise KdlabError(f"{recipe_path}: a recipe must be a YAML mapping")

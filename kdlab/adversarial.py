@@ -1,7 +1,9 @@
 """Training-time adversarial examples (teachers): PGD-AT, FGSM-RS and the TRADES inner maximisation.
 
 These are written out rather than taken from torchattacks because they sit on the training
-hot path, must draw their random starts from the engine's per-epoch generator (exact resume),
+hot path, must draw their random starts from the engine's per-epoch generator (exact resume; with
+``train.rng: sample`` the generator is a :class:`kdlab.sample_random.SampleGenerator` and each sample's start
+is drawn from its own index, whatever the batch or the number of processes),
 and must leave the model in the mode training wants. Evaluation attacks live in
 ``kdlab.attacks`` and do use torchattacks. Every example stays in the L-inf eps-ball around the
 clean images and in [0, 1].
@@ -41,11 +43,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.device_copy import to_device
+from kdlab.sample_random import per_sample, sample_normal, sample_uniform
 
 
 def _uniform_start(images: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
-    # Drawn on the generator's device (the CPU) so a run's randomness does not depend on where it trains.
-    noise = to_device(torch.rand(images.shape, generator=generator, dtype=images.dtype) * 2 - 1, images.device)
+    keyed = per_sample(generator)
+    if keyed is not None:  # train.rng: sample -- each sample's start from its own index, on the images' device
+        noise = (sample_uniform(keyed, images.shape, images.device) * 2 - 1).to(images.dtype)
+    else:  # drawn on the generator's device (the CPU) so a run's randomness does not depend on where it trains
+        noise = to_device(torch.rand(images.shape, generator=generator, dtype=images.dtype) * 2 - 1, images.device)
     return (images + eps * noise).clamp(0, 1)
 
 
@@ -73,7 +79,11 @@ def _start(images: torch.Tensor, eps: float, start: Start, generator: torch.Gene
         return _uniform_start(images, eps, generator)
     if start == "normal":
         # x + 0.001 * N(0, 1), not clipped until the first step (TRADES trades.py, RSLAD, AdaAD)
-        noise = to_device(torch.randn(images.shape, generator=generator, dtype=images.dtype), images.device)
+        keyed = per_sample(generator)
+        if keyed is not None:
+            noise = sample_normal(keyed, images.shape, images.device).to(images.dtype)
+        else:
+            noise = to_device(torch.randn(images.shape, generator=generator, dtype=images.dtype), images.device)
         return images + 0.001 * noise
     if start == "none":
         return images.clone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperCommand
 
-from kdlab.errors import KdlabError
+from kdlab.errors import KdlabError, ReportedElsewhere
 
 app = typer.Typer(
     help="kdlab: knowledge-distillation experiments from YAML recipes — MixACM robustness transfer, "
@@ -71,13 +72,16 @@ def friendly(command: Callable) -> Callable:
 
             from kdlab.console import error_console
 
+            if isinstance(error, ReportedElsewhere):  # another process of a torchrun group printed it
+                raise typer.Exit(2) from None
             for line in str(error).splitlines() or [""]:  # several problems (the plan check): one line each
                 error_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             from kdlab.console import error_console
 
-            error_console.print(INTERRUPTED.get(command.__name__, "interrupted"))
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every process is interrupted: rank 0 says so
+                error_console.print(INTERRUPTED.get(command.__name__, "interrupted"))
             raise typer.Exit(130) from None
 
     return wrapper
@@ -109,18 +113,13 @@ def _print_run(outcome, role: str) -> None:
 def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool,
          threads: int | None) -> None:
     from kdlab.console import RichReporter
-    from kdlab.plan import check_recipe_plan
-    from kdlab.run import run_recipe
-    from kdlab.shipped_recipes import resolve_recipe
+    from kdlab.launch import run_command
 
     _set_threads(threads)
-    recipe_path = resolve_recipe(recipe_path)  # a bare name: the shipped recipe
-    # The whole plan (recipe, teacher, models, data sizes, paths) is checked before any data or training.
-    recipe = check_recipe_plan(recipe_path, overrides, expect_distill=expect_distill, resume=resume,
-                               force=force).recipe
-    outcome = run_recipe(recipe, resume=resume, force=force, reporter_factory=RichReporter,
-                         command=" ".join(sys.argv), overrides=overrides)
-    _print_run(outcome, "student" if expect_distill else "model")
+    outcome = run_command(recipe_path, overrides, resume=resume, force=force, expect_distill=expect_distill,
+                          reporter_factory=RichReporter, command=" ".join(sys.argv))
+    if outcome is not None:  # None on the other processes of a torchrun group: rank 0 prints
+        _print_run(outcome, "student" if expect_distill else "model")
 
 
 @app.command(cls=KdlabCommand)

@@ -12,13 +12,20 @@ validation split by the metric the task names (``select``: e.g. PGD accuracy for
 
 Resume is exact on CPU: every epoch draws its randomness (shuffling, augmentation, mixup,
 attack starts) from a generator seeded by ``(seed, epoch)``, so an epoch computes the same
-thing whether it follows a restart or not.
+thing whether it follows a restart or not. With ``train.rng: sample`` that generator is a
+:class:`kdlab.sample_random.SampleGenerator`: augmentation and attack starts are drawn per sample from
+``(seed, epoch, sample index)`` (each batch's indices are bound to it before its step), so they do not depend
+on the batch size or the number of processes; shuffling and batch-level draws (mixup) stay on its stream.
 
 The step loop never waits for the device: loss terms, accuracy counts and the finiteness check accumulate in
 device tensors (:class:`kdlab.epoch_totals.EpochTotals`) and are read back every ``train.log_every`` steps
 (progress) and at the end of the epoch. A non-finite loss therefore stops the run up to ``log_every`` steps
 after it happened, always before anything of that epoch is validated or saved: ``last.pt`` stays the previous
 epoch's. ``train.precision``, ``train.channels_last`` and ``train.compile``: :mod:`kdlab.acceleration`.
+
+Several processes (torchrun, :mod:`kdlab.distributed`): the method is wrapped in DistributedDataParallel,
+every rank steps its shard of each global batch, the epoch's loss terms and counts are added over ranks, and
+only rank 0 writes ``last.pt``, ``best.pt`` and ``metrics.csv``; every rank reads ``last.pt`` on resume.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from kdlab import distributed
 from kdlab.acceleration import StepPrecision
 from kdlab.checkpoint import STATE_FORMAT, atomic_save, safe_load
 from kdlab.epoch_totals import EpochTotals, Reading
 from kdlab.errors import KdlabError
 from kdlab.recipe import TrainSpec
 from kdlab.results import atomic_write_text
+from kdlab.sample_random import SampleGenerator, bind_batch, key_of
 
 
 @dataclass
@@ -91,7 +100,10 @@ class FitResult:
     images_per_second: float
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+def epoch_generator(seed: int, epoch: int, rng: str = "batch") -> torch.Generator:
+    """The epoch's generator; ``rng`` ``sample``: the same stream, also keyed for per-sample draws."""
+    if rng == "sample":
+        return SampleGenerator(key_of("train", seed, epoch), seed * 1_000_003 + epoch)
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
@@ -210,12 +222,14 @@ def fit(
         history, best_score, best_epoch = state["history"], state["best_score"], state["best_epoch"]
         start_epoch = state["epoch"] + 1
 
+    trained = distributed.data_parallel(method, spec.sync_bn)  # the method itself in one process
+    main = distributed.is_main()
     reporter.fit_started(spec.epochs, steps_per_epoch, start_epoch)
     every = log_interval(spec, device)
     for epoch in range(start_epoch, spec.epochs + 1):
-        generator = epoch_generator(seed, epoch)
+        generator = epoch_generator(seed, epoch, spec.rng)
         torch.manual_seed(seed * 1_000_003 + epoch)
-        method.train()
+        trained.train()  # through a DDP wrapper too
         set_epoch = getattr(getattr(method, "module", method), "set_epoch", None)  # through a DDP wrapper too
         if callable(set_epoch):
             set_epoch(epoch)  # a step that depends on the epoch (IAD's warm-up); also on resume
@@ -225,7 +239,7 @@ def fit(
         for step, batch in enumerate(data.batches(generator), start=1):
             if step > steps_per_epoch:
                 break
-            result = precision.forward(method, batch, generator)
+            result = precision.forward(trained, batch, bind_batch(generator, batch))
             optimizer.zero_grad(set_to_none=True)
             precision.backward_step(result.loss, optimizer)
             scheduler.step()
@@ -241,10 +255,11 @@ def fit(
         if window_images:
             reporter.step_done(epoch, steps_done, reading.window, window_images)
         seconds = time.perf_counter() - started
+        sums, correct, count, images = _add_over_ranks(reading.sums, reading.correct, reading.count, images)
         metrics: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        metrics.update({name: total / steps_done for name, total in reading.sums.items()})
-        if reading.count:
-            metrics["train_acc"] = 100.0 * reading.correct / reading.count
+        metrics.update({name: total / steps_done for name, total in sums.items()})
+        if count:
+            metrics["train_acc"] = 100.0 * correct / count
         metrics["epoch_seconds"] = seconds
         metrics["images_per_s"] = images / seconds if seconds > 0 else 0.0
         if validate is not None:
@@ -259,10 +274,11 @@ def fit(
         # Ties go to the later epoch; never pick on test.
         if score >= best_score:
             best_score, best_epoch = score, epoch
-            export_best(run_dir / "best.pt")
+            if main:
+                export_best(run_dir / "best.pt")
         history.append(metrics)
-        atomic_save(
-            {
+        if main:
+            state = {
                 "format": STATE_FORMAT,
                 "epoch": epoch,
                 "method": method.state_dict(),
@@ -273,12 +289,12 @@ def fit(
                 "best_score": best_score,
                 "best_epoch": best_epoch,
                 **({"scaler": precision.state_dict()} if precision.scaler is not None else {}),
-            },
-            last_path,
-        )
-        _write_metrics(run_dir / "metrics.csv", history)
+            }
+            atomic_save(state, last_path)
+            _write_metrics(run_dir / "metrics.csv", history)
         reporter.epoch_done(epoch, metrics)
     reporter.fit_finished()
+    distributed.barrier()  # best.pt and last.pt are written before any rank reads them
     train_seconds = sum(row["epoch_seconds"] for row in history)
     total_images = sum(row["images_per_s"] * row["epoch_seconds"] for row in history)
     return FitResult(
@@ -288,6 +304,18 @@ def fit(
         train_seconds=train_seconds,
         images_per_second=total_images / train_seconds if train_seconds > 0 else 0.0,
     )
+
+
+def _add_over_ranks(sums: dict[str, float], correct: int, count: int,
+                    images: int) -> tuple[dict[str, float], int, int, int]:
+    """An epoch's totals over every rank: loss terms (sums of per-step means) averaged, counts added."""
+    if distributed.world_size() == 1:
+        return sums, correct, count, images
+    names = list(sums)  # the method's own order, the same on every rank
+    *totals, correct_all, count_all, images_all = distributed.all_sum([sums[n] for n in names] + [correct, count,
+                                                                                                 images])
+    world = distributed.world_size()
+    return {n: t / world for n, t in zip(names, totals)}, int(correct_all), int(count_all), int(images_all)
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:

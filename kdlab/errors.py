@@ -9,6 +9,11 @@ class KdlabError(Exception):
     """
 
 
+class ReportedElsewhere(KdlabError):
+    """An error another process of a multi-process run reports (:mod:`kdlab.distributed`): this process exits
+    with the same code without printing it again."""
+
+
 def did_you_mean(name: str, candidates: list[str] | tuple[str, ...], cutoff: float = 0.6) -> str:
     """``" (did you mean 'pgd'?)"`` for the closest candidate, or ``""`` when none is close enough."""
     import difflib

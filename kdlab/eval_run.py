@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from kdlab.distributed import refuse_multiprocess
 from kdlab.errors import KdlabError
 from kdlab.recipe import validate_recipe
 from kdlab.tasks import EvalOptions, EvalReport, EvalTarget, get_task
@@ -36,6 +37,7 @@ def evaluate_target(target: str | Path, attacks: list[str] | None = None, **opti
     (the keyword options are :class:`~kdlab.tasks.EvalOptions`' fields)."""
     from kdlab.zoo import PREFIX
 
+    refuse_multiprocess("kdlab eval")  # it would append every row once per process
     model_dir = options.pop("model_dir", "models")
     chosen = EvalOptions(attacks=attacks, **options)
     if str(target).startswith(PREFIX):  # a RobustBench model: its file in the zoo layout, CIFAR-10 by default

@@ -81,6 +81,8 @@ class AttackResult:
     adv_images: Tensor | None = field(default=None, repr=False)
     top_class_share: float = float("nan")
     collapsed: str = ""
+    predictions: Tensor | None = field(default=None, repr=False)  # clean predictions (CPU), for merging shards
+    num_classes: int = 0
 
     @property
     def label(self) -> str:
@@ -229,7 +231,7 @@ def _predict(net: LogitsModel, x: Tensor, precision: str = "fp32") -> Tensor:
 
 
 def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, device, progress, keep_adv,
-                 precision="fp32"):
+                 precision="fp32", offset=0):
     n = images.shape[0]
     robust = torch.zeros(n, dtype=torch.bool)
     stats = _Stats()
@@ -237,7 +239,8 @@ def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, d
     for start, end in _batches(n, batch_size):
         x = images[start:end].to(device)
         y = labels[start:end].to(device)
-        adv = run_attack(attack, x, y, torch.arange(start, end), seed=spec.seed, precision=precision)
+        adv = run_attack(attack, x, y, torch.arange(start + offset, end + offset), seed=spec.seed,
+                         precision=precision)
         robust[start:end] = clean_correct[start:end] & (_predict(net, adv, precision) == y).cpu()
         stats.update(adv, x)
         if adv_store is not None:
@@ -248,7 +251,7 @@ def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, d
 
 
 def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_correct, batch_size, device,
-                   progress, keep_adv, precision="fp32"):
+                   progress, keep_adv, precision="fp32", offset=0):
     """Each component on the still-robust points, in index order and batches (the reference's schedule)."""
     robust = clean_correct.clone()
     stats = _Stats()
@@ -262,7 +265,8 @@ def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_cor
             x = images[idx].to(device)
             adv, _ = strike(lambda out: _predict(net, out, precision),
                             lambda idx, component=component, x=x: run_attack(component, x, labels[idx].to(device),
-                                                                             idx, seed=spec.seed, precision=precision),
+                                                                             idx + offset, seed=spec.seed,
+                                                                             precision=precision),
                             idx, labels, robust, adv_store)
             stats.update(adv, x)
             if progress is not None:
@@ -283,6 +287,7 @@ def evaluate_robustness(
     keep_adv: bool = False,
     deterministic: bool = True,
     precision: str = "fp32",
+    index_offset: int = 0,
 ) -> list[AttackResult]:
     """Clean and adversarial accuracy of ``model`` on ``images`` (float, [0, 1]) for each attack, in order.
 
@@ -293,7 +298,9 @@ def evaluate_robustness(
     ``cw`` they do not depend on ``batch_size`` either. ``keep_adv=True`` also returns the adversarial images
     (CPU; memory grows with n). ``deterministic`` asks cuDNN for deterministic kernels during the call.
     ``precision``: ``fp32`` (default, the reference protocol) or ``bf16`` autocast for the clean pass and every
-    attack (``eval.precision``; :func:`kdlab.attacks.precision_context`).
+    attack (``eval.precision``; :func:`kdlab.attacks.precision_context`). ``index_offset``: the images are
+    positions ``index_offset ...`` of a larger set (one rank's share, :mod:`kdlab.sharded_eval`): per-sample
+    random starts use those positions.
     """
     _check_inputs(images, labels, batch_size)
     problem = _range_problem(images)
@@ -327,7 +334,8 @@ def evaluate_robustness(
             else:
                 runner = _run_composite if isinstance(attack, CompositeAttack) else _run_batched
                 robust, stats, components, adv_store = runner(net, attack, spec, images, labels, clean_correct,
-                                                              batch_size, device, progress, keep_adv, precision)
+                                                              batch_size, device, progress, keep_adv, precision,
+                                                              index_offset)
                 wall = time.perf_counter() - start
             results.append(AttackResult(
                 attack=spec.name, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, restarts=spec.restarts,
@@ -335,7 +343,7 @@ def evaluate_robustness(
                 images_per_s=n / wall if wall > 0 else float("inf"), clean_accuracy=clean_acc,
                 components=components, max_perturbation=stats.max_perturbation,
                 min_value=stats.min_value, max_value=stats.max_value, adv_images=adv_store,
-                top_class_share=top_share, collapsed=collapsed,
+                top_class_share=top_share, collapsed=collapsed, predictions=predictions, num_classes=num_classes,
             ))
     return results
 

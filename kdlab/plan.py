@@ -11,6 +11,8 @@ and every (cell, seed) of an ablation, it checks without training and without de
   class count against the student's data, detector sizes against the FPN strides, every method block key in
   both models, the connectors, and one forward/backward step on two random images (:mod:`kdlab.plan_models`);
 * evaluation attacks against the class count, the device, and that output folders can be written;
+* under torchrun, what the number of processes needs (``train.rng: sample``, a divisible batch size, CUDA for
+  ``train.sync_bn``; :func:`kdlab.distributed.training_problems`), for every run that will train;
 * which runs are already finished (reused from their run directory, :func:`kdlab.run.run_directory`) and
   which will train, with, for ``kdlab check``, a time estimate from a few timed steps (:mod:`kdlab.plan_estimate`).
 
@@ -230,7 +232,14 @@ class _Checker:
         problems, cost = self._step(recipe, model, teacher, facts, identity)
         if self.add(where, problems) or failed:
             return None
-        return self._planned(recipe, role, model, teacher, facts, identity or "", cost, final)
+        run = self._planned(recipe, role, model, teacher, facts, identity or "", cost, final)
+        if run.status != "finished":  # what this number of processes (torchrun) cannot train
+            from kdlab.distributed import training_problems
+
+            train = recipe.train
+            self.add(where, training_problems(train.rng, train.sync_bn, recipe.data.batch_size, recipe.device,
+                                              recipe.task, teacher=role == "teacher"))
+        return run
 
     def _data_facts(self, recipe: Any) -> tuple[DataFacts | None, list[str]]:
         """:func:`kdlab.plan_data.data_facts`, once per distinct task, data and eval section: the cells and seeds

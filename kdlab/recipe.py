@@ -65,7 +65,7 @@ SCHEMA_VERSION = 2
 # out of the run key, so every recipe that does not set them keeps the key (and cached runs) it had; set to
 # anything else they enter it, since they change the numbers. section -> option -> default.
 KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
-    "train": {"precision": "fp32", "channels_last": False, "compile": False},
+    "train": {"precision": "fp32", "channels_last": False, "compile": False, "rng": "batch", "sync_bn": False},
     "eval": {"precision": "fp32"},
 }
 # Options that never change the numbers (how often the engine reads its totals, how many processes read the

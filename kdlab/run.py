@@ -6,6 +6,10 @@ interrupted one resumes, and a teacher named by recipe is trained once and share
 student and ablation cell that names the same teacher recipe. The name is a label, not part of
 the identity: a finished run of the same key under another name (the same cell in two
 ablations, say) is reused too.
+
+Under torchrun (:mod:`kdlab.distributed`) every rank runs this function: rank 0 alone takes the directory's
+lock, decides reuse/resume/refusal (handed to the others), and writes recipe.yaml, run.json, summary.json,
+the table row and the trackers; every rank trains its shard and evaluates its share of the test images.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from kdlab import distributed
 from kdlab.checkpoint import file_digest, load_model, save_model
 from kdlab.engine import Reporter, fit
 from kdlab.errors import KdlabError
@@ -172,12 +177,13 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
 
 
 @contextlib.contextmanager
-def _discard_unless_trained(run_dir: Path):
-    """A run that fails before its first epoch is saved leaves no directory behind (nothing to resume)."""
+def _discard_unless_trained(run_dir: Path, owner: bool = True):
+    """A run that fails before its first epoch is saved leaves no directory behind (nothing to resume); only
+    the directory's ``owner`` (rank 0) removes it."""
     try:
         yield
     except BaseException:
-        if run_dir.is_dir() and not (run_dir / "last.pt").exists() and not (run_dir / "summary.json").exists():
+        if owner and run_dir.is_dir() and not (run_dir / "last.pt").exists() and not (run_dir / "summary.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -202,20 +208,23 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
 
     run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    twin = None if force else _finished_twin(run_dir)
+    twin = None if force else distributed.from_main(lambda: _finished_twin(run_dir))
     if twin is not None:
         return RunOutcome(twin, read_json(twin / "summary.json"), reused=True)
-    trackers = Trackers(recipe.output.trackers)  # started once the directory is claimed; a raise ends them failed
-    with FileLock(str(run_dir) + ".lock"), _discard_unless_trained(run_dir), trackers:
-        finished = _claim_directory(run_dir, resume, force)
+    main = distributed.is_main()  # the one process that locks and writes (every process in a single run)
+    trackers = Trackers(recipe.output.trackers if main else [])  # started once the directory is claimed
+    lock = FileLock(str(run_dir) + ".lock") if main else contextlib.nullcontext()
+    with lock, _discard_unless_trained(run_dir, owner=main), trackers:
+        finished = distributed.from_main(lambda: _claim_directory(run_dir, resume, force))
         if finished is not None:
             return RunOutcome(run_dir, finished, reused=True)
+        distributed.agree(lambda: _trainable_here(recipe))
         started = time.perf_counter()
-        (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-        code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
-        write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides),
-                                          "seed": recipe.seed, **teacher_info, **code})
-        trackers.start(recipe, run_dir, overrides=overrides, group=group, cell=cell, command=command)
+        world = distributed.world_size()
+        code = distributed.from_main(lambda: _record_start(recipe, run_dir, command, overrides, teacher_info,
+                                                           world))
+        if main:
+            trackers.start(recipe, run_dir, overrides=overrides, group=group, cell=cell, command=command)
 
         torch.manual_seed(recipe.seed)
         setup = task.setup(recipe, data, teacher)
@@ -260,15 +269,36 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "train_seconds": round(result.train_seconds, 2),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "images_per_s": round(result.images_per_second, 1),
+            **({"processes": world} if world > 1 else {}),  # absent in one process: tables keep their columns
             "adversarial_training": recipe.train.adversarial.method,
             **({k: v for k, v in teacher_info.items() if k != "teacher_identity"}),
             **code,  # the code this run was started with (a resume re-records it)
             "finished_at": now(),
         }
-        write_json(run_dir / "summary.json", summary)
-        trackers.finish(summary, run_dir)
-        replace_rows(recipe.output.table, [_table_row(summary)], key="run_dir")
+        if main:
+            write_json(run_dir / "summary.json", summary)
+            trackers.finish(summary, run_dir)
+            replace_rows(recipe.output.table, [_table_row(summary)], key="run_dir")
+        distributed.barrier()  # the summary exists before any rank goes on (a student reads its teacher's)
     return RunOutcome(run_dir, summary, reused=False)
+
+
+def _trainable_here(recipe: Recipe) -> None:
+    """Refuse, before training, what this number of processes cannot train (see :mod:`kdlab.distributed`)."""
+    problems = distributed.training_problems(recipe.train.rng, recipe.train.sync_bn, recipe.data.batch_size,
+                                             recipe.device, recipe.task)
+    if problems:
+        raise KdlabError(problems[0])
+
+
+def _record_start(recipe: Recipe, run_dir: Path, command: str, overrides, teacher_info: dict,
+                  world: int) -> dict[str, Any]:
+    """Write recipe.yaml, code.diff and run.json; return the code provenance (rank 0's, for every rank)."""
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
+    write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides), "seed": recipe.seed,
+                                      **({"processes": world} if world > 1 else {}), **teacher_info, **code})
+    return code
 
 
 def _evaluation_progress(reporter: Reporter | None, recipe: Recipe):

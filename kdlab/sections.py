@@ -182,6 +182,13 @@ class TrainSpec(Section):
         False, description="compile the trained network and the teacher with torch.compile (in place: "
         "checkpoints unchanged); the first steps are slow while it compiles; a compile failure stops the run at its "
         "first step")
+    rng: Literal["batch", "sample"] = Field(
+        "batch", description="batch: augmentation and attack starts drawn batch by batch from the epoch's "
+                             "generator (kdlab's original stream; results depend on the batch split); sample: "
+                             "drawn per sample from (seed, epoch, sample index), the same whatever the batch "
+                             "size or number of processes -- needed for multi-process training (torchrun)")
+    sync_bn: bool = Field(False, description="multi-process training: BatchNorm statistics over the global "
+                                             "batch (SyncBatchNorm, CUDA only); ignored in one process")
 
 
 class EvalSpec(Section):

@@ -1,4 +1,8 @@
-"""Batch augmentation on uint8 image tensors, vectorised over the batch (no per-image Python loop)."""
+"""Batch augmentation on uint8 image tensors, vectorised over the batch (no per-image Python loop).
+
+:func:`random_crop_flip` draws from a generator's stream in batch order (``train.rng: batch``);
+:func:`sample_crop_flip` draws each sample's crop and flip from its own index (``train.rng: sample``,
+:mod:`kdlab.sample_random`), so a sample's augmentation does not depend on the batch it is in."""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.device_copy import to_device
+from kdlab.sample_random import SampleGenerator, uniform_table
 
-__all__ = ["crop_flip", "random_crop_flip", "to_float"]
+__all__ = ["crop_flip", "random_crop_flip", "sample_crop_flip", "to_float"]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -60,3 +65,15 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator | None = N
     left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
     flip = torch.rand(batch, generator=generator, device=device) < 0.5
     return to_float(crop_flip(images, top, left, flip, padding))
+
+
+def sample_crop_flip(images: torch.Tensor, generator: SampleGenerator, indices: torch.Tensor,
+                     padding: int = 4) -> torch.Tensor:
+    """:func:`random_crop_flip` with sample ``indices[b]``'s top offset, left offset and flip drawn from the
+    generator's ``augment`` stream at that index (three uniforms u: offset ``floor(u * (2 * padding + 1))``,
+    flip ``u < 0.5``), on the images' device. Returns float32 in [0, 1]."""
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    uniforms = uniform_table(generator.stream("augment"), indices.to(images.device), 3).double()
+    offsets = (uniforms[:, :2] * (2 * padding + 1)).floor().long()  # exact: 24-bit uniforms in float64
+    return to_float(crop_flip(images, offsets[:, 0], offsets[:, 1], uniforms[:, 2] < 0.5, padding))

@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlab.data.augment import random_crop_flip, to_float
+from kdlab.data.augment import random_crop_flip, sample_crop_flip, to_float
 from kdlab.device_copy import to_device
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.names import CLASSIFICATION_DATASETS
+from kdlab.sample_random import IndexedBatch, per_sample
 
 __all__ = [
     "DATASETS",
@@ -421,29 +422,44 @@ def iterate_batches(
     augment: bool,
     drop_last: bool = False,
     device: torch.device | str | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images float32 in [0, 1], labels int64)`` batches.
+    shard: tuple[int, int] = (0, 1),
+) -> Iterator[IndexedBatch]:
+    """Yield ``(images float32 in [0, 1], labels int64)`` batches (:class:`~kdlab.sample_random.IndexedBatch`:
+    they also carry ``indices``, each sample's position in ``data``).
 
     With ``shuffle`` the order is ``torch.randperm(len(data), generator=generator)`` drawn once at the start;
     with ``augment`` every batch gets :func:`random_crop_flip` from the same generator, so the whole epoch is a
-    function of the generator's state. ``device``: uint8 batches are moved there before augmentation. A set
-    already on the device (:func:`on_device`) is indexed there: the epoch's order is copied to it once.
+    function of the generator's state -- or, when the generator is a :class:`~kdlab.sample_random.SampleGenerator`
+    (``train.rng: sample``), :func:`sample_crop_flip`, a function of each sample's index alone.
+    ``device``: uint8 batches are moved there before augmentation. A set already on the device
+    (:func:`on_device`) is indexed there: the epoch's order is copied to it once. ``shard=(rank, world)``: batch
+    ``b`` is still positions ``[b * batch_size, (b + 1) * batch_size)`` of the order, and this process takes the
+    ``rank``-th of its ``world`` equal parts (multi-process training: ``batch_size`` is the global batch).
     """
+    rank, world = shard
+    if batch_size % world:
+        raise KdlabError(f"data.batch_size {batch_size} does not split evenly over {world} processes: use a "
+                         f"multiple of {world} (e.g. --set data.batch_size={batch_size // world * world or world})")
+    local = batch_size // world
     total = num_batches(data, batch_size, drop_last)
     n = len(data)
-    order = torch.randperm(n, generator=generator) if shuffle else None
-    if order is not None and data.images.device.type != "cpu":
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if data.images.device.type != "cpu":
         order = to_device(order, data.images.device)  # once per epoch, not per batch
+    keyed = per_sample(generator)
     for b in range(total):
-        if order is None:
-            images = data.images[b * batch_size:(b + 1) * batch_size]
-            labels = data.labels[b * batch_size:(b + 1) * batch_size]
-        else:
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            images, labels = data.images[idx], data.labels[idx]
+        start = min(n, b * batch_size + rank * local)
+        idx = order[start:min(start + local, (b + 1) * batch_size, n)]
+        images, labels = data.images[idx], data.labels[idx]
         if device is not None:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        yield (random_crop_flip(images, generator) if augment else to_float(images)), labels
+        if not augment:
+            images = to_float(images)
+        elif keyed is not None:
+            images = sample_crop_flip(images, keyed, idx)
+        else:
+            images = random_crop_flip(images, generator)
+        yield IndexedBatch(images, labels, idx)
 
 
 def on_device(data: ImageSet, device: torch.device | str) -> ImageSet:

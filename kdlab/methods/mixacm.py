@@ -11,6 +11,11 @@ ACM_j compares student block ``acm.blocks[j]`` with teacher block ``acm.teacher_
 index), so a 4-stage student can pair its last stage with a 3-stage teacher's last stage. The pairing is a
 recipe choice (kdlab's reconstruction), not something the paper prescribes.
 
+Mixup is batch-level by nature (one lambda and one permutation per step, as the paper) and stays so with
+``train.rng: sample``: it draws from the epoch generator's stream. Under torchrun every rank's generator is in
+step, so all ranks share the step's lambda while the permutation pairs samples within each rank's shard (as
+common DDP mixup implementations do, e.g. timm's ``Mixup``); N processes therefore mix other pairs than one.
+
 With mixup off the batch is clean and the label loss is plain CE. Every ablation row of the
 paper is a setting of this one step:
 

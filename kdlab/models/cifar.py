@@ -86,20 +86,25 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class BasicBlock(nn.Module):
-    """Post-activation basic block (He et al. 2015): conv-BN-ReLU-conv-BN (+ shortcut) -ReLU."""
+def _norm(channels: int, norm: str) -> nn.Module:
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+
+class BasicBlock(nn.Module):
+    """Post-activation basic block (He et al. 2015): conv-BN-ReLU-conv-BN (+ shortcut) -ReLU
+    (``norm="none"``: without the BatchNorms)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "batch"):
         super().__init__()
         self.conv1 = _conv3x3(in_channels, out_channels, stride)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = _norm(out_channels, norm)
         self.conv2 = _conv3x3(out_channels, out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = _norm(out_channels, norm)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                _norm(out_channels, norm),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,22 +194,27 @@ class SmallResNet(_StagedNet):
     Stem conv3x3-BN-ReLU (``width`` channels), then ``stages`` stages of ``blocks_per_stage`` basic blocks with
     widths width, 2*width, 4*width, ... (stride 2 at the start of every stage but the first).
     Blocks: 1 = stem, 2..stages+1 = stage1..stageN. The default (16, 1, 3) is a ResNet-8 with ~78k parameters.
+    ``norm``: ``batch`` (BatchNorm after every convolution) or ``none`` (no normalisation layer: every sample's
+    output is independent of its batch, e.g. to compare multi-process with one-process training exactly).
     """
 
-    def __init__(self, width: int = 16, blocks_per_stage: int = 1, stages: int = 3, num_classes: int = 10):
+    def __init__(self, width: int = 16, blocks_per_stage: int = 1, stages: int = 3, num_classes: int = 10,
+                 norm: str = "batch"):
         super().__init__()
         for name, value, upper in (("width", width, 1024), ("blocks_per_stage", blocks_per_stage, 64),
                                    ("stages", stages, 6)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
                 raise KdlabError(f"resnet_small {name}={value!r} is invalid: use an integer from 1 to {upper}")
-        self.stem = nn.Sequential(_conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        if norm not in ("batch", "none"):
+            raise KdlabError(f"resnet_small norm={norm!r} is invalid: use batch or none")
+        self.stem = nn.Sequential(_conv3x3(3, width), _norm(width, norm), nn.ReLU(inplace=True))
         in_channels = width
         names = ["stem"]
         for i in range(stages):
             out_channels = width * 2**i
             stride = 1 if i == 0 else 2
-            blocks = [BasicBlock(in_channels, out_channels, stride)]
-            blocks += [BasicBlock(out_channels, out_channels, 1) for _ in range(blocks_per_stage - 1)]
+            blocks = [BasicBlock(in_channels, out_channels, stride, norm)]
+            blocks += [BasicBlock(out_channels, out_channels, 1, norm) for _ in range(blocks_per_stage - 1)]
             setattr(self, f"stage{i + 1}", nn.Sequential(*blocks))
             names.append(f"stage{i + 1}")
             in_channels = out_channels

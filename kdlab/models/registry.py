@@ -43,7 +43,7 @@ _COMMON_OPTIONS = {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
 _ARCH_OPTIONS: dict[str, dict[str, Any]] = {
     "preact_resnet18": {},
     "wrn": {"dropout": 0.0},
-    "resnet_small": {"width": 16, "blocks_per_stage": 1, "stages": 3},
+    "resnet_small": {"width": 16, "blocks_per_stage": 1, "stages": 3, "norm": "batch"},
 }
 
 
@@ -140,7 +140,8 @@ def build_classifier(arch: str, num_classes: int, **options: Any) -> ImageClassi
     """Build ``arch`` wrapped in an :class:`ImageClassifier`.
 
     Options: every arch takes ``mean`` and ``std`` (default CIFAR-10 statistics); ``wrn-D-K`` takes
-    ``dropout`` (0.0); ``resnet_small`` takes ``width`` (16), ``blocks_per_stage`` (1), ``stages`` (3).
+    ``dropout`` (0.0); ``resnet_small`` takes ``width`` (16), ``blocks_per_stage`` (1), ``stages`` (3) and
+    ``norm`` (``batch``; ``none`` leaves out every BatchNorm).
     Unknown names raise :class:`KdlabError` with the closest valid name.
     """
     if not isinstance(arch, str):
@@ -171,7 +172,7 @@ def build_classifier(arch: str, num_classes: int, **options: Any) -> ImageClassi
                          num_classes=num_classes)
     else:
         net = SmallResNet(width=settings["width"], blocks_per_stage=settings["blocks_per_stage"],
-                          stages=settings["stages"], num_classes=num_classes)
+                          stages=settings["stages"], num_classes=num_classes, norm=settings["norm"])
     return ImageClassifier(net, mean=mean, std=std, arch=name)
 
 

@@ -9,41 +9,59 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdlab import distributed
 from kdlab.data.classification import load_data_spec, test_selection
 from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
 from kdlab.recipe import Recipe
+from kdlab.sample_random import IndexedBatch, SampleGenerator, key_of
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 
 
 def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
-             attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
-    """Accuracy (%) in eval mode, batch by batch; with ``attack(images, labels)``, on the images it returns."""
+             attack: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Accuracy (%) in eval mode, batch by batch; with ``attack(images, labels, indices)`` (``indices``: the
+    images' positions), on the images it returns. In a multi-process run each rank counts its contiguous share
+    and the counts are added over ranks, so every rank gets the number of all the images."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for start in range(0, len(labels), batch_size):
-        batch = images_uint8[start:start + batch_size].to(device).float().div(255)
+    lo, hi = distributed.shard_range(len(labels))
+    for start in range(lo, hi, batch_size):
+        end = min(start + batch_size, hi)
+        batch = images_uint8[start:end].to(device).float().div(255)
         if attack is not None:
-            batch = attack(batch, labels[start:start + batch_size].to(device))
+            batch = attack(batch, labels[start:end].to(device), torch.arange(start, end))
         with torch.no_grad():
             predictions = model(batch).argmax(1).cpu()
-        correct += int((predictions == labels[start:start + batch_size]).sum())
+        correct += int((predictions == labels[start:end]).sum())
     model.train(was_training)
-    return 100.0 * correct / max(1, len(labels))
+    return 100.0 * distributed.all_sum([correct])[0] / max(1, len(labels))
 
 
 def pgd_accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
-                 steps: int, seed: int, batch_size: int = 500) -> float:
+                 steps: int, seed: int, batch_size: int = 500, per_sample: bool = False) -> float:
     """Accuracy (%) under PGD-``steps`` (random start, CE), the model in eval mode: the validation attack
     that selects robust checkpoints (Rice et al., robust_overfitting/train_cifar.py: PGD-10 at 8/255, 2/255).
-    The random starts come from a generator seeded by ``seed``, so every epoch faces the same attack."""
+    The random starts come from a generator seeded by ``seed``, so every epoch faces the same attack; with
+    ``per_sample`` (``train.rng: sample``) each image's start is drawn from (seed, its position), so the number
+    does not depend on the batches or on how the images are shared over processes."""
     from kdlab.adversarial import pgd_examples
 
-    generator = torch.Generator().manual_seed(seed)
-    return accuracy(model, images_uint8, labels, batch_size, attack=lambda batch, targets: pgd_examples(
-        model, batch, targets, eps=eps, alpha=alpha, steps=steps, generator=generator))
+    if per_sample:
+        keyed = SampleGenerator(key_of("validation", seed), seed)
+
+        def attack(batch, targets, indices):
+            return pgd_examples(model, batch, targets, eps=eps, alpha=alpha, steps=steps,
+                                generator=keyed.bind(indices))
+    else:
+        generator = torch.Generator().manual_seed(seed)
+
+        def attack(batch, targets, indices):
+            return pgd_examples(model, batch, targets, eps=eps, alpha=alpha, steps=steps, generator=generator)
+
+    return accuracy(model, images_uint8, labels, batch_size, attack=attack)
 
 
 def validation(model: nn.Module, data, recipe: Recipe):
@@ -57,7 +75,7 @@ def validation(model: nn.Module, data, recipe: Recipe):
         if recipe.selection_metric == "pgd":
             measured["pgd"] = pgd_accuracy(model, val.images, val.labels, eps=spec.eps, alpha=spec.alpha,
                                            steps=recipe.train.select_steps, seed=spec.seed,
-                                           batch_size=spec.batch_size)
+                                           batch_size=spec.batch_size, per_sample=recipe.train.rng == "sample")
         return measured
 
     return validate
@@ -74,9 +92,12 @@ def training_batches(train, recipe: Recipe, device: torch.device) -> DataSource:
     batch_size, augment, nhwc = recipe.data.batch_size, recipe.data.augment, recipe.train.channels_last
 
     def batches(generator: torch.Generator):
-        for images, labels in iterate_batches(train, batch_size, generator, shuffle=True, augment=augment,
-                                              drop_last=True):
-            yield (images.contiguous(memory_format=torch.channels_last) if nhwc else images), labels
+        # shard: this process's part of each global batch under torchrun (the whole batch in one process)
+        for batch in iterate_batches(train, batch_size, generator, shuffle=True, augment=augment, drop_last=True,
+                                     shard=distributed.shard()):
+            if nhwc:  # keeps the batch's sample indices (train.rng: sample)
+                batch = IndexedBatch(batch[0].contiguous(memory_format=torch.channels_last), batch[1], batch.indices)
+            yield batch
 
     return DataSource(batches=batches, batches_per_epoch=num_batches(len(train), batch_size, drop_last=True),
                       batch_size=lambda batch: len(batch[1]))
@@ -92,7 +113,7 @@ def evaluate_classifier(model: nn.Module, data, recipe: Recipe, progress=None) -
 
     ``progress(name, done, total)`` is called after every batch (see :data:`kdlab.evaluate.Progress`)."""
     from kdlab.attacks import AttackSpec
-    from kdlab.evaluate import evaluate_robustness
+    from kdlab.sharded_eval import evaluate_sharded
 
     spec = recipe.eval
     if spec.split == "val" and data.val is None:
@@ -105,8 +126,8 @@ def evaluate_classifier(model: nn.Module, data, recipe: Recipe, progress=None) -
         else AttackSpec(name, eps=spec.eps, seed=spec.seed)
         for name in spec.attacks
     ]
-    results = evaluate_robustness(model, images, labels, attacks, batch_size=spec.batch_size,
-                                  progress=progress, precision=spec.precision)
+    results = evaluate_sharded(model, images, labels, attacks, batch_size=spec.batch_size, progress=progress,
+                               precision=spec.precision)
     evaluation: dict[str, Any] = {f"{result.attack}_acc": result.accuracy for result in results}
     evaluation["eval_n"] = len(labels)
     evaluation["top_class_share"] = round(results[0].top_class_share, 2)
