@@ -40,9 +40,8 @@ def write_recipes(folder, epochs):
     return student, train
 
 
-def ablate(recipe, out, *flags):
-    result = CliRunner().invoke(app, ["ablate", str(recipe), "--grid", "train.lr=0.05,0.1", "--out", str(out),
-                                      "--threads", "1", *flags])
+def ablate(recipe, out, *flags, cells=("--grid", "train.lr=0.05,0.1")):
+    result = CliRunner().invoke(app, ["ablate", str(recipe), *cells, "--out", str(out), "--threads", "1", *flags])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -85,6 +84,25 @@ def test_cells_as_submitit_jobs_give_the_local_pools_table(tmp_path):
     again = ablate(jobs_recipe, tmp_path / "jobs" / "tables", "--executor", "submitit-local")
     assert "submitted" not in again and "[2/2] lr=0.1 seed 0" in again
     assert (tmp_path / "jobs" / "tables" / table).read_text() == before
+
+
+def test_a_table_with_a_teacher_row_evaluates_the_teacher_in_a_job_once(tmp_path):
+    """--methods puts the teacher's row in the table. Its mixacm cell is the finished lr=0.1 cell of the grid
+    (lr 0.1 is the default: the same run), so only the teacher's evaluation is left to do, in a job."""
+    local_recipe, _ = write_recipes(tmp_path / "local", epochs=1)
+    jobs_recipe, _ = write_recipes(tmp_path / "jobs", epochs=1)
+    methods = ("--methods", "mixacm")
+    for recipe, flags in ((local_recipe, ()), (jobs_recipe, ("--executor", "submitit-local"))):
+        ablate(recipe, recipe.parent / "tables", *flags, cells=("--grid", "train.lr=0.1"))
+        output = ablate(recipe, recipe.parent / "tables", *flags, cells=methods)
+    assert "teacher submitted (submitit-local" in output and "cells submitted" not in output
+    table = "s-methods.csv"
+    assert rows(tmp_path / "jobs" / "tables" / table) == rows(tmp_path / "local" / "tables" / table)
+    assert [row["cell"] for row in rows(tmp_path / "jobs" / "tables" / table)] == ["teacher", "mixacm"]
+    # again: the teacher's evaluation is cached beside its run, so nothing is submitted and the CSV is the same
+    before = (tmp_path / "jobs" / "tables" / table).read_text()
+    again = ablate(jobs_recipe, tmp_path / "jobs" / "tables", "--executor", "submitit-local", cells=methods)
+    assert "submitted" not in again and (tmp_path / "jobs" / "tables" / table).read_text() == before
 
 
 def test_a_preempted_cell_is_requeued_and_resumes_from_its_last_epoch(tmp_path, monkeypatch):
