@@ -344,8 +344,9 @@ def _die_with_parent() -> None:
 
 
 def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), group: str = "",
-              cell: str = "") -> dict[str, Any]:
-    """Worker entry point (a separate process with --jobs): run one cell and return its summary."""
+              cell: str = "", reporter_factory: Callable | None = None) -> dict[str, Any]:
+    """Worker entry point (a separate process with --jobs, a job with kdlab.cluster): run one cell (resuming
+    it from its last epoch when interrupted before) and return its summary."""
     import torch
 
     from kdlab.run import run_recipe
@@ -354,11 +355,21 @@ def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), g
     torch.set_num_threads(threads)
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
     outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell,  # group: trackers
-                         reporter_factory=NoteReporter)  # each run's expected time, once, as a plain line
+                         reporter_factory=reporter_factory or NoteReporter)  # default: expected time, one line
     return outcome.summary
 
 
-def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool) -> dict[str, Any] | None:
+def teacher_eval_cache(recipe: Recipe, teacher: str) -> Path:
+    """The shared teacher's cached evaluation under ``recipe``'s test data and evaluation settings: beside the
+    teacher's run directory, or in ``output.dir`` for a checkpoint or zoo teacher (``teacher``: where
+    :func:`kdlab.run.prepare_teacher` found it). Keyed by what the numbers depend on, not by the cell."""
+    cache_dir = Path(teacher) if Path(teacher).is_dir() else Path(recipe.output.dir)
+    setting = json.dumps([keyed_settings(recipe.data, "data"), keyed_settings(recipe.eval, "eval")], sort_keys=True)
+    return cache_dir / f"eval-{hashlib.sha256(setting.encode()).hexdigest()[:10]}.json"
+
+
+def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
+                 reporter_factory: Callable | None = None) -> dict[str, Any] | None:
     """Train or find the shared teacher; with ``evaluate``, its row under the ablation's attacks (cached)."""
     import torch
 
@@ -371,13 +382,10 @@ def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool) -> dict[str, 
     recipe = plan.recipe_for(plan.cells[0], plan.seeds[0])
     task = get_task(recipe.task)
     data = task.load_data(recipe)
-    teacher, info = prepare_teacher(recipe, task.num_classes(data), NoteReporter)
+    teacher, info = prepare_teacher(recipe, task.num_classes(data), reporter_factory or NoteReporter)
     if not evaluate:
         return None
-    cache_dir = Path(info["teacher"]) if Path(info["teacher"]).is_dir() else Path(recipe.output.dir)
-    # Keyed by what the numbers depend on (test data and evaluation settings), not by the cell.
-    setting = json.dumps([keyed_settings(recipe.data, "data"), keyed_settings(recipe.eval, "eval")], sort_keys=True)
-    cache = cache_dir / f"eval-{hashlib.sha256(setting.encode()).hexdigest()[:10]}.json"
+    cache = teacher_eval_cache(recipe, info["teacher"])
     if cache.exists():
         evaluation = read_json(cache)
     else:
@@ -410,47 +418,58 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     return row
 
 
+class AblationTable:
+    """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
+    has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell)."""
+
+    def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.plan, self.path, self.on_cell = plan, plan.table_path(out_dir), on_cell
+        self.rows: dict[tuple[str, int], dict] = {}
+
+    def record(self, cell: Cell, seed: int, summary: dict) -> None:
+        from kdlab.tables import write_ablation_outputs
+
+        self.rows[(cell.label, seed)] = _row(self.plan, cell, seed, summary)
+        cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *self.plan.cells] for s in self.plan.seeds]
+        write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows],
+                               self.path)
+        if self.on_cell:
+            self.on_cell(cell.label, seed, summary)
+
+    def order(self) -> list[tuple[Cell, int]]:
+        """Seed-major: an interrupted ablation leaves complete tables for its first seeds, not a few full cells."""
+        return [(cell, seed) for seed in self.plan.seeds for cell in self.plan.cells]
+
+
 def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
                  on_cell: Callable[[str, int, dict], None] | None = None) -> Path:
-    """Run every (cell, seed), in ``jobs`` processes, rebuilding the table after each finished cell."""
-    from kdlab.tables import write_ablation_outputs
-
+    """Run every (cell, seed), in ``jobs`` processes, rebuilding the table after each finished cell
+    (:mod:`kdlab.cluster` runs the same cells as Slurm jobs)."""
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = plan.table_path(out_dir)
-    rows: dict[tuple[str, int], dict] = {}
-    # Seed-major: an interrupted ablation leaves complete tables for its first seeds, not a few full cells.
-    order = [(cell, seed) for seed in plan.seeds for cell in plan.cells]
-
-    def record(cell: Cell, seed: int, summary: dict) -> None:
-        rows[(cell.label, seed)] = _row(plan, cell, seed, summary)
-        cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *plan.cells] for s in plan.seeds]
-        ordered = [rows[(c.label, s)] for c, s in cell_major if (c.label, s) in rows]
-        write_ablation_outputs(ordered, table)
-        if on_cell:
-            on_cell(cell.label, seed, summary)
+    table = AblationTable(plan, out_dir, on_cell)
 
     # The teacher is trained (or found in the cache) before any cell so parallel cells share it.
     if plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
         teacher = _teacher_row(plan, threads, evaluate=plan.include_teacher)
         if teacher is not None:
-            record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
+            table.record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
 
-    payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in order]
+    payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in table.order()]
     if jobs <= 1:
         for cell, seed, recipe_yaml in payloads:
-            summary = _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.stem, cell.label)
-            record(cell, seed, summary)
+            summary = _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.path.stem, cell.label)
+            table.record(cell, seed, summary)
     else:
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed), table.stem,
-                                   cell.label):
+            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed),
+                                   table.path.stem, cell.label):
                        (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):
                 cell, seed = futures[future]
-                record(cell, seed, future.result())
-    return table
+                table.record(cell, seed, future.result())
+    return table.path

@@ -302,6 +302,10 @@ def ablate(
                                     "else pgd_acc with --attack pgd, else clean_acc)."),
     attack: list[str] = typer.Option(["pgd"], "--attack", help="Evaluation columns besides clean (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells run in parallel processes."),
+    executor: str = typer.Option("local", "--executor", help="local (--jobs processes), slurm (one job per cell: "
+                                 "kdlab.cluster) or submitit-local (those jobs as local processes; tests)."),
+    slurm: list[str] = typer.Option([], "--slurm", help="With --executor slurm, KEY=VALUE (repeatable): time=4:00:00,"
+                                    " partition, gpus, cpus, mem, parallel, account, qos, requeues, sbatch.OPTION."),
     threads: int | None = typer.Option(None, "--threads", help="Torch threads per cell (default cores/jobs)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every cell."),
     name: str | None = typer.Option(None, "--name", help="Table name (default: the recipe's name)."),
@@ -309,17 +313,19 @@ def ablate(
 ) -> None:
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablate_command import run_ablation_command
+    from kdlab.cluster import cluster_settings
     from kdlab.plan import check_ablation_plan
     from kdlab.recipe_paths import check_paths
 
+    cluster = cluster_settings(executor, slurm, jobs)  # None: the local pool
     recipe, plan = _ablation_plan(recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid,
                                   seeds=seeds, attacks=attack, overrides=set_, name=name,
                                   per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
                                   inner_steps=inner_steps, inner_step=inner_step)
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
-    check_ablation_plan(plan, out)  # every cell's models, data and paths, before the teacher trains
+    check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
     run_ablation_command(plan, out, jobs=jobs, threads=threads, tune=tune, tune_seed=tune_seed,
-                         tune_val_size=tune_val_size, tune_metric=tune_metric, attacks=attack)
+                         tune_val_size=tune_val_size, tune_metric=tune_metric, attacks=attack, cluster=cluster)
 
 
 def _ablation_plan(recipe: Path, *, seeds: str, **flags):

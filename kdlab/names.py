@@ -13,6 +13,11 @@ CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagefolder", "embedded")
 DETECTION_DATASETS = ("voc", "coco", "synthetic")
 DATASETS = CLASSIFICATION_DATASETS + DETECTION_DATASETS
 
+# Where ``kdlab ablate`` runs its cells (``--executor``): a local process pool, a Slurm job array, or the same jobs as
+# local processes through submitit (testing, debugging); kdlab.cluster. Settings of ``--slurm KEY=VALUE``:
+EXECUTORS = ("local", "slurm", "submitit-local")
+SLURM_SETTINGS = ("partition", "gpus", "cpus", "mem", "time", "parallel", "account", "qos", "requeues")
+
 # COCO box AP metrics (pycocotools' summary order), in percent.
 DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.

@@ -129,8 +129,8 @@ def writable_problems(path: str, key: str, folder: bool) -> list[str]:
 class _Checker:
     """Walks recipes (each teacher once), collecting problems in order without duplicates."""
 
-    def __init__(self, timing: bool, resume: bool, force: bool):
-        self.timing, self.resume, self.force = timing, resume, force
+    def __init__(self, timing: bool, resume: bool, force: bool, device_here: bool = True):
+        self.timing, self.resume, self.force, self.device_here = timing, resume, force, device_here
         self.problems: list[str] = []
         self.runs: dict[str, PlannedRun] = {}
         self._teachers: dict[str, tuple[Any, str | None, DataFacts | None, Any]] = {}
@@ -256,7 +256,8 @@ class _Checker:
 
         problems = []
         try:
-            recipe.torch_device()
+            if self.device_here:  # not when the runs go to other machines (kdlab.cluster's jobs)
+                recipe.torch_device()
         except KdlabError as error:
             problems.append(str(error))
         if facts is not None and recipe.task == "classification":
@@ -342,9 +343,11 @@ def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill:
     return plan
 
 
-def check_ablation_plan(ablation: Any, out: Path | None = None, timing: bool = False) -> Plan:
-    """Check every (cell, seed) of an :class:`~kdlab.ablate.AblationPlan` and its shared teacher."""
-    checker = _Checker(timing=timing, resume=True, force=False)
+def check_ablation_plan(ablation: Any, out: Path | None = None, timing: bool = False,
+                        device_here: bool = True) -> Plan:
+    """Check every (cell, seed) of an :class:`~kdlab.ablate.AblationPlan` and its shared teacher; with
+    ``device_here`` False (cells that run as cluster jobs) a recipe's ``device: cuda`` needs no GPU here."""
+    checker = _Checker(timing=timing, resume=True, force=False, device_here=device_here)
     if out is not None:
         checker.add("", writable_problems(str(out), "--out", folder=True))
     first = None
