@@ -48,7 +48,6 @@ import csv
 import itertools
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -369,11 +368,12 @@ def markdown(rows: list[Row]) -> str:
 
 def environment(device: torch.device, nhwc: bool) -> dict[str, str]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    from kdlab.results import provenance
+
+    # <sha>-dirty with the patch's digest when the tree differs from the commit (a copied working tree, e.g. the
+    # device machine's, carries the session's starting commit plus everything since: dirty, never a bare sha)
+    code = provenance()
+    commit = code["git_commit"] + (f" (diff {code['git_diff_sha256']})" if code["git_diff_sha256"] else "")
     return {"device": name, "torch": torch.__version__, "kdlab_commit": commit or "unknown",
             "cudnn_benchmark": str(torch.backends.cudnn.benchmark),
             "tf32_convolutions": str(device.type == "cuda" and torch.backends.cudnn.allow_tf32),
