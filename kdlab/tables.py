@@ -173,8 +173,9 @@ def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack
     evaluations = evaluations[evaluations["attack"] == attack]
     by_run = {Path(str(checkpoint)).parent.name: row for checkpoint, row in
               zip(evaluations["checkpoint"], evaluations.to_dict("records"))}
+    read_table(csv_path)  # a one-line error for a missing table
     with FileLock(str(csv_path) + ".lock", timeout=600):
-        frame = read_table(csv_path)
+        frame = pd.read_csv(csv_path)  # under the lock already held (read_table would wait for it)
         runs = frame["run_dir"].map(lambda run_dir: Path(str(run_dir)).name)
         frame[f"{attack}_acc"] = runs.map(lambda run: by_run.get(run, {}).get("accuracy"))
         frame[f"{attack}_n"] = runs.map(lambda run: by_run.get(run, {}).get("n"))
