@@ -37,10 +37,11 @@ def test_schema_lists_every_key_a_recipe_has_with_defaults_and_choices():
         distill = validate_recipe({"task": task, "student": {"arch": "a"}, "teacher": {"recipe": "t.yaml"},
                                    "method": {"name": method}}).model_dump()
         expected |= leaf_keys(distill)
-    for kind in ("pkd", "cwd", "mgd"):  # skd's per-kind sections exist (with defaults) when the kind is chosen
+    for kind in ("pkd", "cwd", "mgd", "fgd"):  # skd's per-kind sections exist (with defaults) when the kind is chosen
         expected |= leaf_keys(validate_recipe({"task": "detection", "student": {"arch": "a"}, "teacher": {
             "recipe": "t.yaml"}, "method": {"name": "skd", "feature": {"kind": kind}}}).model_dump())
-    expected -= {"method.feature.pkd", "method.feature.cwd", "method.feature.mgd"}  # null for other kinds
+    # null for the other kinds
+    expected -= {"method.feature.pkd", "method.feature.cwd", "method.feature.mgd", "method.feature.fgd"}
     assert listed == expected
     by_key = {line.split()[0]: line for line in lines}
     assert "8/255" in by_key["train.adversarial.eps"] and "fraction" in by_key["train.adversarial.eps"]

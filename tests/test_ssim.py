@@ -354,7 +354,7 @@ def test_multilevel_loss_names_the_level_on_shape_mismatch():
         multilevel_feature_loss(student, teacher, kind="ssim")
     with pytest.raises(ValueError, match="levels differ"):
         multilevel_feature_loss({"p3": student["p3"]}, {"p5": teacher["p3"]})
-    with pytest.raises(ValueError, match="unknown feature loss kind .kl.; allowed values: ssim, l1, l2, pkd, cwd, mgd, none"):
+    with pytest.raises(ValueError, match="unknown feature loss kind .kl.; allowed values: ssim, l1, l2, pkd, cwd, mgd, fgd, none"):
         multilevel_feature_loss(student, teacher, kind="kl")
     with pytest.raises(ValueError, match="lcs, cs, s"):
         ssim_loss(student["p3"], teacher["p3"], components="l")

@@ -1,6 +1,6 @@
 """Distillation losses: mixup CE, soft-target KD, activated channel maps, structural (SSIM) and l_p features,
 FitNets hints, attention transfer, robust representation matching, the adversarial distillation losses
-(ARD, RSLAD, IAD, AdaAD) with their shared soft-label KL, and the detection feature peers (PKD, CWD, MGD)."""
+(ARD, RSLAD, IAD, AdaAD) with their shared soft-label KL, and the detection feature peers (PKD, CWD, MGD, FGD)."""
 
 from kdlab.losses.acm import acm_distance, acm_loss, activated_channel_map
 from kdlab.losses.adaad import adaad_loss
@@ -9,6 +9,7 @@ from kdlab.losses.attention import attention_loss, attention_map
 from kdlab.losses.cwd import cwd_loss
 from kdlab.losses.divergence import soft_kl
 from kdlab.losses.feature import feature_distance, minmax_normalize
+from kdlab.losses.fgd import FGDContexts, fgd_attention, fgd_loss, fgd_masks
 from kdlab.losses.fitnet import hint_loss
 from kdlab.losses.iad import iad_loss, teacher_confidence
 from kdlab.losses.kd import kd_loss
@@ -21,6 +22,7 @@ from kdlab.losses.rslad import rslad_loss
 from kdlab.losses.ssim import effective_window, ssim_loss, ssim_map
 
 __all__ = [
+    "FGDContexts",
     "MixedBatch",
     "acm_distance",
     "acm_loss",
@@ -32,6 +34,9 @@ __all__ = [
     "cwd_loss",
     "effective_window",
     "feature_distance",
+    "fgd_attention",
+    "fgd_loss",
+    "fgd_masks",
     "hint_loss",
     "iad_loss",
     "kd_loss",

@@ -15,16 +15,19 @@ means therefore depends on the per-level loss ``kind`` (psi = min-max to [0, 1] 
     "pkd":   mean (z_s - z_t)^2 / 2 of standardised maps ~ 1 - Pearson r, in [0, 2]  (kdlab.losses.pkd)
     "cwd":   tau^2 KL(spatial softmax_t || softmax_s), mean over (n, c), in [0, tau^2 log HW]  (kdlab.losses.cwd)
     "mgd":   sum (G(F_s * M) - F_t)^2 / N, unbounded, grows with C H W  (kdlab.losses.mgd)
+    "fgd":   alpha L_fg + beta L_bg + gamma L_attention + lambda L_global, box masks and attention-weighted
+             squared errors summed over channels, unbounded  (kdlab.losses.fgd)
     "none":                                    0 (no teacher term)
 
-The detection-distillation peers (pkd, cwd, mgd) take the raw features after the adapter, as their reference
+The detection-distillation peers (pkd, cwd, mgd, fgd) take the raw features after the adapter, as their reference
 code; ``normalize`` (psi) applies to ssim, l1 and l2 only.
 
 With R levels the term lies in [0, lambda R] ([0, 2 lambda R] for ``"one_minus"``). The paper reports lambda
 2 and 4 as its best values (within ~0.5 AP) for (1 - SSIM) / 2; the same lambda on ``"one_minus"`` weighs
 the structural term twice as much. The l1 / l2 baselines use the same lambda and the same psi, so a ``kind``
 ablation changes only the distance. The peers' scales differ (their references weigh them 6-10 for pkd, 10 for
-cwd, 2e-5 for mgd), so a fair comparison chooses lambda per kind on validation data (``kdlab ablate --tune``).
+cwd, 2e-5 for mgd, 1 for fgd whose four weights are inside it), so a fair comparison chooses lambda per kind
+on validation data (``kdlab ablate --tune``).
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from torch import Tensor, nn
 
 from kdlab.losses.cwd import cwd_loss
 from kdlab.losses.feature import feature_distance
+from kdlab.losses.fgd import fgd_loss
 from kdlab.losses.mgd import MGD_MASK_RATIO, mgd_loss, mgd_mask
 from kdlab.losses.pkd import pkd_loss
 from kdlab.losses.ssim import SSIM_FORMS, ssim_loss
 
-FEATURE_LOSS_KINDS = ("ssim", "l1", "l2", "pkd", "cwd", "mgd", "none")
+FEATURE_LOSS_KINDS = ("ssim", "l1", "l2", "pkd", "cwd", "mgd", "fgd", "none")
 
 Levels = Sequence[Tensor] | Mapping[str, Tensor]
 Adapters = nn.ModuleList | nn.ModuleDict | Sequence[nn.Module] | Mapping[str, nn.Module] | None
@@ -84,6 +88,10 @@ def multilevel_feature_loss(
     generators: Adapters = None,
     mask_ratio: float = MGD_MASK_RATIO,
     rng: torch.Generator | None = None,
+    boxes: Sequence[Tensor] | None = None,
+    image_size: tuple[int, int] | None = None,
+    contexts: Adapters = None,
+    fgd_options: Mapping[str, float] | None = None,
 ) -> Tensor:
     """``weight * sum over levels`` of the per-level loss ``kind`` (what weight means per kind: module doc).
 
@@ -94,7 +102,9 @@ def multilevel_feature_loss(
     no-distillation baseline). ``"l1"``/``"l2"`` use the same psi as ``"ssim"`` (pass ``normalize="none"`` for
     the raw-feature baseline); ``ssim_form`` applies to ``"ssim"`` only. ``tau``: the ``"cwd"`` temperature;
     ``pkd_granularity``: ``"pkd"``'s standardisation; ``"mgd"`` needs ``generators`` (one G per level, indexed
-    like the levels) and draws each level's mask (``mask_ratio``) from ``rng`` in level order.
+    like the levels) and draws each level's mask (``mask_ratio``) from ``rng`` in level order. ``"fgd"``
+    needs ``boxes`` (per image, K x 4 in the pixels of the ``image_size`` = (H, W) batch the backbone saw),
+    ``contexts`` (one ``FGDContexts`` per level) and takes ``fgd_options`` (``temp``, ``alpha_fgd``, ...).
     """
     if kind not in FEATURE_LOSS_KINDS:
         raise ValueError(
@@ -154,6 +164,11 @@ def multilevel_feature_loss(
                 raise ValueError("kind 'mgd' needs generators: one regenerating module per feature level")
             generator = _adapter_for(generators, name, index, "generator")
             total = total + mgd_loss(student, teacher, generator, mgd_mask(student, mask_ratio, rng))
+        elif kind == "fgd":
+            if boxes is None or image_size is None or contexts is None:
+                raise ValueError("kind 'fgd' needs boxes, image_size and contexts (one FGDContexts per level)")
+            context = _adapter_for(contexts, name, index, "context block")
+            total = total + fgd_loss(student, teacher, boxes, image_size, context, **(fgd_options or {}))
         else:
             total = total + feature_distance(student, teacher, kind=kind, normalize=normalize)
     return weight * total

@@ -163,27 +163,41 @@ class MGDSpec(Section):
                                             "student (the references' only one)")
 
 
+class FGDSpec(Section):
+    """``kind: fgd`` (``kdlab.losses.fgd``; the authors' ``FeatureLoss`` and MMRazor ``FGDLoss``). Defaults: the
+    authors' RetinaNet configs (their Faster R-CNN config: 5e-5, 2.5e-5, 5e-5, 5e-7); ``method.feature.weight``
+    multiplies the whole sum, so ``weight: 1`` is the references' scale."""
+
+    temp: float = Field(0.5, gt=0, description="temperature T of the spatial and channel attention (0.5)")
+    alpha_fgd: float = Field(0.001, ge=0, description="weight of the foreground term (0.001)")
+    beta_fgd: float = Field(0.0005, ge=0, description="weight of the background term (0.0005)")
+    gamma_fgd: float = Field(0.0005, ge=0, description="weight of the attention (L1) term (RetinaNet 0.0005)")
+    lambda_fgd: float = Field(0.000005, ge=0, description="weight of the global (context block) term (5e-6)")
+
+
 # Per-kind options: present (with defaults) exactly when ``kind`` uses them, so that another kind's run, and
 # every run from before they existed, keeps its key (the recipe key leaves null options out).
-KIND_OPTIONS = {"pkd": "pkd", "cwd": "cwd", "mgd": "mgd"}
+KIND_OPTIONS = {"pkd": "pkd", "cwd": "cwd", "mgd": "mgd", "fgd": "fgd"}
 
 
 class FeatureKDSpec(Section):
     """Feature distillation on detector FPN levels (Structural KD): L_det + weight * sum_levels ``kind``."""
 
-    kind: Literal["none", "l1", "l2", "ssim", "pkd", "cwd", "mgd"] = Field(
+    kind: Literal["none", "l1", "l2", "ssim", "pkd", "cwd", "mgd", "fgd"] = Field(
         "ssim",
         description="per-level loss, a mean over the level: ssim (form: ssim_form), l1 = |psi_s - psi_t|, "
         "l2 = (psi_s - psi_t)^2; detection peers on raw features: pkd (1 - Pearson, Cao et al. 2022), cwd "
         "(channel-wise softmax KL, Shu et al. 2021), mgd (masked generation, Yang et al. 2022, sum over the "
-        "map); or none (no teacher forward)",
+        "map), fgd (focal and global, Yang et al. 2022, needs the boxes, weighted inside); or none (no teacher "
+        "forward)",
     )
     weight: float = Field(
         2.0,
         ge=0,
         description="lambda, multiplies the per-level loss summed over FPN levels; per level ssim halved, "
         "l1 and l2 (with psi) lie in [0, 1], ssim one_minus in [0, 2]; "
-        "2 = the paper's (2 and 4 best, for (1 - SSIM)/2); the peers' references: pkd 6-10, cwd 10, mgd 2e-5",
+        "2 = the paper's (2 and 4 best, for (1 - SSIM)/2); the peers' references: pkd 6-10, cwd 10, mgd 2e-5, "
+        "fgd 1 (its four weights are fgd.*_fgd)",
     )
     ssim_form: Literal["halved", "one_minus"] = Field(
         "halved",
@@ -201,6 +215,7 @@ class FeatureKDSpec(Section):
     pkd: PKDSpec | None = Field(None, description="kind pkd only (default granularity: channel)")
     cwd: CWDSpec | None = Field(None, description="kind cwd only (default tau: 1)")
     mgd: MGDSpec | None = Field(None, description="kind mgd only (default mask_ratio: 0.65)")
+    fgd: FGDSpec | None = Field(None, description="kind fgd only (default: the authors' RetinaNet weights)")
 
     @model_validator(mode="before")
     @classmethod

@@ -21,8 +21,12 @@ structural (SSIM) loss instead of the usual pixel-wise l_p feature-imitation los
   features, or for a detection-distillation peer on the raw features: ``pkd`` (Cao et al. 2022), ``cwd`` (Shu
   et al. 2021), ``mgd`` (Yang et al. 2022; one learned generator per level, trained and saved with the student
   like the adapters, its masks drawn from the engine's generator); see ``kdlab.losses.multilevel``
-  (``"none"``: detection losses alone, no teacher forward at all). FGD (Yang et al., CVPR 2022) is not built:
-  it needs the ground-truth boxes mapped onto every level and learned global-context blocks on both networks.
+  (``"none"``: detection losses alone, no teacher forward at all), or ``fgd`` (Yang et al., CVPR 2022: box
+  masks, attention-weighted errors, attention and global terms; ``kdlab.losses.fgd``). FGD reads the
+  ground-truth boxes as the student's own transform resized them (a forward hook on ``student.transform``,
+  ``capture_transformed_boxes``: no second resize, and the detector is unchanged) and scales them to each
+  level by the level's size over the padded batch's; its two context blocks per level (student side and
+  teacher side, as the references) are trained and saved like the adapters.
 
 Readings chosen where the paper leaves room (each one is a recipe option):
 
@@ -47,10 +51,13 @@ student's forward pass that produces the detection losses also provides its FPN 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
 from kdlab.engine import StepResult
+from kdlab.losses.fgd import FGDContexts
 from kdlab.losses.mgd import mgd_generator
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.methods.base import DistillationMethod
@@ -69,7 +76,7 @@ def level_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 class StructuralKD(DistillationMethod):
     """Registered submodules (trained, saved in ``last.pt``): ``student`` and, optionally, ``adapters`` and
-    (``kind: mgd``) ``generators``, one per FPN level on the teacher's width.
+    (``kind: mgd``) ``generators`` or (``kind: fgd``) ``contexts``, one per FPN level on the teacher's width.
 
     ``teacher`` may be None (a teacher's own training recipe): then the step is the detector's losses alone.
     A given teacher must be FPN-compatible with the student (``KdlabError`` otherwise), even when
@@ -96,12 +103,18 @@ class StructuralKD(DistillationMethod):
         if self.distills and self.feature.kind == "mgd":
             for name, channels in fpn_level_channels(self.teacher).items():
                 self.generators[name] = mgd_generator(channels)
+        self.contexts = nn.ModuleDict()
+        if self.distills and self.feature.kind == "fgd":
+            for name, channels in fpn_level_channels(self.teacher).items():
+                self.contexts[name] = FGDContexts(channels)
 
     def forward(self, batch, generator: torch.Generator) -> StepResult:
-        from kdlab.models.detection import capture_fpn, fpn_levels
+        from kdlab.models.detection import capture_fpn, capture_transformed_boxes, fpn_levels
 
         images, targets = batch
-        with capture_fpn(self.student) as student_levels:
+        fgd = self.distills and self.feature.kind == "fgd"
+        boxes = capture_transformed_boxes(self.student) if fgd else nullcontext({})
+        with capture_fpn(self.student) as student_levels, boxes as transformed:
             losses = self.student(images, targets)
         terms: dict[str, torch.Tensor] = dict(losses)
         if self.distills:
@@ -122,5 +135,9 @@ class StructuralKD(DistillationMethod):
                 generators=self.generators if feature.kind == "mgd" else None,
                 mask_ratio=feature.mgd.mask_ratio if feature.mgd is not None else 0.65,
                 rng=generator,
+                boxes=transformed.get("boxes"),
+                image_size=transformed.get("batch_size"),
+                contexts=self.contexts if fgd else None,
+                fgd_options=feature.fgd.model_dump() if feature.fgd is not None else None,
             )
         return StepResult(loss=sum(terms.values()), terms=terms)

@@ -36,6 +36,7 @@ __all__ = [
     "TORCHVISION_PRESET",
     "build_detector",
     "capture_fpn",
+    "capture_transformed_boxes",
     "check_fpn_compatible",
     "fpn_levels",
     "fpn_module_path",
@@ -375,6 +376,32 @@ def capture_fpn(detector: nn.Module) -> Iterator[OrderedDict[str, Tensor]]:
         captured.update(output if not isinstance(output, Tensor) else {"0": output})
 
     handle = detector.get_submodule(fpn_module_path(detector)).register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def capture_transformed_boxes(detector: nn.Module) -> Iterator[dict[str, Any]]:
+    """Record the ground-truth boxes as the detector's own transform left them during ``detector(images,
+    targets)``: ``"boxes"``, one K x 4 (x1, y1, x2, y2) tensor per image in the pixels of the resized image,
+    and ``"batch_size"``, the (H, W) of the padded batch tensor that the backbone (and so the FPN) sees.
+
+    A forward hook on ``detector.transform`` (torchvision's ``GeneralizedRCNNTransform`` resizes images and
+    boxes together, then pads to a multiple of ``size_divisible``): the boxes are the ones the detector
+    trains on, with no second resize. Empty when the call had no targets.
+    """
+    captured: dict[str, Any] = {}
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        image_list, targets = output
+        captured.clear()
+        if targets is not None:
+            captured["boxes"] = [target["boxes"] for target in targets]
+            captured["batch_size"] = tuple(int(side) for side in image_list.tensors.shape[-2:])
+
+    handle = detector.transform.register_forward_hook(hook)
     try:
         yield captured
     finally:
