@@ -198,9 +198,13 @@ def default_paper(frame: pd.DataFrame) -> str | None:
 
 
 def default_baseline(frame: pd.DataFrame) -> str | None:
-    """The cell the others are compared with, when the table has an obvious one: no distillation."""
+    """The cell the others are compared with, when the table has an obvious one: no distillation (or, in a
+    method comparison, MixACM)."""
     cells = set(frame["cell"].astype(str))
-    return next((cell for cell in ("student-ce", "kind=none") if cell in cells), None)
+    # a method comparison is read against MixACM, the method kdlab reproduces
+    methods = "methods" in set(frame.get("kind", []))
+    return next((cell for cell in ("student-ce", "kind=none", *(("mixacm",) if methods else ())) if cell in cells),
+                None)
 
 
 def render(csv_path: Path, paper: str | None = None, baseline: str | None = None,

@@ -43,6 +43,20 @@ def test_other_ablations_keep_their_columns(tmp_path):
     assert not (tmp_path / "c-cost.png").exists()
 
 
+def test_a_method_comparison_is_paired_against_mixacm_seed_by_seed(tmp_path):
+    rows = _rows()
+    for seed, pgd in enumerate([12.0, 12.5, 11.0]):
+        rows.append({"ablation": "m", "kind": "methods", "cell": "mixacm", "seed": seed, "clean_acc": 30.0,
+                     "pgd_acc": pgd, "passes_per_image": 1, "teacher_forwards_per_image": 1, "train_seconds": 90.0})
+    csv = tmp_path / "m-methods.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    text = render(csv)[0].read_text()
+    assert "Δ PGD vs mixacm (paired, 95 % CI)" in text
+    # ard - mixacm per seed: 14-12, 15-12.5, 19-11 = 2, 2.5, 8: mean 4.17, sd 3.33, t(2) 4.303 -> ± 8.27: not separated
+    ard = next(line for line in text.splitlines() if line.startswith("| ard"))
+    assert "+4.17" in ard and "not separated" in ard
+
+
 def test_autoattack_of_seed_zero_runs_joins_the_table_from_eval_rows(tmp_path):
     rows = _rows()
     for row in rows:
