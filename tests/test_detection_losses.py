@@ -155,9 +155,10 @@ TINY = {"anchor_base": 16, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_t
         "representation_size": 32}
 
 
-def detector(arch: str, channels: int, **extra) -> nn.Module:
+def detector(arch: str, channels: int, resize: int = SIZE, **extra) -> nn.Module:
+    """A tiny Faster R-CNN or RetinaNet (R-18-FPN, few proposals) resizing images to ``resize`` pixels."""
     options = TINY if arch == "fasterrcnn" else {"anchor_base": 16, "topk_candidates": 50}
-    return build_detector(arch, "resnet18", NUM_CLASSES, SIZE, SIZE, fpn_channels=channels, **options, **extra)
+    return build_detector(arch, "resnet18", NUM_CLASSES, resize, resize, fpn_channels=channels, **options, **extra)
 
 
 @pytest.fixture(scope="module")

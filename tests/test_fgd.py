@@ -23,7 +23,7 @@ from kdlab.losses.fgd import FGDContexts, fgd_loss, fgd_masks
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.methods.settings import SKDSettings
 from kdlab.methods.skd import StructuralKD
-from kdlab.models.detection import build_detector
+from tests.test_detection_losses import SIZE, detector
 
 ALPHA, BETA, GAMMA, LAMBDA, TEMP = 0.001, 0.0005, 0.0005, 0.000005, 0.5
 ONLY = {  # one term at a time, weight 1
@@ -185,17 +185,6 @@ def test_masks_follow_the_box_on_every_level_of_a_64_pixel_batch():
     expected = torch.zeros(1, 4, 4)
     expected[0, 1:3, 0:3] = 1 / (2 * 3)
     assert torch.equal(fg, expected)
-
-
-SIZE, NUM_CLASSES = 64, 4
-TINY = {"anchor_base": 16, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
-        "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 32,
-        "representation_size": 32}
-
-
-def detector(arch: str, channels: int, resize: int = SIZE, **extra) -> nn.Module:
-    options = TINY if arch == "fasterrcnn" else {"anchor_base": 16, "topk_candidates": 50}
-    return build_detector(arch, "resnet18", NUM_CLASSES, resize, resize, fpn_channels=channels, **options, **extra)
 
 
 @pytest.fixture(scope="module")
