@@ -173,7 +173,8 @@ def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack
     evaluations = evaluations[evaluations["attack"] == attack]
     by_run = {Path(str(checkpoint)).parent.name: row for checkpoint, row in
               zip(evaluations["checkpoint"], evaluations.to_dict("records"))}
-    read_table(csv_path)  # a one-line error for a missing table
+    if not csv_path.is_file():
+        raise KdlabError(f"table '{csv_path}' not found: run the ablation first, or check the path")
     with FileLock(str(csv_path) + ".lock", timeout=600):
         frame = pd.read_csv(csv_path)  # under the lock already held (read_table would wait for it)
         runs = frame["run_dir"].map(lambda run_dir: Path(str(run_dir)).name)
