@@ -18,24 +18,32 @@ from kdlab.names import HEADLINE_METRICS
 
 def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: int | None, tune: list[str],
                          tune_seed: int | None, tune_val_size: int | None, tune_metric: str | None,
-                         attacks: list[str], cluster=None) -> Path:
+                         attacks: list[str], cluster=None, tune_from: Path | None = None) -> Path:
     """With ``tune`` (``KEY=V1,V2``), first choose KEY per cell on a validation split (kdlab.tuning), then run
-    the seeds with the chosen values; returns the final table. ``cluster``
+    the seeds with the chosen values; returns the final table. ``tune_from``: choose from that finished tuning
+    table (e.g. another detector's) instead of running one. ``cluster``
     (:class:`kdlab.cluster.ClusterSettings`): run every cell as a job there instead of in ``jobs`` processes."""
-    if (tune_val_size is not None or tune_seed is not None or tune_metric is not None) and not tune:
-        raise KdlabError("--tune-val-size, --tune-seed and --tune-metric belong to --tune KEY=V1,V2: add it")
+    if (tune_val_size is not None or tune_seed is not None or tune_metric is not None
+            or tune_from is not None) and not tune:
+        raise KdlabError("--tune-val-size, --tune-seed, --tune-metric and --tune-from belong to --tune "
+                         "KEY=V1,V2: add it")
     if tune:
         from kdlab.tuning import choose, default_metric, parse_tune, seeds_plan, tuned_rows, tuning_plan
 
         spec = parse_tune(tune)
-        tuning = tuning_plan(plan, spec, plan.seeds[0] if tune_seed is None else tune_seed, tune_val_size)
-        console.print(f"[bold]tuning {spec.key}[/] per cell on the validation split (eval.split=val), seed "
-                      f"{tuning.seeds[0]}; the test split is not evaluated")
-        table = _run_plan(tuning, out, jobs, threads, cluster)
         metric = tune_metric or default_metric(plan.recipe_for(plan.cells[0], plan.seeds[0]).task, attacks)
+        if tune_from is None:
+            tuning = tuning_plan(plan, spec, plan.seeds[0] if tune_seed is None else tune_seed, tune_val_size)
+            console.print(f"[bold]tuning {spec.key}[/] per cell on the validation split (eval.split=val), seed "
+                          f"{tuning.seeds[0]}; the test split is not evaluated")
+            table = _run_plan(tuning, out, jobs, threads, cluster)
+        else:
+            if tune_val_size is not None or tune_seed is not None:
+                raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed")
+            table = tune_from
         chosen = choose(plan, spec, tuned_rows(table), metric)
-        console.print(f"chosen on validation {metric}: " + ", ".join(f"{c}: {spec.short}={v}"
-                                                                       for c, v in chosen.items()))
+        console.print(f"chosen on validation {metric}" + (f" in {table}" if tune_from else "") + ": "
+                      + ", ".join(f"{c}: {spec.short}={v}" for c, v in chosen.items()))
         plan = seeds_plan(plan, spec, chosen, table)
     return _run_plan(plan, out, jobs, threads, cluster)
 

@@ -300,6 +300,9 @@ def ablate(
     tune_metric: str | None = typer.Option(
         None, "--tune-metric", help="With --tune: the validation metric maximised (default AP for detection, "
                                     "else pgd_acc with --attack pgd, else clean_acc)."),
+    tune_from: Path | None = typer.Option(
+        None, "--tune-from", help="With --tune: choose from this finished <title>-val.csv (e.g. another "
+                                  "detector's) instead of running a tuning grid."),
     attack: list[str] = typer.Option(["pgd"], "--attack", help="Evaluation columns besides clean (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Cells run in parallel processes."),
     executor: str = typer.Option("local", "--executor", help="local (--jobs processes), slurm (one job per cell: "
@@ -325,7 +328,8 @@ def ablate(
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
     run_ablation_command(plan, out, jobs=jobs, threads=threads, tune=tune, tune_seed=tune_seed,
-                         tune_val_size=tune_val_size, tune_metric=tune_metric, attacks=attack, cluster=cluster)
+                         tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from, attacks=attack,
+                         cluster=cluster)
 
 
 def _ablation_plan(recipe: Path, *, seeds: str, **flags):

@@ -119,6 +119,11 @@ def choose(plan: AblationPlan, tune: TuneSpec, rows: list[dict], metric: str) ->
     chosen = {}
     for cell in plan.cells:
         best, best_score = None, -math.inf
+        tried = [f"{cell.label},{tune.short}={value}" for value in tune.values_for(cell.label)]
+        missing = [label for label in tried if label not in scores]
+        if missing:
+            raise KdlabError(f"the tuning table has no row for {missing[0]}: pass the --tune values it was made "
+                             f"with (its cells: {', '.join(sorted(scores)) or 'none'})")
         for value in tune.values_for(cell.label):
             score = scores.get(f"{cell.label},{tune.short}={value}")
             if isinstance(score, (int, float)) and not math.isnan(score) and score > best_score:

@@ -304,6 +304,47 @@ def test_tune_chooses_lambda_per_kind_on_validation_without_reading_the_test_spl
     assert weights == {float(best_l2)}  # the seeds ran with the chosen lambda
 
 
+def test_tune_from_reuses_another_tuning_table_without_validation_runs(tiny_recipes, monkeypatch):
+    """RetinaNet reuses Faster R-CNN's choice: with --tune-from, the value per cell comes from that table (here a
+    hand-written one whose best l2 value is the larger), and no validation run is made."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from kdlab.cli import app
+    from kdlab.tasks import detection
+
+    root, student = tiny_recipes
+    chosen_elsewhere = root / "other-detector-val.csv"
+    chosen_elsewhere.write_text('cell,seed,AP,AP50\n"kind=none,weight=1",0,0.10,0.3\n'
+                                '"kind=l2,weight=0.5",0,0.20,0.9\n"kind=l2,weight=50",0,0.30,0.1\n')
+    original, splits = detection.load_data, []
+    monkeypatch.setattr(detection, "load_data", lambda recipe: splits.append(recipe.eval.split) or original(recipe))
+    out = root / "ablations-from"
+
+    def ablate(values: str = "0.5,50", *extra: str):
+        return CliRunner().invoke(app, [
+            "ablate", str(student), "--grid", "method.feature.kind=none,l2", "--tune", f"method.feature.weight={values}",
+            "--tune", "method.feature.weight[kind=none]=1", "--seeds", "0", "--threads", "1", "--out", str(out),
+            "--tune-from", str(chosen_elsewhere), *extra])
+
+    result = ablate()
+    assert result.exit_code == 0, result.output
+    assert "val" not in splits
+    with open(out / "tiny-student-grid-method.feature.kind-tuned.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert {row["cell"]: row["tuned"] for row in rows} == {"kind=none": "weight=1", "kind=l2": "weight=50"}
+    assert {row["tuned_on"] for row in rows} == {"other-detector-val.csv"}
+    assert {json_weight(row["run_dir"]) for row in rows if row["cell"] == "kind=l2"} == {50.0}
+
+    splits.clear()  # values the table was not made with, or a metric it lacks: one line, exit 2, no training
+    for result, message in ((ablate("0.5,5"), "no row for kind=l2,weight=5:"),
+                            (ablate("0.5,50", "--tune-metric", "APs"), "no APs for cell"),
+                            (ablate("0.5,50", "--tune-val-size", "4"), "drop --tune-val-size")):
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert splits == []
+
+
 def json_weight(run_dir: str) -> float:
     from pathlib import Path
 
