@@ -154,9 +154,12 @@ def _finished_twin(run_dir: Path) -> Path | None:
     """A finished run with this run's key under another name, if any (the key is the last ``-`` part)."""
     if (run_dir / "summary.json").exists():
         return None
-    key = run_dir.name.rsplit("-", 1)[-1]
-    twins = sorted(path for path in run_dir.parent.glob(f"*-{key}") if (path / "summary.json").is_file())
+    twins = sorted(path for path in run_dir.parent.glob(f"*-{_key_of(run_dir)}") if (path / "summary.json").is_file())
     return twins[0] if twins else None
+
+
+def _key_of(run_dir: Path) -> str:
+    return run_dir.name.rsplit("-", 1)[-1]
 
 
 def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
@@ -208,13 +211,15 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
 
     run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    twin = None if force else distributed.from_main(lambda: _finished_twin(run_dir))
-    if twin is not None:
-        return RunOutcome(twin, read_json(twin / "summary.json"), reused=True)
     main = distributed.is_main()  # the one process that locks and writes (every process in a single run)
     trackers = Trackers(recipe.output.trackers if main else [])  # started once the directory is claimed
-    lock = FileLock(str(run_dir) + ".lock") if main else contextlib.nullcontext()
+    # Locked on the key, not the directory: the same run under two names (one cell in two tables started at
+    # once) trains once, and the second process reuses it when the lock is released.
+    lock = FileLock(str(run_dir.parent / f".{_key_of(run_dir)}.lock")) if main else contextlib.nullcontext()
     with lock, _discard_unless_trained(run_dir, owner=main), trackers:
+        twin = None if force else distributed.from_main(lambda: _finished_twin(run_dir))
+        if twin is not None:
+            return RunOutcome(twin, read_json(twin / "summary.json"), reused=True)
         finished = distributed.from_main(lambda: _claim_directory(run_dir, resume, force))
         if finished is not None:
             return RunOutcome(run_dir, finished, reused=True)

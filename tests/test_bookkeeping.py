@@ -132,6 +132,41 @@ def test_force_then_interrupt_then_resume_leaves_one_row_per_finished_run(tmp_pa
     assert rows["finished_at"].iloc[0] == resumed.summary["finished_at"]
 
 
+def _run_under_name(tmp_path, name, delay, results):
+    """In a fresh process: run the tiny recipe as ``name``; the training starts ``delay`` seconds late."""
+    import time
+
+    import kdlab.run
+    from kdlab.run import run_recipe
+
+    fit = kdlab.run.fit
+    kdlab.run.fit = lambda *args, **kwargs: (time.sleep(delay), fit(*args, **kwargs))[1]
+    outcome = run_recipe(tiny_recipe(tmp_path, [f"name={name}"]))
+    results.put((name, str(outcome.run_dir), outcome.reused))
+
+
+def test_one_run_started_under_two_names_at_once_trains_once(tmp_path):
+    """The same cell in two tables started together: the second process waits for the first one's run (it
+    has begun training, not finished) and reuses it instead of training a twin in a second directory."""
+    import multiprocessing
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    first = context.Process(target=_run_under_name, args=(tmp_path, "tiny-a", 8.0, results))
+    first.start()
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs").glob("tiny-a-*/run.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first process holds its run and is about to train
+    second = context.Process(target=_run_under_name, args=(tmp_path, "tiny-b", 0.0, results))
+    second.start()
+    outcomes = sorted(results.get(timeout=300) for _ in range(2))
+    first.join(60), second.join(60)
+    (_, dir_a, reused_a), (_, dir_b, reused_b) = outcomes
+    assert (reused_a, reused_b) == (False, True) and dir_b == dir_a
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == [Path(dir_a).name]
+
+
 # --------------------------------------------------------------------------- evaluation rows
 def kdlab_checkpoint(path, classes=10):
     import torch
