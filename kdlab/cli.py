@@ -396,7 +396,7 @@ def table(
                                          "evaluation rows (results/eval.csv) or the runs table "
                                          "(results/runs.csv)."),
     paper: str | None = typer.Option(
-        None, "--paper", help="Reference numbers to place beside kdlab's: mixacm-components, skd-retinanet-coco."),
+        None, "--paper", help="Reference numbers to place beside kdlab's (kdlab.paper): mixacm-components."),
     baseline: str | None = typer.Option(
         None, "--baseline",
         help="Cell to compare with, seed by seed (default student-ce or kind=none when present), e.g. kind=l2."),

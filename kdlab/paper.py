@@ -7,9 +7,9 @@ absent.
 * ``mixacm-components`` was read from the MixACM supplementary material itself: its component ablation on
   CIFAR-10 states the robust accuracy of ACM only (48.38), + soft labels (49.53), + mixup (52.29) and + both
   (56.65); the passage does not name the attack, so the column says "attack unstated", not PGD.
-* ``skd-retinanet-coco`` could NOT be read from the Structural KD paper itself here: the numbers are as a
-  third-party summary of the paper quotes them (RetinaNet R-101 -> R-50 on COCO), with no table number, so the
-  column is marked unverified.
+* No Structural KD entry: the numbers of the paper's tables could not be read from the paper or its code here
+  (only its abstract: +3.5 AP for a Faster R-CNN R-50 student over the vanilla model, quoted in the README), and
+  a number not read from its source is not shown.
 """
 
 PAPER_NUMBERS: dict[str, dict] = {
@@ -18,12 +18,5 @@ PAPER_NUMBERS: dict[str, dict] = {
                   "(§A.4, CIFAR-10): robust accuracy %, attack not stated there",
         "label": "paper (robust, attack unstated)",
         "cells": {"acm": 48.38, "acm+kd": 49.53, "acm+mixup": 52.29, "mixacm": 56.65},
-    },
-    "skd-retinanet-coco": {
-        "source": "de Rijk et al., Structural KD for Object Detection, NeurIPS 2022, COCO box AP, "
-                  "RetinaNet R-101 -> R-50 — UNVERIFIED: not read from the paper itself but from a "
-                  "third-party summary of it (table not identified)",
-        "label": "paper (AP, unverified)",
-        "cells": {"none": 36.4, "l1": 38.7, "l2": 39.0, "ssim": 40.1},
     },
 }
