@@ -1,0 +1,29 @@
+#!/bin/bash
+# Issue 13's detection-KD comparison on 2 CPU cores (README, "Detection KD peers"). Resumable: rerunning reuses
+# finished runs and resumes interrupted ones. Run from the repository root:
+#   bash scripts/detection_peers.sh
+# 1. Faster R-CNN R-34-FPN -> R-18-FPN on BCCD: λ per kind chosen on 60 held-out trainval images (seed 0), then 3
+#    seeds of every kind at its λ -> results/ablations/skd-bccd-cpu-grid-method.feature.kind{-method.feature.weight-val,-tuned}.*
+# 2. RetinaNet R-34-FPN -> R-18-FPN: none, the best l_p loss, ssim and the best peer (judged, like λ, by Faster
+#    R-CNN's validation AP: no test number chooses anything), each at the λ Faster R-CNN's validation chose
+#    (--tune-from) -> results/ablations/skd-bccd-retinanet-cpu-grid-method.feature.kind-tuned.*
+set -euo pipefail
+export OMP_NUM_THREADS=1
+TUNE=(--tune method.feature.weight=0.2,2,20 --tune 'method.feature.weight[kind=none]=1'
+      --tune 'method.feature.weight[kind=mgd]=2e-6,2e-5,2e-4' --tune 'method.feature.weight[kind=fgd]=0.1,1,10')
+VAL=results/ablations/skd-bccd-cpu-grid-method.feature.kind-method.feature.weight-val.csv
+kdlab train recipes/skd_bccd_cpu_teacher.yaml --threads 2      # alone first: both cores
+kdlab ablate recipes/skd_bccd_cpu.yaml --grid method.feature.kind=none,l1,l2,ssim,pkd,cwd,mgd,fgd "${TUNE[@]}" \
+  --tune-val-size 60 --seeds 0,1,2 --jobs 2 --threads 1
+KINDS=$(python - "$VAL" <<'PY'
+import sys
+import pandas as pd
+val = pd.read_csv(sys.argv[1])
+best = val.assign(kind=val["cell"].str.extract(r"kind=([^,]+)")[0]).groupby("kind")["AP"].max()
+print(",".join(["none", max(["l1", "l2"], key=best.get), "ssim", max(["pkd", "cwd", "mgd", "fgd"], key=best.get)]))
+PY
+)
+echo "RetinaNet kinds (by Faster R-CNN validation AP): $KINDS"
+kdlab train recipes/skd_bccd_retinanet_cpu_teacher.yaml --threads 2
+kdlab ablate recipes/skd_bccd_retinanet_cpu.yaml --grid "method.feature.kind=$KINDS" "${TUNE[@]}" --tune-from "$VAL" \
+  --seeds 0,1,2 --jobs 2 --threads 1
