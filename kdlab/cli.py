@@ -397,9 +397,9 @@ def table(
                                          "(results/runs.csv)."),
     paper: str | None = typer.Option(
         None, "--paper", help="Reference numbers to place beside kdlab's (kdlab.paper): mixacm-components."),
-    baseline: str | None = typer.Option(
-        None, "--baseline",
-        help="Cell to compare with, seed by seed (default student-ce or kind=none when present), e.g. kind=l2."),
+    baseline: list[str] = typer.Option(
+        [], "--baseline", help="Cell to compare with, seed by seed (repeatable: one column each; default "
+                               "student-ce or kind=none when present), e.g. kind=l2."),
     with_eval: Path | None = typer.Option(
         None, "--with-eval", help="Ablation tables: first add the AutoAttack accuracy of each run that kdlab eval "
                                   "RUN_DIR --attack autoattack measured (e.g. results/eval.csv)."),
@@ -412,7 +412,7 @@ def table(
 
     kind = csv_kind(csv)
     if kind != "ablation":
-        if paper is not None or baseline is not None or with_eval is not None:
+        if paper is not None or baseline or with_eval is not None:
             raise KdlabError(f"--paper, --baseline and --with-eval apply to ablation tables; {csv} is a {kind} "
                              "table: drop them")
         console.print(rows_markdown(csv, kind), highlight=False, soft_wrap=True)

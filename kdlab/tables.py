@@ -27,7 +27,7 @@ from kdlab.stats import PairedDifference, paired_difference
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
 # Training cost, shown beside the metrics where a table records it (method comparisons): column -> header
 COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": "teacher fwd/img",
-                "train_seconds": "train s"}
+                "train_seconds": "train s", "wall_seconds": "wall s"}
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -37,10 +37,12 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def cost_columns(frame: pd.DataFrame) -> list[str]:
-    """The training-cost columns a method comparison shows (absent from older tables and other ablations)."""
+    """The training-cost columns a method comparison shows; other ablations show each run's wall time (training
+    and evaluation, one torch thread per run unless the command said otherwise). Absent from older tables."""
+    shown = ["passes_per_image", "teacher_forwards_per_image", "train_seconds"]
     if "methods" not in set(frame.get("kind", [])):
-        return []
-    return [c for c in COST_COLUMNS if c in frame.columns and frame[c].notna().any()]
+        shown = ["wall_seconds"]
+    return [c for c in shown if c in frame.columns and frame[c].notna().any()]
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -82,7 +84,9 @@ def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> dict[
     return {str(cell): paired_difference(deltas[cell].tolist()) for cell in deltas.columns}
 
 
-def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | None = None) -> str:
+def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None) -> str:
+    """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival)."""
+    baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
     summary = summarise(frame)
     metrics = metric_columns(frame)
     reference = PAPER_NUMBERS.get(paper) if paper else None
@@ -90,10 +94,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     costs = cost_columns(frame)
     header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [METRIC_LABELS.get(m, m) for m in metrics]
     header += [COST_COLUMNS[c] for c in costs]
-    if baseline:
-        metric = headline_metric(frame)
-        deltas = paired_differences(frame, baseline, metric)
-        header.append(f"Δ {METRIC_LABELS.get(metric, metric)} vs {baseline} (paired, 95 % CI)")
+    metric = headline_metric(frame)
+    deltas = {base: paired_differences(frame, base, metric) for base in baselines}
+    header += [f"Δ {METRIC_LABELS.get(metric, metric)} vs {base} (paired, 95 % CI)" for base in baselines]
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -106,8 +109,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"]))]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         cells += [_cost_cell(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in costs]
-        if baseline:
-            delta = deltas.get(str(row["cell"])) if str(row["cell"]) != baseline else None
+        for base in baselines:
+            delta = deltas[base].get(str(row["cell"])) if str(row["cell"]) != base else None
             cells.append("—" if delta is None else delta.render())
         if reference:
             # grid cells are labelled "kind=ssim": match the value as well as the whole label
@@ -115,8 +118,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
             cells.append(f"{value:.2f}" if value is not None else "—")
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Mean ± sample standard deviation over seeds (accuracy and AP in %)."]
-    if baseline:
-        notes.append(f"Paired column: mean over seeds of (cell − {baseline}) for the same seed, with its two-sided "
+    for base in baselines:
+        notes.append(f"Paired column: mean over seeds of (cell − {base}) for the same seed, with its two-sided "
                      "95 % Student-t confidence interval; \"not separated\" when the interval includes 0.")
     for metric in metrics:  # an attack measured on some seeds only (AutoAttack on seed 0: kdlab table --with-eval)
         measured = frame[frame["cell"] != TEACHER_CELL].groupby("cell", sort=False)[metric].count()
@@ -127,7 +130,10 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
             notes.append(f"{METRIC_LABELS.get(metric, metric)}: measured on {int(measured.max())} seed(s) per cell"
                          + (f", n = {int(sizes[0])} test images" if len(sizes) == 1 else "")
                          + " (kdlab eval RUN_DIR, merged with kdlab table --with-eval); no ± without a second seed.")
-    if costs:
+    if costs == ["wall_seconds"]:
+        notes.append("wall s: seconds per run, training and test evaluation (one torch thread, runs sharing the "
+                     "machine: a rough guide).")
+    elif costs:
         notes.append("Training cost: student forward+backward passes and teacher forwards per training image (a "
                      "k-step inner maximisation costs k extra passes), and training seconds (wall time of the "
                      "epochs, one torch thread; on a shared machine, a rough guide).")
@@ -151,7 +157,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
 def _cost_cell(column: str, mean: float, std: float) -> str:
     if math.isnan(mean):
         return "—"
-    if column == "train_seconds":
+    if column in ("train_seconds", "wall_seconds"):
         return f"{mean:.0f}" if math.isnan(std) else f"{mean:.0f} ± {std:.0f}"
     return f"{mean:g}"
 
@@ -207,7 +213,7 @@ def default_baseline(frame: pd.DataFrame) -> str | None:
                 None)
 
 
-def render(csv_path: Path, paper: str | None = None, baseline: str | None = None,
+def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] | None = None,
            out_dir: Path | None = None) -> tuple[Path, Path]:
     """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder)."""
     from kdlab.plots import plot_ablation_bars

@@ -180,6 +180,18 @@ def test_paired_differences_subtract_the_baseline_seed_by_seed():
     with pytest.raises(KdlabError, match="baseline cell 'kind=l9' is not in the table: choose one of kind=none"):
         paired_differences(frame, "kind=l9", "AP")
 
+    # two baselines (no feature loss and the best rival): one paired column each, same seeds paired
+    rival = pd.concat([frame, pd.DataFrame({"kind": ["grid"] * 3, "cell": ["kind=pkd"] * 3, "seed": [0, 1, 2],
+                                            "AP": [41.0, 52.0, 46.0], "wall_seconds": [60.0, 90.0, 120.0]})])
+    text = markdown_table(rival, baseline=["kind=none", "kind=pkd"])
+    assert "| Δ AP vs kind=none (paired, 95 % CI) | Δ AP vs kind=pkd (paired, 95 % CI) |" in text
+    # ssim − pkd by seed: +1, −1, −1: mean −1/3, std 2/sqrt(3), half-width 4.303 · (2/sqrt(3)) / sqrt(3) = 2.869;
+    # pkd − none: +1, +2, +1: mean 4/3, std 1/sqrt(3), half-width 1.434; wall 90 ± 30 s (pkd alone records it)
+    assert "| kind=ssim | 3 | 46.00 ± 4.58 | — | +1.00 [-1.48, +3.48] not separated | -0.33 [-3.20, +2.54] not " \
+           "separated |" in text
+    assert "| kind=pkd | 3 | 46.33 ± 5.51 | 90 ± 30 | +1.33 [-0.10, +2.77] not separated | — |" in text
+    assert "| cell | seeds | AP | wall s |" in text
+
     components = pd.DataFrame({"kind": ["components"] * 3, "cell": ["teacher", "student-ce", "acm"],
                                "seed": [0, 0, 0], "clean_acc": [40.0, 48.0, 40.0], "pgd_acc": [23.0, 0.0, 11.0]})
     text = markdown_table(components, baseline=default_baseline(components))
