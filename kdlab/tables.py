@@ -84,9 +84,34 @@ def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> dict[
     return {str(cell): paired_difference(deltas[cell].tolist()) for cell in deltas.columns}
 
 
-def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None) -> str:
-    """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival)."""
+def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
+    """Per cell of a ``--tune`` table whose chosen value is the smallest or the largest of the (3 or more) values
+    its tuning table (``tuned_on``, in ``folder``) tried: "smallest" or "largest". A choice at the edge of the
+    grid says a wider grid might choose otherwise."""
+    source = next(iter(frame["tuned_on"].dropna()), None) if "tuned_on" in frame.columns else None
+    if source is None or not (Path(folder) / str(source)).is_file():
+        return {}
+    tried = read_table(Path(folder) / str(source))["cell"].astype(str).tolist()
+    edges = {}
+    for cell, chosen in frame.groupby("cell", sort=False)["tuned"].first().dropna().items():
+        key, _, value = str(chosen).partition("=")
+        prefix = f"{cell},{key}="
+        try:
+            values = [float(label[len(prefix):]) for label in tried if label.startswith(prefix)]
+            value = float(value)
+        except ValueError:  # a tuned key with non-numeric values has no order
+            continue
+        if len(values) >= 3 and value in (min(values), max(values)):
+            edges[str(cell)] = "largest" if value == max(values) else "smallest"
+    return edges
+
+
+def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None,
+                   edges: dict[str, str] | None = None) -> str:
+    """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival);
+    ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid."""
     baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
+    edges = edges or {}
     summary = summarise(frame)
     metrics = metric_columns(frame)
     reference = PAPER_NUMBERS.get(paper) if paper else None
@@ -106,7 +131,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     for _, row in summary.iterrows():
         label = str(row["cell"]) + (" ⚠ collapsed" if str(row["cell"]) in collapsed else "")
         cells = [label, str(int(row["seeds"]))]
-        cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"]))]
+        edge = f" ({edges[str(row['cell'])]} tried)" if str(row["cell"]) in edges else ""
+        cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         cells += [_cost_cell(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in costs]
         for base in baselines:
@@ -141,6 +167,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         source = next(iter(frame["tuned_on"].dropna()), "?") if "tuned_on" in frame.columns else "?"
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
                      f"images (one seed; kdlab ablate --tune), never on the test split: `{source}`.")
+        if edges:
+            notes.append("(smallest/largest tried): the best validation value was at the edge of the values tried; "
+                         "a wider grid might choose another.")
     if "acm_total_weight" in frame.columns:
         totals = sorted(set(frame.loc[frame["cell"] != TEACHER_CELL, "acm_total_weight"].dropna().round(6)))
         notes.append("Total ACM weight (acm.weight × Σ block weights): "
@@ -224,7 +253,8 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
     baseline = baseline or default_baseline(frame)
     stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")
     markdown = stem.with_name(stem.name + ".md")
-    atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + markdown_table(frame, paper, baseline))
+    table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent))
+    atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + table)
     summary = summarise(frame)
     metrics = metric_columns(frame)
     plot = stem.with_name(stem.name + ".png")

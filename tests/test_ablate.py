@@ -199,3 +199,22 @@ def test_paired_differences_subtract_the_baseline_seed_by_seed():
     assert "| acm | 1 | 40.00 | 11.00 | +11.00 (1 seed: no interval) |" in text
     with pytest.raises(KdlabError, match="choose a student cell as --baseline"):
         paired_differences(components, "teacher", "pgd_acc")
+
+
+def test_a_tuned_value_at_the_edge_of_its_grid_is_marked(tmp_path):
+    from kdlab.tables import render, tuning_edges
+
+    (tmp_path / "t-val.csv").write_text(
+        'cell,seed,AP\n"kind=ssim,weight=0.2",0,1\n"kind=ssim,weight=2",0,2\n"kind=ssim,weight=20",0,3\n'
+        '"kind=l2,weight=0.2",0,2\n"kind=l2,weight=2",0,3\n"kind=l2,weight=20",0,1\n'
+        '"kind=mgd,weight=2e-6",0,3\n"kind=mgd,weight=2e-5",0,2\n"kind=mgd,weight=2e-4",0,1\n')
+    frame = pd.DataFrame({"kind": ["grid"] * 3, "cell": ["kind=ssim", "kind=l2", "kind=mgd"], "seed": [0] * 3,
+                          "AP": [50.0, 49.0, 48.0], "tuned": ["weight=20", "weight=2", "weight=2e-6"],
+                          "tuned_on": ["t-val.csv"] * 3})
+    assert tuning_edges(frame, tmp_path) == {"kind=ssim": "largest", "kind=mgd": "smallest"}
+    frame.to_csv(tmp_path / "t-tuned.csv", index=False)
+    markdown, _ = render(tmp_path / "t-tuned.csv")
+    text = markdown.read_text()
+    assert "| kind=ssim | 1 | weight=20 (largest tried) |" in text and "| kind=l2 | 1 | weight=2 |" in text
+    assert "| kind=mgd | 1 | weight=2e-6 (smallest tried) |" in text and "a wider grid might" in text
+    assert tuning_edges(frame.assign(tuned_on="missing.csv"), tmp_path) == {}  # no tuning table: nothing marked
