@@ -18,13 +18,14 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kdlab.distributed import refuse_multiprocess
-from kdlab.errors import KdlabError
+from kdlab.errors import Diverged, KdlabError
 from kdlab.methods.settings import SETTINGS, methods_for
 from kdlab.names import DETECTION_METRICS
 from kdlab.recipe import Recipe, apply_overrides, keyed_settings, read_recipe_file, validate_recipe
@@ -55,6 +56,8 @@ class AblationPlan:
     title_suffix: str = ""
     tuned: dict[str, str] = field(default_factory=dict)
     tuned_on: str | None = None
+    # a tuning grid records a value whose loss diverges as a flagged row and goes on (kdlab.tuning)
+    divergence_is_a_result: bool = False
 
     @property
     def title(self) -> str:
@@ -458,7 +461,8 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in table.order()]
     if jobs <= 1:
         for cell, seed, recipe_yaml in payloads:
-            summary = _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.path.stem, cell.label)
+            summary = cell_result(plan, partial(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed),
+                                                table.path.stem, cell.label))
             table.record(cell, seed, summary)
     else:
         import multiprocessing
@@ -471,5 +475,18 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):
                 cell, seed = futures[future]
-                table.record(cell, seed, future.result())
+                table.record(cell, seed, cell_result(plan, future.result))
     return table.path
+
+
+def cell_result(plan: AblationPlan, result: Callable[[], dict]) -> dict:
+    """A cell's summary; in a tuning grid, a diverged run's is its flag and message (no metrics), not an abort."""
+    try:
+        return result()
+    except Diverged as error:
+        if not plan.divergence_is_a_result:
+            raise
+        from kdlab.console import console
+
+        console.print(f"  diverged (recorded, the tuning goes on): {error}")
+        return {"flag": "diverged", "note": str(error)}

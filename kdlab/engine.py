@@ -44,7 +44,7 @@ from kdlab import distributed
 from kdlab.acceleration import StepPrecision
 from kdlab.checkpoint import STATE_FORMAT, atomic_save, safe_load
 from kdlab.epoch_totals import EpochTotals, Reading
-from kdlab.errors import KdlabError
+from kdlab.errors import Diverged, KdlabError
 from kdlab.recipe import TrainSpec
 from kdlab.results import atomic_write_text
 from kdlab.sample_random import SampleGenerator, bind_batch, key_of
@@ -165,7 +165,7 @@ def _checked_read(totals: EpochTotals, epoch: int, step: int, every: int, last_p
         terms = dict(reading.bad_terms or {})
         loss = terms.pop("loss", math.nan)
         shown = "".join(f"{name}={value:.4g}, " for name, value in terms.items())
-        raise KdlabError(
+        raise Diverged(
             f"loss became {loss} at epoch {epoch}, step {reading.bad_step} ({shown}seen at the check after step "
             f"{step}, train.log_every {every}); lower train.lr or a loss weight; the last good checkpoint is kept "
             f"at {last_path}"

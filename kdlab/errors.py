@@ -9,6 +9,11 @@ class KdlabError(Exception):
     """
 
 
+class Diverged(KdlabError):
+    """The training loss became non-finite. Fatal for a run; in a tuning grid (``kdlab ablate --tune``) it is a
+    result — that value diverges — recorded as a flagged row while the other values go on."""
+
+
 class ReportedElsewhere(KdlabError):
     """An error another process of a multi-process run reports (:mod:`kdlab.distributed`): this process exits
     with the same code without printing it again."""

@@ -119,7 +119,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     costs = cost_columns(frame)
     header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [METRIC_LABELS.get(m, m) for m in metrics]
     header += [COST_COLUMNS[c] for c in costs]
-    metric = headline_metric(frame)
+    metric = headline_metric(frame) if baselines else ""
     deltas = {base: paired_differences(frame, base, metric) for base in baselines}
     header += [f"Δ {METRIC_LABELS.get(metric, metric)} vs {base} (paired, 95 % CI)" for base in baselines]
     if reference:
@@ -127,9 +127,11 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
     flags = flags.astype(object).where(flags.notna(), "").astype(str)
-    collapsed = set(frame.loc[flags != "", "cell"].astype(str))
+    diverged = set(frame.loc[flags == "diverged", "cell"].astype(str))
+    collapsed = set(frame.loc[(flags != "") & (flags != "diverged"), "cell"].astype(str))
     for _, row in summary.iterrows():
         label = str(row["cell"]) + (" ⚠ collapsed" if str(row["cell"]) in collapsed else "")
+        label += " ⚠ diverged" if str(row["cell"]) in diverged else ""
         cells = [label, str(int(row["seeds"]))]
         edge = f" ({edges[str(row['cell'])]} tried)" if str(row["cell"]) in edges else ""
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
@@ -175,6 +177,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append("Total ACM weight (acm.weight × Σ block weights): "
                      + (f"{totals[0]:g} in every cell." if len(totals) == 1 else
                         "differs between cells (" + ", ".join(f"{t:g}" for t in totals) + "): --per-block-weight."))
+    if diverged:
+        notes.append("⚠ diverged: the training loss became non-finite (lower the value, or the learning rate); "
+                     "recorded with no metrics so the tuning grid goes on.")
     if collapsed:
         notes.append("⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance "
                      "on clean images -- collapsed: robust accuracy meaningless (see the CSV's flag column).")
@@ -258,6 +263,8 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
     summary = summarise(frame)
     metrics = metric_columns(frame)
     plot = stem.with_name(stem.name + ".png")
+    if not metrics:  # only diverged runs so far: nothing to plot yet
+        return markdown, plot
     plot_ablation_bars(
         summary,
         plot,

@@ -101,7 +101,7 @@ def tuning_plan(plan: AblationPlan, tune: TuneSpec, seed: int, val_size: int | N
              for cell in plan.cells for value in tune.values_for(cell.label)]
     tuned = replace(plan, cells=cells, seeds=[seed], include_teacher=False,
                     common_overrides=[*plan.common_overrides, *split], title_suffix="-val",
-                    grid_keys=(*plan.grid_keys, tune.key), tuned={}, tuned_on=None)
+                    grid_keys=(*plan.grid_keys, tune.key), tuned={}, tuned_on=None, divergence_is_a_result=True)
     for cell in cells:  # every tuning cell validates before any training
         tuned.recipe_for(cell, seed)
     return tuned
@@ -129,8 +129,8 @@ def choose(plan: AblationPlan, tune: TuneSpec, rows: list[dict], metric: str) ->
             if isinstance(score, (int, float)) and not math.isnan(score) and score > best_score:
                 best, best_score = value, score
         if best is None:
-            raise KdlabError(f"no {metric} for cell {cell.label} in the tuning table: choose --tune-metric from "
-                             f"its columns (e.g. AP, AP50, clean_acc)")
+            raise KdlabError(f"no {metric} for cell {cell.label} in the tuning table (every value diverged, or "
+                             f"choose --tune-metric from its columns, e.g. AP, AP50, clean_acc)")
         chosen[cell.label] = best
     return chosen
 

@@ -218,3 +218,30 @@ def test_a_tuned_value_at_the_edge_of_its_grid_is_marked(tmp_path):
     assert "| kind=ssim | 1 | weight=20 (largest tried) |" in text and "| kind=l2 | 1 | weight=2 |" in text
     assert "| kind=mgd | 1 | weight=2e-6 (smallest tried) |" in text and "a wider grid might" in text
     assert tuning_edges(frame.assign(tuned_on="missing.csv"), tmp_path) == {}  # no tuning table: nothing marked
+
+
+def test_a_diverging_tuning_value_is_a_flagged_row_and_the_grid_goes_on(tmp_path):
+    """λ (here the learning rate) that makes the loss non-finite is a tuning result, not the end of the grid; the
+    same divergence in the seeds' table still stops it."""
+    from kdlab.tables import markdown_table
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "tiny", "data": {"dataset": "embedded", "subset": 64, "test_subset": 20, "batch_size": 32},
+        "model": {"arch": "resnet_small", "width": 4}, "train": {"epochs": 1}, "eval": {"n": 10, "steps": 1},
+        "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
+    out = tmp_path / "tables"
+    command = ["ablate", str(recipe), "--grid", "train.epochs=1", "--tune-val-size", "16", "--seeds", "0",
+               "--threads", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, command + ["--tune", "train.lr=1e30,0.05"])
+    assert result.exit_code == 0, result.output
+    val = pd.read_csv(out / "tiny-grid-train.epochs-train.lr-val.csv")
+    diverged = val[val["cell"] == "epochs=1,lr=1e30"].iloc[0]
+    assert diverged["flag"] == "diverged" and math.isnan(diverged["pgd_acc"])
+    assert "epochs=1,lr=1e30 ⚠ diverged" in markdown_table(val)
+    tuned = pd.read_csv(out / "tiny-grid-train.epochs-tuned.csv")
+    assert tuned["tuned"].tolist() == ["lr=0.05"]
+
+    result = CliRunner().invoke(app, ["ablate", str(recipe), "--grid", "train.epochs=1", "--seeds", "0", "--threads",
+                                      "1", "--set", "train.lr=1e30", "--out", str(tmp_path / "t2")])
+    assert result.exit_code == 2 and "loss became" in result.output  # outside tuning it still stops
