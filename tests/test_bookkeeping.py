@@ -132,6 +132,25 @@ def test_force_then_interrupt_then_resume_leaves_one_row_per_finished_run(tmp_pa
     assert rows["finished_at"].iloc[0] == resumed.summary["finished_at"]
 
 
+def test_a_run_records_its_torch_thread_count(tmp_path):
+    """A run trained with 1 and with 2 CPU threads differs in its last bits: the count is recorded with it."""
+    import json
+
+    import torch
+
+    from kdlab.run import run_recipe
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outcome = run_recipe(tiny_recipe(tmp_path))
+    finally:
+        torch.set_num_threads(before)
+    assert outcome.summary["torch_threads"] == 1
+    assert json.loads((outcome.run_dir / "run.json").read_text())["torch_threads"] == 1
+    assert pd.read_csv(tmp_path / "runs.csv")["torch_threads"].tolist() == [1]
+
+
 def _run_under_name(tmp_path, name, delay, results):
     """In a fresh process: run the tiny recipe as ``name``; the training starts ``delay`` seconds late."""
     import time
