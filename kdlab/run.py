@@ -301,8 +301,8 @@ def _record_start(recipe: Recipe, run_dir: Path, command: str, overrides, teache
     """Write recipe.yaml, code.diff and run.json; return the code provenance (rank 0's, for every rank)."""
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
     code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
-    # CPU float reductions depend on the thread count: one key trained with 1 and with 2 threads differs in its
-    # last bits (the BCCD teacher: test AP 51.3 and 50.2), so the count is part of what reproduces a run
+    # CPU float reductions depend on the thread count, so one key trained with 1 and with 2 threads differs in
+    # its last bits (and, after 9 epochs, in its AP): the count is part of what reproduces a run
     code = {**code, "torch_threads": torch.get_num_threads()}
     write_json(run_dir / "run.json", {"command": command, "overrides": list(overrides), "seed": recipe.seed,
                                       **({"processes": world} if world > 1 else {}), **teacher_info, **code})

@@ -133,7 +133,7 @@ def test_force_then_interrupt_then_resume_leaves_one_row_per_finished_run(tmp_pa
 
 
 def test_a_run_records_its_torch_thread_count(tmp_path):
-    """A run trained with 1 and with 2 CPU threads differs in its last bits: the count is recorded with it."""
+    """CPU float reductions depend on the thread count: it is recorded with the run."""
     import json
 
     import torch
