@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -347,9 +346,11 @@ def _die_with_parent() -> None:
 
 
 def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), group: str = "",
-              cell: str = "", reporter_factory: Callable | None = None) -> dict[str, Any]:
+              cell: str = "", reporter_factory: Callable | None = None,
+              divergence_is_a_result: bool = False) -> dict[str, Any]:
     """Worker entry point (a separate process with --jobs, a job with kdlab.cluster): run one cell (resuming
-    it from its last epoch when interrupted before) and return its summary."""
+    it from its last epoch when interrupted before) and return its summary. ``divergence_is_a_result`` (a
+    tuning grid): a loss that becomes non-finite returns a flagged summary with no metrics instead of raising."""
     import torch
 
     from kdlab.run import run_recipe
@@ -357,8 +358,16 @@ def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), g
 
     torch.set_num_threads(threads)
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
-    outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell,  # group: trackers
-                         reporter_factory=reporter_factory or NoteReporter)  # default: expected time, one line
+    try:
+        outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell,  # group: trackers
+                             reporter_factory=reporter_factory or NoteReporter)  # default: expected time, one line
+    except Diverged as error:
+        if not divergence_is_a_result:
+            raise
+        from kdlab.console import console
+
+        console.print(f"  {cell} diverged (recorded, the tuning goes on): {error}")
+        return {"flag": "diverged", "note": str(error)}
     return outcome.summary
 
 
@@ -461,8 +470,8 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in table.order()]
     if jobs <= 1:
         for cell, seed, recipe_yaml in payloads:
-            summary = cell_result(plan, partial(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed),
-                                                table.path.stem, cell.label))
+            summary = _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.path.stem, cell.label,
+                                divergence_is_a_result=plan.divergence_is_a_result)
             table.record(cell, seed, summary)
     else:
         import multiprocessing
@@ -470,23 +479,10 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
             futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed),
-                                   table.path.stem, cell.label):
+                                   table.path.stem, cell.label, divergence_is_a_result=plan.divergence_is_a_result):
                        (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):
                 cell, seed = futures[future]
-                table.record(cell, seed, cell_result(plan, future.result))
+                table.record(cell, seed, future.result())
     return table.path
-
-
-def cell_result(plan: AblationPlan, result: Callable[[], dict]) -> dict:
-    """A cell's summary; in a tuning grid, a diverged run's is its flag and message (no metrics), not an abort."""
-    try:
-        return result()
-    except Diverged as error:
-        if not plan.divergence_is_a_result:
-            raise
-        from kdlab.console import console
-
-        console.print(f"  diverged (recorded, the tuning goes on): {error}")
-        return {"flag": "diverged", "note": str(error)}

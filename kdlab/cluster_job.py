@@ -82,7 +82,8 @@ class CellJob(submitit.helpers.Checkpointable):
             summary = _teacher_row(work["plan"], threads, work["evaluate"], reporter_factory=reporter.named)
         else:
             summary = _run_cell(work["recipe"], threads, tuple(work["overrides"]), work["group"], work["cell"],
-                                reporter_factory=reporter.named)
+                                reporter_factory=reporter.named,
+                                divergence_is_a_result=work.get("divergence_is_a_result", False))
         return {"summary": summary, "attempt": self.attempt, "start_epoch": reporter.start_epoch}
 
     def checkpoint(self, work: dict[str, Any]) -> submitit.helpers.DelayedSubmission:

@@ -220,9 +220,10 @@ def test_a_tuned_value_at_the_edge_of_its_grid_is_marked(tmp_path):
     assert tuning_edges(frame.assign(tuned_on="missing.csv"), tmp_path) == {}  # no tuning table: nothing marked
 
 
-def test_a_diverging_tuning_value_is_a_flagged_row_and_the_grid_goes_on(tmp_path):
-    """λ (here the learning rate) that makes the loss non-finite is a tuning result, not the end of the grid; the
-    same divergence in the seeds' table still stops it."""
+@pytest.mark.parametrize("executor", [("--jobs", "1"), ("--jobs", "2"), ("--executor", "submitit-local")])
+def test_a_diverging_tuning_value_is_a_flagged_row_and_the_grid_goes_on(tmp_path, executor):
+    """λ (here the learning rate) that makes the loss non-finite is a tuning result, not the end of the grid, in
+    every executor; the same divergence in the seeds' table still stops it."""
     from kdlab.tables import markdown_table
 
     recipe = tmp_path / "tiny.yaml"
@@ -232,7 +233,7 @@ def test_a_diverging_tuning_value_is_a_flagged_row_and_the_grid_goes_on(tmp_path
         "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
     out = tmp_path / "tables"
     command = ["ablate", str(recipe), "--grid", "train.epochs=1", "--tune-val-size", "16", "--seeds", "0",
-               "--threads", "1", "--out", str(out)]
+               "--threads", "1", "--out", str(out), *executor]
     result = CliRunner().invoke(app, command + ["--tune", "train.lr=1e30,0.05"])
     assert result.exit_code == 0, result.output
     val = pd.read_csv(out / "tiny-grid-train.epochs-train.lr-val.csv")
