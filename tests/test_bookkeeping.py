@@ -30,7 +30,7 @@ def grid_plan(recipe, grid, overrides=()):
 @pytest.fixture()
 def fake_cells(monkeypatch):
     """Cells 'run' instantly: a cell's PGD accuracy is read off its overrides, so tables can be told apart."""
-    def run_cell(recipe_yaml, threads, overrides=(), group="", cell=""):
+    def run_cell(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False):
         recipe = yaml.safe_load(recipe_yaml)
         method = recipe["method"]
         pgd = 10 * method.get("kd", {}).get("weight", 1.0) + method.get("acm", {}).get("weight", 10.0)
