@@ -95,7 +95,7 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     edges = {}
     for cell, chosen in frame.groupby("cell", sort=False)["tuned"].first().dropna().items():
         key, _, value = str(chosen).partition("=")
-        prefix = f"{cell},{key}="
+        prefix = f"{cell},{key}="  # the tuning grid's cells are <cell>,<tuned setting> (kdlab.tuning.TuneSpec.label)
         try:
             values = [float(label[len(prefix):]) for label in tried if label.startswith(prefix)]
             value = float(value)

@@ -49,6 +49,15 @@ class TuneSpec:
     def short(self) -> str:
         return self.key.split(".")[-1]
 
+    def setting(self, value: str) -> str:
+        """``weight=2``: the seeds' ``tuned`` column."""
+        return f"{self.short}={value}"
+
+    def label(self, cell: str, value: str) -> str:
+        """``kind=ssim,weight=2``: the tuning grid's cell, ``<cell>,<setting>`` (kdlab.tables.tuning_edges reads
+        the tuning table by this form)."""
+        return f"{cell},{self.setting(value)}"
+
 
 def parse_tune(entries: list[str]) -> TuneSpec:
     """``KEY=V1,V2,...`` once, plus any ``KEY[GROUP]=V1,...``; one key only (one-line errors otherwise)."""
@@ -97,7 +106,7 @@ def tuning_plan(plan: AblationPlan, tune: TuneSpec, seed: int, val_size: int | N
     elif val_size and val_size != base.data.val_size:
         raise KdlabError(f"--tune-val-size {val_size}: the recipe already holds out data.val_size="
                          f"{base.data.val_size} images; drop --tune-val-size or change the recipe")
-    cells = [Cell(f"{cell.label},{tune.short}={value}", (*cell.overrides, f"{tune.key}={value}"))
+    cells = [Cell(tune.label(cell.label, value), (*cell.overrides, f"{tune.key}={value}"))
              for cell in plan.cells for value in tune.values_for(cell.label)]
     tuned = replace(plan, cells=cells, seeds=[seed], include_teacher=False,
                     common_overrides=[*plan.common_overrides, *split], title_suffix="-val",
@@ -119,13 +128,13 @@ def choose(plan: AblationPlan, tune: TuneSpec, rows: list[dict], metric: str) ->
     chosen = {}
     for cell in plan.cells:
         best, best_score = None, -math.inf
-        tried = [f"{cell.label},{tune.short}={value}" for value in tune.values_for(cell.label)]
-        missing = [label for label in tried if label not in scores]
+        tried = {value: tune.label(cell.label, value) for value in tune.values_for(cell.label)}
+        missing = [label for label in tried.values() if label not in scores]
         if missing:
             raise KdlabError(f"the tuning table has no row for {missing[0]}: pass the --tune values it was made "
                              f"with (its cells: {', '.join(sorted(scores)) or 'none'})")
-        for value in tune.values_for(cell.label):
-            score = scores.get(f"{cell.label},{tune.short}={value}")
+        for value, label in tried.items():
+            score = scores[label]
             if isinstance(score, (int, float)) and not math.isnan(score) and score > best_score:
                 best, best_score = value, score
         if best is None:
@@ -139,7 +148,7 @@ def seeds_plan(plan: AblationPlan, tune: TuneSpec, chosen: dict[str, str], tunin
     """The ablation's cells, each with its chosen value, on the recipe's own data and test split."""
     cells = [Cell(cell.label, (*cell.overrides, f"{tune.key}={chosen[cell.label]}")) for cell in plan.cells]
     return replace(plan, cells=cells, title_suffix="-tuned", tuned_on=tuning_table.name,
-                   tuned={label: f"{tune.short}={value}" for label, value in chosen.items()})
+                   tuned={label: tune.setting(value) for label, value in chosen.items()})
 
 
 def tuned_rows(table: Path) -> list[dict]:
