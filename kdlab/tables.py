@@ -25,6 +25,12 @@ from kdlab.results import atomic_write_text, read_table
 from kdlab.stats import PairedDifference, paired_difference
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
+
+
+def tuning_cell(cell: str, setting: str) -> str:
+    """``kind=ssim,weight=2``: a ``--tune`` grid's cell is the ablation cell and the tried setting (``weight=2``);
+    :mod:`kdlab.tuning` writes it and :func:`tuning_edges` reads it."""
+    return f"{cell},{setting}"
 # Training cost, shown beside the metrics where a table records it (method comparisons): column -> header
 COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": "teacher fwd/img",
                 "train_seconds": "train s", "wall_seconds": "wall s"}
@@ -95,7 +101,7 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     edges = {}
     for cell, chosen in frame.groupby("cell", sort=False)["tuned"].first().dropna().items():
         key, _, value = str(chosen).partition("=")
-        prefix = f"{cell},{key}="  # the tuning grid's cells are <cell>,<tuned setting> (kdlab.tuning.TuneSpec.label)
+        prefix = tuning_cell(str(cell), f"{key}=")
         try:
             values = [float(label[len(prefix):]) for label in tried if label.startswith(prefix)]
             value = float(value)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from kdlab.ablate import AblationPlan, Cell
 from kdlab.errors import KdlabError
-from kdlab.tables import TEACHER_CELL
+from kdlab.tables import TEACHER_CELL, tuning_cell
 
 _ENTRY = re.compile(r"^(?P<key>[^=\[\]]+?)(?:\[(?P<group>[^\]]+)\])?=(?P<values>.+)$")
 
@@ -54,9 +54,8 @@ class TuneSpec:
         return f"{self.short}={value}"
 
     def label(self, cell: str, value: str) -> str:
-        """``kind=ssim,weight=2``: the tuning grid's cell, ``<cell>,<setting>`` (kdlab.tables.tuning_edges reads
-        the tuning table by this form)."""
-        return f"{cell},{self.setting(value)}"
+        """``kind=ssim,weight=2``: the tuning grid's cell (:func:`kdlab.tables.tuning_cell`)."""
+        return tuning_cell(cell, self.setting(value))
 
 
 def parse_tune(entries: list[str]) -> TuneSpec:
