@@ -11,8 +11,12 @@
 #    Faster R-CNN table: pkd and mgd) run 5 seeds with SSIM -> tables named *-5seeds-* (seeds 0-2 reused).
 set -euo pipefail
 export OMP_NUM_THREADS=1
+# λ: three values over two orders of magnitude per kind (MGD's and FGD's around their authors' scale), plus one step
+# past the edge where the three-value grid chose its edge: ssim 20 (largest), mgd 2e-6 and fgd 0.1 (smallest that
+# did not diverge) -> ssim 200, mgd 2e-7, fgd 0.01. Finished runs are reused, so the wider grid costs three runs.
 TUNE=(--tune method.feature.weight=0.2,2,20 --tune 'method.feature.weight[kind=none]=1'
-      --tune 'method.feature.weight[kind=mgd]=2e-6,2e-5,2e-4' --tune 'method.feature.weight[kind=fgd]=0.1,1,10')
+      --tune 'method.feature.weight[kind=ssim]=0.2,2,20,200'
+      --tune 'method.feature.weight[kind=mgd]=2e-7,2e-6,2e-5,2e-4' --tune 'method.feature.weight[kind=fgd]=0.01,0.1,1,10')
 VAL=results/ablations/skd-bccd-cpu-grid-method.feature.kind-method.feature.weight-val.csv
 kdlab train recipes/skd_bccd_cpu_teacher.yaml --threads 2      # alone first: both cores
 kdlab ablate recipes/skd_bccd_cpu.yaml --grid method.feature.kind=none,l1,l2,ssim,pkd,cwd,mgd,fgd "${TUNE[@]}" \
