@@ -432,12 +432,26 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
 
 class AblationTable:
     """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
-    has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell)."""
+    has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell).
+    A rerun starts from the rows its table already holds (the table is this plan's: :meth:`AblationPlan.
+    table_path`) and replaces each as its run is recorded again, so interrupting a rerun never leaves the
+    table shorter than it was."""
 
     def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.plan, self.path, self.on_cell = plan, plan.table_path(out_dir), on_cell
-        self.rows: dict[tuple[str, int], dict] = {}
+        self.rows: dict[tuple[str, int], dict] = self._rows_on_disk()
+
+    def _rows_on_disk(self) -> dict[tuple[str, int], dict]:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return {}
+        import pandas as pd
+
+        frame = pd.read_csv(self.path)
+        wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
+        frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        return {(str(row["cell"]), int(row["seed"])): row for row in records}
 
     def record(self, cell: Cell, seed: int, summary: dict) -> None:
         from kdlab.tables import write_ablation_outputs

@@ -67,6 +67,26 @@ def test_same_keys_other_values_or_overrides_get_a_new_version_not_an_overwrite(
     assert pd.read_csv(with_set)["pgd_acc"].tolist() == [5.0, 20.0]
 
 
+def test_an_interrupted_rerun_keeps_the_rows_it_has_not_recorded_again(distill_recipe, tmp_path, fake_cells,
+                                                                         monkeypatch):
+    out, plan = tmp_path / "tables", grid_plan(distill_recipe, ["method.kd.weight=0.5,2"])
+    table = run_ablation(plan, out)
+    assert pd.read_csv(table)["pgd_acc"].tolist() == [15.0, 30.0]
+
+    def rerun(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False):
+        if cell == "weight=2":  # stopped before its run is recorded again
+            raise KeyboardInterrupt
+        return {"clean_acc": 50.0, "pgd_acc": 16.0, "wall_seconds": 1.0, "run_dir": "again"}
+
+    monkeypatch.setattr(kdlab.ablate, "_run_cell", rerun)
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(plan, out)
+    rows = pd.read_csv(table)
+    assert rows["cell"].tolist() == ["weight=0.5", "weight=2"]  # not truncated to what the rerun reached
+    assert rows["pgd_acc"].tolist() == [16.0, 30.0]  # the rerun's row replaced the first; the other is kept
+    assert rows["run_dir"].tolist() == ["again", "R-weight_2-s0"]
+
+
 def test_cells_name_the_full_key_when_two_keys_share_a_last_segment():
     cells = grid_cells(["method.kd.weight=1", "method.acm.weight=2,3", "train.lr=0.1"])
     assert [c.label for c in cells] == ["method.kd.weight=1,method.acm.weight=2,lr=0.1",
