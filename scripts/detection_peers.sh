@@ -18,7 +18,7 @@ TUNE=(--tune method.feature.weight=0.2,2,20 --tune 'method.feature.weight[kind=n
       --tune 'method.feature.weight[kind=ssim]=0.2,2,20,200'
       --tune 'method.feature.weight[kind=mgd]=2e-7,2e-6,2e-5,2e-4' --tune 'method.feature.weight[kind=fgd]=0.01,0.1,1,10')
 VAL=results/ablations/skd-bccd-cpu-grid-method.feature.kind-method.feature.weight-val.csv
-kdlab train recipes/skd_bccd_cpu_teacher.yaml --threads 2      # alone first: both cores
+kdlab train recipes/skd_bccd_cpu_teacher.yaml --threads 2 --resume      # alone first: both cores
 kdlab ablate recipes/skd_bccd_cpu.yaml --grid method.feature.kind=none,l1,l2,ssim,pkd,cwd,mgd,fgd "${TUNE[@]}" \
   --tune-val-size 60 --seeds 0,1,2 --jobs 2 --threads 1
 KINDS=$(python - "$VAL" <<'PY'
@@ -30,7 +30,7 @@ print(",".join(["none", max(["l1", "l2"], key=best.get), "ssim", max(["pkd", "cw
 PY
 )
 echo "RetinaNet kinds (by Faster R-CNN validation AP): $KINDS"
-kdlab train recipes/skd_bccd_retinanet_cpu_teacher.yaml --threads 2
+kdlab train recipes/skd_bccd_retinanet_cpu_teacher.yaml --threads 2 --resume
 kdlab ablate recipes/skd_bccd_retinanet_cpu.yaml --grid "method.feature.kind=$KINDS" "${TUNE[@]}" --tune-from "$VAL" \
   --seeds 0,1,2 --jobs 2 --threads 1
 
