@@ -29,7 +29,7 @@ from torch import nn
 from kdlab import distributed
 from kdlab.checkpoint import file_digest, load_model, save_model
 from kdlab.engine import Reporter, fit
-from kdlab.errors import KdlabError
+from kdlab.errors import Diverged, KdlabError
 from kdlab.names import BLOCK_FIELDS, HEADLINE_METRICS
 from kdlab.recipe import Recipe, load_recipe
 from kdlab.results import now, provenance, read_json, replace_rows, write_json
@@ -162,8 +162,12 @@ def _key_of(run_dir: Path) -> str:
     return run_dir.name.rsplit("-", 1)[-1]
 
 
+DIVERGED = "diverged.json"  # a run whose loss became non-finite: its error, so a rerun reports it without training
+
+
 def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
-    """Return the finished summary to reuse, or prepare the directory for (re)training."""
+    """Return the finished summary to reuse, or prepare the directory for (re)training; a run recorded as
+    diverged raises its divergence again (same key, same run: it would diverge again) unless forced."""
     summary_path = run_dir / "summary.json"
     if force and run_dir.exists():
         for child in run_dir.iterdir():
@@ -171,6 +175,9 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     elif summary_path.exists():
         return read_json(summary_path)
+    elif (run_dir / DIVERGED).exists():
+        raise Diverged(f"{read_json(run_dir / DIVERGED)['error']} (recorded in {run_dir / DIVERGED} at "
+                       f"{read_json(run_dir / DIVERGED)['at']}; --force trains it again)")
     elif (run_dir / "last.pt").exists() and not resume:
         raise KdlabError(
             f"an unfinished run exists at {run_dir}: pass --resume to continue it or --force to start over"
@@ -181,12 +188,13 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
 
 @contextlib.contextmanager
 def _discard_unless_trained(run_dir: Path, owner: bool = True):
-    """A run that fails before its first epoch is saved leaves no directory behind (nothing to resume); only
-    the directory's ``owner`` (rank 0) removes it."""
+    """A run that fails before its first epoch is saved leaves no directory behind (nothing to resume), unless
+    it diverged (its record is kept: :data:`DIVERGED`); only the directory's ``owner`` (rank 0) removes it."""
     try:
         yield
     except BaseException:
-        if owner and run_dir.is_dir() and not (run_dir / "last.pt").exists() and not (run_dir / "summary.json").exists():
+        kept = ("last.pt", "summary.json", DIVERGED)
+        if owner and run_dir.is_dir() and not any((run_dir / name).exists() for name in kept):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
@@ -242,9 +250,14 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
 
         shown = reporter_factory(recipe.name) if reporter_factory else None
         reporter = trackers.reporter(with_expected_time(shown, recipe, data, setup, teacher))
-        result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
-                     validate=setup.validate, select=recipe.selection_metric, export_best=export_best,
-                     resume=resume, reporter=reporter)
+        try:
+            result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
+                         validate=setup.validate, select=recipe.selection_metric, export_best=export_best,
+                         resume=resume, reporter=reporter)
+        except Diverged as error:
+            if main:
+                write_json(run_dir / DIVERGED, {"error": str(error), "at": now()})
+            raise
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
         with _evaluation_progress(reporter, recipe) as progress:

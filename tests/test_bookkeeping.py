@@ -152,6 +152,28 @@ def test_force_then_interrupt_then_resume_leaves_one_row_per_finished_run(tmp_pa
     assert rows["finished_at"].iloc[0] == resumed.summary["finished_at"]
 
 
+def test_a_diverged_run_is_recorded_and_a_rerun_reports_it_without_training(tmp_path, monkeypatch):
+    import kdlab.run
+    from kdlab.errors import Diverged
+    from kdlab.run import run_recipe
+
+    recipe = tiny_recipe(tmp_path, ["train.lr=1e30"])
+    with pytest.raises(Diverged, match="loss became"):
+        run_recipe(recipe)
+    run_dir = next(path for path in (tmp_path / "runs").iterdir() if path.is_dir())
+    assert (run_dir / "diverged.json").is_file()  # kept, though no epoch finished
+
+    real_fit = kdlab.run.fit
+    monkeypatch.setattr(kdlab.run, "fit", lambda *a, **k: pytest.fail("a recorded divergence trained again"))
+    for resume in (False, True):
+        with pytest.raises(Diverged, match="loss became .* --force trains it again"):
+            run_recipe(recipe, resume=resume)
+    monkeypatch.setattr(kdlab.run, "fit", real_fit)
+    with pytest.raises(Diverged, match="loss became"):  # --force trains again (and diverges again)
+        run_recipe(recipe, force=True)
+    assert not (tmp_path / "runs.csv").exists()  # a diverged run has no row
+
+
 def test_a_run_records_its_torch_thread_count(tmp_path):
     """CPU float reductions depend on the thread count: it is recorded with the run."""
     import json
