@@ -176,8 +176,9 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
     elif summary_path.exists():
         return read_json(summary_path)
     elif (run_dir / DIVERGED).exists():
-        raise Diverged(f"{read_json(run_dir / DIVERGED)['error']} (recorded in {run_dir / DIVERGED} at "
-                       f"{read_json(run_dir / DIVERGED)['at']}; --force trains it again)")
+        record = read_json(run_dir / DIVERGED)
+        raise Diverged(f"{record['error']} (recorded in {run_dir / DIVERGED} at {record['at']}; --force trains it "
+                       "again)")
     elif (run_dir / "last.pt").exists() and not resume:
         raise KdlabError(
             f"an unfinished run exists at {run_dir}: pass --resume to continue it or --force to start over"

@@ -26,14 +26,15 @@ from kdlab.stats import PairedDifference, paired_difference
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
 
+# Training cost, shown beside the metrics where a table records it (method comparisons): column -> header
+COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": "teacher fwd/img",
+                "train_seconds": "train s", "wall_seconds": "wall s"}
+
 
 def tuning_cell(cell: str, setting: str) -> str:
     """``kind=ssim,weight=2``: a ``--tune`` grid's cell is the ablation cell and the tried setting (``weight=2``);
     :mod:`kdlab.tuning` writes it and :func:`tuning_edges` reads it."""
     return f"{cell},{setting}"
-# Training cost, shown beside the metrics where a table records it (method comparisons): column -> header
-COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": "teacher fwd/img",
-                "train_seconds": "train s", "wall_seconds": "wall s"}
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
