@@ -71,6 +71,11 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
     if teacher_recipe.is_distillation:
         raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; name a training recipe (model:)")
     outcome = run_recipe(teacher_recipe, resume=True, reporter_factory=reporter_factory)
+    if outcome.summary.get("flag") and distributed.is_main():  # collapsed or weak: say so before any student trains
+        from kdlab.console import console
+
+        console.print(f"[bold red]teacher {outcome.run_dir} is {outcome.summary['flag']}; the students' numbers "
+                      f"will say little about the method: fix {spec.recipe} first[/]", highlight=False)
     teacher, _ = load_model(outcome.run_dir / "best.pt", expected_classes=num_classes)
     info = {
         "teacher": str(outcome.run_dir),

@@ -31,6 +31,17 @@ COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": 
                 "train_seconds": "train s", "wall_seconds": "wall s"}
 
 
+# A flag's first word (the row's ``flag`` column) and the note that explains its ⚠ mark under a table.
+FLAG_NOTES = {
+    "diverged": "⚠ diverged: the training loss became non-finite (lower the value, or the learning rate); recorded "
+                "with no metrics so the tuning grid goes on.",
+    "collapsed": "⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance on clean "
+                 "images -- collapsed: robust accuracy meaningless (see the CSV's flag column).",
+    "weak": "⚠ weak: a detector of this cell (or the teacher) finds almost nothing: AP50 under 10 % (see the CSV's "
+            "flag column); its AP says little about the method.",
+}
+
+
 def tuning_cell(cell: str, setting: str) -> str:
     """``kind=ssim,weight=2``: a ``--tune`` grid's cell is the ablation cell and the tried setting (``weight=2``);
     :mod:`kdlab.tuning` writes it and :func:`tuning_edges` reads it."""
@@ -134,11 +145,11 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
     flags = flags.astype(object).where(flags.notna(), "").astype(str)
-    diverged = set(frame.loc[flags == "diverged", "cell"].astype(str))
-    collapsed = set(frame.loc[(flags != "") & (flags != "diverged"), "cell"].astype(str))
+    # a flag's first word names it: "collapsed: ..." (classification), "weak: ..." (detection), "diverged"
+    marks = frame.assign(mark=flags.str.split(":").str[0].str.strip())[flags != ""].groupby("cell")["mark"]
+    marks = {str(cell): sorted(set(values)) for cell, values in marks}
     for _, row in summary.iterrows():
-        label = str(row["cell"]) + (" ⚠ collapsed" if str(row["cell"]) in collapsed else "")
-        label += " ⚠ diverged" if str(row["cell"]) in diverged else ""
+        label = str(row["cell"]) + "".join(f" ⚠ {mark}" for mark in marks.get(str(row["cell"]), []))
         cells = [label, str(int(row["seeds"]))]
         edge = f" ({edges[str(row['cell'])]} tried)" if str(row["cell"]) in edges else ""
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
@@ -184,12 +195,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append("Total ACM weight (acm.weight × Σ block weights): "
                      + (f"{totals[0]:g} in every cell." if len(totals) == 1 else
                         "differs between cells (" + ", ".join(f"{t:g}" for t in totals) + "): --per-block-weight."))
-    if diverged:
-        notes.append("⚠ diverged: the training loss became non-finite (lower the value, or the learning rate); "
-                     "recorded with no metrics so the tuning grid goes on.")
-    if collapsed:
-        notes.append("⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance "
-                     "on clean images -- collapsed: robust accuracy meaningless (see the CSV's flag column).")
+    shown = {mark for cell_marks in marks.values() for mark in cell_marks}
+    notes += [note for mark, note in FLAG_NOTES.items() if mark in shown]
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"

@@ -87,6 +87,29 @@ def test_coco_ap_without_predictions_is_zero(shapes) -> None:
     assert result == {name: 0.0 for name in METRICS}
 
 
+def test_a_detector_that_ignores_the_image_is_flagged_weak_and_marked_in_tables(shapes) -> None:
+    """The collapsed RetinaNet case: the same boxes and class for every image (scores that do not depend on it)."""
+    import pandas as pd
+
+    from kdlab.tables import markdown_table
+    from kdlab.tasks.detection import weak_detector_reason
+
+    targets = [shapes[i].target for i in range(len(shapes))]
+    grid = torch.tensor([[x, y, x + 16.0, y + 16.0] for x in range(0, SIZE - 16, 8) for y in range(0, SIZE - 16, 8)])
+    constant = [{"boxes": grid.clone(), "scores": torch.full((len(grid),), 0.23),
+                 "labels": torch.full((len(grid),), 1, dtype=torch.int64)} for _ in targets]
+    blind = {**coco_box_ap(constant, targets, shapes.class_names), "eval_n": len(targets)}
+    perfect = {**coco_box_ap(_perfect(targets), targets, shapes.class_names), "eval_n": len(targets)}
+    assert blind["AP50"] < 10.0 and weak_detector_reason(blind).startswith(f"weak: AP50 {blind['AP50']:.1f} %")
+    assert weak_detector_reason(perfect) == "" and weak_detector_reason({"AP50": None}) == ""
+    assert weak_detector_reason({"AP50": 10.0}) == "" and weak_detector_reason({"AP50": 9.9}) != ""  # the edge
+
+    frame = pd.DataFrame({"cell": ["kind=ssim", "kind=ssim", "kind=none"], "seed": [0, 1, 0], "AP": [1.0, 2.0, 50.0],
+                          "flag": [weak_detector_reason(blind), "", ""]})
+    table = markdown_table(frame)
+    assert "| kind=ssim ⚠ weak |" in table and "| kind=none |" in table
+
+
 def test_coco_ap_size_range_without_ground_truth_is_nan(shapes) -> None:
     targets = [shapes[i].target for i in range(len(shapes))]  # 64 px images: no object above 96^2
     assert math.isnan(coco_box_ap(_perfect(targets), targets, shapes.class_names)["APl"])

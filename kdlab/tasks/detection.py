@@ -103,7 +103,21 @@ def evaluate_split(model: nn.Module, data, recipe: Recipe, batch_size: int | Non
     metrics = evaluate_detector(model, dataset, batch_size=batch_size or recipe.data.batch_size)
     evaluation: dict[str, Any] = {name: _finite(metrics[name]) for name in METRICS}
     evaluation["eval_n"] = len(dataset)
+    evaluation["flag"] = weak_detector_reason(evaluation)
     return evaluation
+
+
+WEAK_AP50 = 10.0  # %: below it a detector finds almost none of the objects
+
+
+def weak_detector_reason(evaluation: dict[str, Any]) -> str:
+    """``"weak: ..."`` for a detector whose AP50 is under :data:`WEAK_AP50` % (e.g. one whose class scores barely
+    depend on the image), else ``""``: a teacher like that transfers nothing, a student like that measures
+    nothing. The ablation tables mark its cell ``⚠ weak``."""
+    ap50 = evaluation.get("AP50")
+    if ap50 is None or ap50 >= WEAK_AP50:
+        return ""
+    return f"weak: AP50 {ap50:.1f} % on {evaluation.get('eval_n')} images (under {WEAK_AP50:g} %: it finds almost nothing)"
 
 
 def _drop_last(batches, batch_size: int):
