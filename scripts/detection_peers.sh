@@ -6,7 +6,8 @@
 #    seeds of every kind at its λ -> results/ablations/skd-bccd-cpu-grid-method.feature.kind{-method.feature.weight-val,-tuned}.*
 # 2. RetinaNet R-34-FPN -> R-18-FPN: none, the best l_p loss, ssim and the best peer (judged, like λ, by Faster
 #    R-CNN's validation AP: no test number chooses anything), each at the λ Faster R-CNN's validation chose
-#    (--tune-from) -> results/ablations/skd-bccd-retinanet-cpu-grid-method.feature.kind-tuned.*
+#    (--tune-from) -> results/ablations/skd-bccd-retinanet-cpu-grid-method.feature.kind-tuned.*; stops first if
+#    the RetinaNet teacher is weak (AP50 under 10 %), as the 9-epoch recipe is (README, "Detection KD peers")
 # 3. For each detector, the kinds 3 seeds cannot separate from SSIM (paired 95 % interval including 0; on the
 #    Faster R-CNN table: pkd and mgd) run 5 seeds with SSIM -> tables named *-5seeds-* (seeds 0-2 reused).
 set -euo pipefail
@@ -31,6 +32,16 @@ PY
 )
 echo "RetinaNet kinds (by Faster R-CNN validation AP): $KINDS"
 kdlab train recipes/skd_bccd_retinanet_cpu_teacher.yaml --threads 2 --resume
+python - <<'PY'  # a weak teacher (AP50 under 10 %: the 9-epoch recipe reached AP 0.7) makes the table meaningless
+import sys
+from kdlab.recipe import load_recipe
+from kdlab.results import read_json
+from kdlab.run import run_directory
+from kdlab.tasks.detection import weak_detector_reason
+summary = read_json(run_directory(load_recipe("recipes/skd_bccd_retinanet_cpu_teacher.yaml")) / "summary.json")
+if weak_detector_reason(summary):
+    sys.exit(f"RetinaNet teacher {summary['run_dir']} is {weak_detector_reason(summary)}: fix its recipe first")
+PY
 kdlab ablate recipes/skd_bccd_retinanet_cpu.yaml --grid "method.feature.kind=$KINDS" "${TUNE[@]}" --tune-from "$VAL" \
   --seeds 0,1,2 --jobs 2 --threads 1
 
