@@ -236,6 +236,26 @@ def test_build_detector_rejects_unknown_names() -> None:
         build_detector("fasterrcnn", "resnet18", 1)
 
 
+def test_retinanet_head_norm_is_torchvisions_v1_or_v2_head() -> None:
+    from torchvision.models.detection import retinanet_resnet50_fpn, retinanet_resnet50_fpn_v2
+
+    def norms(model: nn.Module) -> list[tuple[int, int]]:
+        return [(m.num_groups, m.num_channels) for m in model.head.modules() if isinstance(m, nn.GroupNorm)]
+
+    v1, v2 = (f(weights=None, weights_backbone=None, num_classes=4) for f in (retinanet_resnet50_fpn,
+                                                                           retinanet_resnet50_fpn_v2))
+    assert norms(build_detector("retinanet", "resnet18", 4, SIZE, SIZE)) == norms(v1) == []
+    assert norms(build_detector("retinanet", "resnet18", 4, SIZE, SIZE, head_norm="groupnorm")) == norms(v2)
+    small = build_detector("retinanet", "resnet18", 4, SIZE, SIZE, head_norm="groupnorm", fpn_channels=64)
+    assert norms(small) == [(32, 64)] * len(norms(v2))
+    with pytest.raises(KdlabError, match="unknown head_norm 'gn'.*none, groupnorm"):
+        build_detector("retinanet", "resnet18", 4, head_norm="gn")
+    with pytest.raises(KdlabError, match="divisible by 32"):
+        build_detector("retinanet", "resnet18", 4, head_norm="groupnorm", fpn_channels=48)
+    with pytest.raises(KdlabError, match="'head_norm' applies to retinanet only"):
+        build_detector("fasterrcnn", "resnet18", 4, head_norm="groupnorm")
+
+
 def test_presets_set_detector_sizes() -> None:
     cpu = build_detector("fasterrcnn", "resnet18", 4, SIZE, SIZE)
     assert cpu.rpn._post_nms_top_n == {"training": 300, "testing": 300}

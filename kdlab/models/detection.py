@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ _FASTERRCNN_OPTIONS = (
     "box_batch_size_per_image",
     "representation_size",
 )
-_RETINANET_OPTIONS = ("topk_candidates",)
+_RETINANET_OPTIONS = ("topk_candidates", "head_norm")
+HEAD_NORMS = ("none", "groupnorm")  # RetinaNet heads: torchvision v1 (none) or v2 (GroupNorm(32) after each conv)
 _COMMON_OPTIONS = (
     "preset",
     "box_detections_per_img",
@@ -245,7 +247,9 @@ def build_detector(
             ``frozen`` with a ``backbone_checkpoint``, else ``batchnorm``), ``backbone_checkpoint`` (path);
             Faster R-CNN only: ``rpn_pre_nms_top_n_train/test``, ``rpn_post_nms_top_n_train/test``,
             ``rpn_batch_size_per_image``, ``box_batch_size_per_image``, ``representation_size``;
-            RetinaNet only: ``topk_candidates``.
+            RetinaNet only: ``topk_candidates``, ``head_norm`` (``none``: torchvision's
+            ``retinanet_resnet50_fpn``; ``groupnorm``: GroupNorm(32) after each head conv, as its
+            ``retinanet_resnet50_fpn_v2``).
     """
     from torchvision.models.detection import FasterRCNN, RetinaNet
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -321,10 +325,21 @@ def build_detector(
             **common,
         )
     else:
+        from torchvision.models.detection.retinanet import RetinaNetHead
+
+        head_norm = settings.get("head_norm", "none")
+        if head_norm not in HEAD_NORMS:
+            raise KdlabError(f"unknown head_norm '{head_norm}': choose one of {_choices(HEAD_NORMS)}")
+        if head_norm == "groupnorm" and body.out_channels % 32:
+            raise KdlabError(f"head_norm groupnorm needs fpn_channels divisible by 32 (32 groups), not "
+                             f"{body.out_channels}")
+        norm_layer = partial(nn.GroupNorm, 32) if head_norm == "groupnorm" else None
         model = RetinaNet(
             body,
             int(num_classes),
             anchor_generator=anchors,
+            head=RetinaNetHead(body.out_channels, anchors.num_anchors_per_location()[0], int(num_classes),
+                               norm_layer=norm_layer),
             topk_candidates=int(settings["topk_candidates"]),
             detections_per_img=int(settings["box_detections_per_img"]),
             score_thresh=float(settings.get("box_score_thresh", 0.05)),
