@@ -7,7 +7,7 @@
 # 2. RetinaNet R-34-FPN -> R-18-FPN: none, the best l_p loss, ssim and the best peer (judged, like λ, by Faster
 #    R-CNN's validation AP: no test number chooses anything), each at the λ Faster R-CNN's validation chose
 #    (--tune-from) -> results/ablations/skd-bccd-retinanet-cpu-grid-method.feature.kind-tuned.*; stops first if
-#    the RetinaNet teacher is weak (AP50 under 10 %), as the 9-epoch recipe is (README, "Detection KD peers")
+#    the RetinaNet teacher is weak (AP50 under 10 %), as it was with v1 heads (README, "Detection KD peers")
 # 3. For each detector, the kinds 3 seeds cannot separate from SSIM (paired 95 % interval including 0; on the
 #    Faster R-CNN table: pkd and mgd) run 5 seeds with SSIM -> tables named *-5seeds-* (seeds 0-2 reused).
 set -euo pipefail
@@ -32,7 +32,7 @@ PY
 )
 echo "RetinaNet kinds (by Faster R-CNN validation AP): $KINDS"
 kdlab train recipes/skd_bccd_retinanet_cpu_teacher.yaml --threads 2 --resume
-python - <<'PY'  # a weak teacher (AP50 under 10 %: the 9-epoch recipe reached AP 0.7) makes the table meaningless
+python - <<'PY'  # a weak teacher (AP50 under 10 %: with v1 heads it reached AP 0.7) makes the table meaningless
 import sys
 from kdlab.recipe import load_recipe
 from kdlab.results import read_json
