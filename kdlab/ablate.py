@@ -28,6 +28,7 @@ from kdlab.errors import Diverged, KdlabError
 from kdlab.methods.settings import SETTINGS, methods_for
 from kdlab.names import DETECTION_METRICS
 from kdlab.recipe import Recipe, apply_overrides, keyed_settings, read_recipe_file, validate_recipe
+from kdlab.results import read_table
 from kdlab.tables import TEACHER_CELL
 
 
@@ -433,9 +434,8 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
 class AblationTable:
     """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
     has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell).
-    A rerun starts from the rows its table already holds (the table is this plan's: :meth:`AblationPlan.
-    table_path`) and replaces each as its run is recorded again, so interrupting a rerun never leaves the
-    table shorter than it was."""
+    A rerun starts from the rows its own table holds and replaces each as its run is recorded again: an
+    interrupted rerun never leaves the table shorter than it was."""
 
     def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -445,9 +445,7 @@ class AblationTable:
     def _rows_on_disk(self) -> dict[tuple[str, int], dict]:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return {}
-        import pandas as pd
-
-        frame = pd.read_csv(self.path)
+        frame = read_table(self.path)  # under the table's lock, like its writers
         wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
         frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")

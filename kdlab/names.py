@@ -20,6 +20,7 @@ SLURM_SETTINGS = ("partition", "gpus", "cpus", "mem", "time", "parallel", "accou
 
 # COCO box AP metrics (pycocotools' summary order), in percent.
 DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+WEAK_AP50 = 10.0  # %: a detector under it finds almost none of the objects (flagged "weak")
 # The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
 HEADLINE_METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "AP", "AP50", "AP75")
 # Method settings that name feature taps: student field -> the teacher field that pairs with it (null there:

@@ -19,7 +19,7 @@ import pandas as pd
 from filelock import FileLock
 
 from kdlab.errors import KdlabError
-from kdlab.names import DETECTION_METRICS, METRIC_LABELS
+from kdlab.names import DETECTION_METRICS, METRIC_LABELS, WEAK_AP50
 from kdlab.paper import PAPER_NUMBERS
 from kdlab.results import atomic_write_text, read_table
 from kdlab.stats import PairedDifference, paired_difference
@@ -37,8 +37,8 @@ FLAG_NOTES = {
                 "with no metrics so the tuning grid goes on.",
     "collapsed": "⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance on clean "
                  "images -- collapsed: robust accuracy meaningless (see the CSV's flag column).",
-    "weak": "⚠ weak: a detector of this cell (or the teacher) finds almost nothing: AP50 under 10 % (see the CSV's "
-            "flag column); its AP says little about the method.",
+    "weak": f"⚠ weak: a detector of this cell (or the teacher) finds almost nothing: AP50 under {WEAK_AP50:g} % (see "
+            "the CSV's flag column); its AP says little about the method.",
 }
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
 from kdlab.evaluate_detection import METRICS, evaluate_detector
+from kdlab.names import WEAK_AP50
 from kdlab.recipe import ModelSpec, Recipe
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 
@@ -105,9 +106,6 @@ def evaluate_split(model: nn.Module, data, recipe: Recipe, batch_size: int | Non
     evaluation["eval_n"] = len(dataset)
     evaluation["flag"] = weak_detector_reason(evaluation)
     return evaluation
-
-
-WEAK_AP50 = 10.0  # %: below it a detector finds almost none of the objects
 
 
 def weak_detector_reason(evaluation: dict[str, Any]) -> str:
