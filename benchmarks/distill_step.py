@@ -19,9 +19,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from kdlab.config.method_settings import MixACMSettings
 from kdlab.data.classification import ImageSet, iterate_batches
 from kdlab.methods.mixacm import MixACM
-from kdlab.methods.settings import MixACMSettings
 from kdlab.models.registry import build_classifier
 
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
-from kdlab.attacks import AttackSpec
-from kdlab.evaluate import evaluate_robustness
+from kdlab.robustness.accuracy import evaluate_robustness
+from kdlab.robustness.attacks import AttackSpec
 
 
 class SmallConvNet(nn.Module):

@@ -10,7 +10,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 { nvidia-smi -L; python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())'; } > "$OUT/device.txt" 2>&1
 timeout 280 python3 benchmarks/gpu_throughput.py --out "$OUT/gpu_throughput.csv" > "$OUT/bench.log" 2>&1
 echo "benchmark rc=$?" >> "$OUT/bench.log"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_speed.py tests/test_distributed_gpu.py \
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_speed.py tests/gpu/test_distributed_gpu.py \
   > "$OUT/gpu_tests.log" 2>&1
 echo "tests rc=$?" >> "$OUT/gpu_tests.log"
 timeout 80 python3 -c 'from kdlab.cli import app; app()' train quickstart_teacher --set device=cuda \

@@ -4,17 +4,17 @@ Three cases, each timed through kdlab's own code path and through a hand-written
 same device, models and batches; printed as images/s, peak GPU memory and the ratio of times kdlab/floor
 (1.00 = no overhead; 1.10 = kdlab takes 10 % longer):
 
-(a) **MixACM distillation step**, fp32 and bf16. kdlab: ``kdlab.engine.fit`` (the one training loop: its NaN
+(a) **MixACM distillation step**, fp32 and bf16. kdlab: ``kdlab.train.engine.fit`` (the one training loop: its NaN
     guard, loss-term bookkeeping, ``train.precision`` autocast, optimizer and schedule steps) over the method ``build_method`` builds from
     ``MixACMSettings`` -- the step ``kdlab distill`` runs. Floor: the same arithmetic written inline: mixup
     (one lambda ~ Beta(1, 1), one permutation), teacher forward without grad with its blocks' outputs taken by
     forward hooks, student forward, mixup CE + KD (T = 4) + ACM on three blocks, backward, SGD step.
 (b) **PGD-10 adversarial-training step** of the teacher (Madry et al.; Rice et al.'s ``train_cifar.py``:
     uniform start, 10 sign steps of 2/255 at eps 8/255 in train mode, then a CE step), fp32 and bf16. kdlab:
-    ``fit`` over ``kdlab.methods.supervised.SupervisedTraining`` (``kdlab.adversarial.pgd_examples``). Floor:
+    ``fit`` over ``kdlab.methods.supervised.SupervisedTraining`` (``kdlab.robustness.training_attacks.pgd_examples``). Floor:
     the attack and the step written inline.
 (c) **PGD-20 evaluation** (eps 8/255, step 2/255, random start), fp32 as kdlab evaluates. kdlab:
-    ``kdlab.evaluate.evaluate_robustness`` (shared clean pass, per-sample seeded starts, deterministic cuDNN,
+    ``kdlab.robustness.accuracy.evaluate_robustness`` (shared clean pass, per-sample seeded starts, deterministic cuDNN,
     bound checks: the CLI's path). Floor: a plain ``torchattacks.PGD`` loop over the same images.
 
 Measurement: synthetic CIFAR-shaped batches already on the device (data loading is not part of either
@@ -32,7 +32,7 @@ Sizes: with CUDA, PreAct ResNet-18 teacher and student (ACM on blocks 3-5, ident
 data-centre GPU. Without CUDA, or with ``--smoke``: a small-ResNet teacher (width 16) and student (width 8,
 1x1 connectors) at batch 16, a few steps: a smoke test of this script in well under a minute on 2 cores.
 ``--channels-last`` trains both sides in channels-last memory (kdlab: ``train.channels_last``, prepared by
-``kdlab.acceleration.prepare_models``; the floor: the same memory format for its networks and batches).
+``kdlab.runtime.acceleration.prepare_models``; the floor: the same memory format for its networks and batches).
 
     python benchmarks/gpu_throughput.py --out results/benchmarks/gpu_throughput.csv
     python benchmarks/gpu_throughput.py --channels-last --cases distill,pgd-at
@@ -60,14 +60,14 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
-from kdlab.attacks import AttackSpec
-from kdlab.engine import DataSource, fit
-from kdlab.evaluate import evaluate_robustness
+from kdlab.config.method_settings import MixACMSettings
+from kdlab.config.sections import AdversarialSpec, TrainSpec
 from kdlab.methods.registry import build_method
-from kdlab.methods.settings import MixACMSettings
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.models.registry import build_classifier
-from kdlab.recipe import AdversarialSpec, TrainSpec
+from kdlab.robustness.accuracy import evaluate_robustness
+from kdlab.robustness.attacks import AttackSpec
+from kdlab.train.engine import DataSource, fit
 
 EPS, ALPHA = 8 / 255, 2 / 255
 PRECISIONS = ("fp32", "bf16")
@@ -156,7 +156,7 @@ def train_spec(steps: int, precision: str, nhwc: bool = False) -> TrainSpec:
 
 
 def kdlab_fit(method: nn.Module, batches: list, steps: int, precision: str, nhwc: bool, run_dir: Path) -> None:
-    """``steps`` training steps through ``kdlab.engine.fit`` (one epoch, no validation)."""
+    """``steps`` training steps through ``kdlab.train.engine.fit`` (one epoch, no validation)."""
     source = DataSource(batches=lambda generator: itertools.islice(itertools.cycle(batches), steps),
                         batches_per_epoch=steps, batch_size=lambda batch: len(batch[1]))
     fit(method, source, train_spec(steps, precision, nhwc), seed=0, run_dir=run_dir, validate=None,
@@ -164,11 +164,11 @@ def kdlab_fit(method: nn.Module, batches: list, steps: int, precision: str, nhwc
 
 
 def nhwc_models(method: nn.Module, networks: list[nn.Module], floor: list[nn.Module], on: bool) -> None:
-    """With ``--channels-last``: kdlab's own ``train.channels_last`` preparation (``kdlab.acceleration``) for
+    """With ``--channels-last``: kdlab's own ``train.channels_last`` preparation (``kdlab.runtime.acceleration``) for
     its side, ``.to(memory_format=torch.channels_last)`` for the floor's networks."""
     if not on:
         return
-    from kdlab.acceleration import prepare_models
+    from kdlab.runtime.acceleration import prepare_models
 
     prepare_models(method, networks, train_spec(1, "fp32", nhwc=True))
     for network in floor:
@@ -176,7 +176,7 @@ def nhwc_models(method: nn.Module, networks: list[nn.Module], floor: list[nn.Mod
 
 
 def sgd(parameters) -> torch.optim.Optimizer:
-    """The optimizer ``kdlab.engine.build_optimizer`` builds by default (momentum 0.9, wd 5e-4 on all)."""
+    """The optimizer ``kdlab.train.engine.build_optimizer`` builds by default (momentum 0.9, wd 5e-4 on all)."""
     return torch.optim.SGD([p for p in parameters if p.requires_grad], lr=1e-3, momentum=0.9, weight_decay=5e-4)
 
 

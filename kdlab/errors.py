@@ -15,7 +15,7 @@ class Diverged(KdlabError):
 
 
 class ReportedElsewhere(KdlabError):
-    """An error another process of a multi-process run reports (:mod:`kdlab.distributed`): this process exits
+    """An error another process of a multi-process run reports (:mod:`kdlab.runtime.distributed`): this process exits
     with the same code without printing it again."""
 
 

@@ -34,9 +34,9 @@ echo "RetinaNet kinds (by Faster R-CNN validation AP): $KINDS"
 kdlab train recipes/skd_bccd_retinanet_cpu_teacher.yaml --threads 2 --resume
 python - <<'PY'  # a weak teacher (AP50 under 10 %: with v1 heads it reached AP 0.7) makes the table meaningless
 import sys
-from kdlab.recipe import load_recipe
+from kdlab.config.recipe import load_recipe
 from kdlab.results import read_json
-from kdlab.run import run_directory
+from kdlab.runs.run import run_directory
 from kdlab.tasks.detection import weak_detector_reason
 summary = read_json(run_directory(load_recipe("recipes/skd_bccd_retinanet_cpu_teacher.yaml")) / "summary.json")
 if weak_detector_reason(summary):
@@ -50,7 +50,7 @@ unseparated() {  # prints those kinds, comma-separated, or nothing
   python - "$1" <<'PY'
 import sys
 import pandas as pd
-from kdlab.tables import TEACHER_CELL, paired_differences
+from kdlab.report.tables import TEACHER_CELL, paired_differences
 frame = pd.read_csv(sys.argv[1])
 frame = frame[frame["cell"] != TEACHER_CELL]
 ties = [cell.split("=", 1)[1] for cell in frame["cell"].unique()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kdlab.engine import Reporter
-from kdlab.run import run_recipe
+from kdlab.runs.run import run_recipe
+from kdlab.train.engine import Reporter
 
 
 class StopAfter(Reporter):

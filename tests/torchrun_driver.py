@@ -1,4 +1,4 @@
-"""``kdlab`` under torchrun with a failure injected, for tests/test_distributed.py (not a test module).
+"""``kdlab`` under torchrun with a failure injected, for tests/runtime/test_distributed.py (not a test module).
 
 ``KDLAB_TEST_FAIL=RANK:STEP``: that rank raises a KdlabError in its STEP-th training step (counted over the
 run's DistributedDataParallel forward calls), as a rank-local failure (a NaN loss, a full disk) would.

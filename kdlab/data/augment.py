@@ -2,15 +2,15 @@
 
 :func:`random_crop_flip` draws from a generator's stream in batch order (``train.rng: batch``);
 :func:`sample_crop_flip` draws each sample's crop and flip from its own index (``train.rng: sample``,
-:mod:`kdlab.sample_random`), so a sample's augmentation does not depend on the batch it is in."""
+:mod:`kdlab.runtime.sample_random`), so a sample's augmentation does not depend on the batch it is in."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from kdlab.device_copy import to_device
-from kdlab.sample_random import SampleGenerator, uniform_table
+from kdlab.runtime.device_copy import to_device
+from kdlab.runtime.sample_random import SampleGenerator, uniform_table
 
 __all__ = ["crop_flip", "random_crop_flip", "sample_crop_flip", "to_float"]
 
@@ -37,7 +37,7 @@ def crop_flip(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding)) if padding > 0 else images
     padded_width = width + 2 * padding
-    # offsets drawn on the CPU reach a GPU batch without a host wait (kdlab.device_copy)
+    # offsets drawn on the CPU reach a GPU batch without a host wait (kdlab.runtime.device_copy)
     rows = to_device(top, device).view(batch, 1) + torch.arange(height, device=device).view(1, height)  # B x H
     cols = torch.arange(width, device=device).view(1, width).expand(batch, width)
     cols = torch.where(to_device(flip, device).view(batch, 1), (width - 1) - cols, cols)

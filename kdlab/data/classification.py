@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kdlab.config.names import CLASSIFICATION_DATASETS
 from kdlab.data.augment import random_crop_flip, sample_crop_flip, to_float
-from kdlab.device_copy import to_device
 from kdlab.errors import KdlabError, did_you_mean
-from kdlab.names import CLASSIFICATION_DATASETS
-from kdlab.sample_random import IndexedBatch, per_sample
+from kdlab.runtime.device_copy import to_device
+from kdlab.runtime.sample_random import IndexedBatch, per_sample
 
 __all__ = [
     "DATASETS",
@@ -424,12 +424,12 @@ def iterate_batches(
     device: torch.device | str | None = None,
     shard: tuple[int, int] = (0, 1),
 ) -> Iterator[IndexedBatch]:
-    """Yield ``(images float32 in [0, 1], labels int64)`` batches (:class:`~kdlab.sample_random.IndexedBatch`:
+    """Yield ``(images float32 in [0, 1], labels int64)`` batches (:class:`~kdlab.runtime.sample_random.IndexedBatch`:
     they also carry ``indices``, each sample's position in ``data``).
 
     With ``shuffle`` the order is ``torch.randperm(len(data), generator=generator)`` drawn once at the start;
     with ``augment`` every batch gets :func:`random_crop_flip` from the same generator, so the whole epoch is a
-    function of the generator's state -- or, when the generator is a :class:`~kdlab.sample_random.SampleGenerator`
+    function of the generator's state -- or, when the generator is a :class:`~kdlab.runtime.sample_random.SampleGenerator`
     (``train.rng: sample``), :func:`sample_crop_flip`, a function of each sample's index alone.
     ``device``: uint8 batches are moved there before augmentation. A set already on the device
     (:func:`on_device`) is indexed there: the epoch's order is copied to it once. ``shard=(rank, world)``: batch
@@ -479,7 +479,7 @@ def test_selection(test_set, n: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def load_data_spec(spec) -> ClassificationData:
-    """The data a recipe's ``data:`` section (:class:`kdlab.sections.DataSpec`) names; the subset, validation
+    """The data a recipe's ``data:`` section (:class:`kdlab.config.sections.DataSpec`) names; the subset, validation
     and test selection are fixed by ``spec.split_seed``, not the run seed."""
     return load_classification_data(
         spec.dataset, root=spec.root, download=spec.download, subset=spec.subset,

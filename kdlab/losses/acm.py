@@ -26,7 +26,7 @@ Reading chosen and why:
 * squared l2 distance summed over channels, averaged over the batch, like attention-transfer style losses.
 
 A channel-count mismatch between student and teacher must be bridged outside this module (a connector, see
-``kdlab.connectors``); here it is an error.
+``kdlab.models.connectors``); here it is an error.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def acm_loss(
         raise ValueError(
             f"student has {student_features.shape[1]} channels but teacher has {teacher_features.shape[1]}: "
             "map the student features to the teacher's channel count with a connector "
-            "(kdlab.connectors.build_connector) before the ACM loss"
+            "(kdlab.models.connectors.build_connector) before the ACM loss"
         )
     if student_features.shape[0] != teacher_features.shape[0]:
         raise ValueError(

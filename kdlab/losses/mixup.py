@@ -99,7 +99,7 @@ def mix_batch(images: Tensor, targets: Tensor, alpha: float, generator: torch.Ge
 
 
 def _to(tensor: Tensor, device: torch.device) -> Tensor:
-    """To a CUDA device through pinned memory, without making the host wait (as ``kdlab.device_copy``, which a
+    """To a CUDA device through pinned memory, without making the host wait (as ``kdlab.runtime.device_copy``, which a
     loss module does not import)."""
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)

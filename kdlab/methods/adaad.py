@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import AdaADSettings
 from kdlab.losses import adaad_loss, soft_kl
 from kdlab.methods.adversarial_step import AdversarialDistillation
-from kdlab.methods.settings import AdaADSettings
+from kdlab.train.engine import StepResult
 
 
 class AdaAD(AdversarialDistillation):

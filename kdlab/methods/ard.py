@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import ARDSettings
 from kdlab.losses import ard_loss
 from kdlab.methods.adversarial_step import AdversarialDistillation
-from kdlab.methods.settings import ARDSettings
+from kdlab.train.engine import StepResult
 
 
 class ARD(AdversarialDistillation):

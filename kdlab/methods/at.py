@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import ATSettings
 from kdlab.losses import attention_loss
 from kdlab.methods.base import DistillationMethod
-from kdlab.methods.settings import ATSettings
-from kdlab.taps import FeatureTaps
+from kdlab.models.taps import FeatureTaps
+from kdlab.train.engine import StepResult
 
 
 class AttentionTransfer(DistillationMethod):

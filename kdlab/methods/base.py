@@ -13,7 +13,7 @@ A method is an ``nn.Module`` built as ``Method(student, teacher, settings, image
   ``training_step`` is the same call under its older name.
 
 Costs are data (:attr:`passes`, :attr:`teacher_forwards`): forward+backward passes of the student per training
-image and teacher forward passes per image, read from the method's settings (``kdlab.methods.settings``).
+image and teacher forward passes per image, read from the method's settings (``kdlab.config.method_settings``).
 
 New methods subclass :class:`DistillationMethod`, set ``settings_class`` and are registered by name in
 :mod:`kdlab.methods.registry` (one line), or from anywhere with ``register_method``.
@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from kdlab.connectors import build_connector
-from kdlab.engine import StepResult
-from kdlab.methods.settings import MethodSettings
-from kdlab.taps import FeatureTaps, TapKey
+from kdlab.config.method_settings import MethodSettings
+from kdlab.models.connectors import build_connector
+from kdlab.models.taps import FeatureTaps, TapKey
+from kdlab.train.engine import StepResult
 
 
 def tapped_shapes(model: nn.Module, keys: list, image_shape: tuple[int, ...],

@@ -5,7 +5,7 @@ Thin Deep Nets", ICLR 2015):
 
 ``F^hint``: the output of the hint block (``method.block`` of the student, ``method.teacher_block`` of the
 teacher); ``r``: the regressor, a learned 1x1 convolution connector to the teacher's channel count
-(``kdlab.connectors``), trained with the student and dropped after training; the loss is ``kdlab.losses.fitnet``.
+(``kdlab.models.connectors``), trained with the student and dropped after training; the loss is ``kdlab.losses.fitnet``.
 
 Training follows mdistiller's one-stage FitNet (``distillers/FitNet.py``; defaults from ``engine/cfg.py``:
 ``HINT_LAYER`` 2, i.e. the middle stage of a 3-stage CIFAR ResNet, kdlab block 3; ``CE_WEIGHT`` 1;
@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.connectors import build_connector
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import FitNetSettings
 from kdlab.losses import hint_loss
 from kdlab.methods.base import DistillationMethod, block_channels
-from kdlab.methods.settings import FitNetSettings
-from kdlab.taps import FeatureTaps
+from kdlab.models.connectors import build_connector
+from kdlab.models.taps import FeatureTaps
+from kdlab.train.engine import StepResult
 
 
 class FitNet(DistillationMethod):

@@ -25,10 +25,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import IADSettings
 from kdlab.losses import iad_loss, teacher_confidence
 from kdlab.methods.adversarial_step import AdversarialDistillation
-from kdlab.methods.settings import IADSettings
+from kdlab.train.engine import StepResult
 
 
 class IAD(AdversarialDistillation):

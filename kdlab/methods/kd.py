@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import KDSettings
 from kdlab.losses import kd_loss
 from kdlab.methods.base import DistillationMethod
-from kdlab.methods.settings import KDSettings
+from kdlab.train.engine import StepResult
 
 
 class KD(DistillationMethod):

@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import MixACMSettings
 from kdlab.losses import acm_loss, kd_loss, mix_batch, mixup_cross_entropy
 from kdlab.methods.base import DistillationMethod, block_channels, connector_for
-from kdlab.methods.settings import MixACMSettings
-from kdlab.taps import FeatureTaps, block_name
+from kdlab.models.taps import FeatureTaps, block_name
+from kdlab.train.engine import StepResult
 
 __all__ = ["MixACM", "block_channels"]
 

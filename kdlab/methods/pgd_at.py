@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import PGDATSettings
+from kdlab.config.sections import AdversarialSpec
 from kdlab.methods.adversarial_step import AdversarialDistillation
-from kdlab.methods.settings import PGDATSettings
 from kdlab.methods.supervised import SupervisedTraining
-from kdlab.recipe import AdversarialSpec
+from kdlab.train.engine import StepResult
 
 
 class PGDAT(AdversarialDistillation):
@@ -37,7 +37,7 @@ class PGDAT(AdversarialDistillation):
         self._supervised = [SupervisedTraining(student, spec)]
 
     def objective(self, images, labels, teacher_logits=None):
-        """CE(s(x'), y), averaged over the batch, as ``kdlab.adversarial.pgd_examples``."""
+        """CE(s(x'), y), averaged over the batch, as ``kdlab.robustness.training_attacks.pgd_examples``."""
         return lambda adversarial: F.cross_entropy(self.student(adversarial), labels)
 
     def forward(self, batch, generator: torch.Generator) -> StepResult:

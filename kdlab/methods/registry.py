@@ -1,6 +1,6 @@
 """The registry of distillation methods by name: ``method.name`` in a recipe -> the class that trains it.
 
-Adding a method: write its settings class (``kdlab.methods.settings``, registered with ``@register_settings``)
+Adding a method: write its settings class (``kdlab.config.method_settings``, registered with ``@register_settings``)
 and its file (a :class:`~kdlab.methods.base.DistillationMethod` subclass naming ``settings_class``), then add
 one line to :data:`METHODS` below. A method defined elsewhere (a plug-in, a test) calls :func:`register_method`
 with its class; that also adds its settings to the recipe's ``method`` union, so recipes validated afterwards
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from kdlab.config.method_settings import SETTINGS, MethodSettings, register_settings
 from kdlab.methods.adaad import AdaAD
 from kdlab.methods.ard import ARD
 from kdlab.methods.at import AttentionTransfer
@@ -22,7 +23,6 @@ from kdlab.methods.mixacm import MixACM
 from kdlab.methods.pgd_at import PGDAT
 from kdlab.methods.rrm import RobustRepresentationMatching
 from kdlab.methods.rslad import RSLAD
-from kdlab.methods.settings import SETTINGS, MethodSettings, register_settings
 from kdlab.methods.skd import StructuralKD
 
 METHODS: dict[str, type[DistillationMethod]] = {

@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import RRMSettings
 from kdlab.errors import KdlabError
 from kdlab.losses import representation_loss
 from kdlab.methods.base import DistillationMethod, tapped_shapes
-from kdlab.methods.settings import RRMSettings
-from kdlab.taps import FeatureTaps
+from kdlab.models.taps import FeatureTaps
+from kdlab.train.engine import StepResult
 
 
 def final_linear_path(model: nn.Module) -> str:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import RSLADSettings
 from kdlab.losses import rslad_loss, soft_kl
 from kdlab.methods.adversarial_step import AdversarialDistillation
-from kdlab.methods.settings import RSLADSettings
+from kdlab.train.engine import StepResult
 
 
 class RSLAD(AdversarialDistillation):

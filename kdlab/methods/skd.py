@@ -56,12 +56,12 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from kdlab.engine import StepResult
+from kdlab.config.method_settings import SKDSettings
 from kdlab.losses.fgd import FGDContexts
 from kdlab.losses.mgd import mgd_generator
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.methods.base import DistillationMethod
-from kdlab.methods.settings import SKDSettings
+from kdlab.train.engine import StepResult
 
 
 def level_adapter(in_channels: int, out_channels: int) -> nn.Conv2d:

@@ -1,6 +1,6 @@
 """Supervised training of a single network: standard, PGD-AT, FGSM-RS or TRADES (for teachers).
 
-Loss per method (x clean images, x' adversarial examples from ``kdlab.adversarial``):
+Loss per method (x clean images, x' adversarial examples from ``kdlab.robustness.training_attacks``):
 
 * ``none``:     CE(f(x), y)
 * ``pgd``:      CE(f(x'), y)                                     (Madry et al. 2018)
@@ -8,7 +8,7 @@ Loss per method (x clean images, x' adversarial examples from ``kdlab.adversaria
 * ``trades``:   CE(f(x), y) + beta * KL(f(x) || f(x'))           (Zhang et al. 2019, beta = 6)
 
 TRADES follows ``trades_loss`` in yaodongyu/TRADES ``trades.py`` (beta 6 as in its ``train_cifar10``
-script): x' is built with the model in eval mode (``kdlab.adversarial.trades_examples``), then, back in
+script): x' is built with the model in eval mode (``kdlab.robustness.training_attacks.trades_examples``), then, back in
 train mode, KL is summed over classes and averaged over the batch ("batchmean") and its target f(x) is a
 second train-mode forward pass of the clean batch, not detached, as there. That pass gives the same
 output and gradient as reusing the CE logits; it is kept because it is also a BatchNorm running-statistics
@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.adversarial import fgsm_rs_examples, pgd_examples, trades_examples
-from kdlab.engine import StepResult
-from kdlab.recipe import AdversarialSpec
+from kdlab.config.sections import AdversarialSpec
+from kdlab.robustness.training_attacks import fgsm_rs_examples, pgd_examples, trades_examples
+from kdlab.train.engine import StepResult
 
 
 class SupervisedTraining(nn.Module):

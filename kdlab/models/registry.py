@@ -187,7 +187,7 @@ def describe_blocks(model: ImageClassifier, image_size: Sequence[int] = (3, 32, 
     ``channels``, ``params`` (parameters inside that block) and ``model_params`` (whole model, same in every
     row). The model's train/eval mode is restored afterwards.
     """
-    from kdlab.taps import FeatureTaps  # lazy: keeps kdlab.models importable without kdlab.taps
+    from kdlab.models.taps import FeatureTaps  # lazy: keeps kdlab.models importable without kdlab.models.taps
 
     blocks = model.blocks()
     try:

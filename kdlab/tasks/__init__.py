@@ -1,9 +1,9 @@
 """Tasks: what differs between classification and detection runs (data, method, evaluation).
 
-The run layer (``kdlab.run``) is task-agnostic: it asks the task registered under
+The run layer (``kdlab.runs.run``) is task-agnostic: it asks the task registered under
 ``recipe.task`` for its data, its training setup and its evaluation, and does everything else
 (teacher cache, run directory, engine, summary, results row) the same way for every task.
-``kdlab eval`` (``kdlab.eval_run``) likewise asks the checkpoint's task to evaluate it.
+``kdlab eval`` (``kdlab.runs.evaluate``) likewise asks the checkpoint's task to evaluate it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every task provides: the training setup the engine runs, and how a checkpoint is evaluated.
 
-:mod:`kdlab.run` (training) and :mod:`kdlab.eval_run` (``kdlab eval``) call these through
+:mod:`kdlab.runs.run` (training) and :mod:`kdlab.runs.evaluate` (``kdlab eval``) call these through
 :func:`kdlab.tasks.get_task`; tasks import neither of them.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from kdlab.engine import DataSource
-from kdlab.recipe import Recipe
+from kdlab.config.recipe import Recipe
+from kdlab.train.engine import DataSource
 
 
 @dataclass

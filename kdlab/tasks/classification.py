@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab import distributed
+from kdlab.config.recipe import Recipe
 from kdlab.data.classification import load_data_spec, test_selection
-from kdlab.engine import DataSource
 from kdlab.errors import KdlabError
-from kdlab.recipe import Recipe
-from kdlab.sample_random import IndexedBatch, SampleGenerator, key_of
+from kdlab.runtime import distributed
+from kdlab.runtime.sample_random import IndexedBatch, SampleGenerator, key_of
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
+from kdlab.train.engine import DataSource
 
 
 def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
@@ -47,7 +47,7 @@ def pgd_accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Ten
     The random starts come from a generator seeded by ``seed``, so every epoch faces the same attack; with
     ``per_sample`` (``train.rng: sample``) each image's start is drawn from (seed, its position), so the number
     does not depend on the batches or on how the images are shared over processes."""
-    from kdlab.adversarial import pgd_examples
+    from kdlab.robustness.training_attacks import pgd_examples
 
     if per_sample:
         keyed = SampleGenerator(key_of("validation", seed), seed)
@@ -111,9 +111,9 @@ def load_data(recipe: Recipe):
 def evaluate_classifier(model: nn.Module, data, recipe: Recipe, progress=None) -> dict[str, float]:
     """Clean and attack accuracies (percent) on the recipe's fixed selection of its eval split.
 
-    ``progress(name, done, total)`` is called after every batch (see :data:`kdlab.evaluate.Progress`)."""
-    from kdlab.attacks import AttackSpec
-    from kdlab.sharded_eval import evaluate_sharded
+    ``progress(name, done, total)`` is called after every batch (see :data:`kdlab.robustness.accuracy.Progress`)."""
+    from kdlab.robustness.attacks import AttackSpec
+    from kdlab.robustness.sharded import evaluate_sharded
 
     spec = recipe.eval
     if spec.split == "val" and data.val is None:
@@ -145,12 +145,12 @@ class ClassificationTask:
         return data.num_classes
 
     def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
-        from kdlab.acceleration import prepare_models
         from kdlab.models.factory import build_model
+        from kdlab.runtime.acceleration import prepare_models
 
         spec = recipe.trained_model
         device = recipe.torch_device()
-        from kdlab.normalization import model_options
+        from kdlab.models.normalization import model_options
 
         options = model_options(spec, recipe.data.dataset, data.train.images)  # mean/std follow the data
         model = build_model("classification", spec.arch, data.num_classes, options).to(device)

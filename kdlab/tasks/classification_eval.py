@@ -4,7 +4,7 @@ Every row names the model (path and SHA-256 prefix of the checkpoint), the attac
 configuration (eps, alpha, steps, restarts, n, seed), the test set (dataset, root and a digest of the
 evaluated images), the accuracy, wall time, images/s, the sanity-check result and the code version.
 Re-evaluating an identical configuration appends a new row; readers take the latest
-(:func:`kdlab.tables.latest_eval_rows`).
+(:func:`kdlab.report.tables.latest_eval_rows`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from kdlab.config.recipe import validate_recipe
+from kdlab.config.sections import DataSpec
 from kdlab.errors import KdlabError
-from kdlab.recipe import DataSpec, validate_recipe
 from kdlab.results import append_rows, provenance
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget
 
@@ -54,9 +55,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def normalisation(choice: str, dataset: str) -> tuple[tuple, tuple, str]:
     """``(mean, std, label)`` for an external checkpoint: the dataset's published statistics
-    (:data:`kdlab.normalization.PUBLISHED`; CIFAR-10's for a dataset without them), ImageNet's (torchvision
+    (:data:`kdlab.models.normalization.PUBLISHED`; CIFAR-10's for a dataset without them), ImageNet's (torchvision
     pretrained weights), or none."""
-    from kdlab.normalization import PUBLISHED
+    from kdlab.models.normalization import PUBLISHED
 
     if choice == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD, "imagenet"
@@ -72,12 +73,12 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     """Evaluate a classifier checkpoint (a kdlab one, or with ``options.arch`` any plain state dict of that
     architecture -- a kdlab name or ``torchvision:<name>`` -- wrapped with the test set's normalisation
     ``options.norm``) and append its rows to ``options.out``."""
-    from kdlab.attacks import AttackSpec
-    from kdlab.checkpoint import file_digest, load_model
     from kdlab.data.classification import load_data_spec, test_selection
-    from kdlab.evaluate import eps_sweep as sweep
-    from kdlab.evaluate import evaluate_robustness
-    from kdlab.sanity import sanity_check
+    from kdlab.models.files import file_digest, load_model
+    from kdlab.robustness.accuracy import eps_sweep as sweep
+    from kdlab.robustness.accuracy import evaluate_robustness
+    from kdlab.robustness.attacks import AttackSpec
+    from kdlab.robustness.sanity import sanity_check
 
     o, resolved = options, target
     attacks, eps, alpha, steps, restarts = o.attacks, o.eps, o.alpha, o.steps, o.restarts
@@ -88,12 +89,12 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     dataset = load_data_spec(data_spec)
     norm_label = None
     if arch is not None and arch.startswith("robustbench:"):  # the zoo's file format; normalisation inside
-        from kdlab.zoo import load_zoo_file
+        from kdlab.models.zoo import load_zoo_file
 
         model = load_zoo_file(arch.split(":", 1)[1], resolved.checkpoint)
         norm_label, payload = "zoo", {"arch": arch}
     elif arch is not None:
-        from kdlab.checkpoint import load_external_model
+        from kdlab.models.files import load_external_model
 
         mean, std, norm_label = normalisation(norm, data_spec.dataset)
         model = load_external_model(resolved.checkpoint, arch, num_classes=num_classes, mean=mean, std=std)
@@ -149,7 +150,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     if eps_sweep:
         import pandas as pd
 
-        from kdlab.plots import plot_robustness_curve
+        from kdlab.report.plots import plot_robustness_curve
 
         plot = out.parent / sweep_plot_name(resolved.label, specs, eps_sweep, len(labels), seed, data_spec)
         title = sweep_title(resolved.label, specs, len(labels), seed, data_spec)
@@ -186,7 +187,7 @@ def sweep_plot_name(label: str, specs, eps_list: list[float], n: int, seed: int,
 
 def sweep_title(label: str, specs, n: int, seed: int, data: DataSpec) -> str:
     """The model, the test set and n, and each attack's settings (steps, step size, restarts) and seed."""
-    from kdlab.attacks import format_eps
+    from kdlab.config.units import format_eps
 
     def setting(spec) -> str:
         resolved = spec.resolved()

@@ -29,12 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.engine import DataSource
+from kdlab.config.names import WEAK_AP50
+from kdlab.config.recipe import Recipe
+from kdlab.config.sections import ModelSpec
 from kdlab.errors import KdlabError
-from kdlab.evaluate_detection import METRICS, evaluate_detector
-from kdlab.names import WEAK_AP50
-from kdlab.recipe import ModelSpec, Recipe
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
+from kdlab.tasks.detection_eval import METRICS, evaluate_detector
+from kdlab.train.engine import DataSource
 
 
 def load_data(recipe: Recipe):
@@ -160,8 +161,8 @@ class DetectionTask:
         return data.num_classes + 1  # + background
 
     def setup(self, recipe: Recipe, data, teacher: nn.Module | None) -> TrainingSetup:
-        from kdlab.acceleration import prepare_models
         from kdlab.methods.registry import build_method
+        from kdlab.runtime.acceleration import prepare_models
 
         num_classes = self.num_classes(data)
         role = "student" if recipe.is_distillation else "model"
@@ -216,7 +217,7 @@ def evaluate_detection_checkpoint(target: EvalTarget, options: EvalOptions) -> E
     CSV. Images per forward pass: ``options.batch_size`` capped at the recipe's ``data.batch_size`` (the CLI
     default of 256 is sized for CIFAR attacks). Attack options are refused, never silently ignored.
     """
-    from kdlab.checkpoint import file_digest, load_model
+    from kdlab.models.files import file_digest, load_model
     from kdlab.results import append_rows, provenance
 
     o = options

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from kdlab.config.names import DETECTION_DATASETS
 from kdlab.data.detection.coco import load_coco
 from kdlab.data.detection.dataset import (
     DegenerateBoxWarning,
@@ -26,7 +27,6 @@ from kdlab.data.detection.dataset import (
 from kdlab.data.detection.synthetic import make_synthetic_shapes
 from kdlab.data.detection.voc import load_voc, voc_class_names, voc_root
 from kdlab.errors import KdlabError
-from kdlab.names import DETECTION_DATASETS
 
 __all__ = [
     "DATASETS",

@@ -21,8 +21,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kdlab.data.detection.dataset import DetectionDataset, epoch_plan, horizontal_flip
-from kdlab.device_copy import to_device
 from kdlab.errors import KdlabError
+from kdlab.runtime.device_copy import to_device
 
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
 

@@ -1,0 +1,89 @@
+"""``kdlab ablate`` after its plan is checked: optional tuning on the validation split, then the seeds.
+
+Prints one line per finished cell (with the runs left and an ETA) and each table's Markdown; the CLI only
+parses its options and calls :func:`run_ablation_command`. The cells run in a local process pool
+(:func:`kdlab.ablation.ablate.run_ablation`) or, with ``cluster`` settings, as jobs on Slurm (:mod:`kdlab.ablation.cluster`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from kdlab.ablation.ablate import AblationPlan, remaining_seconds, run_ablation
+from kdlab.config.names import HEADLINE_METRICS
+from kdlab.errors import KdlabError
+from kdlab.runs.console import console
+
+
+def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: int | None, tune: list[str],
+                         tune_seed: int | None, tune_val_size: int | None, tune_metric: str | None,
+                         attacks: list[str], cluster=None, tune_from: Path | None = None) -> Path:
+    """With ``tune`` (``KEY=V1,V2``), first choose KEY per cell on a validation split (kdlab.ablation.tuning), then run
+    the seeds with the chosen values; returns the final table. ``tune_from``: choose from that finished tuning
+    table (e.g. another detector's) instead of running one. ``cluster``
+    (:class:`kdlab.ablation.cluster.ClusterSettings`): run every cell as a job there instead of in ``jobs`` processes."""
+    if (tune_val_size is not None or tune_seed is not None or tune_metric is not None
+            or tune_from is not None) and not tune:
+        raise KdlabError("--tune-val-size, --tune-seed, --tune-metric and --tune-from belong to --tune "
+                         "KEY=V1,V2: add it")
+    if tune:
+        from kdlab.ablation.tuning import (
+            choose,
+            default_metric,
+            parse_tune,
+            seeds_plan,
+            tuned_rows,
+            tuning_plan,
+        )
+
+        spec = parse_tune(tune)
+        metric = tune_metric or default_metric(plan.recipe_for(plan.cells[0], plan.seeds[0]).task, attacks)
+        if tune_from is None:
+            tuning = tuning_plan(plan, spec, plan.seeds[0] if tune_seed is None else tune_seed, tune_val_size)
+            console.print(f"[bold]tuning {spec.key}[/] per cell on the validation split (eval.split=val), seed "
+                          f"{tuning.seeds[0]}; the test split is not evaluated")
+            table = _run_plan(tuning, out, jobs, threads, cluster)
+        else:
+            if tune_val_size is not None or tune_seed is not None:
+                raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed")
+            table = tune_from
+        chosen = choose(plan, spec, tuned_rows(table), metric)
+        console.print(f"chosen on validation {metric}" + (f" in {table}" if tune_from else "") + ": "
+                      + ", ".join(f"{c}: {spec.short}={v}" for c, v in chosen.items()))
+        plan = seeds_plan(plan, spec, chosen, table)
+    return _run_plan(plan, out, jobs, threads, cluster)
+
+
+def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None) -> Path:
+    """Run one ablation plan with progress lines; print its Markdown; return its CSV."""
+    total = len(plan.cells) * len(plan.seeds)
+    target = plan.table_path(out)
+    if target.stem != plan.title:
+        console.print(f"{out / plan.title}.csv holds another ablation (other values, recipe or --set): "
+                      f"writing {target.name} instead")
+    console.print(f"[bold]{plan.title}[/]: {len(plan.cells)} cells × {len(plan.seeds)} seeds = {total} runs"
+                  f" ({', '.join(c.label for c in plan.cells)})")
+    finished, cell_seconds = [], []
+    parallel = jobs if cluster is None else (cluster.parallel or total)  # runs at once, for the ETA
+
+    def on_cell(label: str, seed: int, summary: dict) -> None:
+        finished.append(label)
+        if isinstance(summary.get("wall_seconds"), (int, float)):
+            cell_seconds.append(summary["wall_seconds"])
+        shown = " ".join(f"{k}={v:.2f}" for k, v in summary.items()
+                         if k in HEADLINE_METRICS and isinstance(v, (int, float)))
+        left = total + plan.include_teacher - len(finished)
+        eta = remaining_seconds(cell_seconds, left, parallel) if left else None
+        until = f" · {left} left, eta {datetime.timedelta(seconds=round(eta))}" if eta is not None else ""
+        console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}{until}")
+
+    if cluster is None:
+        table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell)
+    else:
+        from kdlab.ablation.cluster import run_on_cluster
+
+        table = run_on_cluster(plan, out, cluster, threads=threads, on_cell=on_cell)
+    console.print(table.with_suffix(".md").read_text())
+    console.print(f"wrote {table}, {table.with_suffix('.md')}, {table.with_suffix('.png')}")
+    return table

@@ -1,0 +1,1 @@
+"""Checks before any work: the plan check of a recipe or ablation, and ``kdlab inspect``."""

@@ -1,0 +1,249 @@
+"""The model side of the plan check: build the networks a recipe names, tap their blocks, take one step.
+
+Nothing here loads data or trains: the student (or model) is built with random weights for the class count and
+image size :mod:`kdlab.check.data` found, a teacher checkpoint is loaded weights-only and matched to the data's
+class count and the recipe's task, the method is built around both (which resolves every block key, sizes the
+connectors and, for detectors, compares the FPNs), and one forward/backward pass on two random images catches
+shape errors. :func:`time_steps` repeats that step on a handful of random images to estimate the run's time.
+Every failure becomes one line naming the recipe key and the fix.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.config.names import BLOCK_FIELDS
+from kdlab.errors import KdlabError
+
+# How a model error's text tells which key of a model spec it is about.
+_KEY_HINTS = (("architecture", "arch"), ("detector arch", "arch"), ("backbone", "backbone"),
+              ("min_size", "min_size"), ("option", "options"))
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:400] or type(error).__name__
+
+
+def spec_problem(role: str, error: BaseException) -> str:
+    """``student.arch: unknown architecture 'resnett' ...`` for an error building ``role``'s model."""
+    text = _one_line(error)
+    key = next((key for hint, key in _KEY_HINTS if hint in text), None)
+    return f"{role}.{key}: {text}" if key else f"{role}: {text}"
+
+
+def build_trained(recipe: Any, classes: int, role: str) -> nn.Module:
+    """The network ``recipe`` trains (random weights, CPU), as the task builds it; raises KdlabError."""
+    spec = recipe.trained_model
+    if recipe.task == "detection":
+        from kdlab.tasks.detection import build_detection_model
+
+        return build_detection_model(spec, classes, role)
+    from kdlab.models.factory import build_model
+
+    return build_model("classification", spec.arch, classes, spec.build_options())
+
+
+def load_teacher_checkpoint(recipe: Any, classes: int) -> nn.Module:
+    """``teacher.checkpoint`` loaded weights-only; it must fit its architecture, the task and the class count."""
+    from kdlab.models.files import load_model
+
+    path = recipe.teacher.checkpoint
+    try:
+        teacher, payload = load_model(path, expected_classes=classes)
+    except KdlabError as error:
+        raise KdlabError(f"teacher.checkpoint: {error}") from None
+    if payload.get("task", "classification") != recipe.task:
+        raise KdlabError(f"teacher.checkpoint: '{path}' is a {payload.get('task')} model but the recipe's task is "
+                         f"{recipe.task}: name a {recipe.task} teacher")
+    return teacher
+
+
+# --------------------------------------------------------------------------- block keys
+
+
+def _block_fields(section: dict, prefix: str):
+    """(key path, student keys, teacher keys) of every block-key field of a method section that is used
+    (a section whose ``weight`` is 0 taps nothing)."""
+    if section.get("weight", 1) == 0:
+        return
+    for field, teacher_field in BLOCK_FIELDS.items():
+        if field in section:
+            keys = section[field] if isinstance(section[field], list) else [section[field]]
+            paired = section.get(teacher_field)
+            teacher_keys = keys if paired is None else (paired if isinstance(paired, list) else [paired])
+            yield f"{prefix}{field}", f"{prefix}{teacher_field}", keys, teacher_keys
+    for name, value in section.items():
+        if isinstance(value, dict):
+            yield from _block_fields(value, f"{prefix}{name}.")
+
+
+def block_key_problems(recipe: Any, student: nn.Module, teacher: nn.Module | None) -> list[str]:
+    """Every method block key that names no block (or module) of the student or of the teacher."""
+    from kdlab.models.taps import resolve_tap
+
+    if recipe.task != "classification":
+        return []
+    section = recipe.method.model_dump(mode="json")
+    problems = []
+    for field, teacher_field, keys, teacher_keys in _block_fields(section, "method."):
+        for model, label, key_name, values in ((student, "student", field, keys),
+                                               (teacher, "teacher", teacher_field, teacher_keys)):
+            if model is None:
+                continue
+            paired_by_default = label == "teacher" and teacher_keys is keys
+            shown = f"{field} (for the teacher)" if paired_by_default else key_name
+            fix = (f"pair it with a teacher block in {teacher_field}" if paired_by_default
+                   else "use one of these blocks")
+            for key in values:
+                try:
+                    resolve_tap(model, key)
+                except KdlabError as error:
+                    problems.append(f"{shown}: {key!r} is not a block of the {label} ({_one_line(error)}): {fix} "
+                                    "(kdlab inspect RECIPE shows both models)")
+    return problems
+
+
+# --------------------------------------------------------------------------- detectors
+def fpn_strides(detector: nn.Module) -> dict[str, int]:
+    """FPN level name -> stride in input pixels, from a dry run of the backbone on one 256 x 256 image."""
+    from kdlab.models.detection import fpn_module_path
+
+    module = detector.get_submodule(fpn_module_path(detector))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            levels = module(torch.zeros(1, 3, 256, 256))
+    finally:
+        module.train(was_training)
+    return {name: max(1, round(256 / level.shape[-1])) for name, level in levels.items()}
+
+
+def detector_size_problems(recipe: Any, detector: nn.Module, role: str) -> list[str]:
+    """The detector's resize (``min_size``) must give every FPN level at least one pixel of image: a side
+    shorter than the coarsest level's stride leaves that level holding only padding."""
+    spec = recipe.trained_model
+    strides = fpn_strides(detector)
+    name, stride = max(strides.items(), key=lambda item: item[1])
+    problems = []
+    if spec.min_size is not None and spec.min_size < stride:
+        problems.append(f"{role}.min_size ({spec.min_size}) is smaller than {stride} px, the stride of the coarsest "
+                        f"FPN level ('{name}') of {spec.arch}-{spec.backbone}: that level would see only padding; "
+                        f"set {role}.min_size (and max_size) to at least {stride}")
+    size = recipe.data.image_size
+    if size is not None and size < stride:
+        problems.append(f"data.image_size ({size}) is smaller than {stride} px, the stride of the coarsest FPN "
+                        f"level ('{name}') of {spec.arch}: set data.image_size to at least {stride}")
+    return problems
+
+
+# --------------------------------------------------------------------------- one step
+def build_step(recipe: Any, model: nn.Module, teacher: nn.Module | None, image_shape: tuple[int, ...],
+               adversarial: bool = True) -> nn.Module:
+    """What the engine would train: the recipe's method around ``model`` (and the frozen ``teacher``). Without
+    ``adversarial`` a training recipe's step is the plain one: the same shapes, without the inner attack steps
+    (the check's dry step stays cheap for a paper-scale model on a CPU)."""
+    if recipe.task == "classification" and not recipe.is_distillation:
+        from kdlab.config.sections import AdversarialSpec
+        from kdlab.methods.supervised import SupervisedTraining
+
+        return SupervisedTraining(model, recipe.train.adversarial if adversarial else AdversarialSpec())
+    from kdlab.methods.registry import build_method
+
+    return build_method(recipe.method, model, teacher, image_shape=image_shape)
+
+
+def random_batch(task: str, n: int, image_shape: tuple[int, ...], classes: int, generator: torch.Generator):
+    """``n`` random images shaped like the data (with random labels, or one box each for detection)."""
+    if task == "classification":
+        return torch.rand(n, *image_shape, generator=generator), torch.randint(classes, (n,), generator=generator)
+    _, height, width = image_shape
+    images = [torch.rand(*image_shape, generator=generator) for _ in range(n)]
+    box = torch.tensor([[width / 4, height / 4, 3 * width / 4, 3 * height / 4]])
+    targets = [{"boxes": box.clone(), "labels": torch.tensor([1 + k % max(1, classes - 1)])} for k in range(n)]
+    return images, targets
+
+
+def step(method: nn.Module, batch: Any, generator: torch.Generator) -> None:
+    """One training step's forward and backward (no optimizer: the weights stay as they are)."""
+    method.train()
+    result = method(batch, generator)
+    if not torch.isfinite(result.loss.detach()).all():
+        raise KdlabError("the loss of a step on random images is not finite")
+    result.loss.backward()
+    method.zero_grad(set_to_none=True)
+
+
+def dry_step(recipe: Any, method: nn.Module, image_shape: tuple[int, ...], classes: int) -> str | None:
+    """The problem a forward/backward step on two random images meets, or None."""
+    generator = torch.Generator().manual_seed(0)
+    try:
+        step(method, random_batch(recipe.task, 2, image_shape, classes, generator), generator)
+    except (KdlabError, RuntimeError, ValueError, IndexError, KeyError, AssertionError) as error:
+        shape = "x".join(str(s) for s in image_shape[1:])
+        return (f"method: a training step on two random {shape} images fails ({_one_line(error)}): check that "
+                f"the method's blocks and connectors fit both models (kdlab inspect RECIPE)")
+    return None
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Seconds per image of a training step and of evaluating the trained model (``how``: how measured)."""
+
+    train: float
+    forward_backward: float
+    forward: float
+    images: int
+
+
+def _timed(run, repeats: int) -> float:
+    """The median of ``repeats`` timed calls; the median resists a step slowed by another process on a shared
+    machine."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return sorted(seconds)[len(seconds) // 2]
+
+
+# A timed step takes about this long at most: a paper-scale model on a CPU is timed on fewer images, once.
+STEP_BUDGET_S = 0.5
+
+
+def time_steps(recipe: Any, method: nn.Module, model: nn.Module, image_shape: tuple[int, ...],
+               classes: int) -> StepCost:
+    """Time training steps on a handful of random images, plus a forward+backward and a forward of the
+    trained network alone (for the evaluation estimate). A first step on two images (the warm-up) sizes the
+    rest: as many images as fit :data:`STEP_BUDGET_S` (2 to 16, at most one batch; detection: 2), timed three
+    times (the median counts), or once when even two images take longer than the budget."""
+    generator = torch.Generator().manual_seed(0)
+    n = min(recipe.data.batch_size, 2)
+    two = random_batch(recipe.task, n, image_shape, classes, generator)
+    per_image = _timed(lambda: step(method, two, generator), 1) / n
+    repeats = 3 if per_image * n <= STEP_BUDGET_S else 1
+    if recipe.task == "classification":
+        n = max(n, min(recipe.data.batch_size, 16, int(STEP_BUDGET_S / max(per_image, 1e-9))))
+    batch = random_batch(recipe.task, n, image_shape, classes, generator)
+    train = _timed(lambda: step(method, batch, generator), repeats) / n
+    model.eval()
+    try:
+        with torch.no_grad():
+            forward = _timed(lambda: model(batch[0]), 1) / n
+        if recipe.task == "classification":
+            def forward_backward():
+                images = batch[0].clone().requires_grad_(True)
+                nn.functional.cross_entropy(model(images), batch[1]).backward()
+                model.zero_grad(set_to_none=True)
+
+            forward_backward_s = _timed(forward_backward, 1) / n
+        else:
+            forward_backward_s = forward
+    finally:
+        model.train()
+    return StepCost(train=train, forward_backward=forward_backward_s, forward=forward, images=n)

@@ -1,0 +1,1 @@
+"""Configuration, torch-free: the recipe schema and its sections, name lists, units, paths, shipped recipes."""

@@ -1,0 +1,31 @@
+"""Every name list kdlab accepts or reports, defined once (no torch import, so recipes validate fast).
+
+The attack registry (:mod:`kdlab.robustness.attacks`) and the data loaders implement exactly these names; a test
+checks that the registry and this list agree.
+"""
+
+from __future__ import annotations
+
+# Evaluation attacks (``eval.attacks``, ``kdlab eval --attack``), in the order ``kdlab eval --help`` lists them.
+ATTACKS = ("clean", "fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "aa-fast")
+
+CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagefolder", "embedded")
+DETECTION_DATASETS = ("voc", "coco", "synthetic")
+DATASETS = CLASSIFICATION_DATASETS + DETECTION_DATASETS
+
+# Where ``kdlab ablate`` runs its cells (``--executor``): a local process pool, a Slurm job array, or the same jobs as
+# local processes through submitit (testing, debugging); kdlab.ablation.cluster. Settings of ``--slurm KEY=VALUE``:
+EXECUTORS = ("local", "slurm", "submitit-local")
+SLURM_SETTINGS = ("partition", "gpus", "cpus", "mem", "time", "parallel", "account", "qos", "requeues")
+
+# COCO box AP metrics (pycocotools' summary order), in percent.
+DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+WEAK_AP50 = 10.0  # %: a detector under it finds almost none of the objects (flagged "weak")
+# The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
+HEADLINE_METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "AP", "AP50", "AP75")
+# Method settings that name feature taps: student field -> the teacher field that pairs with it (null there:
+# "the same key"). Read by the run key's block canonicalisation (kdlab.runs.run) and the plan check.
+BLOCK_FIELDS = {"blocks": "teacher_blocks", "block": "teacher_block"}
+# Column labels of the Markdown tables.
+METRIC_LABELS = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack", "cw_acc": "CW∞",
+                 "fgsm_acc": "FGSM", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}

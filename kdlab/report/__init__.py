@@ -1,0 +1,1 @@
+"""Reporting: tables of results, paired statistics, plots and the HTML page."""

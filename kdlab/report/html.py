@@ -1,0 +1,288 @@
+"""``kdlab report``: ablation tables as one self-contained HTML page (inline CSS, plots as base64 PNG, no script).
+
+For each ablation CSV (one given, or every ``ablations/*.csv`` of a results folder) the page shows what
+``kdlab table`` shows, made by the same code: the Markdown table of :func:`kdlab.report.tables.render` (mean ± std
+over seeds and the paired 95 % confidence intervals of :mod:`kdlab.report.stats` against the default baseline) and its
+plot, then the commands that regenerate it (derived from the rows: ``ablation``, ``kind``, ``setting``,
+``seed``; the recipe file is the one under ``recipes/`` whose ``name`` is the ablation), the recipes (each run
+directory's ``recipe.yaml`` when it is there, else that recipe file) and the provenance of every run (commit,
+versions, seed, finish time) from the run's ``summary.json``, else from the ``runs.csv`` row with its
+``run_dir``. The page opens from disk with no server and fetches nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from kdlab.errors import KdlabError
+from kdlab.report.tables import TEACHER_CELL, csv_kind, render
+from kdlab.results import read_json, read_table
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;
+padding:0 1em}
+h1{font-size:1.7em}h2{margin-top:2.2em;border-bottom:2px solid #ddd;padding-bottom:.2em}h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
+img{max-width:min(100%,860px);border:1px solid #eee}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em}
+pre{background:#f6f8fa;padding:.7em;overflow-x:auto;border-radius:4px}
+.wide{overflow-x:auto}.prov td{font-size:.85em}
+.prov td:nth-child(4),.prov td:nth-child(5){word-break:break-all}
+details{margin:.3em 0}summary{cursor:pointer}.note{color:#555;font-size:.9em}nav a{margin-right:1em}
+"""
+
+
+# --------------------------------------------------------------------------- inputs
+def report_inputs(path: Path) -> tuple[list[Path], Path]:
+    """The ablation CSVs a PATH names and the results folder around them (for runs.csv and recipes/)."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "ablations" if (path / "ablations").is_dir() else path
+        tables = [csv for csv in sorted(folder.glob("*.csv")) if _is_ablation(csv)]
+        if not tables:
+            raise KdlabError(f"{path} holds no ablation table (ablations/*.csv): pass a results folder that "
+                             "kdlab ablate wrote to, or one ablation CSV")
+        return tables, path
+    if not path.is_file():
+        raise KdlabError(f"'{path}' not found: pass an ablation CSV (results/ablations/<table>.csv) or a "
+                         "results folder (results/)")
+    if csv_kind(path) != "ablation":
+        raise KdlabError(f"{path} is not an ablation table: kdlab report takes results/ablations/<table>.csv "
+                         "or a results folder")
+    return [path], path.parent.parent if path.parent.name == "ablations" else path.parent
+
+
+def _is_ablation(path: Path) -> bool:
+    try:
+        return csv_kind(path) == "ablation"
+    except KdlabError:
+        return False
+
+
+def recipe_file(ablation: str, results: Path) -> Path | None:
+    """The recipe under ``recipes/`` (beside the results folder, or in the current one) named ``ablation``."""
+    for folder in (results.absolute().parent / "recipes", Path.cwd() / "recipes"):
+        for candidate in sorted(folder.glob("*.yaml")):
+            try:
+                name = (yaml.safe_load(candidate.read_text()) or {}).get("name")
+            except (yaml.YAMLError, AttributeError):
+                continue
+            if name == ablation or candidate.stem == ablation:
+                return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- commands
+def _settings(frame: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per student cell (in order): its ``KEY=VALUE`` overrides."""
+    students = frame[frame["cell"].astype(str) != TEACHER_CELL].drop_duplicates("cell")
+    pairs = []
+    for _, row in students.iterrows():
+        setting = "" if pd.isna(row.get("setting")) else str(row.get("setting", ""))
+        items = [part.partition("=") for part in setting.split()]
+        pairs.append((str(row["cell"]), [(key, value) for key, _, value in items]))
+    return pairs
+
+
+def ablation_command(frame: pd.DataFrame, recipe: str) -> str:
+    """The ``kdlab ablate`` command that writes this table, derived from its rows."""
+    kind = str(frame["kind"].iloc[0])
+    seeds = sorted({int(seed) for seed in frame.loc[frame["cell"].astype(str) != TEACHER_CELL, "seed"]})
+    cells = _settings(frame)
+    if kind == "components":
+        flags = "--components"
+    elif kind == "blocks":
+        blocks = sorted({int(b) for _, items in cells for key, value in items if key == "method.acm.blocks"
+                         for b in re.findall(r"\d+", value)})
+        flags = "--blocks " + ",".join(map(str, blocks))
+    elif kind == "methods":
+        flags = "--methods " + ",".join(cell for cell, _ in cells)
+    else:
+        axes: dict[str, list[str]] = {}
+        for _, items in cells:
+            for key, value in items:
+                axes.setdefault(key, [])
+                if value not in axes[key]:
+                    axes[key].append(value)
+        flags = " ".join(f"--grid {key}={','.join(values)}" for key, values in axes.items())
+    attacks = [column.removesuffix("_acc") for column in frame.columns
+               if column.endswith("_acc") and column not in ("clean_acc", "pgd_acc")
+               and not column.startswith(("val_", "teacher_"))]
+    attack_flags = "".join(f" --attack {name}" for name in ["pgd", *attacks] if name != "pgd" or attacks)
+    return f"kdlab ablate {recipe} {flags} --seeds {','.join(map(str, seeds))}{attack_flags}"
+
+
+def _table_title(tokens: list[str], root: Path) -> str | None:
+    """The table a ``kdlab ablate`` command line writes (:attr:`kdlab.ablation.ablate.AblationPlan.title`), or None."""
+    if len(tokens) < 3:
+        return None
+    flags = {token: tokens[i + 1] if i + 1 < len(tokens) else "" for i, token in enumerate(tokens)}
+    name = flags.get("--name")
+    if name is None:
+        try:
+            name = (yaml.safe_load((root / tokens[2]).read_text()) or {}).get("name")
+        except (OSError, yaml.YAMLError, AttributeError):
+            return None
+    keys = [tokens[i + 1].partition("=")[0] for i, token in enumerate(tokens[:-1]) if token == "--grid"]
+    if keys:
+        return f"{name}-grid-" + "-".join(keys)
+    kinds = {"--components": "components", "--methods": "methods", "--blocks": "blocks"}
+    kind = next((kinds[token] for token in tokens if token in kinds), None)
+    if kind == "blocks" and "--per-block-weight" in tokens:
+        kind = "blocks-per-block-weight"
+    return f"{name}-{kind}" if kind else None
+
+
+def readme_command(table: str, seeds: list[int], results: Path) -> str | None:
+    """The ``kdlab ablate`` command of the README beside the results folder that writes ``table`` (a table
+    name without ``-vN``), preferring one with the table's seeds; None when the README has none."""
+    readme = results.absolute().parent / "README.md"
+    if not readme.is_file():
+        return None
+    text = re.sub(r"\\\n\s*", " ", readme.read_text())  # continuation lines joined
+    found = []
+    for match in re.findall(r"kdlab ablate [^`\n#]*", text):
+        line = " ".join(match.split())
+        if "[" in line.replace("=[", "") or "RECIPE" in line or "..." in line:
+            continue  # a usage pattern, not a command
+        try:
+            tokens = shlex.split(line)
+        except ValueError:
+            continue
+        if _table_title(tokens, results.absolute().parent) == table:
+            given = tokens[tokens.index("--seeds") + 1] if "--seeds" in tokens[:-1] else "0"
+            found.append((given == ",".join(map(str, seeds)), line))
+    return max(found, key=lambda item: item[0])[1] if found else None
+
+
+# --------------------------------------------------------------------------- provenance
+def provenance_rows(frame: pd.DataFrame, runs: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Per row: cell, seed, run directory and, from its summary.json or its runs.csv row, commit and versions."""
+    rows = []
+    for _, row in frame.iterrows():
+        run_dir = "" if pd.isna(row.get("run_dir")) else str(row.get("run_dir"))
+        entry = {"cell": row["cell"], "seed": row["seed"], "run_dir": run_dir, "source": "not recorded"}
+        summary_path = Path(run_dir) / "summary.json" if run_dir else None
+        if summary_path is not None and summary_path.is_file():
+            summary = read_json(summary_path)
+            versions = summary.get("versions") or {}
+            entry.update(commit=summary.get("git_commit"), seed=summary.get("seed", row["seed"]),
+                         versions=", ".join(f"{k} {v}" for k, v in versions.items()),
+                         finished=summary.get("finished_at"), source="summary.json")
+        elif runs is not None and run_dir and "run_dir" in runs.columns and (runs["run_dir"] == run_dir).any():
+            match = runs[runs["run_dir"] == run_dir].iloc[-1]
+            torch = match.get("torch")
+            entry.update(commit=match.get("git_commit"), seed=match.get("seed", row["seed"]),
+                         versions="" if pd.isna(torch) else f"torch {torch}", finished=match.get("finished_at"),
+                         source="runs.csv")
+        rows.append(entry)
+    return rows
+
+
+# --------------------------------------------------------------------------- HTML
+def _e(value: Any) -> str:
+    return "—" if value is None or (isinstance(value, float) and pd.isna(value)) else html.escape(str(value))
+
+
+def _inline(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def markdown_html(markdown: str) -> str:
+    """The Markdown that :func:`kdlab.report.tables.render` writes (pipe tables, paragraphs) as HTML."""
+    out, table = [], []
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if not all(set(cell) <= set("-: ") for cell in cells):
+                table.append(cells)
+            continue
+        if table:
+            head = "".join(f"<th>{_inline(cell)}</th>" for cell in table[0])
+            body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>" for row in table[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            table = []
+        if line.startswith("#") or not line.strip():
+            continue  # the page gives the table's own heading
+        out.append(f'<p class="note">{_inline(line)}</p>')
+    return "\n".join(out)
+
+
+def _png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _section(csv_path: Path, results: Path, runs: pd.DataFrame | None) -> str:
+    frame = read_table(csv_path)
+    with tempfile.TemporaryDirectory() as scratch:  # the page embeds them: nothing is written into results
+        markdown, plot = render(csv_path, out_dir=Path(scratch))
+        table_html, image = markdown_html(markdown.read_text()), _png(plot)
+    ablation = str(frame["ablation"].iloc[0])
+    recipe = recipe_file(ablation, results)
+    recipe_shown = f"recipes/{recipe.name}" if recipe is not None else f"RECIPE (name: {ablation})"
+    stem = re.sub(r"-v\d+$", "", csv_path.stem)
+    seeds = sorted({int(seed) for seed in frame.loc[frame["cell"].astype(str) != TEACHER_CELL, "seed"]})
+    documented = readme_command(stem, seeds, results)
+    commands = [documented or ablation_command(frame, recipe_shown), f"kdlab table {csv_path.as_posix()}",
+                f"kdlab report {csv_path.as_posix()}"]
+    how = "the README's" if documented else "derived from the table's rows (kind, settings, seeds)"
+    parts = [f'<h2 id="{_e(csv_path.stem)}">{_e(csv_path.stem)}</h2>', table_html,
+             f'<img alt="{_e(csv_path.stem)} plot" src="{image}">',
+             "<h3>Commands that regenerate it</h3>", "<pre>" + _e("\n".join(commands)) + "</pre>",
+             (f'<p class="note">The ablate command is {how}: it reuses every finished run and trains the missing '
+              "ones.</p>"), "<h3>Recipes</h3>"]
+    shown = 0
+    for run_dir in dict.fromkeys(frame["run_dir"].dropna().astype(str)):
+        saved = Path(run_dir) / "recipe.yaml"
+        if saved.is_file():
+            shown += 1
+            parts.append(f"<details><summary><code>{_e(saved)}</code></summary><pre>{_e(saved.read_text())}</pre>"
+                         "</details>")
+    if not shown:
+        if recipe is not None:
+            parts.append(f"<p class=\"note\">The run directories are not here; the recipe file named, with each "
+                         f"cell's <code>setting</code> applied as <code>--set</code>:</p><details><summary>"
+                         f"<code>{_e(recipe_shown)}</code></summary><pre>{_e(recipe.read_text())}</pre></details>")
+        else:
+            parts.append(f'<p class="note">No run directory and no recipe named {_e(ablation)} found.</p>')
+    parts.append("<h3>Provenance of every run</h3>")
+    header = ["cell", "seed", "setting", "run directory", "commit", "versions", "finished", "from"]
+    settings = dict(zip(frame["cell"].astype(str), frame.get("setting", pd.Series("", index=frame.index))))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(value)}</td>" for value in (
+            entry["cell"], entry["seed"], settings.get(str(entry["cell"])), entry["run_dir"], entry.get("commit"),
+            entry.get("versions"), entry.get("finished"), entry["source"])) + "</tr>"
+        for entry in provenance_rows(frame, runs))
+    parts.append('<div class="wide"><table class="prov"><thead><tr>' + "".join(f"<th>{h}</th>" for h in header)
+                 + f"</tr></thead><tbody>{body}</tbody></table></div>")
+    return "\n".join(parts)
+
+
+def build_report(path: Path, out: Path | None = None) -> Path:
+    """Write the HTML page for an ablation CSV or a results folder; return its path."""
+    tables, results = report_inputs(Path(path))
+    if out is None:
+        out = tables[0].with_suffix(".html") if Path(path).is_file() else Path(path) / "report.html"
+    runs_path = results / "runs.csv"
+    runs = read_table(runs_path) if runs_path.is_file() else None
+    sections = [_section(csv_path, results, runs) for csv_path in tables]
+    nav = "".join(f'<a href="#{_e(t.stem)}">{_e(t.stem)}</a>' for t in tables)
+    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>kdlab report: {_e(path)}"
+            f"</title>\n<style>{CSS}</style></head><body>\n<h1>kdlab report: {_e(path)}</h1>\n<nav>{nav}</nav>\n"
+            "<p class=\"note\">Mean ± sample standard deviation over seeds; paired columns: the mean over seeds of "
+            "(cell − baseline) on the same seed with its two-sided 95 % Student-t interval. Regenerate this page "
+            f"with <code>kdlab report {_e(path)}</code>.</p>\n" + "\n".join(sections) + "\n</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    return out

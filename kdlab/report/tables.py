@@ -1,0 +1,378 @@
+"""Ablation tables: CSV (one row per cell and seed) -> Markdown (mean ± std over seeds) + PNG bars.
+
+``kdlab table results/ablations/x.csv`` regenerates the Markdown and the plot from the CSV
+alone, so a committed CSV is the single source of every figure shown beside it.
+Standard deviations are sample standard deviations (ddof = 1) over seeds; a cell with one
+seed shows its mean alone. With a baseline cell, a last column gives each cell's *paired*
+difference on the headline metric: the mean ± std over seeds of (cell − baseline) for the
+same seed. Seed noise shared by both cells (data order, initialisation) cancels in it, so it
+separates a small effect from run-to-run spread better than two overlapping mean ± std columns.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock
+
+from kdlab.config.names import DETECTION_METRICS, METRIC_LABELS, WEAK_AP50
+from kdlab.errors import KdlabError
+from kdlab.report.paper import PAPER_NUMBERS
+from kdlab.report.stats import PairedDifference, paired_difference
+from kdlab.results import atomic_write_text, read_table
+
+TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
+
+# Training cost, shown beside the metrics where a table records it (method comparisons): column -> header
+COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": "teacher fwd/img",
+                "train_seconds": "train s", "wall_seconds": "wall s"}
+
+
+# A flag's first word (the row's ``flag`` column) and the note that explains its ⚠ mark under a table.
+FLAG_NOTES = {
+    "diverged": "⚠ diverged: the training loss became non-finite (lower the value, or the learning rate); recorded "
+                "with no metrics so the tuning grid goes on.",
+    "collapsed": "⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance on clean "
+                 "images -- collapsed: robust accuracy meaningless (see the CSV's flag column).",
+    "weak": f"⚠ weak: a detector of this cell (or the teacher) finds almost nothing: AP50 under {WEAK_AP50:g} % (see "
+            "the CSV's flag column); its AP says little about the method.",
+}
+
+
+def tuning_cell(cell: str, setting: str) -> str:
+    """``kind=ssim,weight=2``: a ``--tune`` grid's cell is the ablation cell and the tried setting (``weight=2``);
+    :mod:`kdlab.ablation.tuning` writes it and :func:`tuning_edges` reads it."""
+    return f"{cell},{setting}"
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    accuracy = [c for c in frame.columns if c.endswith("_acc") and not c.startswith(("val_", "teacher_"))]
+    detection = [c for c in DETECTION_METRICS if c in frame.columns]
+    return accuracy + detection
+
+
+def cost_columns(frame: pd.DataFrame) -> list[str]:
+    """The training-cost columns a method comparison shows; other ablations show each run's wall time (training
+    and evaluation, one torch thread per run unless the command said otherwise). Absent from older tables."""
+    shown = ["passes_per_image", "teacher_forwards_per_image", "train_seconds"]
+    if "methods" not in set(frame.get("kind", [])):
+        shown = ["wall_seconds"]
+    return [c for c in shown if c in frame.columns and frame[c].notna().any()]
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and seed count per cell, in the order cells first appear."""
+    metrics = metric_columns(frame) + cost_columns(frame)
+    grouped = frame.groupby("cell", sort=False)[metrics]
+    summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
+    summary["seeds"] = frame.groupby("cell", sort=False)["seed"].nunique()
+    return summary.reset_index()
+
+
+def _mean_std(mean: float, std: float) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    if std is None or math.isnan(std):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def headline_metric(frame: pd.DataFrame) -> str:
+    """The number a table is read for: AP (detection), else robust (PGD), else clean accuracy."""
+    metrics = metric_columns(frame)
+    for name in ("AP", "pgd_acc", "clean_acc"):
+        if name in metrics:
+            return name
+    return metrics[0]
+
+
+def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> dict[str, PairedDifference]:
+    """Per cell: the mean and 95 % CI over seeds of (cell − baseline) on ``metric``, the same seed paired."""
+    if baseline == TEACHER_CELL:
+        raise KdlabError("the teacher row is one run shared by every seed, so nothing pairs with it: "
+                         "choose a student cell as --baseline, e.g. student-ce")
+    if baseline not in set(frame["cell"]):
+        raise KdlabError(f"baseline cell '{baseline}' is not in the table: choose one of "
+                         f"{', '.join(dict.fromkeys(frame['cell'].astype(str)))}")
+    wide = frame[frame["cell"] != TEACHER_CELL].pivot_table(index="seed", columns="cell", values=metric, sort=False)
+    deltas = wide.sub(wide[baseline], axis=0)
+    return {str(cell): paired_difference(deltas[cell].tolist()) for cell in deltas.columns}
+
+
+def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
+    """Per cell of a ``--tune`` table whose chosen value is the smallest or the largest of the (3 or more) values
+    its tuning table (``tuned_on``, in ``folder``) tried: "smallest" or "largest". A choice at the edge of the
+    grid says a wider grid might choose otherwise."""
+    source = next(iter(frame["tuned_on"].dropna()), None) if "tuned_on" in frame.columns else None
+    if source is None or not (Path(folder) / str(source)).is_file():
+        return {}
+    tried = read_table(Path(folder) / str(source))["cell"].astype(str).tolist()
+    edges = {}
+    for cell, chosen in frame.groupby("cell", sort=False)["tuned"].first().dropna().items():
+        key, _, value = str(chosen).partition("=")
+        prefix = tuning_cell(str(cell), f"{key}=")
+        try:
+            values = [float(label[len(prefix):]) for label in tried if label.startswith(prefix)]
+            value = float(value)
+        except ValueError:  # a tuned key with non-numeric values has no order
+            continue
+        if len(values) >= 3 and value in (min(values), max(values)):
+            edges[str(cell)] = "largest" if value == max(values) else "smallest"
+    return edges
+
+
+def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None,
+                   edges: dict[str, str] | None = None) -> str:
+    """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival);
+    ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid."""
+    baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
+    edges = edges or {}
+    summary = summarise(frame)
+    metrics = metric_columns(frame)
+    reference = PAPER_NUMBERS.get(paper) if paper else None
+    tuned = frame.groupby("cell", sort=False)["tuned"].first() if "tuned" in frame.columns else None
+    costs = cost_columns(frame)
+    header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [METRIC_LABELS.get(m, m) for m in metrics]
+    header += [COST_COLUMNS[c] for c in costs]
+    metric = headline_metric(frame) if baselines else ""
+    deltas = {base: paired_differences(frame, base, metric) for base in baselines}
+    header += [f"Δ {METRIC_LABELS.get(metric, metric)} vs {base} (paired, 95 % CI)" for base in baselines]
+    if reference:
+        header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
+    flags = flags.astype(object).where(flags.notna(), "").astype(str)
+    # a flag's first word names it: "collapsed: ..." (classification), "weak: ..." (detection), "diverged"
+    marks = frame.assign(mark=flags.str.split(":").str[0].str.strip())[flags != ""].groupby("cell")["mark"]
+    marks = {str(cell): sorted(set(values)) for cell, values in marks}
+    for _, row in summary.iterrows():
+        label = str(row["cell"]) + "".join(f" ⚠ {mark}" for mark in marks.get(str(row["cell"]), []))
+        cells = [label, str(int(row["seeds"]))]
+        edge = f" ({edges[str(row['cell'])]} tried)" if str(row["cell"]) in edges else ""
+        cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
+        cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        cells += [_cost_cell(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in costs]
+        for base in baselines:
+            delta = deltas[base].get(str(row["cell"])) if str(row["cell"]) != base else None
+            cells.append("—" if delta is None else delta.render())
+        if reference:
+            # grid cells are labelled "kind=ssim": match the value as well as the whole label
+            value = reference["cells"].get(row["cell"], reference["cells"].get(str(row["cell"]).split("=")[-1]))
+            cells.append(f"{value:.2f}" if value is not None else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["", "Mean ± sample standard deviation over seeds (accuracy and AP in %)."]
+    for base in baselines:
+        notes.append(f"Paired column: mean over seeds of (cell − {base}) for the same seed, with its two-sided "
+                     "95 % Student-t confidence interval; \"not separated\" when the interval includes 0.")
+    for metric in metrics:  # an attack measured on some seeds only (AutoAttack on seed 0: kdlab table --with-eval)
+        measured = frame[frame["cell"] != TEACHER_CELL].groupby("cell", sort=False)[metric].count()
+        if not metric.endswith("_acc") or not len(measured) or measured.max() == 0:
+            continue  # a detection AP by size is empty where the test images have no object of that size
+        if (measured < summary.set_index("cell")["seeds"].reindex(measured.index)).any():
+            sizes = frame[f"{metric[:-4]}_n"].dropna().unique() if f"{metric[:-4]}_n" in frame.columns else []
+            notes.append(f"{METRIC_LABELS.get(metric, metric)}: measured on {int(measured.max())} seed(s) per cell"
+                         + (f", n = {int(sizes[0])} test images" if len(sizes) == 1 else "")
+                         + " (kdlab eval RUN_DIR, merged with kdlab table --with-eval); no ± without a second seed.")
+    if costs == ["wall_seconds"]:
+        notes.append("wall s: seconds per run, training and test evaluation (one torch thread, runs sharing the "
+                     "machine: a rough guide).")
+    elif costs:
+        notes.append("Training cost: student forward+backward passes and teacher forwards per training image (a "
+                     "k-step inner maximisation costs k extra passes), and training seconds (wall time of the "
+                     "epochs, one torch thread; on a shared machine, a rough guide).")
+    if tuned is not None:
+        source = next(iter(frame["tuned_on"].dropna()), "?") if "tuned_on" in frame.columns else "?"
+        notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
+                     f"images (one seed; kdlab ablate --tune), never on the test split: `{source}`.")
+        if edges:
+            notes.append("(smallest/largest tried): the best validation value was at the edge of the values tried; "
+                         "a wider grid might choose another.")
+    if "acm_total_weight" in frame.columns:
+        totals = sorted(set(frame.loc[frame["cell"] != TEACHER_CELL, "acm_total_weight"].dropna().round(6)))
+        notes.append("Total ACM weight (acm.weight × Σ block weights): "
+                     + (f"{totals[0]:g} in every cell." if len(totals) == 1 else
+                        "differs between cells (" + ", ".join(f"{t:g}" for t in totals) + "): --per-block-weight."))
+    shown = {mark for cell_marks in marks.values() for mark in cell_marks}
+    notes += [note for mark, note in FLAG_NOTES.items() if mark in shown]
+    if reference:
+        notes.append(f"Paper column: {reference['source']}.")
+    return "\n".join(lines + notes) + "\n"
+
+
+def _cost_cell(column: str, mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "—"
+    if column in ("train_seconds", "wall_seconds"):
+        return f"{mean:.0f}" if math.isnan(std) else f"{mean:.0f} ± {std:.0f}"
+    return f"{mean:g}"
+
+
+def write_ablation_outputs(rows: list[dict[str, Any]], csv_path: Path, paper: str | None = None) -> None:
+    """Rewrite the ablation CSV atomically (under its lock), then its Markdown and PNG."""
+    frame = pd.DataFrame(rows)
+    with FileLock(str(csv_path) + ".lock", timeout=600):
+        atomic_write_text(csv_path, frame.to_csv(index=False))
+    render(csv_path, paper=paper)
+
+
+def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack") -> int:
+    """Copy ``attack``'s accuracy from evaluation rows (``kdlab eval RUN_DIR``, results/eval.csv; the latest per
+    model and test set) into the ablation rows of the same run, as ``<attack>_acc`` and ``<attack>_n``; rewrites the
+    CSV atomically under its lock. Returns how many rows received a value (a one-line error when none)."""
+    csv_path, eval_path = Path(csv_path), Path(eval_path)
+    if csv_kind(eval_path) != "eval":
+        raise KdlabError(f"--with-eval {eval_path}: not an evaluation table: pass results/eval.csv (kdlab eval)")
+    evaluations = latest_eval_rows(read_table(eval_path))
+    evaluations = evaluations[evaluations["attack"] == attack]
+    by_run = {Path(str(checkpoint)).parent.name: row for checkpoint, row in
+              zip(evaluations["checkpoint"], evaluations.to_dict("records"))}
+    if not csv_path.is_file():
+        raise KdlabError(f"table '{csv_path}' not found: run the ablation first, or check the path")
+    with FileLock(str(csv_path) + ".lock", timeout=600):
+        frame = pd.read_csv(csv_path)  # under the lock already held (read_table would wait for it)
+        runs = frame["run_dir"].map(lambda run_dir: Path(str(run_dir)).name)
+        frame[f"{attack}_acc"] = runs.map(lambda run: by_run.get(run, {}).get("accuracy"))
+        frame[f"{attack}_n"] = runs.map(lambda run: by_run.get(run, {}).get("n"))
+        matched = int(frame[f"{attack}_acc"].notna().sum())
+        if not matched:
+            raise KdlabError(f"no {attack} row of {eval_path} evaluates a run of {csv_path.name}: run kdlab eval "
+                             f"RUN_DIR --attack {attack} on a run_dir of the table first")
+        atomic_write_text(csv_path, frame.to_csv(index=False))
+    return matched
+
+
+def default_paper(frame: pd.DataFrame) -> str | None:
+    """The paper table this ablation reproduces, judged by its contents (not its file name)."""
+    if "components" in set(frame.get("kind", [])):
+        return "mixacm-components"
+    return None
+
+
+def default_baseline(frame: pd.DataFrame) -> str | None:
+    """The cell the others are compared with, when the table has an obvious one: no distillation (or, in a
+    method comparison, MixACM)."""
+    cells = set(frame["cell"].astype(str))
+    # a method comparison is read against MixACM, the method kdlab reproduces
+    methods = "methods" in set(frame.get("kind", []))
+    return next((cell for cell in ("student-ce", "kind=none", *(("mixacm",) if methods else ())) if cell in cells),
+                None)
+
+
+def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] | None = None,
+           out_dir: Path | None = None) -> tuple[Path, Path]:
+    """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder)."""
+    from kdlab.report.plots import plot_ablation_bars
+
+    csv_path = Path(csv_path)
+    frame = read_table(csv_path)
+    paper = paper or default_paper(frame)
+    baseline = baseline or default_baseline(frame)
+    stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")
+    markdown = stem.with_name(stem.name + ".md")
+    table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent))
+    atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + table)
+    summary = summarise(frame)
+    metrics = metric_columns(frame)
+    plot = stem.with_name(stem.name + ".png")
+    if not metrics:  # only diverged runs so far: nothing to plot yet
+        return markdown, plot
+    plot_ablation_bars(
+        summary,
+        plot,
+        value_columns=[f"{m}_mean" for m in metrics],
+        error_columns=[f"{m}_std" for m in metrics],
+        label_column="cell",
+        title=f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} "
+              "(mean ± std over seeds)",
+        series_labels=[METRIC_LABELS.get(m, m) for m in metrics],
+    )
+    if "passes_per_image" in cost_columns(frame):
+        from kdlab.report.plots import plot_cost_robustness
+
+        metric = headline_metric(frame)
+        plot_cost_robustness(
+            frame[frame["cell"] != TEACHER_CELL], stem.with_name(stem.name + "-cost.png"), "passes_per_image",
+            metric, xlabel="student forward+backward passes per training image",
+            ylabel=f"{METRIC_LABELS.get(metric, metric)} (%)",
+            title=f"{csv_path.stem}: robustness against training cost\n{plot_subtitle(frame)} (mean ± std over seeds)")
+    return markdown, plot
+
+
+def plot_subtitle(frame: pd.DataFrame) -> str:
+    """What the bars measured: the model, n and the attack (from the cells' rows; tables written before these
+    columns existed say only what they have)."""
+    students = frame[frame["cell"] != TEACHER_CELL]
+
+    def single(column: str):
+        values = students[column].dropna().unique() if column in students.columns else []
+        return values[0] if len(values) == 1 else None
+
+    parts = [str(single("arch"))] if single("arch") is not None else []
+    if single("eval_n") is not None:
+        parts.append(f"n = {int(single('eval_n'))}")
+    if "pgd_acc" in frame.columns and single("eval_steps") is not None and single("eval_eps") is not None:
+        parts.append(f"PGD-{int(single('eval_steps'))} at ε = {float(single('eval_eps')) * 255:g}/255")
+    elif any(metric in frame.columns for metric in DETECTION_METRICS):
+        parts.append("COCO box AP")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- kdlab table on any kdlab CSV
+# The columns that identify one evaluation: a re-evaluation of the same model, test set and attack supersedes.
+EVAL_KEY = ["model", "dataset", "data_root", "test_sha256", "attack", "eps", "alpha", "steps", "restarts",
+            "n", "seed"]
+EVAL_COLUMNS = ["model", "arch", "dataset", "data_root", "attack", "eps_255", "steps", "n", "clean_accuracy",
+                "accuracy", "AP", "AP50", "flag"]
+RUNS_COLUMNS = ["name", "key", "kind", "arch", "overrides", "seed", "clean_acc", "pgd_acc", "autoattack_acc",
+                "AP", "AP50", "flag", "git_commit", "finished_at"]
+ACCEPTED = ("an ablation table (results/ablations/*.csv, written by kdlab ablate), evaluation rows "
+            "(results/eval.csv, kdlab eval) or the runs table (results/runs.csv, kdlab train/distill)")
+
+
+def csv_kind(path: Path) -> str:
+    """``ablation``, ``eval`` or ``runs``, judged by the CSV's columns; a one-line error for anything else."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise KdlabError(f"table '{path}' not found: pass {ACCEPTED}")
+    with path.open(newline="") as stream:
+        header = set(next(csv.reader(stream), []))
+    if {"cell", "seed"} <= header:
+        return "ablation"
+    if {"model", "attack"} <= header:
+        return "eval"
+    if {"name", "run_dir"} <= header:
+        return "runs"
+    raise KdlabError(f"{path} is not a table kdlab writes: kdlab table accepts {ACCEPTED}")
+
+
+def latest_eval_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The newest row per :data:`EVAL_KEY`: re-evaluations supersede; rows on another test set stay apart."""
+    return frame.drop_duplicates(subset=[k for k in EVAL_KEY if k in frame.columns], keep="last")
+
+
+def rows_markdown(path: Path, kind: str) -> str:
+    """A Markdown view of an evaluation CSV (latest rows) or of the runs table (one row per run)."""
+    frame = read_table(path)
+    if kind == "eval":
+        frame, columns = latest_eval_rows(frame), EVAL_COLUMNS
+        what = "latest evaluation per model, test set and attack"
+    else:
+        columns, what = RUNS_COLUMNS, "one row per run; its directory is run_dir (results/runs/<key>)"
+    columns = [c for c in columns if c in frame.columns and frame[c].notna().any()]
+    lines = [f"# {path.name}: {what}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")

@@ -1,0 +1,219 @@
+"""Sanity checks that a robust-accuracy number is trustworthy (``kdlab eval --sanity``).
+
+The checks of Carlini et al. ("On Evaluating Adversarial Robustness", 2019) and Athalye et al.
+("Obfuscated Gradients Give a False Sense of Security", ICML 2018): eps = 0 gives the clean accuracy,
+the model is deterministic at test time, adversarial images stay in the eps-ball and in [0, 1], accuracy does
+not rise with eps, a huge eps drives accuracy to ~0, one-step FGSM is not stronger than iterative PGD, and
+black-box Square is not stronger than white-box PGD/APGD. Each violation names its likely cause; a degenerate
+model (predictions collapsed onto one or two classes, or clean accuracy at chance) is named as such, and the
+gradient-masking checks, which it would fail for that reason, are skipped.
+
+The black-box check uses Square with 5000 queries by default -- the query budget of the standard AutoAttack
+(``SquareAttack(n_queries=5000, p_init=.8)`` in github.com/fra31/auto-attack, ``autoattack/autoattack.py``):
+with a few hundred queries Square rarely finds what masked gradients hide, so the check would pass a masked
+model. ``square_queries`` lowers it for a quick look; the number used is recorded in the report's ``settings``
+and ``summary()`` (the ``sanity`` column of ``results/eval.csv``), never left implicit.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from kdlab.config.units import format_eps, parse_eps
+from kdlab.robustness.accuracy import (
+    AttackResult,
+    Progress,
+    _batches,
+    _check_inputs,
+    _model_device,
+    _range_problem,
+    evaluate_robustness,
+)
+from kdlab.robustness.attacks import AttackSpec, attack_def, attack_mode
+from kdlab.robustness.seeded_pgd import DEFAULT_EPS
+
+__all__ = ["SQUARE_QUERIES", "SanityReport", "SanityViolation", "sanity_check"]
+
+SQUARE_QUERIES = attack_def("square").steps
+"""5000: Square's query budget in the standard AutoAttack (fra31/auto-attack ``autoattack/autoattack.py``)."""
+
+
+@dataclass(frozen=True)
+class SanityViolation:
+    """One failed sanity check: ``check`` is a short id, ``message`` states the evidence and the likely cause."""
+
+    check: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.message}"
+
+
+class SanityReport(list):
+    """The violations found (a list of :class:`SanityViolation`; empty means every check passed), with the
+    settings the checks ran under and the :class:`~kdlab.robustness.accuracy.AttackResult` of each attack they ran.
+
+    ``settings`` holds eps, n, seed, ``pgd_steps``, ``apgd_steps`` and ``square_queries``; :meth:`summary` is
+    the one-line text stored in the ``sanity`` column of an evaluation row, so the budget is always on record.
+    """
+
+    def __init__(self, violations: Sequence[SanityViolation], settings: dict[str, object],
+                 results: Sequence[AttackResult] = ()):
+        super().__init__(violations)
+        self.settings = dict(settings)
+        self.results = list(results)
+
+    @property
+    def square_queries(self) -> int:
+        return int(self.settings["square_queries"])
+
+    def settings_text(self) -> str:
+        s = self.settings
+        return (f"eps {format_eps(s['eps'])}, n {s['n']}, seed {s['seed']}: pgd {s['pgd_steps']} steps, "
+                f"apgd-ce {s['apgd_steps']} steps, square {s['square_queries']} queries")
+
+    def summary(self) -> str:
+        """``"ok (eps 8/255, n 1000, seed 0: pgd 10 steps, apgd-ce 20 steps, square 5000 queries)"``, or the
+        violations joined by ``" | "`` followed by the same settings."""
+        verdict = " | ".join(str(v) for v in self) if self else "ok"
+        return f"{verdict} ({self.settings_text()})"
+
+
+def _determinism_problem(model: nn.Module, images: Tensor, batch_size: int, device: torch.device) -> str | None:
+    with attack_mode(model) as net, torch.no_grad():
+        flips, max_change = 0, 0.0
+        for start, end in _batches(images.shape[0], batch_size):
+            x = images[start:end].to(device)
+            a, b = net(x), net(x)
+            flips += int((a.argmax(1) != b.argmax(1)).sum())
+            scale = float(a.abs().max()) + 1e-12
+            max_change = max(max_change, float((a - b).abs().max()) / scale)
+    if flips or max_change > 1e-4:
+        return (f"two clean passes in eval mode disagree ({flips} of {images.shape[0]} predictions flip, relative "
+                f"logit change {max_change:.2g}): the model is random at test time -- dropout/BatchNorm forced "
+                "into train mode inside forward, or a randomized defense; make forward deterministic or "
+                "evaluate with EOT")
+    return None
+
+
+def sanity_check(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    eps: float = DEFAULT_EPS,
+    *,
+    eps_factors: Sequence[float] = (0.5, 1.0, 2.0),
+    large_eps: float = 0.5,
+    large_eps_max_accuracy: float = 5.0,
+    pgd_steps: int = 10,
+    apgd_steps: int = 20,
+    square_queries: int = SQUARE_QUERIES,
+    tolerance: float = 1.0,
+    bound_tolerance: float = 1e-5,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> SanityReport:
+    """Run the sanity checks and return a :class:`SanityReport` (a list of violations; ``[]`` means all passed).
+
+    Runs PGD (``pgd_steps``) at eps 0, ``eps_factors`` x eps and ``large_eps``; FGSM, APGD-CE (``apgd_steps``)
+    and Square (``square_queries``, default 5000 as in the standard AutoAttack) at ``eps``. Accuracy comparisons
+    allow ``tolerance`` points, and at least one image. Adversarial images must lie within eps
+    (+``bound_tolerance``) of the originals and in [0, 1].
+    """
+    _check_inputs(images, labels, batch_size)
+    eps, large_eps = parse_eps(eps), parse_eps(large_eps)
+    n = images.shape[0]
+    settings = {"eps": eps, "n": n, "seed": seed, "pgd_steps": pgd_steps, "apgd_steps": apgd_steps,
+                "square_queries": square_queries}
+    problem = _range_problem(images)
+    if problem:
+        return SanityReport([SanityViolation("input-range", problem)], settings)
+    device = _model_device(model, images)
+    violations: list[SanityViolation] = []
+    problem = _determinism_problem(model, images, batch_size, device)
+    if problem:
+        violations.append(SanityViolation("deterministic", problem))
+
+    tol = max(tolerance, 100.0 / n)
+    pgd_eps = sorted({0.0, *(float(f) * eps for f in eps_factors), float(eps), float(large_eps)})
+    specs = [AttackSpec("pgd", eps=e, steps=pgd_steps, seed=seed) for e in pgd_eps]
+    specs += [
+        AttackSpec("fgsm", eps=eps, seed=seed),
+        AttackSpec("apgd-ce", eps=eps, steps=apgd_steps, seed=seed),
+        AttackSpec("square", eps=eps, steps=square_queries, seed=seed),
+    ]
+    results = evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress)
+    pgd = {r.eps: r for r in results if r.attack == "pgd"}
+    other = {r.attack: r for r in results if r.attack != "pgd"}
+    clean = results[0].clean_accuracy
+
+    if abs(pgd[0.0].accuracy - clean) > 1e-9:
+        violations.append(SanityViolation(
+            "eps0-equals-clean",
+            f"PGD at eps=0 gives {pgd[0.0].accuracy:.2f}% but the clean accuracy is {clean:.2f}%: unperturbed "
+            "inputs are classified differently -- the model is stochastic (dropout/BatchNorm in train mode) or "
+            "the attack moves the images although eps=0"))
+
+    for r in results:
+        if r.max_perturbation > r.eps + bound_tolerance or r.min_value < -bound_tolerance \
+                or r.max_value > 1 + bound_tolerance:
+            violations.append(SanityViolation(
+                "within-eps-and-range",
+                f"{r.label} returned images up to {r.max_perturbation * 255:.3f}/255 from the originals (eps "
+                f"{r.eps * 255:.3f}/255) with values in [{r.min_value:.4f}, {r.max_value:.4f}]: the attack "
+                "breaks the threat model -- eps in the wrong units, or images not in [0, 1] (wrong "
+                "normalisation)"))
+
+    if results[0].collapsed:
+        # A degenerate model defeats every attack-based check below, and each would blame gradient masking.
+        violations.append(SanityViolation(
+            "collapsed",
+            f"the model is degenerate: {results[0].collapsed}; robust accuracy is meaningless (an attack "
+            "cannot move predictions that ignore the input), not a sign of gradient masking -- train it "
+            "longer or check the labels, learning rate and normalisation; the gradient-masking checks were "
+            "skipped"))
+        return SanityReport(violations, settings, results)
+
+    ordered = [pgd[e] for e in pgd_eps]
+    for lo, hi in itertools.pairwise(ordered):
+        if hi.accuracy > lo.accuracy + tol:
+            violations.append(SanityViolation(
+                "monotone-in-eps",
+                f"PGD accuracy rises from {lo.accuracy:.2f}% at eps={format_eps(lo.eps)} to {hi.accuracy:.2f}% "
+                f"at eps={format_eps(hi.eps)}: a larger budget cannot help the model -- gradient masking "
+                "(shattered or vanishing gradients), a stochastic model, or a step size unsuited to the eps"))
+
+    big = pgd[float(large_eps)]
+    if big.accuracy > large_eps_max_accuracy:
+        violations.append(SanityViolation(
+            "large-eps-breaks-all",
+            f"PGD at eps={format_eps(big.eps)} still leaves {big.accuracy:.2f}% accuracy (expected about 0, at "
+            f"most {large_eps_max_accuracy:.1f}%): the gradients do not lead anywhere -- gradient masking "
+            "(a non-differentiable or quantising layer, saturated logits), or the attacked inputs are not what "
+            "the model sees (normalisation applied outside the model, model in train mode)"))
+
+    at_eps = pgd[float(eps)]
+    fgsm = other["fgsm"]
+    if fgsm.accuracy < at_eps.accuracy - tol:
+        violations.append(SanityViolation(
+            "fgsm-not-stronger-than-pgd",
+            f"one-step FGSM ({fgsm.accuracy:.2f}%) beats {at_eps.steps}-step PGD ({at_eps.accuracy:.2f}%) at "
+            f"eps={format_eps(eps)}: the iterative attack is being misled -- gradient masking (a locally "
+            "flat or highly curved loss) or a PGD step size / step count too small"))
+
+    square = other["square"]
+    white = min(at_eps.accuracy, other["apgd-ce"].accuracy)
+    if square.accuracy < white - tol:
+        violations.append(SanityViolation(
+            "blackbox-not-stronger-than-whitebox",
+            f"black-box Square with {square.steps} queries ({square.accuracy:.2f}%) beats white-box "
+            f"{at_eps.steps}-step PGD / {other['apgd-ce'].steps}-step APGD-CE ({white:.2f}%) at "
+            f"eps={format_eps(eps)}: the gradients are uninformative -- gradient masking, so the white-box "
+            "numbers overstate robustness; use AutoAttack or an adaptive attack"))
+    return SanityReport(violations, settings, results)

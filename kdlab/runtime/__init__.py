@@ -1,0 +1,1 @@
+"""Where and how the work runs: device copies, multi-process groups, per-sample randomness, precision."""

@@ -1,0 +1,120 @@
+"""kdlab report: the HTML page's numbers, commands, recipes and provenance, and the page in a real browser.
+
+The numbers are computed by hand: cells kind=none (AP 10, 12) and kind=ssim (AP 12, 16) over seeds 0 and 1 give
+11.00 ± 1.41 and 14.00 ± 2.83 (sample std), and paired differences [2, 4]: mean 3, std √2, 95 % half-width
+t(0.975, 1) · √2 / √2 = 12.706, so [-9.71, +15.71], not separated.
+The browser test opens the page from disk in Debian's chromium, driven by Playwright, records every request,
+and checks every table and image is there and rendered. In CI (CI=true) a missing chromium fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdlab.report.html import build_report
+from tests.failfast_helpers import assert_one_line_error, invoke
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def results_folder(tmp_path: Path) -> Path:
+    """A checkout-like folder: recipes/demo.yaml, results/ablations/*.csv, run directories and runs.csv."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "demo.yaml").write_text("name: demo\ntask: detection\n# the demo recipe\n")
+    results = tmp_path / "results"
+    runs = results / "runs"
+    rows = []
+    for cell, values in (("kind=none", (10.0, 12.0)), ("kind=ssim", (12.0, 16.0))):
+        for seed, ap in enumerate(values):
+            run_dir = runs / f"demo-{cell.replace('=', '_')}-s{seed}-key{seed}"
+            rows.append({"ablation": "demo", "kind": "grid", "cell": cell, "setting": f"method.feature.{cell}",
+                         "seed": seed, "AP": ap, "AP50": ap + 20, "run_dir": str(run_dir)})
+    first = Path(rows[0]["run_dir"])  # kind=none seed 0: a run directory with summary.json and recipe.yaml
+    first.mkdir(parents=True)
+    (first / "summary.json").write_text(json.dumps({
+        "git_commit": "abc1234", "seed": 0, "versions": {"torch": "2.14.1", "python": "3.11.2"},
+        "finished_at": "2026-01-02T03:04:05+00:00"}))
+    (first / "recipe.yaml").write_text("name: demo-kind_none-s0\nmethod: {name: skd, feature: {kind: none}}\n")
+    # kind=ssim seed 1: only a runs.csv row
+    pd.DataFrame([{"name": "demo-kind_ssim-s1", "run_dir": rows[3]["run_dir"], "seed": 1,
+                   "git_commit": "def5678", "torch": "2.14.1", "finished_at": "2026-02-03T04:05:06+00:00"}]
+                 ).to_csv(results / "runs.csv", index=False)
+    (results / "ablations").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(results / "ablations" / "demo-grid-method.feature.kind.csv", index=False)
+    second = [{**row, "ablation": "demo", "cell": row["cell"].replace("kind", "weight"),
+               "setting": row["setting"].replace("kind=none", "weight=0").replace("kind=ssim", "weight=1"),
+               "run_dir": ""} for row in rows]
+    pd.DataFrame(second).to_csv(results / "ablations" / "demo-grid-method.feature.weight.csv", index=False)
+    return results
+
+
+def test_page_holds_tables_paired_intervals_commands_recipes_and_provenance(tmp_path):
+    results = results_folder(tmp_path)
+    page = build_report(results / "ablations" / "demo-grid-method.feature.kind.csv").read_text()
+    assert "11.00 ± 1.41" in page and "14.00 ± 2.83" in page  # AP mean ± sample std
+    assert "31.00 ± 1.41" in page  # AP50
+    assert "+3.00 [-9.71, +15.71] not separated" in page
+    assert "kdlab ablate recipes/demo.yaml --grid method.feature.kind=none,ssim --seeds 0,1" in page
+    assert "kdlab table " in page and "data:image/png;base64," in page
+    assert "name: demo-kind_none-s0" in page  # the run directory's recipe.yaml
+    assert "abc1234" in page and "python 3.11.2" in page and "summary.json" in page  # from summary.json
+    assert "def5678" in page and "2026-02-03T04:05:06+00:00" in page  # from runs.csv
+    assert "not recorded" in page  # the other two runs have neither
+    assert not list((results / "ablations").glob("*.md"))  # the report writes nothing beside the tables
+
+
+def test_readme_command_is_preferred_and_a_folder_gives_every_table(tmp_path):
+    results = results_folder(tmp_path)
+    (tmp_path / "README.md").write_text(
+        "```bash\nkdlab ablate recipes/demo.yaml --grid method.feature.weight=0,1 \\\n    --seeds 0,1 --jobs 2\n"
+        "kdlab ablate RECIPE --grid method.feature.kind=[...]\n```\n")
+    page = build_report(results).read_text()
+    assert (results / "report.html").is_file()
+    assert "kdlab ablate recipes/demo.yaml --grid method.feature.weight=0,1 --seeds 0,1 --jobs 2" in page
+    assert "kdlab ablate recipes/demo.yaml --grid method.feature.kind=none,ssim --seeds 0,1" in page  # derived
+    assert page.count("<h2 ") == 2
+    # no run directory: the recipe file the ablation names
+    assert "# the demo recipe" in page
+
+
+def test_report_of_a_table_that_is_not_an_ablation_is_one_line(tmp_path):
+    results = results_folder(tmp_path)
+    assert_one_line_error(invoke("report", results / "runs.csv"), "not an ablation table")
+    assert_one_line_error(invoke("report", tmp_path / "missing.csv"), "not found")
+
+
+def test_page_renders_in_headless_chromium_without_network(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium); CI installs it and runs this test")
+    results = results_folder(tmp_path)
+    page_path = build_report(results)
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page()
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(page_path.as_uri(), wait_until="load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight,"
+                               " i.getBoundingClientRect().width])")
+        tables = page.evaluate("Array.from(document.querySelectorAll('table')).map(t => [t.rows.length,"
+                               " t.getBoundingClientRect().height, t.innerText])")
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.innerText)")
+        browser.close()
+    assert headings == ["demo-grid-method.feature.kind", "demo-grid-method.feature.weight"]
+    assert len(images) == 2 and all(done and width > 0 and height > 0 and shown > 0
+                                    for done, width, height, shown in images)
+    assert len(tables) == 4  # per ablation: the summary table and the provenance table
+    assert all(rows >= 3 and height > 0 for rows, height, _ in tables)
+    assert "+3.00 [-9.71, +15.71] not separated" in tables[0][2]
+    assert requests and all(url.startswith(("file://", "data:")) for url in requests), requests
+    assert requests[0] == page_path.as_uri()
