@@ -113,7 +113,7 @@ def _print_run(outcome, role: str) -> None:
 def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool,
          threads: int | None) -> None:
     from kdlab.runs.console import RichReporter
-    from kdlab.runs.launch import run_command
+    from kdlab.check.launch import run_command
 
     _set_threads(threads)
     outcome = run_command(recipe_path, overrides, resume=resume, force=force, expect_distill=expect_distill,

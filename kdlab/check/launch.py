@@ -1,4 +1,5 @@
-"""``kdlab train`` / ``kdlab distill`` in one process or in each process of a torchrun group.
+"""``kdlab train`` / ``kdlab distill``: the plan check, then the run (:mod:`kdlab.runs.run`), in one process or in
+each process of a torchrun group. It lives here, above the runs, because it checks the plan first.
 
 ``torchrun --nproc_per_node=N -m kdlab distill RECIPE`` runs this in N processes: they join one process group
 (:func:`kdlab.runtime.distributed.session`), check the plan alike (a mistake is printed once, by the lowest rank that
