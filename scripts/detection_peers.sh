@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 13's detection-KD comparison on 2 CPU cores (README, "Detection KD peers"). Resumable: rerunning reuses
+# The detection-KD comparison on 2 CPU cores (docs/detection.md, "Detection KD peers"). Resumable: rerunning reuses
 # finished runs and resumes interrupted ones. Run from the repository root:
 #   bash scripts/detection_peers.sh
 # 1. Faster R-CNN R-34-FPN -> R-18-FPN on BCCD: λ per kind chosen on 60 held-out trainval images (seed 0), then 3
@@ -7,7 +7,7 @@
 # 2. RetinaNet R-34-FPN -> R-18-FPN: none, the best l_p loss, ssim and the best peer (judged, like λ, by Faster
 #    R-CNN's validation AP: no test number chooses anything), each at the λ Faster R-CNN's validation chose
 #    (--tune-from) -> results/ablations/skd-bccd-retinanet-cpu-grid-method.feature.kind-tuned.*; stops first if
-#    the RetinaNet teacher is weak (AP50 under 10 %), as it was with v1 heads (README, "Detection KD peers")
+#    the RetinaNet teacher is weak (AP50 under 10 %), as it was with v1 heads (docs/detection.md, "Detection KD peers")
 # 3. For each detector, the kinds 3 seeds cannot separate from SSIM (paired 95 % interval including 0; on the
 #    Faster R-CNN table: pkd and mgd) run 5 seeds with SSIM -> tables named *-5seeds-* (seeds 0-2 reused).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 12's comparison on 2 CPU cores, steps 1-2 of recipes/methods_cifar10_cpu.yaml's header: tune each method's
+# The robust-distillation methods comparison on 2 CPU cores, steps 1-2 of recipes/methods_cifar10_cpu.yaml's header: tune each method's
 # main weight on the validation split (3 values, 1 seed), then run every method at its chosen value, 3 seeds, on the
 # test split. Resumable: rerunning reuses finished runs and resumes interrupted ones. Run from the repository root:
 #   bash scripts/methods_comparison.sh            # -> results/ablations/methods_cifar10_cpu-methods.{csv,md,png}

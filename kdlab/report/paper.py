@@ -8,7 +8,7 @@ absent.
   CIFAR-10 states the robust accuracy of ACM only (48.38), + soft labels (49.53), + mixup (52.29) and + both
   (56.65); the passage does not name the attack, so the column says "attack unstated", not PGD.
 * No Structural KD entry: the numbers of the paper's tables could not be read from the paper or its code here
-  (only its abstract: +3.5 AP for a Faster R-CNN R-50 student over the vanilla model, quoted in the README), and
+  (only its abstract: +3.5 AP for a Faster R-CNN R-50 student over the vanilla model, quoted in docs/detection.md), and
   a number not read from its source is not shown.
 """
 
