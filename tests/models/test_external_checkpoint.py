@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from kdlab.cli import app
 from kdlab.config.datasets import CIFAR10_MEAN, CIFAR10_STD
-from kdlab.data.classification import load_classification_data
+from kdlab.data.loaders import load_classification_data
 from kdlab.errors import KdlabError
 from kdlab.models.registry import build_classifier
 from kdlab.runs.evaluate import evaluate_target
