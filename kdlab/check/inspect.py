@@ -59,8 +59,9 @@ def _shape(row: dict[str, Any]) -> str:
 
 
 def architecture_view(arch: str, num_classes: int, image_size: int, **options: Any) -> BlockView:
+    from kdlab.config.zoo import PREFIX
     from kdlab.models.registry import build_classifier
-    from kdlab.models.zoo import PREFIX, zoo_architecture
+    from kdlab.models.zoo import zoo_architecture
 
     if arch.startswith(PREFIX):  # a RobustBench model: its architecture, no checkpoint needed
         return _single_view(arch, zoo_architecture(arch[len(PREFIX):]), image_size)

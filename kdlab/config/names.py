@@ -1,16 +1,20 @@
 """Every name list kdlab accepts or reports, defined once (no torch import, so recipes validate fast).
 
-The attack registry (:mod:`kdlab.robustness.attacks`) and the data loaders implement exactly these names; a test
-checks that the registry and this list agree.
+The attack registry (:mod:`kdlab.robustness.attacks`) and the data loaders (:mod:`kdlab.data.loaders`) implement
+exactly these names; tests check that they agree. The dataset names come from the facts table
+(:mod:`kdlab.config.datasets`), where a dataset is added.
 """
 
 from __future__ import annotations
 
+from kdlab.config.datasets import dataset_names
+
 # Evaluation attacks (``eval.attacks``, ``kdlab eval --attack``), in the order ``kdlab eval --help`` lists them.
 ATTACKS = ("clean", "fgsm", "pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "aa-fast")
 
-CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagefolder", "embedded")
-DETECTION_DATASETS = ("voc", "coco", "synthetic")
+# Datasets (``data.dataset``, ``kdlab eval --data``): the rows of the facts table, kdlab.config.datasets, in its order.
+CLASSIFICATION_DATASETS = dataset_names("classification")
+DETECTION_DATASETS = dataset_names("detection")
 DATASETS = CLASSIFICATION_DATASETS + DETECTION_DATASETS
 
 # Where ``kdlab ablate`` runs its cells (``--executor``): a local process pool, a Slurm job array, or the same jobs as

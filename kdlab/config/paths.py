@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kdlab.config.zoo import existing_checkpoint
 from kdlab.errors import KdlabError
 
 # (section, key) of every recipe value that is a filesystem path.
@@ -48,8 +49,6 @@ def check_paths(recipe: Any, source: str) -> None:
             if value is not None and not Path(value).is_file():
                 raise KdlabError(f"{source}: teacher.{key} '{value}' not found ({where}): fix teacher.{key}")
         if teacher.robustbench is not None:  # a one-line error naming where the file goes, before any work
-            from kdlab.models.zoo import existing_checkpoint
-
             try:
                 existing_checkpoint(teacher.robustbench, teacher.dataset, teacher.threat_model, teacher.model_dir)
             except KdlabError as error:

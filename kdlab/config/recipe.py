@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from kdlab.config.datasets import key_marker
 from kdlab.config.method_settings import (
     DEFAULT_METHOD,
     SETTINGS,
@@ -223,8 +224,6 @@ class Recipe(Section):
             identity["method"]["name"] = "mixacm"
         if self.data.root is not None:
             identity["data"]["root"] = Path(self.data.root).name
-        from kdlab.models.normalization import key_marker
-
         marker = key_marker(self.data.dataset)  # statistics from the data (not the old CIFAR-10 default)
         model = self.trained_model
         if self.task == "classification" and marker and (model.mean is None or model.std is None):

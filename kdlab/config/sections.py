@@ -104,7 +104,7 @@ class TeacherSpec(Section):
         None, description="a training recipe, trained once and cached (relative: read from "
         "the recipe's folder)")
     robustbench: str | None = Field(
-        None, description="a RobustBench model-zoo name, e.g. Wong2020Fast (kdlab/models/zoo.py lists those read)")
+        None, description="a RobustBench model-zoo name, e.g. Wong2020Fast (kdlab/config/zoo.py lists those read)")
     dataset: Literal["cifar10"] = Field("cifar10", description="robustbench: the zoo's dataset")
     threat_model: Literal["Linf"] = Field("Linf", description="robustbench: the zoo's threat model")
     model_dir: str = Field(

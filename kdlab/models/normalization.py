@@ -5,14 +5,16 @@ mixup and distillation losses all work on [0, 1] images and a teacher and a stud
 statistics see the same images. They are chosen, in order:
 
 1. ``model.mean`` / ``model.std`` (or ``student.*``) written in the recipe, as lists;
-2. the dataset's published statistics: CIFAR-10 for ``cifar10`` and ``embedded`` (a CIFAR-10 subset),
-   CIFAR-100 for ``cifar100`` (population statistics of the training images, as in
-   :mod:`kdlab.models.registry`);
+2. the dataset's published statistics, a column of the facts table (:mod:`kdlab.config.datasets`): CIFAR-10 for
+   ``cifar10`` and ``embedded`` (a CIFAR-10 subset), CIFAR-100 for ``cifar100`` (population statistics of the
+   training images);
 3. for ``imagefolder``: computed from the training images the run loaded (after ``val_size`` and ``subset``;
    exact population mean and std per channel, a pass over tensors already in memory, so nothing to cache).
 
 The checkpoint records the statistics it was trained with (``kdlab.models.files``), and ``kdlab eval`` rebuilds
-the model with them; checkpoints written before they were recorded load with the old CIFAR-10 default.
+the model with them; checkpoints written before they were recorded load with the old CIFAR-10 default. What a run
+key records about the statistics is the table's ``key_marker`` (:func:`kdlab.config.datasets.key_marker`), so
+computing a key imports no torch.
 """
 
 from __future__ import annotations
@@ -21,21 +23,10 @@ from typing import Any
 
 import torch
 
-from kdlab.models.registry import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
+from kdlab.config.datasets import DATASETS
 
-# Datasets with published statistics; the rest (imagefolder) are measured on their training split.
-PUBLISHED = {
-    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
-    "embedded": (CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
-}
-
-
-def key_marker(dataset: str) -> str | None:
-    """What enters a run key when the statistics come from the data and are not the old CIFAR-10 default."""
-    if dataset in PUBLISHED:
-        return None if PUBLISHED[dataset] == (CIFAR10_MEAN, CIFAR10_STD) else dataset
-    return "training-split"
+# Datasets with published statistics (the facts table's); the rest (imagefolder) are measured on their training split.
+PUBLISHED = {name: facts.statistics for name, facts in DATASETS.items() if facts.statistics is not None}
 
 
 def measure(images_uint8: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -1,7 +1,8 @@
 """Build classifiers by name; wrap them so normalisation lives inside the model; number their blocks.
 
 ``build_classifier("wrn-34-10", 10)`` returns an :class:`ImageClassifier` whose ``forward`` takes images in
-[0, 1] and returns logits, so attacks and distillation losses need no knowledge of dataset statistics.
+[0, 1] and returns logits, so attacks and distillation losses need no knowledge of dataset statistics. The default
+statistics are CIFAR-10's (:mod:`kdlab.config.datasets`, the facts of every dataset).
 """
 
 from __future__ import annotations
@@ -14,14 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdlab.config.datasets import CIFAR10_MEAN, CIFAR10_STD
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.models.cifar import PreActResNet18, SmallResNet, WideResNet
 
 __all__ = [
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "CIFAR100_MEAN",
-    "CIFAR100_STD",
     "Block",
     "ImageClassifier",
     "available_architectures",
@@ -29,12 +27,6 @@ __all__ = [
     "count_parameters",
     "describe_blocks",
 ]
-
-# Per-channel statistics of the training images (population std, not the often-copied 0.2023/0.1994/0.2010).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 _WRN_PATTERN = re.compile(r"^wrn-(\d+)-(\d+)$")
 _WRN_EXAMPLES = ("wrn-16-4", "wrn-28-10", "wrn-34-10")

@@ -35,13 +35,13 @@ def resolve_target(target: str | Path) -> EvalTarget:
 def evaluate_target(target: str | Path, attacks: list[str] | None = None, **options) -> EvalReport:
     """Evaluate a run directory or checkpoint with its task and append its rows to ``options['out']``
     (the keyword options are :class:`~kdlab.tasks.EvalOptions`' fields)."""
-    from kdlab.models.zoo import PREFIX
+    from kdlab.config.zoo import PREFIX
 
     refuse_multiprocess("kdlab eval")  # it would append every row once per process
     model_dir = options.pop("model_dir", "models")
     chosen = EvalOptions(attacks=attacks, **options)
     if str(target).startswith(PREFIX):  # a RobustBench model: its file in the zoo layout, CIFAR-10 by default
-        from kdlab.models.zoo import existing_checkpoint
+        from kdlab.config.zoo import existing_checkpoint
 
         path = existing_checkpoint(str(target)[len(PREFIX):], model_dir=model_dir)  # missing: one line
         chosen = replace(chosen, arch=str(target), data=chosen.data or "cifar10")

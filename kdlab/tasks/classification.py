@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from kdlab.config.recipe import Recipe
-from kdlab.data.classification import load_data_spec, test_selection
+from kdlab.data.loaders import load_data_spec
+from kdlab.data.splits import test_selection
 from kdlab.errors import KdlabError
 from kdlab.runtime import distributed
 from kdlab.runtime.sample_random import IndexedBatch, SampleGenerator, key_of

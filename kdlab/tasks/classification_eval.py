@@ -73,7 +73,8 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     """Evaluate a classifier checkpoint (a kdlab one, or with ``options.arch`` any plain state dict of that
     architecture -- a kdlab name or ``torchvision:<name>`` -- wrapped with the test set's normalisation
     ``options.norm``) and append its rows to ``options.out``."""
-    from kdlab.data.classification import load_data_spec, test_selection
+    from kdlab.data.loaders import load_data_spec
+    from kdlab.data.splits import test_selection
     from kdlab.models.files import file_digest, load_model
     from kdlab.robustness.accuracy import eps_sweep as sweep
     from kdlab.robustness.accuracy import evaluate_robustness

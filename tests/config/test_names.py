@@ -2,8 +2,8 @@
 
 from kdlab.config import names
 from kdlab.config.sections import DataSpec, EvalSpec
-from kdlab.data.classification import DATASETS as CLASSIFICATION_LOADERS
 from kdlab.data.detection import DATASETS as DETECTION_LOADERS
+from kdlab.data.loaders import LOADERS as CLASSIFICATION_LOADERS
 from kdlab.robustness.attacks import available_attacks
 from kdlab.tasks.detection_eval import METRICS
 

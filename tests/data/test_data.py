@@ -4,15 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab.data import classification as cls_mod
+from kdlab.data import imagefolder
 from kdlab.data.augment import crop_flip, random_crop_flip, to_float
-from kdlab.data.classification import (
-    ImageSet,
-    iterate_batches,
-    load_classification_data,
-    num_batches,
-    stratified_split,
-)
+from kdlab.data.classification import ImageSet, iterate_batches, num_batches
+from kdlab.data.loaders import load_classification_data
+from kdlab.data.splits import stratified_split
 from kdlab.errors import KdlabError
 
 torch.set_num_threads(1)
@@ -166,8 +162,8 @@ def test_imagefolder_tiny_tree(tmp_path):
 def test_imagefolder_subset_val_test_subset(tmp_path, monkeypatch):
     root = _make_tree(tmp_path / "tree")
     decoded = []
-    original = cls_mod._read_files
-    monkeypatch.setattr(cls_mod, "_read_files", lambda paths: decoded.append(len(paths)) or original(paths))
+    original = imagefolder.read_files
+    monkeypatch.setattr(imagefolder, "read_files", lambda paths: decoded.append(len(paths)) or original(paths))
     data = load_classification_data("imagefolder", root=str(root), subset=6, val_size=3, test_subset=3, seed=4)
     assert decoded == [6, 3, 3], "only the chosen files are decoded"
     assert torch.bincount(data.train.labels).tolist() == [2, 2, 2]

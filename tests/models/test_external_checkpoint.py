@@ -7,9 +7,10 @@ import torchvision
 from typer.testing import CliRunner
 
 from kdlab.cli import app
-from kdlab.data.classification import load_classification_data
+from kdlab.config.datasets import CIFAR10_MEAN, CIFAR10_STD
+from kdlab.data.loaders import load_classification_data
 from kdlab.errors import KdlabError
-from kdlab.models.registry import CIFAR10_MEAN, CIFAR10_STD, build_classifier
+from kdlab.models.registry import build_classifier
 from kdlab.runs.evaluate import evaluate_target
 from kdlab.tasks import classification
 

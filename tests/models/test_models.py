@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from kdlab.config.datasets import CIFAR10_MEAN
 from kdlab.errors import KdlabError
 from kdlab.models.cifar import PreActResNet18, SmallResNet, WideResNet
 from kdlab.models.registry import (
-    CIFAR10_MEAN,
     ImageClassifier,
     available_architectures,
     build_classifier,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from kdlab.config.names import DETECTION_DATASETS
-from kdlab.data.detection.coco import load_coco
+from kdlab.data.detection.coco import load_coco, resolve_annotation_path
 from kdlab.data.detection.dataset import (
     DegenerateBoxWarning,
     DetectionData,
@@ -24,7 +24,7 @@ from kdlab.data.detection.dataset import (
     iterate_detection_batches,
     resize_to_max_side,
 )
-from kdlab.data.detection.synthetic import make_synthetic_shapes
+from kdlab.data.detection.synthetic import DEFAULT_IMAGE_SIZE, default_test_images, make_synthetic_shapes
 from kdlab.data.detection.voc import load_voc, voc_class_names, voc_root
 from kdlab.errors import KdlabError
 
@@ -53,14 +53,6 @@ def _pick(n: int, k: int, seed: int, salt: int) -> tuple[list[int], list[int]]:
     generator = torch.Generator().manual_seed(seed * 7919 + salt)
     order = torch.randperm(n, generator=generator).tolist()
     return sorted(order[:k]), sorted(order[k:])
-
-
-def resolve_annotation_path(root: Path | None, path: str | Path) -> Path:
-    """A COCO annotation file as given when absolute or existing, else relative to the dataset root."""
-    candidate = Path(path)
-    if candidate.is_absolute() or root is None or candidate.exists():
-        return candidate
-    return root / candidate
 
 
 def load_detection_data(
@@ -104,9 +96,9 @@ def load_detection_data(
     val: DetectionDataset | None = None
     test: DetectionDataset | None = None
     if dataset == "synthetic":
-        size = image_size or 128
+        size = image_size or DEFAULT_IMAGE_SIZE
         train = make_synthetic_shapes(num_images, size, seed=seed, num_classes=num_classes)
-        n_test = num_test_images if num_test_images is not None else max(16, num_images // 4)
+        n_test = num_test_images if num_test_images is not None else default_test_images(num_images)
         # a different stream: seeds are offset far away from the train seed
         test = make_synthetic_shapes(n_test, size, seed=seed + 1_000_003, num_classes=num_classes)
         if test_split is None:

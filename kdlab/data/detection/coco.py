@@ -20,7 +20,15 @@ from kdlab.data.detection.dataset import (
 )
 from kdlab.errors import KdlabError
 
-__all__ = ["load_coco"]
+__all__ = ["load_coco", "plan_sizes", "resolve_annotation_path"]
+
+
+def resolve_annotation_path(root: Path | None, path: str | Path) -> Path:
+    """A COCO annotation file as given when absolute or existing, else relative to the dataset root."""
+    candidate = Path(path)
+    if candidate.is_absolute() or root is None or candidate.exists():
+        return candidate
+    return root / candidate
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -119,3 +127,28 @@ def load_coco(
         names.append(file_name)
     images = image_files_or_tensors(paths, originals, image_size, in_memory)
     return DetectionDataset(images, targets, class_names, names)
+
+
+def plan_sizes(spec: Any) -> tuple[int, int | None, int, None]:
+    """(train images, test images or None, classes, None) of a recipe's COCO jsons (their image and category
+    lists, resolved as the loader resolves them); no image is read, so the image shape is unknown (None)."""
+    base = Path(spec.root) if spec.root is not None else None
+    if base is not None and not base.is_dir():
+        raise KdlabError(f"data.root: COCO root '{spec.root}' does not exist: point data.root at the image folder")
+    if spec.annotations is None:
+        raise KdlabError("data.annotations: dataset coco needs the COCO json of the train split: set "
+                         "data.annotations")
+
+    def read(name: str, key: str) -> dict:
+        path = resolve_annotation_path(base, name)  # as the loader resolves it
+        if not path.is_file():
+            raise KdlabError(f"data.{key}: COCO annotation file '{path}' not found: fix data.{key}")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise KdlabError(f"data.{key}: '{path}' is not valid JSON ({error.msg}): fix the file") from None
+
+    train = read(spec.annotations, "annotations")
+    test = read(spec.test_annotations, "test_annotations") if spec.test_annotations else None
+    return (len(train.get("images", [])), len(test.get("images", [])) if test else None,
+            len(train.get("categories", [])), None)

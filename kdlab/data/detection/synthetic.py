@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
+from kdlab.config.datasets import DATASETS
 from kdlab.data.detection.dataset import DetectionDataset, empty_boxes, make_target
 from kdlab.errors import KdlabError
 
-__all__ = ["SHAPES", "make_synthetic_shapes"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "SHAPES", "default_test_images", "make_synthetic_shapes", "plan_sizes"]
 
 
 SHAPES = ("square", "disc", "triangle")
+DEFAULT_IMAGE_SIZE = 128  # data.image_size unset
 _PALETTE = ((0.85, 0.20, 0.15), (0.15, 0.70, 0.25), (0.20, 0.35, 0.90))
 
 
@@ -111,3 +114,18 @@ def make_synthetic_shapes(
     return DetectionDataset(
         images, targets, class_names, [f"synthetic_{seed}_{i}" for i in range(num_images)]
     )
+
+
+def default_test_images(num_images: int) -> int:
+    """Test images when ``data.num_test_images`` is unset: a quarter of the training images, at least 16."""
+    return max(16, num_images // 4)
+
+
+def plan_sizes(spec: Any) -> tuple[int, int, int, tuple[int, int, int]]:
+    """(train images, test images, classes, image shape) a recipe's synthetic set will have, from the recipe."""
+    size = spec.image_size or DEFAULT_IMAGE_SIZE
+    if size < 16:
+        raise KdlabError(f"data.image_size: synthetic shapes need images of at least 16 px (got {size}): "
+                         "set data.image_size to 16 or more")
+    test = spec.num_test_images or default_test_images(spec.num_images)
+    return spec.num_images, test, DATASETS["synthetic"].classes, (3, size, size)

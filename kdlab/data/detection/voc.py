@@ -22,7 +22,7 @@ from kdlab.data.detection.dataset import (
 )
 from kdlab.errors import KdlabError
 
-__all__ = ["load_voc", "voc_class_names", "voc_root"]
+__all__ = ["load_voc", "plan_sizes", "voc_class_names", "voc_root"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
@@ -142,3 +142,26 @@ def load_voc(
         targets.append(make_target(boxes_t, torch.as_tensor(labels, dtype=torch.int64)[keep], position))
     images = image_files_or_tensors(paths, originals, image_size, in_memory)
     return DetectionDataset(images, targets, names, ids)
+
+
+def plan_sizes(spec: Any) -> tuple[int, int | None, int, None]:
+    """(train images, test images, classes, None) of a recipe's VOC folder: the split files' lines and the object
+    names of the annotation XMLs; no image is read, so the image shape is unknown (None)."""
+    if spec.root is None:
+        raise KdlabError("data.root: dataset voc needs data.root, the folder with Annotations/, JPEGImages/ and "
+                         "ImageSets/Main/: set data.root")
+    try:
+        voc = voc_root(spec.root)
+        names = voc_class_names(voc)
+    except KdlabError as error:
+        raise KdlabError(f"data.root: {error}") from None
+
+    def count(split: str, key: str) -> int:
+        path = voc / "ImageSets" / "Main" / f"{split}.txt"
+        if not path.is_file():
+            available = sorted(p.stem for p in (voc / "ImageSets" / "Main").glob("*.txt"))
+            raise KdlabError(f"data.{key}: VOC split file '{path}' not found: choose a split among "
+                             f"{available or 'none'}")
+        return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+    return count(spec.train_split, "train_split"), count(spec.test_split, "test_split"), len(names), None
