@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from kdlab.ablation.ablate import AblationPlan, Cell, _row, plan_ablation
 from kdlab.cli import app
-from kdlab.config.method_settings import SETTINGS, MethodSettings, methods_for
+from kdlab.config.methods import SETTINGS, methods_for
+from kdlab.config.methods.base import MethodSettings
 from kdlab.errors import KdlabError
 from kdlab.methods.base import DistillationMethod
 from kdlab.methods.registry import METHODS, register_method, unregister_method
