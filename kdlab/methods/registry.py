@@ -4,7 +4,9 @@ Adding a method touches three files:
 
 1. ``kdlab/config/methods/<name>.py``: its settings class (a :class:`~kdlab.config.methods.base.MethodSettings`
    subclass with ``name: Literal["<name>"] = "<name>"``; torch-free, so recipes validate without torch). Being
-   in that package registers it in the recipe's ``method`` union (:mod:`kdlab.config.methods`).
+   in that package registers it in the recipe's ``method`` union (:mod:`kdlab.config.methods`). A field that holds
+   feature-tap keys (block indices or module paths) says so by its type, whatever its name:
+   ``layers: Annotated[list[BlockKey], Taps(teacher="teacher_layers")]`` (:class:`kdlab.config.schema.Taps`).
 2. ``kdlab/methods/<name>.py``: its step, a :class:`~kdlab.methods.base.DistillationMethod` subclass naming that
    class as ``settings_class``.
 3. this file: its entry in :data:`METHODS`, the one registration line (with the import of its class).

@@ -23,6 +23,7 @@ import importlib
 import pkgutil
 
 from kdlab.config.methods.base import MethodSettings
+from kdlab.config.schema import tap_fields
 
 # The method a recipe gets when it names none: what each task trained before methods became plug-ins.
 DEFAULT_METHOD = {"classification": "mixacm", "detection": "skd"}
@@ -31,10 +32,11 @@ SETTINGS: dict[str, type[MethodSettings]] = {}
 
 
 def register_settings(cls: type[MethodSettings]) -> type[MethodSettings]:
-    """Add a settings class to the union under its ``name`` default."""
+    """Add a settings class to the union under its ``name`` default (its tap fields' declarations checked)."""
     name = cls.model_fields["name"].default
     if not isinstance(name, str):
         raise TypeError(f"{cls.__name__}.name needs a default, e.g. name: Literal['mine'] = 'mine'")
+    tap_fields(cls)  # raises when a Taps declaration names a teacher field the section lacks
     if SETTINGS.get(name, cls) is not cls:
         raise ValueError(f"method '{name}' is already registered with {SETTINGS[name].__name__}")
     SETTINGS[name] = cls

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from kdlab.config.methods.base import MethodSettings
-from kdlab.config.schema import BlockKey
+from kdlab.config.schema import BlockKey, Taps
 
 
 class ATSettings(MethodSettings):
@@ -18,8 +18,8 @@ class ATSettings(MethodSettings):
     weight: float = Field(1000.0, ge=0, description="beta, multiplies the AT loss summed over blocks (1000: "
                                                     "mdistiller FEAT_WEIGHT and the authors' README)")
     p: float = Field(2.0, gt=0, description="attention map sum_c |A_c|^p (the paper's and mdistiller's p = 2)")
-    blocks: list[BlockKey] = Field(default_factory=lambda: [2, 3, 4],
-                                   description="student blocks (default: every stage, as mdistiller feats[1:])")
+    blocks: Annotated[list[BlockKey], Taps(teacher="teacher_blocks")] = Field(
+        default_factory=lambda: [2, 3, 4], description="student blocks (default: every stage, as mdistiller feats[1:])")
     teacher_blocks: list[BlockKey] | None = Field(None, description="paired teacher blocks (default: same keys)")
 
     @model_validator(mode="after")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from kdlab.config.methods.base import MethodSettings
-from kdlab.config.schema import BlockKey, Section
+from kdlab.config.schema import BlockKey, Section, Taps
 
 
 class MixupSpec(Section):
@@ -22,7 +22,8 @@ class KDSpec(Section):
 
 class ACMSpec(Section):
     weight: float = Field(10.0, ge=0, description="0 turns ACM off; multiplies every block's beta")
-    blocks: list[BlockKey] = Field(default_factory=lambda: [2, 3, 4], description="student blocks tapped")
+    blocks: Annotated[list[BlockKey], Taps(teacher="teacher_blocks")] = Field(
+        default_factory=lambda: [2, 3, 4], description="student blocks tapped")
     teacher_blocks: list[BlockKey] | None = Field(
         None, description="the teacher block paired with each student block, in order (default: same keys)"
     )
