@@ -142,6 +142,14 @@ def test_every_built_in_method_has_its_settings_under_the_same_name():
     assert methods_for("detection") == ["skd"]
 
 
+def test_a_methods_settings_and_step_sit_in_modules_named_after_it():
+    """kdlab/config/methods/<module>.py holds the settings, kdlab/methods/<module>.py the step (pgd-at: pgd_at)."""
+    for name, cls in METHODS.items():
+        module = name.replace("-", "_")
+        assert (cls.__module__, SETTINGS[name].__module__) == (f"kdlab.methods.{module}",
+                                                               f"kdlab.config.methods.{module}")
+
+
 @pytest.mark.parametrize("flag", [{"components": True}, {"blocks": "2,3"}])
 def test_mixacm_ablation_presets_refuse_other_methods(tmp_path, flag):
     recipe = toy_recipe(tmp_path, {"name": "kd"})
