@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kdlab.config.method_settings import MixACMSettings
+from kdlab.config.methods.mixacm import MixACMSettings
 from kdlab.data.classification import ImageSet, iterate_batches
 from kdlab.methods.mixacm import MixACM
 from kdlab.models.registry import build_classifier

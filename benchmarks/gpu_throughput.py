@@ -60,7 +60,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
-from kdlab.config.method_settings import MixACMSettings
+from kdlab.config.methods.mixacm import MixACMSettings
 from kdlab.config.sections import AdversarialSpec, TrainSpec
 from kdlab.methods.registry import build_method
 from kdlab.methods.supervised import SupervisedTraining

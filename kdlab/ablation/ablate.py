@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from kdlab.config.method_settings import SETTINGS, methods_for
+from kdlab.config.methods import SETTINGS, methods_for
 from kdlab.config.names import DETECTION_METRICS
 from kdlab.config.recipe import Recipe, apply_overrides, keyed_settings, read_recipe_file, validate_recipe
 from kdlab.errors import Diverged, KdlabError

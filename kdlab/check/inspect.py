@@ -3,8 +3,9 @@
 For an architecture name (``wrn-34-10``) or a training recipe, one row per block: index, module path,
 output shape and channels, from one dry forward pass of a zero image. For a distillation recipe, the
 student's and the teacher's blocks share a row by index, and the ``→ t`` column names the teacher block
-the recipe's ACM term compares each student block with (``method.acm.blocks`` with
-``method.acm.teacher_blocks``): nothing is trained and no data is read.
+the recipe's method compares each student block with: the pairs of the fields its settings declare as taps
+(:class:`kdlab.config.schema.Taps`: MixACM's ``method.acm.blocks`` with ``method.acm.teacher_blocks``, AT's
+``blocks``, FitNet's ``block``), in sections in use. Nothing is trained and no data is read.
 
 A detection recipe lists its detectors' FPN levels instead (the maps Structural KD and its peers compare):
 name, output shape and channels, from a zero image of ``min_size`` x ``max_size`` (the size the recipe's
@@ -20,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from kdlab.config.recipe import Recipe, load_recipe
+from kdlab.config.schema import TapField, tap_fields, used_taps
 from kdlab.config.sections import ModelSpec
 from kdlab.errors import KdlabError
 
@@ -108,6 +110,11 @@ def _index_of(model: nn.Module, rows: list[dict[str, Any]], key: Any) -> Any:
     return next((row["index"] for row in rows if row["path"] == path), path)
 
 
+def _term(tap: TapField, method: str) -> str:
+    """The loss term a tap field feeds, for the title: its section's name (``acm`` -> ACM) or the method's."""
+    return (tap.path[-1] if tap.path else method).upper()
+
+
 def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_size: int) -> BlockView:
     recipe = load_recipe(recipe_path, overrides)
     if recipe.task == "detection":
@@ -120,9 +127,10 @@ def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_
         return _single_view(recipe.trained_model.arch, student, image_size)
     teacher, teacher_arch = _teacher(recipe, num_classes)
     student_rows, teacher_rows = _describe(student, image_size), _describe(teacher, image_size)
-    acm = getattr(recipe.method, "acm", None)  # only MixACM pairs blocks through ACM
+    taps = tap_fields(type(recipe.method))
     pairs = [(_index_of(student, student_rows, s), _index_of(teacher, teacher_rows, t))
-             for s, t in (acm.block_pairs if acm is not None and acm.weight > 0 else [])]
+             for _, keys, teacher_keys in used_taps(recipe.method)
+             for s, t in zip(keys, teacher_keys if teacher_keys is not None else keys)]
     to_teacher: dict[Any, list[str]] = {}
     for s, t in pairs:
         to_teacher.setdefault(s, []).append(str(t))
@@ -140,11 +148,13 @@ def recipe_view(recipe_path: str, overrides: list[str], num_classes: int, image_
             "t shape": trow and _shape(trow),
             "t ch": trow and trow["channels"],
         })
+    term = " and ".join(dict.fromkeys(_term(tap, recipe.method.name) for tap in taps))
     if pairs:
-        pairing = "ACM pairs (student → teacher): " + ", ".join(f"{s} → {t}" for s, t in pairs)
+        pairing = f"{term} pairs (student → teacher): " + ", ".join(f"{s} → {t}" for s, t in pairs)
+    elif taps:
+        pairing = f"no {term} term ({'.'.join(('method', *taps[0].path, 'weight'))} = 0)"
     else:
-        pairing = ("no ACM term (method.acm.weight = 0)" if acm is not None
-                   else f"method {recipe.method.name} (no ACM pairs)")
+        pairing = f"method {recipe.method.name} (no ACM pairs)"
     title = (f"{recipe.name}: student {recipe.trained_model.arch} ({_millions(student)}), "
              f"teacher {teacher_arch} ({_millions(teacher)}); {pairing}")
     return BlockView(title, PAIRED_COLUMNS, rows)

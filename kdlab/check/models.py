@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.config.names import BLOCK_FIELDS
+from kdlab.config.schema import used_taps
 from kdlab.errors import KdlabError
 
 # How a model error's text tells which key of a model spec it is about.
@@ -66,20 +66,12 @@ def load_teacher_checkpoint(recipe: Any, classes: int) -> nn.Module:
 # --------------------------------------------------------------------------- block keys
 
 
-def _block_fields(section: dict, prefix: str):
-    """(key path, student keys, teacher keys) of every block-key field of a method section that is used
-    (a section whose ``weight`` is 0 taps nothing)."""
-    if section.get("weight", 1) == 0:
-        return
-    for field, teacher_field in BLOCK_FIELDS.items():
-        if field in section:
-            keys = section[field] if isinstance(section[field], list) else [section[field]]
-            paired = section.get(teacher_field)
-            teacher_keys = keys if paired is None else (paired if isinstance(paired, list) else [paired])
-            yield f"{prefix}{field}", f"{prefix}{teacher_field}", keys, teacher_keys
-    for name, value in section.items():
-        if isinstance(value, dict):
-            yield from _block_fields(value, f"{prefix}{name}.")
+def _block_fields(settings: Any):
+    """(key, teacher key, student keys, teacher keys) of every tap field the method's settings declare
+    (:class:`kdlab.config.schema.Taps`) that is used (a section whose ``weight`` is 0 taps nothing); the teacher
+    keys are the student's list itself when the teacher field is null (the same keys)."""
+    for tap, keys, teacher_keys in used_taps(settings):
+        yield tap.key(tap.student), tap.key(tap.teacher), keys, keys if teacher_keys is None else teacher_keys
 
 
 def block_key_problems(recipe: Any, student: nn.Module, teacher: nn.Module | None) -> list[str]:
@@ -88,9 +80,8 @@ def block_key_problems(recipe: Any, student: nn.Module, teacher: nn.Module | Non
 
     if recipe.task != "classification":
         return []
-    section = recipe.method.model_dump(mode="json")
     problems = []
-    for field, teacher_field, keys, teacher_keys in _block_fields(section, "method."):
+    for field, teacher_field, keys, teacher_keys in _block_fields(recipe.method):
         for model, label, key_name, values in ((student, "student", field, keys),
                                                (teacher, "teacher", teacher_field, teacher_keys)):
             if model is None:

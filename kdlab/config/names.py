@@ -27,9 +27,6 @@ DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 WEAK_AP50 = 10.0  # %: a detector under it finds almost none of the objects (flagged "weak")
 # The numbers a run is judged by, per task; a student's summary carries its teacher's beside its own.
 HEADLINE_METRICS = ("clean_acc", "pgd_acc", "autoattack_acc", "AP", "AP50", "AP75")
-# Method settings that name feature taps: student field -> the teacher field that pairs with it (null there:
-# "the same key"). Read by the run key's block canonicalisation (kdlab.runs.run) and the plan check.
-BLOCK_FIELDS = {"blocks": "teacher_blocks", "block": "teacher_block"}
 # Column labels of the Markdown tables.
 METRIC_LABELS = {"clean_acc": "clean", "pgd_acc": "PGD", "autoattack_acc": "AutoAttack", "cw_acc": "CW∞",
                  "fgsm_acc": "FGSM", "AP": "AP", "AP50": "AP50", "AP75": "AP75"}

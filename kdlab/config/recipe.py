@@ -33,13 +33,8 @@ from pydantic import (
 )
 
 from kdlab.config.datasets import key_marker
-from kdlab.config.method_settings import (
-    DEFAULT_METHOD,
-    SETTINGS,
-    MethodSettings,
-    owner_of,
-    settings_class,
-)
+from kdlab.config.methods import DEFAULT_METHOD, SETTINGS, owner_of, settings_class
+from kdlab.config.methods.base import MethodSettings
 from kdlab.config.paths import check_paths, resolve_paths
 from kdlab.config.schema import Section
 from kdlab.config.sections import (
@@ -92,7 +87,7 @@ def _method_settings(value: Any) -> Any:
     return SETTINGS[value["name"]].model_validate(value)
 
 
-# A union discriminated by method.name over the registry (kdlab.config.method_settings), so a method registered
+# A union discriminated by method.name over the registry (kdlab.config.methods), so a method registered
 # after this module is imported (a plug-in, a test) validates like a built-in one.
 MethodSection = Annotated[SerializeAsAny[MethodSettings], BeforeValidator(_method_settings)]
 

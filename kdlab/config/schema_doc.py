@@ -100,7 +100,7 @@ def _default(info: FieldInfo) -> str:
 
 def _method_rows(key: str) -> list[KeyDoc]:
     """``method``: its name (every registered method), then each method's own settings, marked ``[name]``."""
-    from kdlab.config.method_settings import SETTINGS
+    from kdlab.config.methods import SETTINGS
 
     rows = [KeyDoc(f"{key}.name", "str", "by task", ", ".join(sorted(SETTINGS)),
                    "the method; the other keys of method: belong to it (default: mixacm for classification, "
@@ -114,7 +114,7 @@ def _method_rows(key: str) -> list[KeyDoc]:
 
 
 def _walk(model: type[BaseModel], prefix: str) -> list[KeyDoc]:
-    from kdlab.config.method_settings import MethodSettings
+    from kdlab.config.methods.base import MethodSettings
 
     rows: list[KeyDoc] = []
     for name, info in model.model_fields.items():
@@ -135,7 +135,8 @@ def _walk(model: type[BaseModel], prefix: str) -> list[KeyDoc]:
 
 def sections() -> list[str]:
     """Every section of a recipe: top-level sections and nested ones (train.adversarial)."""
-    from kdlab.config.method_settings import SETTINGS, MethodSettings
+    from kdlab.config.methods import SETTINGS
+    from kdlab.config.methods.base import MethodSettings
     from kdlab.config.recipe import Recipe
 
     def names(model: type[BaseModel], prefix: str) -> list[str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.config.method_settings import AdaADSettings
+from kdlab.config.methods.adaad import AdaADSettings
 from kdlab.losses import adaad_loss, soft_kl
 from kdlab.methods.adversarial_step import AdversarialDistillation
 from kdlab.train.engine import StepResult

@@ -4,7 +4,7 @@ Each such method (``ard``, ``rslad``, ``iad``, ``adaad``, ``pgd-at``) says three
 its inner loop: the quantity it maximises (:meth:`AdversarialDistillation.objective`, a scalar function of
 x'), the mode the student is in while x' is made (:attr:`AdversarialDistillation.generation_mode`: ``train``
 or ``eval``, its reference script's), and where PGD starts (``settings.start``). Eps, step and the number of
-steps come from ``method.inner`` (``kdlab.config.method_settings.InnerMaxSpec``), and the loop is
+steps come from ``method.inner`` (``kdlab.config.methods.adversarial.InnerMaxSpec``), and the loop is
 :func:`kdlab.robustness.training_attacks.pgd_maximise` for all of them. The teacher is always in eval mode and frozen
 (``kdlab.methods.base``): gradients may flow through it to x' (AdaAD), never into its parameters. """
 
@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from kdlab.config.method_settings import AdversarialSettings
+from kdlab.config.methods.adversarial import AdversarialSettings
 from kdlab.methods.base import DistillationMethod
 from kdlab.robustness.training_attacks import eval_mode, pgd_maximise
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.config.method_settings import ARDSettings
+from kdlab.config.methods.ard import ARDSettings
 from kdlab.losses import ard_loss
 from kdlab.methods.adversarial_step import AdversarialDistillation
 from kdlab.train.engine import StepResult

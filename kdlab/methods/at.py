@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.config.method_settings import ATSettings
+from kdlab.config.methods.at import ATSettings
 from kdlab.losses import attention_loss
 from kdlab.methods.base import DistillationMethod
 from kdlab.models.taps import FeatureTaps

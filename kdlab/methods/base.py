@@ -13,7 +13,7 @@ A method is an ``nn.Module`` built as ``Method(student, teacher, settings, image
   ``training_step`` is the same call under its older name.
 
 Costs are data (:attr:`passes`, :attr:`teacher_forwards`): forward+backward passes of the student per training
-image and teacher forward passes per image, read from the method's settings (``kdlab.config.method_settings``).
+image and teacher forward passes per image, read from the method's settings (``kdlab.config.methods``).
 
 New methods subclass :class:`DistillationMethod`, set ``settings_class`` and are registered by name in
 :mod:`kdlab.methods.registry` (one line), or from anywhere with ``register_method``.
@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from kdlab.config.method_settings import MethodSettings
+from kdlab.config.methods.base import MethodSettings
 from kdlab.models.connectors import build_connector
 from kdlab.models.taps import FeatureTaps, TapKey
 from kdlab.train.engine import StepResult

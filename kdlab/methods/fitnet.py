@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config.method_settings import FitNetSettings
+from kdlab.config.methods.fitnet import FitNetSettings
 from kdlab.losses import hint_loss
 from kdlab.methods.base import DistillationMethod, block_channels
 from kdlab.models.connectors import build_connector

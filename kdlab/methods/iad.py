@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.config.method_settings import IADSettings
+from kdlab.config.methods.iad import IADSettings
 from kdlab.losses import iad_loss, teacher_confidence
 from kdlab.methods.adversarial_step import AdversarialDistillation
 from kdlab.train.engine import StepResult

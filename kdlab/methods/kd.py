@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kdlab.config.method_settings import KDSettings
+from kdlab.config.methods.kd import KDSettings
 from kdlab.losses import kd_loss
 from kdlab.methods.base import DistillationMethod
 from kdlab.train.engine import StepResult

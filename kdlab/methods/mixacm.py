@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config.method_settings import MixACMSettings
+from kdlab.config.methods.mixacm import MixACMSettings
 from kdlab.losses import acm_loss, kd_loss, mix_batch, mixup_cross_entropy
 from kdlab.methods.base import DistillationMethod, block_channels, connector_for
 from kdlab.models.taps import FeatureTaps, block_name

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config.method_settings import PGDATSettings
+from kdlab.config.methods.pgd_at import PGDATSettings
 from kdlab.config.sections import AdversarialSpec
 from kdlab.methods.adversarial_step import AdversarialDistillation
 from kdlab.methods.supervised import SupervisedTraining

@@ -1,17 +1,26 @@
 """The registry of distillation methods by name: ``method.name`` in a recipe -> the class that trains it.
 
-Adding a method: write its settings class (``kdlab.config.method_settings``, registered with ``@register_settings``)
-and its file (a :class:`~kdlab.methods.base.DistillationMethod` subclass naming ``settings_class``), then add
-one line to :data:`METHODS` below. A method defined elsewhere (a plug-in, a test) calls :func:`register_method`
-with its class; that also adds its settings to the recipe's ``method`` union, so recipes validated afterwards
-in the same process accept it.
+Adding a method touches three files:
+
+1. ``kdlab/config/methods/<name>.py``: its settings class (a :class:`~kdlab.config.methods.base.MethodSettings`
+   subclass with ``name: Literal["<name>"] = "<name>"``; torch-free, so recipes validate without torch). Being
+   in that package registers it in the recipe's ``method`` union (:mod:`kdlab.config.methods`). A field that holds
+   feature-tap keys (block indices or module paths) says so by its type, whatever its name:
+   ``layers: Annotated[list[BlockKey], Taps(teacher="teacher_layers")]`` (:class:`kdlab.config.schema.Taps`).
+2. ``kdlab/methods/<name>.py``: its step, a :class:`~kdlab.methods.base.DistillationMethod` subclass naming that
+   class as ``settings_class``.
+3. this file: its entry in :data:`METHODS`, the one registration line (with the import of its class).
+
+A method defined elsewhere (a plug-in, a test) calls :func:`register_method` with its class; that also adds its
+settings to the recipe's ``method`` union, so recipes validated afterwards in the same process accept it.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from kdlab.config.method_settings import SETTINGS, MethodSettings, register_settings
+from kdlab.config.methods import SETTINGS, register_settings
+from kdlab.config.methods.base import MethodSettings
 from kdlab.methods.adaad import AdaAD
 from kdlab.methods.ard import ARD
 from kdlab.methods.at import AttentionTransfer

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config.method_settings import RRMSettings
+from kdlab.config.methods.rrm import RRMSettings
 from kdlab.errors import KdlabError
 from kdlab.losses import representation_loss
 from kdlab.methods.base import DistillationMethod, tapped_shapes

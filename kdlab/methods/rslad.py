@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from kdlab.config.method_settings import RSLADSettings
+from kdlab.config.methods.rslad import RSLADSettings
 from kdlab.losses import rslad_loss, soft_kl
 from kdlab.methods.adversarial_step import AdversarialDistillation
 from kdlab.train.engine import StepResult

@@ -56,7 +56,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from kdlab.config.method_settings import SKDSettings
+from kdlab.config.methods.skd import SKDSettings
 from kdlab.losses.fgd import FGDContexts
 from kdlab.losses.mgd import mgd_generator
 from kdlab.losses.multilevel import multilevel_feature_loss

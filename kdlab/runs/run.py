@@ -26,8 +26,9 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from kdlab.config.names import BLOCK_FIELDS, HEADLINE_METRICS
+from kdlab.config.names import HEADLINE_METRICS
 from kdlab.config.recipe import Recipe, load_recipe
+from kdlab.config.schema import TapField, section_at, tap_fields
 from kdlab.config.units import eps_255
 from kdlab.data.sizes import check_data_sizes
 from kdlab.errors import Diverged, KdlabError
@@ -105,48 +106,46 @@ def _canonical(keys, index: dict[str, int]):
     return keys
 
 
-def _has_path(section: Any) -> bool:
-    """Whether a method section gives any block key as a string (a module path or a digit string)."""
-    if not isinstance(section, dict):
-        return False
-    for key, value in section.items():
-        if key in BLOCK_FIELDS or key in BLOCK_FIELDS.values():
+def _has_path(method: dict, taps: list[TapField]) -> bool:
+    """Whether a method section gives any tap key as a string (a module path or a digit string)."""
+    for tap in taps:
+        section = section_at(method, tap.path) or {}
+        for field in (tap.student, tap.teacher):
+            value = section.get(field)
             if any(isinstance(item, str) for item in (value if isinstance(value, list) else [value])):
                 return True
-        elif _has_path(value):
-            return True
     return False
 
 
-def _canonical_section(section: dict, student: dict[str, int], teacher: dict[str, int]) -> None:
-    for value in section.values():
-        if isinstance(value, dict):
-            _canonical_section(value, student, teacher)
-    for field, teacher_field in BLOCK_FIELDS.items():
-        if field not in section:
+def _canonical_section(method: dict, taps: list[TapField], student: dict[str, int], teacher: dict[str, int]) -> None:
+    for tap in taps:
+        section = section_at(method, tap.path)
+        if section is None or tap.student not in section:
             continue
-        given = section[field]
-        teacher_keys = section.get(teacher_field)
-        section[field] = _canonical(given, student)
+        given = section[tap.student]
+        teacher_keys = section.get(tap.teacher)
+        section[tap.student] = _canonical(given, student)
         paired = _canonical(given if teacher_keys is None else teacher_keys, teacher)
         # "the same keys" is written as null: an explicit pairing equal to the student's keys is the same run
-        section[teacher_field] = None if paired == section[field] else paired
+        section[tap.teacher] = None if paired == section[tap.student] else paired
 
 
 def canonical_blocks(recipe: Recipe, num_classes: int, teacher: nn.Module | None) -> Recipe:
     """The recipe with method block keys given by module path (``net.stage2``) replaced by the block index
     they name (``3``), for the student and the teacher alike, so ``[3, 4]`` and ``[net.stage2, net.stage3]``
-    are one run with one key. Paths that name no numbered block stay paths. Needs the models, so it lives
-    here and not in :meth:`Recipe.key` (which stays torch-free)."""
+    are one run with one key. The keys are those of the fields the method's settings declare as taps
+    (:class:`kdlab.config.schema.Taps`), whatever their names. Paths that name no numbered block stay paths.
+    Needs the models, so it lives here and not in :meth:`Recipe.key` (which stays torch-free)."""
     from kdlab.config.recipe import validate_recipe
     from kdlab.models.factory import build_model
 
     raw = recipe.to_dict()
-    if not _has_path(raw.get("method") or {}):
+    taps = tap_fields(type(recipe.method))
+    if not _has_path(raw.get("method") or {}, taps):
         return recipe
     spec = recipe.trained_model
     student = _block_index(build_model(recipe.task, spec.arch, num_classes, spec.build_options()))
-    _canonical_section(raw["method"], student, _block_index(teacher) if teacher is not None else student)
+    _canonical_section(raw["method"], taps, student, _block_index(teacher) if teacher is not None else student)
     return validate_recipe(raw, source=f"{recipe.name} (block keys as indices)")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdlab.config.method_settings import SETTINGS
+from kdlab.config.methods import SETTINGS
 from kdlab.config.recipe import load_recipe, validate_recipe
 from kdlab.errors import KdlabError
 from tests.failfast_helpers import assert_one_line_error, files_under, invoke, write_recipe

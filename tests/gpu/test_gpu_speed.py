@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from kdlab.config.method_settings import KDSettings
+from kdlab.config.methods.kd import KDSettings
 from kdlab.config.recipe import validate_recipe
 from kdlab.config.sections import AdversarialSpec, TrainSpec
 from kdlab.data.classification import ImageSet

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab.config.method_settings import SKDSettings
+from kdlab.config.methods.skd import SKDSettings
 from kdlab.data.detection import iterate_detection_batches, make_synthetic_shapes
 from kdlab.losses.cwd import cwd_loss
 from kdlab.losses.mgd import mgd_generator, mgd_loss, mgd_mask

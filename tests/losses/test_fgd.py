@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab.config.method_settings import SKDSettings
+from kdlab.config.methods.skd import SKDSettings
 from kdlab.data.detection import iterate_detection_batches, make_synthetic_shapes
 from kdlab.losses import multilevel as multilevel_module
 from kdlab.losses.fgd import FGDContexts, fgd_loss, fgd_masks

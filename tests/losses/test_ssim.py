@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config.method_settings import FeatureKDSpec
+from kdlab.config.methods.skd import FeatureKDSpec
 from kdlab.losses import (
     effective_window,
     feature_distance,

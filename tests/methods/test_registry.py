@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from kdlab.ablation.ablate import AblationPlan, Cell, _row, plan_ablation
 from kdlab.cli import app
-from kdlab.config.method_settings import SETTINGS, MethodSettings, methods_for
+from kdlab.config.methods import SETTINGS, methods_for
+from kdlab.config.methods.base import MethodSettings
 from kdlab.errors import KdlabError
 from kdlab.methods.base import DistillationMethod
 from kdlab.methods.registry import METHODS, register_method, unregister_method
@@ -139,6 +140,14 @@ def test_every_built_in_method_has_its_settings_under_the_same_name():
     assert methods_for("classification") == ["adaad", "ard", "at", "fitnet", "iad", "kd", "mixacm", "pgd-at",
                                              "rrm", "rslad"]
     assert methods_for("detection") == ["skd"]
+
+
+def test_a_methods_settings_and_step_sit_in_modules_named_after_it():
+    """kdlab/config/methods/<module>.py holds the settings, kdlab/methods/<module>.py the step (pgd-at: pgd_at)."""
+    for name, cls in METHODS.items():
+        module = name.replace("-", "_")
+        assert (cls.__module__, SETTINGS[name].__module__) == (f"kdlab.methods.{module}",
+                                                               f"kdlab.config.methods.{module}")
 
 
 @pytest.mark.parametrize("flag", [{"components": True}, {"blocks": "2,3"}])

@@ -16,7 +16,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from kdlab.config.method_settings import SKDSettings
+from kdlab.config.methods.skd import SKDSettings
 from kdlab.config.recipe import load_recipe
 from kdlab.data.detection import iterate_detection_batches, make_synthetic_shapes
 from kdlab.errors import KdlabError

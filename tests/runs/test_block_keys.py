@@ -4,7 +4,7 @@ import pytest
 import torch
 import yaml
 
-from kdlab.config.method_settings import MixACMSettings
+from kdlab.config.methods.mixacm import MixACMSettings
 from kdlab.config.recipe import load_recipe
 from kdlab.methods.mixacm import MixACM
 from kdlab.models.registry import build_classifier

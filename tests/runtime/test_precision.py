@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config.method_settings import KDSettings
+from kdlab.config.methods.kd import KDSettings
 from kdlab.config.recipe import keyed_settings, validate_recipe
 from kdlab.config.schema_doc import render
 from kdlab.config.sections import AdversarialSpec, TrainSpec

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config.method_settings import MixACMSettings
+from kdlab.config.methods.mixacm import MixACMSettings
 from kdlab.config.sections import AdversarialSpec, TrainSpec
 from kdlab.data.classification import ImageSet, iterate_batches
 from kdlab.errors import KdlabError
