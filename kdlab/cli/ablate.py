@@ -1,0 +1,77 @@
+"""``kdlab ablate``: an ablation grid, checked before any work, run locally or on Slurm, tuned on a validation
+split if asked. Its plan flags are shared with ``kdlab check`` (:mod:`kdlab.cli.ablation_flags`); the
+``--executor`` and ``--slurm`` help lists the names of :mod:`kdlab.config.names`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kdlab.cli import ablation_flags
+from kdlab.cli.command import friendly
+from kdlab.cli.options import SET_HELP
+from kdlab.config.names import EXECUTORS, SLURM_SETTINGS
+
+
+@friendly
+def ablate(
+    recipe: Path = typer.Argument(
+        ..., help="Base recipe (a file or a shipped recipe's name); every cell is this recipe plus the cell's "
+                  "overrides."),
+    components: bool = ablation_flags.COMPONENTS,
+    blocks: str | None = ablation_flags.BLOCKS,
+    cumulative: bool = ablation_flags.CUMULATIVE,
+    per_block_weight: bool = ablation_flags.PER_BLOCK_WEIGHT,
+    grid: list[str] = ablation_flags.GRID,
+    methods: str | None = ablation_flags.METHODS,
+    method_set: list[str] = ablation_flags.METHOD_SET,
+    inner_steps: int | None = ablation_flags.INNER_STEPS,
+    inner_step: str | None = ablation_flags.INNER_STEP,
+    seeds: str = ablation_flags.SEEDS,
+    tune: list[str] = typer.Option(  # "\\[": rich markup would take [kind=mgd] for a style and drop it
+        [], "--tune",
+        help="KEY=V1,V2,V3: first choose KEY per cell on a validation split (one seed), then run --seeds with "
+             "the chosen value (tables <title>-val and <title>-tuned; kdlab.ablation.tuning). Repeat as "
+             "'KEY[CELL]=V1,V2' for a cell's own values, e.g. 'method.feature.weight\\[kind=mgd]=2e-6,2e-5'."),
+    tune_val_size: int | None = typer.Option(
+        None, "--tune-val-size", min=1,
+        help="With --tune, for a recipe without data.val_size: training images held out to tune on."),
+    tune_seed: int | None = typer.Option(None, "--tune-seed", help="With --tune: its seed (default: the first "
+                                                                    "of --seeds)."),
+    tune_metric: str | None = typer.Option(
+        None, "--tune-metric", help="With --tune: the validation metric maximised (default AP for detection, "
+                                    "else pgd_acc with --attack pgd, else clean_acc)."),
+    tune_from: Path | None = typer.Option(
+        None, "--tune-from", help="With --tune: choose from this finished <title>-val.csv (e.g. another "
+                                  "detector's) instead of running a tuning grid."),
+    attack: list[str] = ablation_flags.ATTACKS,
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Cells run in parallel processes."),
+    executor: str = typer.Option(
+        "local", "--executor",
+        help=f"One of {', '.join(EXECUTORS)} (kdlab.ablation.cluster): local runs --jobs processes, slurm one "
+             "job per cell, submitit-local those jobs as local processes (tests)."),
+    slurm: list[str] = typer.Option(
+        [], "--slurm", help=f"With --executor slurm, KEY=VALUE (repeatable), KEY one of {', '.join(SLURM_SETTINGS)} "
+                            "or sbatch.OPTION, e.g. time=4:00:00."),
+    threads: int | None = typer.Option(None, "--threads", help="Torch threads per cell (default cores/jobs)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every cell."),
+    name: str | None = ablation_flags.NAME,
+    out: Path = ablation_flags.OUT,
+) -> None:
+    """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
+    from kdlab.ablation.cluster import cluster_settings
+    from kdlab.ablation.command import run_ablation_command
+    from kdlab.check.plan import check_ablation_plan
+    from kdlab.config.paths import check_paths
+
+    cluster = cluster_settings(executor, slurm, jobs)  # None: the local pool
+    recipe, plan = ablation_flags.ablation_plan(
+        recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds, attacks=attack,
+        overrides=set_, name=name, per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
+        inner_steps=inner_steps, inner_step=inner_step)
+    check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
+    check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
+    run_ablation_command(plan, out, jobs=jobs, threads=threads, tune=tune, tune_seed=tune_seed,
+                         tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from, attacks=attack,
+                         cluster=cluster)

@@ -1,0 +1,82 @@
+"""``kdlab eval``: clean and adversarial accuracy (or COCO AP) of a run, a checkpoint or a zoo model, appended
+to a CSV. The ``--attack`` and ``--data`` help lists the names of :mod:`kdlab.config.names`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from kdlab.cli.command import friendly
+from kdlab.cli.options import THREADS, set_threads
+from kdlab.config.names import ATTACKS, DATASETS
+
+
+@friendly
+def eval_(
+    target: Path = typer.Argument(
+        ..., help="A run directory (uses its best.pt and recipe), a model checkpoint, or robustbench:NAME "
+                  "(a RobustBench zoo model read from --model-dir; test set CIFAR-10 unless --data)."),
+    attack: list[str] | None = typer.Option(
+        None, "--attack", show_default=False,
+        help=f"Repeatable: {', '.join(ATTACKS)} "
+             "(default clean and pgd; a detection run is scored by COCO AP, without attacks)."),
+    eps: str | None = typer.Option(None, "--eps", help="Linf budget, e.g. 8/255 or 0.0314 (default 8/255)."),
+    alpha: str | None = typer.Option(None, "--alpha", help="Step size for pgd/cw/fgsm (default eps/4; fgsm: eps)."),
+    steps: int | None = typer.Option(None, "--steps", help="Iterations (pgd 20, cw 30, apgd 100; square: queries)."),
+    restarts: int | None = typer.Option(None, "--restarts", help="Random restarts (default 1)."),
+    n: int = typer.Option(1000, "--n", min=1, help="Test images, taken in a fixed, seeded order."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per attack batch (memory stays flat)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the image order and the attacks' random starts."),
+    data: str | None = typer.Option(
+        None, "--data", help=f"Test set NAME[:ROOT] instead of the run's, NAME one of {', '.join(DATASETS)}, "
+                             "e.g. imagefolder:../shared/data/cifar10-jpeg."),
+    out: Path = typer.Option(Path("results/eval.csv"), "--out", help="CSV the rows are appended to."),
+    sanity: bool = typer.Option(False, "--sanity", help="Also run the sanity checks (eps=0, bounds, monotone, ...)."),
+    eps_sweep: str | None = typer.Option(
+        None, "--eps-sweep", help="Comma-separated eps list, e.g. 0,2/255,4/255,8/255,16/255; also writes a PNG."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="TARGET is a plain state dict of this architecture (a checkpoint kdlab did not "
+                             "write): resnet_small, preact_resnet18, wrn-34-10, ... or torchvision:<name>, "
+                             "e.g. torchvision:resnet18. Needs --data."),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", min=1,
+        help="With --arch: output classes (default: read off the last linear layer)."),
+    norm: str = typer.Option(
+        "dataset", "--norm", help="With --arch: input normalisation wrapped around the model: dataset (its "
+                                  "default mean/std), imagenet (torchvision pretrained weights) or none."),
+    model_dir: Path = typer.Option(
+        Path("models"), "--model-dir", help="robustbench:NAME: folder of <dataset>/<threat_model>/<NAME>.pt."),
+    threads: int | None = THREADS,
+) -> None:
+    """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
+
+    TARGET is a run directory, a kdlab checkpoint, or with --arch any plain state dict."""
+    from kdlab.config.units import parse_eps, parse_eps_list
+    from kdlab.robustness.attacks import attack_def
+    from kdlab.runs.console import AttackProgress, console, results_table
+    from kdlab.runs.evaluate import evaluate_target
+
+    # Every option is checked before any data or model is loaded.
+    for name in attack or []:
+        attack_def(name)
+    eps_value = parse_eps(eps, "--eps") if eps is not None else None
+    alpha_value = parse_eps(alpha, "--alpha") if alpha is not None else None
+    sweep = parse_eps_list(eps_sweep, "--eps-sweep") if eps_sweep else None
+    set_threads(threads)
+    with AttackProgress() as progress:
+        report = evaluate_target(
+            target, attack, eps=eps_value, alpha=alpha_value, steps=steps, restarts=restarts, n=n,
+            batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity, eps_sweep=sweep, progress=progress,
+            arch=arch, num_classes=num_classes, norm=norm, model_dir=model_dir,
+        )
+    columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
+                           "images_per_s", "components")
+               if any(c in row for row in report.rows)]
+    columns += ["flag"] if any(row.get("flag") for row in report.rows) else []
+    console.print(results_table(f"{report.rows[0]['model']}: results (%)", report.rows, columns))
+    for violation in report.violations:
+        console.print(f"[bold yellow]sanity warning:[/] {violation}")
+    if report.plot:
+        console.print(f"wrote {report.plot}")
+    console.print(f"appended {len(report.rows)} rows to {out}")

@@ -1,0 +1,73 @@
+"""The kdlab app: builds the Typer ``app`` (with ``--version`` and ``-h``) and registers every command of the
+command-group modules of :mod:`kdlab.cli`, in the order ``kdlab --help`` lists them. The package's
+``__init__`` gathers ``app``, so ``kdlab.cli:app`` (the console script) and ``python -m kdlab`` find it.
+
+A new command: its function (wrapped by :func:`kdlab.cli.command.friendly`) in the module of its group, and one
+registration line here."""
+
+from __future__ import annotations
+
+import typer
+
+from kdlab.cli.ablate import ablate
+from kdlab.cli.check import check, inspect
+from kdlab.cli.command import CONTEXT, KdlabCommand
+from kdlab.cli.evaluate import eval_
+from kdlab.cli.recipes import recipes, recipes_copy, schema
+from kdlab.cli.report import report, table
+from kdlab.cli.run import distill, train
+
+app = typer.Typer(
+    help="kdlab: knowledge-distillation experiments from YAML recipes — MixACM robustness transfer, "
+    "structural KD for detection, and trustworthy robustness evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings=CONTEXT,
+)
+
+
+def version() -> str:
+    """The installed package's version; in a checkout that is not installed, ``kdlab.__version__``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kdlab")
+    except metadata.PackageNotFoundError:
+        from kdlab import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kdlab {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print kdlab's version and exit."),
+) -> None:
+    pass
+
+
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(distill)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(train)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(inspect)
+app.command("eval", cls=KdlabCommand, context_settings=CONTEXT)(eval_)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(ablate)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(check)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(table)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(report)
+
+recipes_app = typer.Typer(help="The recipes shipped with kdlab: list them, or copy one out to edit it.",
+                          no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
+                          context_settings=CONTEXT)
+recipes_app.callback(invoke_without_command=True)(recipes)
+recipes_app.command("copy", cls=KdlabCommand, context_settings=CONTEXT)(recipes_copy)
+app.add_typer(recipes_app, name="recipes")
+
+app.command(context_settings=CONTEXT)(schema)
