@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from kdlab.config.method_settings import SETTINGS
+from kdlab.config.methods import SETTINGS
 from kdlab.errors import KdlabError
 
 COMPONENTS = typer.Option(

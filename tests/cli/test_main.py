@@ -16,7 +16,7 @@ import kdlab
 import kdlab.cli.evaluate
 from kdlab.cli import app
 from kdlab.config import names
-from kdlab.config.method_settings import SETTINGS
+from kdlab.config.methods import SETTINGS
 from kdlab.report.paper import PAPER_NUMBERS
 
 ROOT = Path(__file__).resolve().parents[2]
