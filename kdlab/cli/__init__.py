@@ -335,7 +335,7 @@ def ablate(
 def _ablation_plan(recipe: Path, *, seeds: str, **flags):
     """The recipe argument as a file (a bare name is a shipped recipe) and the ablation plan the flags describe:
     what ``kdlab ablate`` runs and ``kdlab check`` checks."""
-    from kdlab.ablation.ablate import plan_ablation
+    from kdlab.ablation.grid import plan_ablation
     from kdlab.config.shipped import resolve_recipe
 
     recipe = resolve_recipe(recipe)
@@ -371,7 +371,7 @@ def check(
 
     from kdlab.check.plan import check_ablation_plan, check_recipe_plan
     from kdlab.runs.console import console
-    from kdlab.runs.step_timing import plan_lines, plan_summary
+    from kdlab.runs.estimate import plan_lines, plan_summary
 
     _set_threads(threads)
     if components or blocks is not None or grid or methods is not None:

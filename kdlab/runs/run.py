@@ -37,7 +37,8 @@ from kdlab.runs.estimate import with_expected_time
 from kdlab.runs.trackers import Trackers
 from kdlab.runtime import distributed
 from kdlab.tasks import get_task
-from kdlab.train.engine import Reporter, fit
+from kdlab.train.engine import fit
+from kdlab.train.reporter import Reporter
 
 ReporterFactory = Callable[[str], Reporter]
 

@@ -42,12 +42,13 @@ from torch import nn
 
 from kdlab.config.sections import TrainSpec
 from kdlab.errors import Diverged, KdlabError
-from kdlab.models.files import STATE_FORMAT, atomic_save, safe_load
 from kdlab.results import atomic_write_text
 from kdlab.runtime import distributed
 from kdlab.runtime.acceleration import StepPrecision
 from kdlab.runtime.sample_random import SampleGenerator, bind_batch, key_of
 from kdlab.train.epoch_totals import EpochTotals, Reading
+from kdlab.train.reporter import Reporter
+from kdlab.train.state import load_state, save_state
 
 
 @dataclass
@@ -75,20 +76,6 @@ class DataSource:
     batches: Callable[[torch.Generator], Iterable[Any]]
     batches_per_epoch: int
     batch_size: Callable[[Any], int]
-
-
-class Reporter:
-    """Progress callbacks; the default reports nothing (tests, ablation workers)."""
-
-    def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None: ...
-
-    def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None:
-        """Called every ``train.log_every`` steps and after an epoch's last step: ``terms`` are the mean loss
-        terms since the previous call, ``images`` the images trained since then."""
-
-    def epoch_done(self, epoch: int, metrics: dict[str, Any]) -> None: ...
-
-    def fit_finished(self) -> None: ...
 
 
 @dataclass
@@ -173,10 +160,6 @@ def _checked_read(totals: EpochTotals, epoch: int, step: int, every: int, last_p
     return reading
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state()}
-
-
 def fit(
     method: nn.Module,
     data: DataSource,
@@ -206,21 +189,8 @@ def fit(
     last_path = run_dir / "last.pt"
 
     if resume and last_path.exists():
-        state = safe_load(last_path)
-        if state.get("format") != STATE_FORMAT:
-            raise KdlabError(f"'{last_path}' is not a kdlab training state; remove it or pass --force")
-        try:
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise KdlabError(
-                f"'{last_path}' does not match this recipe ({str(error).splitlines()[0][:120]}); pass --force to restart"
-            ) from None
-        precision.load_state_dict(state.get("scaler", {}))
-        torch.set_rng_state(state["rng"]["torch"])
-        history, best_score, best_epoch = state["history"], state["best_score"], state["best_epoch"]
-        start_epoch = state["epoch"] + 1
+        history, best_score, best_epoch, start_epoch = load_state(last_path, method, optimizer, scheduler,
+                                                                  precision)
 
     trained = distributed.data_parallel(method, spec.sync_bn)  # the method itself in one process
     main = distributed.is_main()
@@ -278,19 +248,8 @@ def fit(
                 export_best(run_dir / "best.pt")
         history.append(metrics)
         if main:
-            state = {
-                "format": STATE_FORMAT,
-                "epoch": epoch,
-                "method": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "history": history,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                **({"scaler": precision.state_dict()} if precision.scaler is not None else {}),
-            }
-            atomic_save(state, last_path)
+            save_state(last_path, epoch=epoch, method=method, optimizer=optimizer, scheduler=scheduler,
+                       precision=precision, history=history, best_score=best_score, best_epoch=best_epoch)
             _write_metrics(run_dir / "metrics.csv", history)
         reporter.epoch_done(epoch, metrics)
     reporter.fit_finished()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab.ablation.ablate import acm_total_weight, block_cells, plan_ablation
+from kdlab.ablation.grid import acm_total_weight, block_cells, plan_ablation
 from kdlab.config import recipe as recipe_module
 from kdlab.config.recipe import apply_overrides, validate_recipe
 from kdlab.config.sections import TrainSpec
