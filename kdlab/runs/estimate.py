@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from kdlab.train.reporter import Reporter
+from kdlab.train.selection import selection_metric, selects_on_validation
 
 WARMUP_STEPS = 3
 MIN_STEPS = 10
@@ -82,10 +83,10 @@ def _attack_passes(recipe: Any, name: str) -> float:
 
 def validation_seconds(recipe: Any, facts: Any, cost: Any) -> float:
     """Estimated wall seconds of one epoch's validation (0 without a validation split or selection)."""
-    if not facts.val or recipe.selection_metric == "last":
+    if not selects_on_validation(recipe, bool(facts.val)):
         return 0.0
     per_image = cost.forward
-    if recipe.selection_metric == "pgd":
+    if selection_metric(recipe) == "pgd":
         per_image += (recipe.train.select_steps + 1) * cost.forward_backward
     return facts.val * per_image
 

@@ -6,8 +6,8 @@ the module tree) and whose ``forward(batch, generator)`` returns a :class:`StepR
 calls ``method(batch, generator)``, so a wrapper that hooks ``forward`` (``DistributedDataParallel``,
 which synchronises the gradients of calls that go through it) sees every step.
 The engine owns everything else: optimizer, learning-rate schedule, progress, per-epoch
-``last.pt`` (weights, optimizer, scheduler, RNG state, history), ``best.pt`` chosen on the
-validation split by the metric the task names (``select``: e.g. PGD accuracy for robust runs),
+``last.pt`` (weights, optimizer, scheduler, RNG state, history: :mod:`kdlab.train.state`), ``best.pt`` chosen
+on the validation split by the selection rule (``select``: :mod:`kdlab.train.selection`),
 ``metrics.csv`` (every validation metric of every epoch), resume and the NaN guard.
 
 Resume is exact on CPU: every epoch draws its randomness (shuffling, augmentation, mixup,
@@ -48,6 +48,7 @@ from kdlab.runtime.acceleration import StepPrecision
 from kdlab.runtime.sample_random import SampleGenerator, bind_batch, key_of
 from kdlab.train.epoch_totals import EpochTotals, Reading
 from kdlab.train.reporter import Reporter
+from kdlab.train.selection import epoch_score, improves
 from kdlab.train.state import load_state, save_state
 
 
@@ -235,14 +236,11 @@ def fit(
         if validate is not None:
             measured = validate()
             metrics.update({f"val_{name}": value for name, value in measured.items()})
-            if select not in measured:
-                raise KdlabError(f"model selection on '{select}' but validation measured only {sorted(measured)}")
-            score = measured[select]
+            score = epoch_score(select, measured, epoch)
             metrics["val_score"] = score
         else:
-            score = float(epoch)  # without a validation split (or select: last) the latest epoch is "best"
-        # Ties go to the later epoch; never pick on test.
-        if score >= best_score:
+            score = epoch_score(select, None, epoch)  # without a validation split (or select: last): the latest
+        if improves(score, best_score):
             best_score, best_epoch = score, epoch
             if main:
                 export_best(run_dir / "best.pt")
