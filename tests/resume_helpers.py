@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kdlab.runs.run import run_recipe
-from kdlab.train.engine import Reporter
+from kdlab.train.reporter import Reporter
 
 
 class StopAfter(Reporter):

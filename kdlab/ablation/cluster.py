@@ -1,7 +1,7 @@
 """Ablation cells as jobs on a Slurm cluster, through submitit: ``kdlab ablate ... --executor slurm``.
 
 Every (cell, seed) of the ablation is one task of a Slurm job array (submitit's ``map_array``), each task running
-the cell exactly as the local pool of ``--jobs`` does (:func:`kdlab.ablation.ablate._run_cell`). Resources come from
+the cell exactly as the local pool of ``--jobs`` does (:func:`kdlab.ablation.execute.run_cell`). Resources come from
 ``--slurm KEY=VALUE`` (repeatable), checked before any work, one-line errors for anything unknown:
 
 =============  ===========================================================================================
@@ -28,7 +28,7 @@ How it runs (:func:`run_on_cluster`)
    resumes from its last finished epoch (:class:`kdlab.ablation.cluster_job.CellJob`, a submitit ``Checkpointable``);
    one that dies any other way resumes when the command is rerun.
 4. The command waits and rewrites the table after every finished cell, exactly as ``--jobs`` does (the same
-   rows and CSV: :class:`kdlab.ablation.ablate.AblationTable`). A failed cell is reported (one line: its error and log)
+   rows and CSV: :class:`kdlab.ablation.table.AblationTable`). A failed cell is reported (one line: its error and log)
    after the others finish. Interrupting the command leaves the jobs running; rerunning it reattaches to the
    tasks still queued or running (recorded in ``jobs.json``) instead of submitting them again.
 
@@ -58,7 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdlab.ablation.ablate import AblationPlan, AblationTable, Cell, teacher_eval_cache
+from kdlab.ablation.execute import teacher_eval_cache
+from kdlab.ablation.grid import AblationPlan, Cell
+from kdlab.ablation.table import AblationTable
 from kdlab.config.names import EXECUTORS, SLURM_SETTINGS
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.tables import TEACHER_CELL

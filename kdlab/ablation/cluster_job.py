@@ -24,8 +24,8 @@ from typing import Any
 
 import submitit
 
-from kdlab.ablation.ablate import _run_cell, _teacher_row
-from kdlab.train.engine import Reporter
+from kdlab.ablation.execute import run_cell, teacher_row
+from kdlab.train.reporter import Reporter
 
 DRILL = "KDLAB_PREEMPT_AFTER_EPOCH"
 
@@ -79,11 +79,11 @@ class CellJob(submitit.helpers.Checkpointable):
         threads = self.threads or allocated_cpus()
         reporter = JobReporter(self.attempt)
         if work["kind"] == "teacher":
-            summary = _teacher_row(work["plan"], threads, work["evaluate"], reporter_factory=reporter.named)
+            summary = teacher_row(work["plan"], threads, work["evaluate"], reporter_factory=reporter.named)
         else:
-            summary = _run_cell(work["recipe"], threads, tuple(work["overrides"]), work["group"], work["cell"],
-                                reporter_factory=reporter.named,
-                                divergence_is_a_result=work.get("divergence_is_a_result", False))
+            summary = run_cell(work["recipe"], threads, tuple(work["overrides"]), work["group"], work["cell"],
+                               reporter_factory=reporter.named,
+                               divergence_is_a_result=work.get("divergence_is_a_result", False))
         return {"summary": summary, "attempt": self.attempt, "start_epoch": reporter.start_epoch}
 
     def checkpoint(self, work: dict[str, Any]) -> submitit.helpers.DelayedSubmission:

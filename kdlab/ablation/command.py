@@ -2,18 +2,19 @@
 
 Prints one line per finished cell (with the runs left and an ETA) and each table's Markdown; the CLI only
 parses its options and calls :func:`run_ablation_command`. The cells run in a local process pool
-(:func:`kdlab.ablation.ablate.run_ablation`) or, with ``cluster`` settings, as jobs on Slurm (:mod:`kdlab.ablation.cluster`).
+(:func:`kdlab.ablation.execute.run_ablation`) or, with ``cluster`` settings, as jobs on Slurm (:mod:`kdlab.ablation.cluster`).
 """
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
-from kdlab.ablation.ablate import AblationPlan, remaining_seconds, run_ablation
+from kdlab.ablation.execute import run_ablation
+from kdlab.ablation.grid import AblationPlan
 from kdlab.config.names import HEADLINE_METRICS
 from kdlab.errors import KdlabError
 from kdlab.runs.console import console
+from kdlab.runs.estimate import clock, remaining_seconds
 
 
 def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: int | None, tune: list[str],
@@ -75,7 +76,7 @@ def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None) -> 
                          if k in HEADLINE_METRICS and isinstance(v, (int, float)))
         left = total + plan.include_teacher - len(finished)
         eta = remaining_seconds(cell_seconds, left, parallel) if left else None
-        until = f" · {left} left, eta {datetime.timedelta(seconds=round(eta))}" if eta is not None else ""
+        until = f" · {left} left, eta {clock(eta)}" if eta is not None else ""
         console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}{until}")
 
     if cluster is None:

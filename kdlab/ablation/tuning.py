@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kdlab.ablation.ablate import AblationPlan, Cell
+from kdlab.ablation.grid import AblationPlan, Cell, split_values
 from kdlab.errors import KdlabError
 from kdlab.report.tables import TEACHER_CELL, tuning_cell
 
@@ -60,8 +60,6 @@ class TuneSpec:
 
 def parse_tune(entries: list[str]) -> TuneSpec:
     """``KEY=V1,V2,...`` once, plus any ``KEY[GROUP]=V1,...``; one key only (one-line errors otherwise)."""
-    from kdlab.ablation.ablate import _split_values
-
     key, values, per_group = None, None, {}
     for entry in entries:
         match = _ENTRY.match(entry.strip())
@@ -71,7 +69,7 @@ def parse_tune(entries: list[str]) -> TuneSpec:
         if key is not None and match["key"].strip() != key:
             raise KdlabError(f"--tune '{entry}': one key is tuned at a time and it is {key}")
         key = match["key"].strip()
-        parsed = tuple(v.strip() for v in _split_values(match["values"]))
+        parsed = tuple(v.strip() for v in split_values(match["values"]))
         if match["group"] is None:
             if values is not None:
                 raise KdlabError(f"--tune '{entry}': {key} has two default value lists; give one, and "

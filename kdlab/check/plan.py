@@ -14,7 +14,7 @@ and every (cell, seed) of an ablation, it checks without training and without de
 * under torchrun, what the number of processes needs (``train.rng: sample``, a divisible batch size, CUDA for
   ``train.sync_bn``; :func:`kdlab.runtime.distributed.training_problems`), for every run that will train;
 * which runs are already finished (reused from their run directory, :func:`kdlab.runs.run.run_directory`) and
-  which will train, with, for ``kdlab check``, a time estimate from a few timed steps (:mod:`kdlab.runs.step_timing`).
+  which will train, with, for ``kdlab check``, a time estimate from a few timed steps (:mod:`kdlab.runs.estimate`).
 
 Every problem is one line naming the key and the fix; all of them are raised together as a :class:`PlanError`.
 Nothing is written.
@@ -318,7 +318,7 @@ class _Checker:
                 self.add("", [(f"an unfinished run exists at {run_dir}: pass --resume to continue it or --force to "
                               "start over")])
         if run.status != "finished" and run.cost is not None:
-            from kdlab.runs.step_timing import run_seconds
+            from kdlab.runs.estimate import run_seconds
 
             run.seconds = run_seconds(recipe, facts, run.cost)
         self.runs.setdefault(str(run_dir), run)
@@ -345,7 +345,7 @@ def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill:
 
 def check_ablation_plan(ablation: Any, out: Path | None = None, timing: bool = False,
                         device_here: bool = True) -> Plan:
-    """Check every (cell, seed) of an :class:`~kdlab.ablation.ablate.AblationPlan` and its shared teacher; with
+    """Check every (cell, seed) of an :class:`~kdlab.ablation.grid.AblationPlan` and its shared teacher; with
     ``device_here`` False (cells that run as cluster jobs) a recipe's ``device: cuda`` needs no GPU here."""
     checker = _Checker(timing=timing, resume=True, force=False, device_here=device_here)
     if out is not None:

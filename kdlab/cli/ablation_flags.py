@@ -52,7 +52,7 @@ def _int_list(text: str, option: str) -> list[int]:
 def ablation_plan(recipe: Path, *, seeds: str, **flags):
     """The recipe argument as a file (a bare name is a shipped recipe) and the ablation plan the flags describe:
     what ``kdlab ablate`` runs and ``kdlab check`` checks."""
-    from kdlab.ablation.ablate import plan_ablation
+    from kdlab.ablation.grid import plan_ablation
     from kdlab.config.shipped import resolve_recipe
 
     recipe = resolve_recipe(recipe)

@@ -65,7 +65,7 @@ def check(
 
     from kdlab.check.plan import check_ablation_plan, check_recipe_plan
     from kdlab.runs.console import console
-    from kdlab.runs.step_timing import plan_lines, plan_summary
+    from kdlab.runs.estimate import plan_lines, plan_summary
 
     set_threads(threads)
     if components or blocks is not None or grid or methods is not None:

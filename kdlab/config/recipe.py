@@ -179,16 +179,6 @@ class Recipe(Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
-    @property
-    def selection_metric(self) -> str:
-        """The validation metric that chooses best.pt (``train.select`` with ``auto`` resolved)."""
-        if self.train.select != "auto":
-            return self.train.select
-        if self.task == "detection":
-            return "AP50"
-        robust = self.train.adversarial.method != "none" or self.is_distillation
-        return "pgd" if robust else "clean"
-
     def key(self, *extra: str) -> str:
         """A content hash of everything that changes the result (not the name or output paths).
 

@@ -141,9 +141,9 @@ class TrainSpec(Section):
 
     Defaults follow the reference recipes of adversarial training (TRADES trades.py / train_trades_cifar10.py,
     Rice et al. robust_overfitting/train_cifar.py, Wong et al. fast_adversarial/CIFAR10/train_fgsm.py):
-    SGD with plain momentum 0.9 and weight decay 5e-4 on every parameter. Model selection (``select``)
-    follows Rice et al., who early-stop adversarial training on PGD-10 accuracy because clean accuracy keeps
-    rising while robust accuracy falls (robust overfitting; with FGSM-RS, catastrophic overfitting).
+    SGD with plain momentum 0.9 and weight decay 5e-4 on every parameter. Model selection (``select``): this
+    section names the rules it allows; what they mean (the default per task and method, after Rice et al., how
+    epochs compare) is :mod:`kdlab.train.selection`.
     """
 
     epochs: int = Field(30, gt=0, description="training epochs")

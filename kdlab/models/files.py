@@ -1,9 +1,11 @@
-"""Checkpoints: a model file that rebuilds its own network, and the resumable training state.
+"""Model files: a checkpoint that rebuilds its own network, and checkpoints kdlab did not write.
 
-Both load with ``torch.load(..., weights_only=True)``: they hold only tensors, numbers,
+Every file loads with ``torch.load(..., weights_only=True)``: it holds only tensors, numbers,
 strings, lists and dicts, never pickled code. A model checkpoint carries what is needed to
 rebuild the network (task, architecture, options, class count, and a classifier's input normalisation
 statistics under ``normalization``), so ``kdlab eval x.pt`` and ``teacher.checkpoint: x.pt`` need nothing else.
+The generic helpers here (:func:`atomic_save`, :func:`safe_load`) also write and read the resumable training
+state (``last.pt``, :mod:`kdlab.train.state`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from torch import nn
 from kdlab.errors import KdlabError
 
 MODEL_FORMAT = "kdlab-model/1"
-STATE_FORMAT = "kdlab-train-state/1"
 
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:

@@ -124,7 +124,7 @@ def ablation_command(frame: pd.DataFrame, recipe: str) -> str:
 
 
 def _table_title(tokens: list[str], root: Path) -> str | None:
-    """The table a ``kdlab ablate`` command line writes (:attr:`kdlab.ablation.ablate.AblationPlan.title`), or None."""
+    """The table a ``kdlab ablate`` command line writes (:attr:`kdlab.ablation.grid.AblationPlan.title`), or None."""
     if len(tokens) < 3:
         return None
     flags = {token: tokens[i + 1] if i + 1 < len(tokens) else "" for i, token in enumerate(tokens)}

@@ -25,7 +25,7 @@ from rich.table import Column, Table
 from rich.text import Text
 from typing_extensions import Self
 
-from kdlab.train.engine import Reporter
+from kdlab.train.reporter import Reporter
 
 console = Console(stderr=False)
 error_console = Console(stderr=True)

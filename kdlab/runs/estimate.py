@@ -1,16 +1,32 @@
-"""A run's expected time, announced once from its first timed training steps, before most of the work.
+"""Time estimates, all in one place: a plan's before it starts, a run's once it has started, an ablation's rest.
 
-:class:`ExpectedTime` wraps a run's progress reporter. After a few warm-up steps (cuDNN autotuning, the
-allocator's growth, ``torch.compile``) it times the following steps -- until at least :data:`MIN_STEPS` steps
+**Before a run** (``kdlab check``): :func:`kdlab.check.models.time_steps` times three training steps (the median
+counts; one for a slow model) on a handful of random images of the data's size (after a warm-up step), one
+forward+backward and one forward of the trained network alone. :func:`run_seconds` scales them:
+
+* training: seconds per image of a step x images per epoch (full batches; ``train.max_batches_per_epoch``
+  caps them) x ``train.epochs``;
+* validation (``data.val_size`` with a selection metric): per epoch, every validation image once (clean
+  accuracy, or a detector's AP50) plus ``train.select_steps`` + 1 forward+backward passes for PGD selection;
+* evaluation: the ``eval.n`` images of the evaluated split once per attack, times the attack's iterations
+  (PGD: ``eval.steps``; others: their documented defaults, ``kdlab.robustness.attacks``) in forward+backward passes.
+
+It is a rough figure: the same machine and thread count as the check, small timed batches (per-image costs
+fall with larger batches, so it tends to overestimate), no data loading time; early-stopping attacks
+(AutoAttack) make it an upper bound.
+
+**Once a run has started**, its expected time is announced once from its first timed training steps, before most
+of the work. :class:`ExpectedTime` wraps a run's progress reporter. After a few warm-up steps (cuDNN autotuning,
+the allocator's growth, ``torch.compile``) it times the following steps -- until at least :data:`MIN_STEPS` steps
 and :data:`MIN_SECONDS` seconds have passed, or an epoch ends -- and then calls its ``note(text)`` once with
 the run's expected time. The steps are counted from the ``step`` the engine reports, so a loop that reports
 only every ``train.log_every`` steps is timed alike; time between an epoch's last step and the next epoch
 (validation, checkpoints) is left out of the window. The estimate:
 
 * training: the time its steps took so far plus the steps left at the measured steps per second;
-* validation (the time it took so far, plus the epochs left) and the final evaluation: the pass counting of :mod:`kdlab.runs.step_timing` (the model
-  ``kdlab check`` uses), with the cost of one forward+backward pass of the trained network read off the same
-  measurement. A training image costs the method's ``passes`` forward+backward passes of it plus its
+* validation (the time it took so far, plus the epochs left) and the final evaluation: the pass counting above
+  (the model ``kdlab check`` uses), with the cost of one forward+backward pass of the trained network read off
+  the same measurement. A training image costs the method's ``passes`` forward+backward passes of it plus its
   ``teacher_forwards`` teacher forward passes; a forward pass counts as a third of a forward+backward, and the
   teacher's forward as the student's times their FLOP ratio (``torch.utils.flop_counter``, one image). This
   part is rougher than the training figure: evaluation runs in fp32 whatever the training precision, and
@@ -20,10 +36,14 @@ On a GPU both ends of the timed window are bracketed by ``torch.cuda.synchronize
 figure is the device's time even when the training loop does not wait for the device at every step. The
 reporter is wrapped around progress displays that offer ``note`` (the console's; :class:`NoteReporter` for
 ablation cells, which show no progress bar); other reporters are left as they are.
+
+**An ablation's remaining time** (:func:`remaining_seconds`, ``kdlab ablate``'s progress lines): the mean time of
+the cells finished so far for each round of parallel cells still to go.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,14 +52,109 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab.runs.step_timing import clock, evaluation_seconds, validation_seconds
-from kdlab.train.engine import Reporter
+from kdlab.train.reporter import Reporter
+from kdlab.train.selection import selection_metric, selects_on_validation
 
 WARMUP_STEPS = 3
 MIN_STEPS = 10
 MIN_SECONDS = 2.0
 
 
+# --------------------------------------------------------------------------- before a run: pass counting
+def _images_per_epoch(recipe: Any, facts: Any) -> int:
+    batch = recipe.data.batch_size
+    if recipe.task == "detection" and facts.train < batch:
+        return facts.train  # detection keeps a lone partial batch
+    batches = facts.train // batch
+    if recipe.train.max_batches_per_epoch is not None:
+        batches = min(batches, recipe.train.max_batches_per_epoch)
+    return batches * batch
+
+
+def _attack_passes(recipe: Any, name: str) -> float:
+    """Forward+backward passes per image of one evaluation column (clean: one forward, counted apart)."""
+    from kdlab.robustness.attacks import attack_def
+
+    if name == "pgd":
+        return recipe.eval.steps + 1.0
+    entry = attack_def(name)
+    return float(max(1, entry.steps) * max(1, entry.restarts) + 1)
+
+
+def validation_seconds(recipe: Any, facts: Any, cost: Any) -> float:
+    """Estimated wall seconds of one epoch's validation (0 without a validation split or selection)."""
+    if not selects_on_validation(recipe, bool(facts.val)):
+        return 0.0
+    per_image = cost.forward
+    if selection_metric(recipe) == "pgd":
+        per_image += (recipe.train.select_steps + 1) * cost.forward_backward
+    return facts.val * per_image
+
+
+def evaluation_seconds(recipe: Any, facts: Any, cost: Any) -> float:
+    """Estimated wall seconds of the final evaluation (``eval.n`` images, every column of ``eval.attacks``)."""
+    evaluated = facts.split(recipe.eval.split) or 0
+    n = min(recipe.eval.n, evaluated)
+    if recipe.task == "detection":
+        return n * cost.forward
+    return sum(cost.forward if name == "clean" else _attack_passes(recipe, name) * cost.forward_backward
+               for name in recipe.eval.attacks) * n
+
+
+def run_seconds(recipe: Any, facts: Any, cost: Any) -> float:
+    """Estimated wall seconds of one run (training, per-epoch validation, final evaluation)."""
+    train = cost.train * _images_per_epoch(recipe, facts) * recipe.train.epochs
+    validation = validation_seconds(recipe, facts, cost) * recipe.train.epochs
+    return train + validation + evaluation_seconds(recipe, facts, cost)
+
+
+def how_estimated(runs: list[Any], threads: int) -> str:
+    """One sentence saying how the estimate was made."""
+    sizes = sorted({run.cost.images for run in runs if run.cost is not None})
+    shown = "/".join(str(s) for s in sizes) or "a few"
+    return (f"timed training steps on {shown} random images per distinct setting (the median of 3 after a warm-up "
+            f"step; one step for slow models), on this machine with {threads} torch thread{'s' if threads > 1 else ''}"
+            ", scaled to the split sizes, epochs, validation and attack iterations; data loading not included")
+
+
+def clock(seconds: float | None) -> str | None:
+    """``H:MM:SS`` (``1 day, H:MM:SS`` past a day)."""
+    import datetime
+
+    return None if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
+
+
+def plan_lines(plan: Any) -> list[str]:
+    """One line per run of the plan: what it is, whether it trains or is reused, its estimate, its directory
+    (plain padded text, never cut to the terminal's width: the directory is what a user looks for)."""
+    status = {"finished": "finished: reused", "unfinished": "unfinished: resumes", "to train": "to train"}
+
+    def role(run: Any) -> str:
+        return run.role if run.role == "teacher" or plan.seeds <= 1 else f"{run.role}, seed {run.seed}"
+
+    rows = [(role(run), status[run.status], (clock(run.seconds) or "-") if run.status != "finished" else "",
+             str(run.reuse_from or run.run_dir)) for run in plan.runs]
+    rows.insert(0, ("run", "status", "estimate", "directory"))
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
+            for row in rows]
+
+
+def plan_summary(plan: Any, threads: int) -> list[str]:
+    """The lines under the plan's table: counts, the estimate and how it was made."""
+    finished = [run for run in plan.runs if run.status == "finished"]
+    lines = [f"{len(plan.runs)} runs: {len(finished)} finished (reused), {len(plan.to_train)} to train"
+             + (f"; {plan.cells} cells x {plan.seeds} seeds" if plan.cells > 1 or plan.seeds > 1 else "")]
+    timed = [run.seconds for run in plan.to_train if run.seconds is not None]
+    if plan.to_train and timed:
+        lines.append(f"estimated time, one run after another: {clock(sum(timed))} "
+                     f"({how_estimated(plan.to_train, threads)})")
+    elif not plan.to_train:
+        lines.append("nothing to train: every run is finished and will be reused (--force retrains)")
+    return lines
+
+
+# --------------------------------------------------------------------------- a started run: its expected time
 @dataclass(frozen=True)
 class RunShape:
     """What the estimate scales: the recipe, its split sizes and a training image's cost in forward+backward
@@ -51,13 +166,14 @@ class RunShape:
     test: int | None
     passes: float
 
-    def split(self, name: str) -> int | None:  # the facts interface of kdlab.runs.step_timing
+    def split(self, name: str) -> int | None:  # the facts interface of the pass counting above
         return self.val if name == "val" else self.test
 
 
 @dataclass(frozen=True)
 class _PassCost:
-    """Seconds per image of a forward+backward and of a forward pass (kdlab.runs.step_timing's cost interface)."""
+    """Seconds per image of a forward+backward and of a forward pass (the cost interface of the pass counting
+    above)."""
 
     forward_backward: float
     forward: float
@@ -208,3 +324,12 @@ def with_expected_time(reporter: Reporter | None, recipe: Any, data: Any, setup:
     if reporter is None or not callable(note):
         return reporter
     return ExpectedTime(reporter, note, run_shape(recipe, data, setup.summary, setup.model, teacher))
+
+
+# --------------------------------------------------------------------------- an ablation's remaining time
+def remaining_seconds(cell_seconds: list[float], remaining: int, jobs: int) -> float | None:
+    """ETA of an ablation: the mean training time of the cells finished so far (a reused cell counts
+    with the time it took when it ran) for each of the ``ceil(remaining / jobs)`` rounds still to go."""
+    if not cell_seconds:
+        return None
+    return sum(cell_seconds) / len(cell_seconds) * math.ceil(remaining / max(1, jobs))

@@ -38,7 +38,9 @@ from kdlab.runs.estimate import with_expected_time
 from kdlab.runs.trackers import Trackers
 from kdlab.runtime import distributed
 from kdlab.tasks import get_task
-from kdlab.train.engine import Reporter, fit
+from kdlab.train.engine import fit
+from kdlab.train.reporter import Reporter
+from kdlab.train.selection import recorded_select, selection_metric
 
 ReporterFactory = Callable[[str], Reporter]
 
@@ -257,7 +259,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         reporter = trackers.reporter(with_expected_time(shown, recipe, data, setup, teacher))
         try:
             result = fit(setup.method, setup.source, recipe.train, seed=recipe.seed, run_dir=run_dir,
-                         validate=setup.validate, select=recipe.selection_metric, export_best=export_best,
+                         validate=setup.validate, select=selection_metric(recipe), export_best=export_best,
                          resume=resume, reporter=reporter)
         except Diverged as error:
             if main:
@@ -281,7 +283,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             **setup.summary,
             "seed": recipe.seed,
             "epochs": recipe.train.epochs,
-            "select": recipe.selection_metric if setup.validate is not None else "last",
+            "select": recorded_select(recipe, setup.validate is not None),
             "best_epoch": result.best_epoch,
             "val_score": result.best_score if setup.validate is not None else None,
             **evaluation,

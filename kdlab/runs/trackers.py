@@ -34,7 +34,7 @@ from typing import Any
 
 from kdlab.config.names import DETECTION_METRICS
 from kdlab.errors import KdlabError
-from kdlab.train.engine import Reporter
+from kdlab.train.reporter import Reporter
 
 # tracker -> (the module it needs, how to install it: the extra; MLflow after kdlab, see the README)
 TRACKERS = {

@@ -17,6 +17,7 @@ from kdlab.runtime import distributed
 from kdlab.runtime.sample_random import IndexedBatch, SampleGenerator, key_of
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 from kdlab.train.engine import DataSource
+from kdlab.train.selection import selection_metric, selects_on_validation
 
 
 def accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
@@ -67,13 +68,13 @@ def pgd_accuracy(model: nn.Module, images_uint8: torch.Tensor, labels: torch.Ten
 
 def validation(model: nn.Module, data, recipe: Recipe):
     """The per-epoch validation the engine selects on: clean accuracy, plus PGD accuracy for robust selection."""
-    if data.val is None or recipe.selection_metric == "last":
+    if not selects_on_validation(recipe, data.val is not None):
         return None
     val, spec = data.val, recipe.eval
 
     def validate() -> dict[str, float]:
         measured = {"clean": accuracy(model, val.images, val.labels)}
-        if recipe.selection_metric == "pgd":
+        if selection_metric(recipe) == "pgd":
             measured["pgd"] = pgd_accuracy(model, val.images, val.labels, eps=spec.eps, alpha=spec.alpha,
                                            steps=recipe.train.select_steps, seed=spec.seed,
                                            batch_size=spec.batch_size, per_sample=recipe.train.rng == "sample")

@@ -11,8 +11,8 @@ Conventions:
 * Training: every recipe, teacher or student, is one :class:`~kdlab.methods.skd.StructuralKD` step (without a
   teacher: the detector's losses alone). Batches: ``data.batch_size`` images, shuffled per epoch, horizontal
   flip with p = 0.5 when ``data.augment``; the last incomplete batch is dropped (as for classification).
-* Model selection: with ``data.val_size > 0`` the engine keeps the epoch with the best validation **AP50** (the
-  cheaper, less noisy figure on small validation sets); without a validation split the last epoch is kept.
+* Model selection (:mod:`kdlab.train.selection`): with ``data.val_size > 0`` the engine keeps the epoch with the
+  best validation **AP50**; without a validation split the last epoch is kept.
 * Evaluation: COCO box AP / AP50 / AP75 / APs / APm / APl in percent (pycocotools; COCO jsons: crowd regions
   ignored, size bins from the annotations' ``area``) on the test split (or the validation split with
   ``eval.split: val``); ``eval.n`` caps the number of images (a fixed, ``eval.seed``-ed
@@ -36,6 +36,7 @@ from kdlab.errors import KdlabError
 from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget, TrainingSetup, training_cost
 from kdlab.tasks.detection_eval import METRICS, evaluate_detector
 from kdlab.train.engine import DataSource
+from kdlab.train.selection import selects_on_validation
 
 
 def load_data(recipe: Recipe):
@@ -182,7 +183,7 @@ class DetectionTask:
             batch_size=lambda batch: len(batch[0]),
         )
         validate = None
-        if data.val is not None and recipe.selection_metric != "last":
+        if selects_on_validation(recipe, data.val is not None):
             def validate() -> dict[str, float]:
                 ap50 = evaluate_detector(model, data.val, batch_size=batch_size)["AP50"]
                 return {"AP50": 0.0 if math.isnan(ap50) else ap50}

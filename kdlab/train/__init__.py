@@ -1,1 +1,1 @@
-"""The one training loop and what it keeps per epoch."""
+"""The one training loop, its reporter protocol, the resumable state it keeps and the best-checkpoint rule."""

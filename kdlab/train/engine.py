@@ -6,8 +6,8 @@ the module tree) and whose ``forward(batch, generator)`` returns a :class:`StepR
 calls ``method(batch, generator)``, so a wrapper that hooks ``forward`` (``DistributedDataParallel``,
 which synchronises the gradients of calls that go through it) sees every step.
 The engine owns everything else: optimizer, learning-rate schedule, progress, per-epoch
-``last.pt`` (weights, optimizer, scheduler, RNG state, history), ``best.pt`` chosen on the
-validation split by the metric the task names (``select``: e.g. PGD accuracy for robust runs),
+``last.pt`` (weights, optimizer, scheduler, RNG state, history: :mod:`kdlab.train.state`), ``best.pt`` chosen
+on the validation split by the selection rule (``select``: :mod:`kdlab.train.selection`),
 ``metrics.csv`` (every validation metric of every epoch), resume and the NaN guard.
 
 Resume is exact on CPU: every epoch draws its randomness (shuffling, augmentation, mixup,
@@ -42,12 +42,14 @@ from torch import nn
 
 from kdlab.config.sections import TrainSpec
 from kdlab.errors import Diverged, KdlabError
-from kdlab.models.files import STATE_FORMAT, atomic_save, safe_load
 from kdlab.results import atomic_write_text
 from kdlab.runtime import distributed
 from kdlab.runtime.acceleration import StepPrecision
 from kdlab.runtime.sample_random import SampleGenerator, bind_batch, key_of
 from kdlab.train.epoch_totals import EpochTotals, Reading
+from kdlab.train.reporter import Reporter
+from kdlab.train.selection import epoch_score, improves
+from kdlab.train.state import load_state, save_state
 
 
 @dataclass
@@ -75,20 +77,6 @@ class DataSource:
     batches: Callable[[torch.Generator], Iterable[Any]]
     batches_per_epoch: int
     batch_size: Callable[[Any], int]
-
-
-class Reporter:
-    """Progress callbacks; the default reports nothing (tests, ablation workers)."""
-
-    def fit_started(self, epochs: int, batches_per_epoch: int, start_epoch: int) -> None: ...
-
-    def step_done(self, epoch: int, step: int, terms: dict[str, float], images: int) -> None:
-        """Called every ``train.log_every`` steps and after an epoch's last step: ``terms`` are the mean loss
-        terms since the previous call, ``images`` the images trained since then."""
-
-    def epoch_done(self, epoch: int, metrics: dict[str, Any]) -> None: ...
-
-    def fit_finished(self) -> None: ...
 
 
 @dataclass
@@ -173,10 +161,6 @@ def _checked_read(totals: EpochTotals, epoch: int, step: int, every: int, last_p
     return reading
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state()}
-
-
 def fit(
     method: nn.Module,
     data: DataSource,
@@ -206,21 +190,8 @@ def fit(
     last_path = run_dir / "last.pt"
 
     if resume and last_path.exists():
-        state = safe_load(last_path)
-        if state.get("format") != STATE_FORMAT:
-            raise KdlabError(f"'{last_path}' is not a kdlab training state; remove it or pass --force")
-        try:
-            method.load_state_dict(state["method"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise KdlabError(
-                f"'{last_path}' does not match this recipe ({str(error).splitlines()[0][:120]}); pass --force to restart"
-            ) from None
-        precision.load_state_dict(state.get("scaler", {}))
-        torch.set_rng_state(state["rng"]["torch"])
-        history, best_score, best_epoch = state["history"], state["best_score"], state["best_epoch"]
-        start_epoch = state["epoch"] + 1
+        history, best_score, best_epoch, start_epoch = load_state(last_path, method, optimizer, scheduler,
+                                                                  precision)
 
     trained = distributed.data_parallel(method, spec.sync_bn)  # the method itself in one process
     main = distributed.is_main()
@@ -265,32 +236,18 @@ def fit(
         if validate is not None:
             measured = validate()
             metrics.update({f"val_{name}": value for name, value in measured.items()})
-            if select not in measured:
-                raise KdlabError(f"model selection on '{select}' but validation measured only {sorted(measured)}")
-            score = measured[select]
+            score = epoch_score(select, measured, epoch)
             metrics["val_score"] = score
         else:
-            score = float(epoch)  # without a validation split (or select: last) the latest epoch is "best"
-        # Ties go to the later epoch; never pick on test.
-        if score >= best_score:
+            score = epoch_score(select, None, epoch)  # without a validation split (or select: last): the latest
+        if improves(score, best_score):
             best_score, best_epoch = score, epoch
             if main:
                 export_best(run_dir / "best.pt")
         history.append(metrics)
         if main:
-            state = {
-                "format": STATE_FORMAT,
-                "epoch": epoch,
-                "method": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-                "history": history,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                **({"scaler": precision.state_dict()} if precision.scaler is not None else {}),
-            }
-            atomic_save(state, last_path)
+            save_state(last_path, epoch=epoch, method=method, optimizer=optimizer, scheduler=scheduler,
+                       precision=precision, history=history, best_score=best_score, best_epoch=best_epoch)
             _write_metrics(run_dir / "metrics.csv", history)
         reporter.epoch_done(epoch, metrics)
     reporter.fit_finished()

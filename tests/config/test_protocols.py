@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab.ablation.ablate import acm_total_weight, block_cells, plan_ablation
+from kdlab.ablation.grid import acm_total_weight, block_cells, plan_ablation
 from kdlab.config import recipe as recipe_module
 from kdlab.config.recipe import apply_overrides, validate_recipe
 from kdlab.config.sections import TrainSpec
@@ -22,19 +22,6 @@ DISTILL = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpo
 
 
 # --------------------------------------------------------------------------- model selection
-@pytest.mark.parametrize(("raw", "expected"), [
-    (TRAIN, "clean"),
-    ({**TRAIN, "train": {"adversarial": {"method": "fgsm-rs"}}}, "pgd"),
-    ({**TRAIN, "train": {"adversarial": {"method": "trades"}}}, "pgd"),
-    (DISTILL, "pgd"),
-    ({**TRAIN, "task": "detection", "model": {"arch": "fasterrcnn"}}, "AP50"),
-    ({**TRAIN, "train": {"adversarial": {"method": "pgd"}, "select": "clean"}}, "clean"),
-    ({**TRAIN, "train": {"select": "last"}}, "last"),
-])
-def test_selection_follows_the_purpose_of_the_run(raw, expected):
-    assert validate_recipe(raw).selection_metric == expected
-
-
 def test_selection_on_a_metric_needs_a_validation_split():
     with pytest.raises(KdlabError, match="train.select: pgd chooses the epoch on a validation split: set data.val_size"):
         validate_recipe({"model": {"arch": "resnet_small"}, "train": {"select": "pgd"}})

@@ -354,7 +354,7 @@ def json_weight(run_dir: str) -> float:
 
 
 def test_tune_mistakes_are_one_line_errors(tiny_recipes):
-    from kdlab.ablation.ablate import plan_ablation
+    from kdlab.ablation.grid import plan_ablation
     from kdlab.ablation.tuning import parse_tune, tuning_plan
     from kdlab.errors import KdlabError
 

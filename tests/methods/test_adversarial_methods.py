@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from kdlab.ablation.ablate import plan_ablation
+from kdlab.ablation.grid import plan_ablation
 from kdlab.config.recipe import validate_recipe
 from kdlab.config.sections import TrainSpec
 from kdlab.errors import KdlabError

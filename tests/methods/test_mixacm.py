@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kdlab.ablation.ablate import component_cells
+from kdlab.ablation.grid import component_cells
 from kdlab.config.recipe import apply_overrides, validate_recipe
 from kdlab.losses import mix_batch
 from kdlab.methods.mixacm import MixACM

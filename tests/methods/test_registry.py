@@ -11,7 +11,8 @@ import yaml
 from pydantic import Field
 from typer.testing import CliRunner
 
-from kdlab.ablation.ablate import AblationPlan, Cell, _row, plan_ablation
+from kdlab.ablation.grid import AblationPlan, Cell, plan_ablation
+from kdlab.ablation.table import _row
 from kdlab.cli import app
 from kdlab.config.methods import SETTINGS, methods_for
 from kdlab.config.methods.base import MethodSettings

@@ -301,7 +301,8 @@ def test_kdlab_eval_on_a_detection_run_appends_a_coco_ap_row(straight_run, tmp_p
 
 
 def test_kind_ablation_plans_and_tabulates_ap(recipes, straight_run, tmp_path):
-    from kdlab.ablation.ablate import plan_ablation, run_ablation
+    from kdlab.ablation.execute import run_ablation
+    from kdlab.ablation.grid import plan_ablation
 
     _root, _teacher, student = recipes
     plan = plan_ablation(str(student), components=False, blocks=None, cumulative=False,

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-import kdlab.ablation.ablate
-from kdlab.ablation.ablate import grid_cells, plan_ablation, run_ablation
+import kdlab.ablation.execute
+from kdlab.ablation.execute import run_ablation
+from kdlab.ablation.grid import grid_cells, plan_ablation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,8 +37,8 @@ def fake_cells(monkeypatch):
         pgd = 10 * method.get("kd", {}).get("weight", 1.0) + method.get("acm", {}).get("weight", 10.0)
         return {"clean_acc": 50.0, "pgd_acc": pgd, "wall_seconds": 1.0, "run_dir": recipe["name"]}
 
-    monkeypatch.setattr(kdlab.ablation.ablate, "_run_cell", run_cell)
-    monkeypatch.setattr(kdlab.ablation.ablate, "_teacher_row", lambda *a, **k: None)
+    monkeypatch.setattr(kdlab.ablation.execute, "run_cell", run_cell)
+    monkeypatch.setattr(kdlab.ablation.execute, "teacher_row", lambda *a, **k: None)
 
 
 def test_two_grids_with_keys_ending_alike_keep_two_tables(distill_recipe, tmp_path, fake_cells):
@@ -78,7 +79,7 @@ def test_an_interrupted_rerun_keeps_the_rows_it_has_not_recorded_again(distill_r
             raise KeyboardInterrupt
         return {"clean_acc": 50.0, "pgd_acc": 16.0, "wall_seconds": 1.0, "run_dir": "again"}
 
-    monkeypatch.setattr(kdlab.ablation.ablate, "_run_cell", rerun)
+    monkeypatch.setattr(kdlab.ablation.execute, "run_cell", rerun)
     with pytest.raises(KeyboardInterrupt):
         run_ablation(plan, out)
     rows = pd.read_csv(table)

@@ -92,7 +92,7 @@ def test_the_evaluation_after_training_reports_its_own_progress(tmp_path):
 
     from kdlab.config.recipe import load_recipe
     from kdlab.runs.run import run_recipe
-    from kdlab.train.engine import Reporter
+    from kdlab.train.reporter import Reporter
 
     calls, announced = [], []
 

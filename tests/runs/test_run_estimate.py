@@ -1,17 +1,27 @@
-"""A run's expected time, announced after its first timed steps (kdlab.runs.estimate): the arithmetic against
-hand-computed values on a fake clock, and the line a real tiny run prints."""
+"""Time estimates (kdlab.runs.estimate): a run's expected time, announced after its first timed steps (the
+arithmetic against hand-computed values on a fake clock, and the line a real tiny run prints), and an ablation's
+remaining time."""
 
 import math
 import re
 
+import pytest
 import torch
 from torch import nn
 
 from kdlab.config.recipe import validate_recipe
 from kdlab.config.sections import TrainSpec
-from kdlab.runs.estimate import MIN_STEPS, WARMUP_STEPS, ExpectedTime, NoteReporter, RunShape
+from kdlab.runs.estimate import (
+    MIN_STEPS,
+    WARMUP_STEPS,
+    ExpectedTime,
+    NoteReporter,
+    RunShape,
+    remaining_seconds,
+)
 from kdlab.runs.run import run_recipe
-from kdlab.train.engine import DataSource, Reporter, StepResult, fit
+from kdlab.train.engine import DataSource, StepResult, fit
+from kdlab.train.reporter import Reporter
 
 
 class FakeClock:
@@ -114,3 +124,9 @@ def test_a_loop_reporting_only_at_epoch_ends_is_timed_without_its_validation():
     # estimate for the others)
     assert math.isclose(reporter.seconds["training"], 50 * 0.2)
     assert math.isclose(reporter.seconds["validation"], 30.0)
+
+
+def test_eta_is_the_mean_cell_time_per_remaining_round():
+    assert remaining_seconds([], remaining=4, jobs=2) is None
+    assert remaining_seconds([100.0, 140.0], remaining=3, jobs=2) == pytest.approx(120.0 * 2)
+    assert remaining_seconds([100.0], remaining=3, jobs=1) == pytest.approx(300.0)

@@ -143,7 +143,8 @@ def test_wandb_offline_run_holds_config_history_summary_and_files(tracked_run):
 def test_an_ablation_is_one_mlflow_experiment_with_a_run_per_cell(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from kdlab.ablation.ablate import plan_ablation, run_ablation
+    from kdlab.ablation.execute import run_ablation
+    from kdlab.ablation.grid import plan_ablation
 
     path = recipe_file(tmp_path, ["mlflow"])
     raw = yaml.safe_load(path.read_text())

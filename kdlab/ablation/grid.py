@@ -1,11 +1,11 @@
-"""Ablations: a grid of resolved recipes, each an ordinary (cached, resumable) run, gathered into one table.
+"""The grid of an ablation: its cells (a label and the ``--set`` overrides that define it), their presets, the plan.
 
-An ablation is a list of *cells* (a label and the ``--set`` overrides that define it) crossed
-with seeds. ``--components``, ``--blocks`` and ``--methods`` are named presets over that grid; ``--grid
-KEY=V1,V2`` builds the cartesian product over any recipe key. Every cell is a normal run
-directory keyed by its resolved recipe, so rerunning an ablation skips finished cells and
-resumes interrupted ones; the table is rebuilt from the cells' summaries after every cell, so
-it is always the same function of what has finished.
+An ablation is a list of *cells* crossed with seeds. ``--components``, ``--blocks`` and ``--methods`` are named
+presets over that grid; ``--grid KEY=V1,V2`` builds the cartesian product over any recipe key.
+:func:`plan_ablation` resolves and validates every cell's recipe up front into an :class:`AblationPlan`, which
+also names the plan's table. Every cell is a normal run directory keyed by its resolved recipe, so rerunning an
+ablation skips finished cells and resumes interrupted ones (:mod:`kdlab.ablation.execute` runs them;
+:mod:`kdlab.ablation.table` records them).
 """
 
 from __future__ import annotations
@@ -14,21 +14,13 @@ import hashlib
 import itertools
 import json
 import math
-import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from kdlab.config.methods import SETTINGS, methods_for
-from kdlab.config.names import DETECTION_METRICS
-from kdlab.config.recipe import Recipe, apply_overrides, keyed_settings, read_recipe_file, validate_recipe
-from kdlab.errors import Diverged, KdlabError
+from kdlab.config.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
+from kdlab.errors import KdlabError
 from kdlab.report.tables import TEACHER_CELL
-from kdlab.results import read_table
 from kdlab.runtime.distributed import refuse_multiprocess
 
 
@@ -229,7 +221,7 @@ def grid_cells(grid: list[str]) -> list[Cell]:
         key, sep, values = entry.partition("=")
         if not sep or not values:
             raise KdlabError(f"--grid '{entry}': expected KEY=V1,V2,..., e.g. --grid method.kd.temperature=2,4,8")
-        axes.append([(key.strip(), value.strip()) for value in _split_values(values)])
+        axes.append([(key.strip(), value.strip()) for value in split_values(values)])
     # a cell names each key by its last segment, or by its full path when two keys end alike
     last = [key.split(".")[-1] for key in grid_keys(grid)]
     names = {key: key if last.count(key.split(".")[-1]) > 1 else key.split(".")[-1]
@@ -241,7 +233,7 @@ def grid_cells(grid: list[str]) -> list[Cell]:
     return cells
 
 
-def _split_values(text: str) -> list[str]:
+def split_values(text: str) -> list[str]:
     """Split on commas outside brackets so list values like [2,3] survive."""
     values, depth, current = [], 0, ""
     for ch in text:
@@ -321,180 +313,3 @@ def plan_ablation(recipe_path: str, *, components: bool, blocks: str | None, cum
         plan.recipe_for(cell, seeds[0])
     return plan
 
-
-# --------------------------------------------------------------------------- running
-def remaining_seconds(cell_seconds: list[float], remaining: int, jobs: int) -> float | None:
-    """ETA of an ablation: the mean training time of the cells finished so far (a reused cell counts
-    with the time it took when it ran) for each of the ``ceil(remaining / jobs)`` rounds still to go."""
-    if not cell_seconds:
-        return None
-    return sum(cell_seconds) / len(cell_seconds) * math.ceil(remaining / max(1, jobs))
-
-
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, end this worker when the ablation process dies (kill, Ctrl-C).
-
-    Without it a killed ``kdlab ablate`` leaves its workers training on; they would hold their cells'
-    run-directory locks until done. Elsewhere this is a no-op (workers then finish their current cell).
-    """
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), group: str = "",
-              cell: str = "", reporter_factory: Callable | None = None,
-              divergence_is_a_result: bool = False) -> dict[str, Any]:
-    """Worker entry point (a separate process with --jobs, a job with kdlab.ablation.cluster): run one cell (resuming
-    it from its last epoch when interrupted before) and return its summary. ``divergence_is_a_result`` (a
-    tuning grid): a loss that becomes non-finite returns a flagged summary with no metrics instead of raising."""
-    import torch
-
-    from kdlab.runs.estimate import NoteReporter
-    from kdlab.runs.run import run_recipe
-
-    torch.set_num_threads(threads)
-    recipe = validate_recipe(yaml.safe_load(recipe_yaml))
-    try:
-        outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell,  # group: trackers
-                             reporter_factory=reporter_factory or NoteReporter)  # default: expected time, one line
-    except Diverged as error:
-        if not divergence_is_a_result:
-            raise
-        from kdlab.runs.console import console
-
-        console.print(f"  {cell} diverged (recorded, the tuning goes on): {error}")
-        return {"flag": "diverged", "note": str(error)}
-    return outcome.summary
-
-
-def teacher_eval_cache(recipe: Recipe, teacher: str) -> Path:
-    """The shared teacher's cached evaluation under ``recipe``'s test data and evaluation settings: beside the
-    teacher's run directory, or in ``output.dir`` for a checkpoint or zoo teacher (``teacher``: where
-    :func:`kdlab.runs.run.prepare_teacher` found it). Keyed by what the numbers depend on, not by the cell."""
-    cache_dir = Path(teacher) if Path(teacher).is_dir() else Path(recipe.output.dir)
-    setting = json.dumps([keyed_settings(recipe.data, "data"), keyed_settings(recipe.eval, "eval")], sort_keys=True)
-    return cache_dir / f"eval-{hashlib.sha256(setting.encode()).hexdigest()[:10]}.json"
-
-
-def _teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
-                 reporter_factory: Callable | None = None) -> dict[str, Any] | None:
-    """Train or find the shared teacher; with ``evaluate``, its row under the ablation's attacks (cached)."""
-    import torch
-
-    from kdlab.results import read_json, write_json
-    from kdlab.runs.estimate import NoteReporter
-    from kdlab.runs.run import prepare_teacher
-    from kdlab.tasks import get_task
-
-    torch.set_num_threads(threads)
-    recipe = plan.recipe_for(plan.cells[0], plan.seeds[0])
-    task = get_task(recipe.task)
-    data = task.load_data(recipe)
-    teacher, info = prepare_teacher(recipe, task.num_classes(data), reporter_factory or NoteReporter)
-    if not evaluate:
-        return None
-    cache = teacher_eval_cache(recipe, info["teacher"])
-    if cache.exists():
-        evaluation = read_json(cache)
-    else:
-        evaluation = task.evaluate(teacher, data, recipe)
-        write_json(cache, evaluation)
-    return {"run_dir": info["teacher"], **evaluation}
-
-
-def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
-    row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
-           "seed": seed, "plan": plan.fingerprint}
-    row.update({key: value for key, value in summary.items()
-                if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})
-    # how the checkpoint was chosen (train.select), on which epoch, with which validation value
-    row["select"] = summary.get("select")
-    row["best_epoch"] = summary.get("best_epoch")
-    row["val_score"] = summary.get("val_score")
-    if plan.kind == "blocks":
-        row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
-    if plan.tuned:  # the value this cell's seeds use, chosen on the validation split (kdlab.ablation.tuning)
-        row["tuned"], row["tuned_on"] = plan.tuned.get(cell.label), plan.tuned_on
-    if plan.title_suffix:  # a tuning grid (val) or its seeds (test): say which split the numbers are on
-        row["eval_split"] = summary.get("eval_split")
-    row.update({key: summary.get(key) for key in ("arch", "eval_n", "eval_eps", "eval_steps")})  # plot titles
-    row["flag"] = summary.get("flag") or ""  # a degenerate (collapsed) model's robust accuracy means nothing
-    # training cost: wall time, training images per second, student passes and teacher forwards per image
-    for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
-        row[key] = summary.get(key)
-    row["run_dir"] = summary.get("run_dir")
-    return row
-
-
-class AblationTable:
-    """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
-    has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell).
-    A rerun starts from the rows its own table holds and replaces each as its run is recorded again: an
-    interrupted rerun never leaves the table shorter than it was."""
-
-    def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.plan, self.path, self.on_cell = plan, plan.table_path(out_dir), on_cell
-        self.rows: dict[tuple[str, int], dict] = self._rows_on_disk()
-
-    def _rows_on_disk(self) -> dict[tuple[str, int], dict]:
-        if not self.path.is_file() or self.path.stat().st_size == 0:
-            return {}
-        frame = read_table(self.path)  # under the table's lock, like its writers
-        wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
-        frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        return {(str(row["cell"]), int(row["seed"])): row for row in records}
-
-    def record(self, cell: Cell, seed: int, summary: dict) -> None:
-        from kdlab.report.tables import write_ablation_outputs
-
-        self.rows[(cell.label, seed)] = _row(self.plan, cell, seed, summary)
-        cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *self.plan.cells] for s in self.plan.seeds]
-        write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows],
-                               self.path)
-        if self.on_cell:
-            self.on_cell(cell.label, seed, summary)
-
-    def order(self) -> list[tuple[Cell, int]]:
-        """Seed-major: an interrupted ablation leaves complete tables for its first seeds, not a few full cells."""
-        return [(cell, seed) for seed in self.plan.seeds for cell in self.plan.cells]
-
-
-def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
-                 on_cell: Callable[[str, int, dict], None] | None = None) -> Path:
-    """Run every (cell, seed), in ``jobs`` processes, rebuilding the table after each finished cell
-    (:mod:`kdlab.ablation.cluster` runs the same cells as Slurm jobs)."""
-    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
-    table = AblationTable(plan, out_dir, on_cell)
-
-    # The teacher is trained (or found in the cache) before any cell so parallel cells share it.
-    if plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
-        teacher = _teacher_row(plan, threads, evaluate=plan.include_teacher)
-        if teacher is not None:
-            table.record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
-
-    payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in table.order()]
-    if jobs <= 1:
-        for cell, seed, recipe_yaml in payloads:
-            summary = _run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.path.stem, cell.label,
-                                divergence_is_a_result=plan.divergence_is_a_result)
-            table.record(cell, seed, summary)
-    else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_die_with_parent) as pool:
-            futures = {pool.submit(_run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed),
-                                   table.path.stem, cell.label, divergence_is_a_result=plan.divergence_is_a_result):
-                       (cell, seed)
-                       for cell, seed, recipe_yaml in payloads}
-            for future in as_completed(futures):
-                cell, seed = futures[future]
-                table.record(cell, seed, future.result())
-    return table.path

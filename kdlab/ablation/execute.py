@@ -1,0 +1,136 @@
+"""Executing an ablation's cells: one cell in a worker, the shared teacher first, the local process pool.
+
+Every cell is an ordinary (cached, resumable) run (:func:`kdlab.runs.run.run_recipe`): :func:`run_cell` is the
+entry point of a worker process of ``--jobs`` and of a cluster job (:mod:`kdlab.ablation.cluster` runs the same
+cells on Slurm); with ``divergence_is_a_result`` (a tuning grid) a cell whose loss diverges is a flagged result
+instead of an error. :func:`run_ablation` trains (or finds) the shared teacher before any cell, then runs every
+(cell, seed) and records each in the plan's :class:`~kdlab.ablation.table.AblationTable` as it finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdlab.ablation.grid import AblationPlan, Cell
+from kdlab.ablation.table import AblationTable
+from kdlab.config.recipe import Recipe, keyed_settings, validate_recipe
+from kdlab.errors import Diverged
+from kdlab.report.tables import TEACHER_CELL
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, end this worker when the ablation process dies (kill, Ctrl-C).
+
+    Without it a killed ``kdlab ablate`` leaves its workers training on; they would hold their cells'
+    run-directory locks until done. Elsewhere this is a no-op (workers then finish their current cell).
+    """
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), group: str = "",
+             cell: str = "", reporter_factory: Callable | None = None,
+             divergence_is_a_result: bool = False) -> dict[str, Any]:
+    """Worker entry point (a separate process with --jobs, a job with kdlab.ablation.cluster): run one cell (resuming
+    it from its last epoch when interrupted before) and return its summary. ``divergence_is_a_result`` (a
+    tuning grid): a loss that becomes non-finite returns a flagged summary with no metrics instead of raising."""
+    import torch
+
+    from kdlab.runs.estimate import NoteReporter
+    from kdlab.runs.run import run_recipe
+
+    torch.set_num_threads(threads)
+    recipe = validate_recipe(yaml.safe_load(recipe_yaml))
+    try:
+        outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell,  # group: trackers
+                             reporter_factory=reporter_factory or NoteReporter)  # default: expected time, one line
+    except Diverged as error:
+        if not divergence_is_a_result:
+            raise
+        from kdlab.runs.console import console
+
+        console.print(f"  {cell} diverged (recorded, the tuning goes on): {error}")
+        return {"flag": "diverged", "note": str(error)}
+    return outcome.summary
+
+
+def teacher_eval_cache(recipe: Recipe, teacher: str) -> Path:
+    """The shared teacher's cached evaluation under ``recipe``'s test data and evaluation settings: beside the
+    teacher's run directory, or in ``output.dir`` for a checkpoint or zoo teacher (``teacher``: where
+    :func:`kdlab.runs.run.prepare_teacher` found it). Keyed by what the numbers depend on, not by the cell."""
+    cache_dir = Path(teacher) if Path(teacher).is_dir() else Path(recipe.output.dir)
+    setting = json.dumps([keyed_settings(recipe.data, "data"), keyed_settings(recipe.eval, "eval")], sort_keys=True)
+    return cache_dir / f"eval-{hashlib.sha256(setting.encode()).hexdigest()[:10]}.json"
+
+
+def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
+                reporter_factory: Callable | None = None) -> dict[str, Any] | None:
+    """Train or find the shared teacher; with ``evaluate``, its row under the ablation's attacks (cached)."""
+    import torch
+
+    from kdlab.results import read_json, write_json
+    from kdlab.runs.estimate import NoteReporter
+    from kdlab.runs.run import prepare_teacher
+    from kdlab.tasks import get_task
+
+    torch.set_num_threads(threads)
+    recipe = plan.recipe_for(plan.cells[0], plan.seeds[0])
+    task = get_task(recipe.task)
+    data = task.load_data(recipe)
+    teacher, info = prepare_teacher(recipe, task.num_classes(data), reporter_factory or NoteReporter)
+    if not evaluate:
+        return None
+    cache = teacher_eval_cache(recipe, info["teacher"])
+    if cache.exists():
+        evaluation = read_json(cache)
+    else:
+        evaluation = task.evaluate(teacher, data, recipe)
+        write_json(cache, evaluation)
+    return {"run_dir": info["teacher"], **evaluation}
+
+
+def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
+                 on_cell: Callable[[str, int, dict], None] | None = None) -> Path:
+    """Run every (cell, seed), in ``jobs`` processes, rebuilding the table after each finished cell
+    (:mod:`kdlab.ablation.cluster` runs the same cells as Slurm jobs)."""
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+    table = AblationTable(plan, out_dir, on_cell)
+
+    # The teacher is trained (or found in the cache) before any cell so parallel cells share it.
+    if plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
+        teacher = teacher_row(plan, threads, evaluate=plan.include_teacher)
+        if teacher is not None:
+            table.record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
+
+    payloads = [(cell, seed, plan.recipe_for(cell, seed).to_yaml()) for cell, seed in table.order()]
+    if jobs <= 1:
+        for cell, seed, recipe_yaml in payloads:
+            summary = run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.path.stem, cell.label,
+                               divergence_is_a_result=plan.divergence_is_a_result)
+            table.record(cell, seed, summary)
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
+            futures = {pool.submit(run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed),
+                                   table.path.stem, cell.label, divergence_is_a_result=plan.divergence_is_a_result):
+                       (cell, seed)
+                       for cell, seed, recipe_yaml in payloads}
+            for future in as_completed(futures):
+                cell, seed = futures[future]
+                table.record(cell, seed, future.result())
+    return table.path

@@ -1,0 +1,77 @@
+"""An ablation's table: one row per finished (cell, seed), rewritten as CSV (+ Markdown and PNG) after each.
+
+:class:`AblationTable` starts from the rows its own CSV holds (read back under the table's lock) and replaces
+each as its run is recorded again, so the table is always the same function of what has finished, whichever
+executor ran the cells (:mod:`kdlab.ablation.execute`, :mod:`kdlab.ablation.cluster`). A row carries the cell's
+metrics, how its checkpoint was chosen, its training cost and its run directory (:func:`_row`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kdlab.ablation.grid import AblationPlan, Cell, acm_total_weight
+from kdlab.config.names import DETECTION_METRICS
+from kdlab.report.tables import TEACHER_CELL
+from kdlab.results import read_table
+
+
+def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
+    row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
+           "seed": seed, "plan": plan.fingerprint}
+    row.update({key: value for key, value in summary.items()
+                if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})
+    # how the checkpoint was chosen (train.select), on which epoch, with which validation value
+    row["select"] = summary.get("select")
+    row["best_epoch"] = summary.get("best_epoch")
+    row["val_score"] = summary.get("val_score")
+    if plan.kind == "blocks":
+        row["acm_total_weight"] = acm_total_weight(plan.recipe_for(cell, seed))
+    if plan.tuned:  # the value this cell's seeds use, chosen on the validation split (kdlab.ablation.tuning)
+        row["tuned"], row["tuned_on"] = plan.tuned.get(cell.label), plan.tuned_on
+    if plan.title_suffix:  # a tuning grid (val) or its seeds (test): say which split the numbers are on
+        row["eval_split"] = summary.get("eval_split")
+    row.update({key: summary.get(key) for key in ("arch", "eval_n", "eval_eps", "eval_steps")})  # plot titles
+    row["flag"] = summary.get("flag") or ""  # a degenerate (collapsed) model's robust accuracy means nothing
+    # training cost: wall time, training images per second, student passes and teacher forwards per image
+    for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
+        row[key] = summary.get(key)
+    row["run_dir"] = summary.get("run_dir")
+    return row
+
+
+class AblationTable:
+    """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
+    has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell).
+    A rerun starts from the rows its own table holds and replaces each as its run is recorded again: an
+    interrupted rerun never leaves the table shorter than it was."""
+
+    def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.plan, self.path, self.on_cell = plan, plan.table_path(out_dir), on_cell
+        self.rows: dict[tuple[str, int], dict] = self._rows_on_disk()
+
+    def _rows_on_disk(self) -> dict[tuple[str, int], dict]:
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return {}
+        frame = read_table(self.path)  # under the table's lock, like its writers
+        wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
+        frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        return {(str(row["cell"]), int(row["seed"])): row for row in records}
+
+    def record(self, cell: Cell, seed: int, summary: dict) -> None:
+        from kdlab.report.tables import write_ablation_outputs
+
+        self.rows[(cell.label, seed)] = _row(self.plan, cell, seed, summary)
+        cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *self.plan.cells] for s in self.plan.seeds]
+        write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows],
+                               self.path)
+        if self.on_cell:
+            self.on_cell(cell.label, seed, summary)
+
+    def order(self) -> list[tuple[Cell, int]]:
+        """Seed-major: an interrupted ablation leaves complete tables for its first seeds, not a few full cells."""
+        return [(cell, seed) for seed in self.plan.seeds for cell in self.plan.cells]

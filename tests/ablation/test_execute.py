@@ -1,0 +1,95 @@
+"""Executing an ablation (kdlab.ablation.execute, kdlab.ablation.command): resumable cells, parallel == serial,
+progress lines with an ETA, a diverging tuning value recorded in every executor."""
+
+import math
+import re
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kdlab.ablation.execute import run_ablation
+from kdlab.ablation.grid import plan_ablation
+from kdlab.cli import app
+
+
+def plan(recipe, seeds=(0,)):
+    return plan_ablation(str(recipe), components=False, blocks=None, cumulative=False,
+                         grid=["train.lr=0.05,0.1"], seeds=list(seeds), attacks=["pgd"], overrides=[], name=None)
+
+
+def accuracy_rows(table):
+    frame = pd.read_csv(table)
+    return frame[["cell", "seed", "clean_acc", "pgd_acc"]].to_dict("records")
+
+
+def test_killed_ablation_reruns_only_missing_cells_and_gives_the_same_table(train_recipe, tmp_path, monkeypatch):
+    import kdlab.runs.run
+
+    calls = []
+    real_fit = kdlab.runs.run.fit
+    monkeypatch.setattr(kdlab.runs.run, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+
+    def die_after_first(label, seed, summary):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ablation(plan(train_recipe, seeds=(0, 1)), tmp_path / "abl", threads=1, on_cell=die_after_first)
+    assert len(calls) == 1
+    table = run_ablation(plan(train_recipe, seeds=(0, 1)), tmp_path / "abl", threads=1)
+    assert len(calls) == 4  # the finished cell was reused, the three missing ones ran
+    fresh = run_ablation(plan(train_recipe, seeds=(0, 1)), tmp_path / "again", threads=1)
+    assert len(calls) == 4  # everything cached now
+    assert accuracy_rows(table) == accuracy_rows(fresh)
+    assert len(accuracy_rows(table)) == 4
+    assert table.with_suffix(".md").is_file() and table.with_suffix(".png").stat().st_size > 0
+
+
+def test_parallel_jobs_give_the_same_rows_as_serial(train_recipe, tmp_path):
+    serial = run_ablation(plan(train_recipe), tmp_path / "serial", jobs=1, threads=1)
+    raw = yaml.safe_load(train_recipe.read_text())
+    raw["output"]["dir"] = str(tmp_path / "runs-parallel")  # fresh run directories: really retrain
+    parallel_recipe = tmp_path / "train.yaml"
+    parallel_recipe.write_text(yaml.safe_dump(raw))
+    parallel = run_ablation(plan(parallel_recipe), tmp_path / "parallel", jobs=2, threads=1)
+    assert accuracy_rows(serial) == accuracy_rows(parallel)
+
+
+def test_kdlab_ablate_reports_each_cell_with_an_eta_and_writes_the_table(train_recipe, tmp_path):
+    out = tmp_path / "tables"
+    result = CliRunner().invoke(app, ["ablate", str(train_recipe), "--grid", "train.lr=0.1,0.2", "--out", str(out),
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "[1/2] lr=0.1 seed 0" in result.output and re.search(r"1 left, eta \d+:\d\d:\d\d", result.output)
+    assert "[2/2] lr=0.2 seed 0" in result.output
+    table = pd.read_csv(out / "abl-grid-train.lr.csv")
+    assert list(table["cell"]) == ["lr=0.1", "lr=0.2"] and (out / "abl-grid-train.lr.md").is_file()
+
+
+@pytest.mark.parametrize("executor", [("--jobs", "1"), ("--jobs", "2"), ("--executor", "submitit-local")])
+def test_a_diverging_tuning_value_is_a_flagged_row_and_the_grid_goes_on(tmp_path, executor):
+    """λ (here the learning rate) that makes the loss non-finite is a tuning result, not the end of the grid, in
+    every executor; the same divergence in the seeds' table still stops it."""
+    from kdlab.report.tables import markdown_table
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "tiny", "data": {"dataset": "embedded", "subset": 64, "test_subset": 20, "batch_size": 32},
+        "model": {"arch": "resnet_small", "width": 4}, "train": {"epochs": 1}, "eval": {"n": 10, "steps": 1},
+        "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
+    out = tmp_path / "tables"
+    command = ["ablate", str(recipe), "--grid", "train.epochs=1", "--tune-val-size", "16", "--seeds", "0",
+               "--threads", "1", "--out", str(out), *executor]
+    result = CliRunner().invoke(app, command + ["--tune", "train.lr=1e30,0.05"])
+    assert result.exit_code == 0, result.output
+    val = pd.read_csv(out / "tiny-grid-train.epochs-train.lr-val.csv")
+    diverged = val[val["cell"] == "epochs=1,lr=1e30"].iloc[0]
+    assert diverged["flag"] == "diverged" and math.isnan(diverged["pgd_acc"])
+    assert "epochs=1,lr=1e30 ⚠ diverged" in markdown_table(val)
+    tuned = pd.read_csv(out / "tiny-grid-train.epochs-tuned.csv")
+    assert tuned["tuned"].tolist() == ["lr=0.05"]
+
+    result = CliRunner().invoke(app, ["ablate", str(recipe), "--grid", "train.epochs=1", "--seeds", "0", "--threads",
+                                      "1", "--set", "train.lr=1e30", "--out", str(tmp_path / "t2")])
+    assert result.exit_code == 2 and "loss became" in result.output  # outside tuning it still stops
