@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
+from kdlab.config.names import DATASETS
 from kdlab.config.recipe import validate_recipe
 from kdlab.config.sections import DataSpec
 from kdlab.errors import KdlabError
@@ -31,7 +32,7 @@ def parse_data_option(text: str) -> DataSpec:
         return DataSpec(dataset=name, root=root or None)
     except ValidationError:
         raise KdlabError(
-            f"--data '{text}': use NAME[:ROOT] with NAME one of embedded, cifar10, cifar100, imagefolder, voc, coco"
+            f"--data '{text}': use NAME[:ROOT] with NAME one of {', '.join(DATASETS)}"
         ) from None
 
 
