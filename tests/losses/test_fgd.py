@@ -301,8 +301,8 @@ def test_fgd_options_belong_to_their_kind():
 def test_a_short_fgd_fit_runs_saves_its_context_blocks_and_resumes_exactly(tmp_path):
     from kdlab.config.recipe import load_recipe
     from kdlab.runs.run import run_recipe
+    from tests.helpers.resume import best_weights_equal, interrupted_then_resumed
     from tests.methods.test_skd import DATA, MODEL, write
-    from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
 
     output = {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}
     teacher = write(tmp_path / "teacher.yaml", {

@@ -23,8 +23,8 @@ from kdlab.errors import KdlabError
 from kdlab.methods.skd import StructuralKD
 from kdlab.models.detection import build_detector
 from kdlab.runs.run import run_recipe
+from tests.helpers.resume import best_weights_equal, interrupted_then_resumed
 from tests.losses.test_ssim import reference_ssim_maps
-from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
 
 SIZE = 64
 NUM_CLASSES = 4  # 3 synthetic shapes + background

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from kdlab.report.html import build_report
-from tests.failfast_helpers import assert_one_line_error, invoke
+from tests.helpers.failfast import assert_one_line_error, invoke
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
