@@ -13,7 +13,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.zoo_helpers import seeded_images, seeded_weights
+from tests.helpers.zoo import seeded_images, seeded_weights
 
 
 def architecture(name: str):

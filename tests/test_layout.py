@@ -191,6 +191,28 @@ def test_tests_mirror_the_packages():
     assert loose == [], f"test modules outside a package folder: {loose}"
 
 
+def test_no_test_module_imports_another():
+    """What test modules share lives in a ``conftest.py`` (fixtures, found by pytest) or in ``tests/helpers/`` (plain
+    functions, classes and constants), never in a test module that another imports (or in a conftest imported by
+    name): that would run the first module's code as part of the second and hide where a shared fixture lives."""
+    wrong = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                parts = name.lstrip(".").split(".")
+                ours = name.startswith(".") or parts[0] == "tests"
+                if ours and any(part.startswith("test_") or part == "conftest" for part in parts):
+                    wrong.append(f"{path.relative_to(TESTS.parent)}:{node.lineno}: {name}")
+    assert wrong == []
+
+
 @pytest.mark.parametrize("layer", range(len(LAYERS)))
 def test_packages_of_one_layer_never_import_each_other(layer):
     crossing = sorted((name, dep) for name, deps in GRAPH.items() for dep in deps

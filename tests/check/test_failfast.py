@@ -14,7 +14,7 @@ from kdlab.config.sections import TrainSpec
 from kdlab.data.sizes import check_data_sizes
 from kdlab.errors import KdlabError
 from kdlab.train.engine import DataSource, fit
-from tests.failfast_helpers import assert_one_line_error, files_under, invoke, write_recipe
+from tests.helpers.failfast import assert_one_line_error, files_under, invoke, write_recipe
 
 SMALL = "data: {dataset: embedded, subset: 200, test_subset: 100, batch_size: 50}\ntrain: {epochs: 1}\n"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kdlab.models.files import save_model
 from kdlab.models.registry import build_classifier
-from tests.failfast_helpers import assert_one_line_error, files_under, invoke, write_recipe
+from tests.helpers.failfast import assert_one_line_error, files_under, invoke, write_recipe
 
 TINY = "data: {dataset: embedded, subset: 100, test_subset: 20, batch_size: 50}\ntrain: {epochs: 1}\neval: {n: 20}\n"
 DETECTION = ("task: detection\ndata: {dataset: synthetic, image_size: 64, num_images: 8, num_test_images: 4, "

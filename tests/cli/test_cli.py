@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.failfast_helpers import assert_one_line_error, invoke
+from tests.helpers.failfast import assert_one_line_error, invoke
 
 COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect", "check", "schema", "recipes", "report"]
 

@@ -9,7 +9,7 @@ import yaml
 from kdlab.config.methods import SETTINGS
 from kdlab.config.recipe import load_recipe, validate_recipe
 from kdlab.errors import KdlabError
-from tests.failfast_helpers import assert_one_line_error, files_under, invoke, write_recipe
+from tests.helpers.failfast import assert_one_line_error, files_under, invoke, write_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 

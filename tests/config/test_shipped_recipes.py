@@ -11,7 +11,7 @@ import yaml
 
 from kdlab.config import shipped
 from kdlab.config.recipe import load_recipe
-from tests.failfast_helpers import assert_one_line_error, invoke
+from tests.helpers.failfast import assert_one_line_error, invoke
 
 REPO = Path(__file__).resolve().parents[2]
 

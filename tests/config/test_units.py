@@ -5,7 +5,7 @@ import pytest
 from kdlab.config.recipe import validate_recipe
 from kdlab.config.units import EpsError, eps_255, format_eps, parse_eps, parse_eps_list
 from kdlab.errors import KdlabError
-from tests.failfast_helpers import assert_one_line_error, files_under, invoke, write_recipe
+from tests.helpers.failfast import assert_one_line_error, files_under, invoke, write_recipe
 
 BASE = {"model": {"arch": "resnet_small"}}
 

@@ -23,34 +23,13 @@ from kdlab.data.detection import (
     make_synthetic_shapes,
 )
 from kdlab.errors import KdlabError
+from tests.helpers.voc import voc_xml, write_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BCCD_ROOT = REPO_ROOT.parent / "shared" / "data" / "bccd"
 
 
 # --------------------------------------------------------------------------- fixtures
-def _write_image(path: Path, width: int, height: int, seed: int = 0) -> None:
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-def _voc_xml(
-    filename: str, width: int, height: int, objects: list[tuple[str, tuple[int, int, int, int]]]
-) -> str:
-    parts = [
-        f"<annotation><filename>{filename}</filename>",
-        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>",
-    ]
-    for name, (x1, y1, x2, y2) in objects:
-        parts.append(
-            f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-        )
-    parts.append("</annotation>")
-    return "".join(parts)
-
-
 @pytest.fixture
 def tiny_voc(tmp_path: Path) -> Path:
     """Two 40x30 images; img_b has one degenerate box (xmin == xmax) among two good ones."""
@@ -60,9 +39,9 @@ def tiny_voc(tmp_path: Path) -> Path:
         "img_b": [("ant", (1, 1, 11, 11)), ("zebra", (15, 4, 15, 20)), ("zebra", (20, 10, 38, 28))],
     }
     for seed, (name, objects) in enumerate(records.items()):
-        _write_image(root / "JPEGImages" / f"{name}.png", 40, 30, seed)
+        write_image(root / "JPEGImages" / f"{name}.png", 40, 30, seed)
         (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{name}.xml").write_text(_voc_xml(f"{name}.png", 40, 30, objects))
+        (root / "Annotations" / f"{name}.xml").write_text(voc_xml(f"{name}.png", 40, 30, objects))
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "ImageSets" / "Main" / "train.txt").write_text("img_a\nimg_b\n")
     (root / "ImageSets" / "Main" / "test.txt").write_text("img_b\n")
@@ -148,8 +127,8 @@ def test_bccd_loads_with_exactly_the_degenerate_boxes_dropped() -> None:
 
 # --------------------------------------------------------------------------- COCO
 def _tiny_coco(folder: Path) -> Path:
-    _write_image(folder / "a.jpg", 50, 40, 1)
-    _write_image(folder / "b.jpg", 30, 20, 2)
+    write_image(folder / "a.jpg", 50, 40, 1)
+    write_image(folder / "b.jpg", 30, 20, 2)
     data = {
         "images": [
             {"id": 11, "file_name": "a.jpg", "width": 50, "height": 40},
@@ -242,7 +221,7 @@ def test_an_image_replaced_after_loading_is_a_clear_error(tiny_voc: Path) -> Non
         lazy = load_voc(tiny_voc, "train", in_memory=False)
     path = lazy.images.paths[0]
     height, width = lazy.images.originals[0]
-    _write_image(path, width + 4, height)
+    write_image(path, width + 4, height)
     with pytest.raises(KdlabError, match="changed size since its split was loaded"):
         lazy[0]
 

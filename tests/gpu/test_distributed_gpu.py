@@ -18,7 +18,7 @@ import yaml
 
 from kdlab.data.augment import sample_crop_flip
 from kdlab.runtime.sample_random import SampleGenerator, key_of, mix64, uniform_table
-from tests.gpu.test_gpu_speed import cuda_fit, synchronisations
+from tests.helpers.cuda_fit import cuda_fit, synchronisations
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 ROOT = Path(__file__).resolve().parents[2]

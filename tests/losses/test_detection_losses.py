@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from kdlab.config.methods.skd import SKDSettings
-from kdlab.data.detection import iterate_detection_batches, make_synthetic_shapes
 from kdlab.losses.cwd import cwd_loss
 from kdlab.losses.mgd import mgd_generator, mgd_loss, mgd_mask
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.losses.pkd import pkd_loss
 from kdlab.methods.skd import StructuralKD
-from kdlab.models.detection import build_detector, fpn_levels
+from kdlab.models.detection import fpn_levels
+from tests.helpers.detection import DATA, MODEL, detector, write
 
 PEERS = ("pkd", "cwd", "mgd")
 
@@ -149,24 +149,6 @@ def test_each_peer_is_finite_with_gradients_on_tiny_levels(kind, shape):
         assert loss.item() == 0.0
 
 
-SIZE, NUM_CLASSES = 64, 4
-TINY = {"anchor_base": 16, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
-        "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 32,
-        "representation_size": 32}
-
-
-def detector(arch: str, channels: int, resize: int = SIZE, **extra) -> nn.Module:
-    """A tiny Faster R-CNN or RetinaNet (R-18-FPN, few proposals) resizing images to ``resize`` pixels."""
-    options = TINY if arch == "fasterrcnn" else {"anchor_base": 16, "topk_candidates": 50}
-    return build_detector(arch, "resnet18", NUM_CLASSES, resize, resize, fpn_channels=channels, **options, **extra)
-
-
-@pytest.fixture(scope="module")
-def batch():
-    shapes = make_synthetic_shapes(2, image_size=SIZE, seed=0)
-    return next(iter(iterate_detection_batches(shapes, 2)))
-
-
 @pytest.mark.parametrize("arch", ["fasterrcnn", "retinanet"])
 @pytest.mark.parametrize("kind", PEERS)
 @pytest.mark.parametrize("adapter", [False, True])
@@ -243,7 +225,6 @@ class UnreadableSplit:
 def tiny_recipes(tmp_path_factory):
     from kdlab.config.recipe import load_recipe
     from kdlab.runs.run import run_recipe
-    from tests.methods.test_skd import DATA, MODEL, write
 
     root = tmp_path_factory.mktemp("tune")
     output = {"dir": str(root / "runs"), "table": str(root / "runs.csv")}

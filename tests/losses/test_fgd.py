@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from kdlab.config.methods.skd import SKDSettings
-from kdlab.data.detection import iterate_detection_batches, make_synthetic_shapes
 from kdlab.losses import multilevel as multilevel_module
 from kdlab.losses.fgd import FGDContexts, fgd_loss, fgd_masks
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.methods.skd import StructuralKD
-from tests.losses.test_detection_losses import SIZE, detector
+from tests.helpers.detection import DATA, MODEL, detector, write
+from tests.helpers.resume import best_weights_equal, interrupted_then_resumed
 
 ALPHA, BETA, GAMMA, LAMBDA, TEMP = 0.001, 0.0005, 0.0005, 0.000005, 0.5
 ONLY = {  # one term at a time, weight 1
@@ -187,12 +187,6 @@ def test_masks_follow_the_box_on_every_level_of_a_64_pixel_batch():
     assert torch.equal(fg, expected)
 
 
-@pytest.fixture(scope="module")
-def batch():
-    shapes = make_synthetic_shapes(2, image_size=SIZE, seed=0)
-    return next(iter(iterate_detection_batches(shapes, 2)))
-
-
 def test_the_step_maps_boxes_through_the_detectors_resize_and_padding(batch, monkeypatch):
     # 64 px images resized to 80 px by the detector's transform, then padded to 96 (a multiple of 32): the
     # boxes must be scaled by 80 / 64 and mapped to each level by the level's size over 96, not over 80
@@ -301,8 +295,6 @@ def test_fgd_options_belong_to_their_kind():
 def test_a_short_fgd_fit_runs_saves_its_context_blocks_and_resumes_exactly(tmp_path):
     from kdlab.config.recipe import load_recipe
     from kdlab.runs.run import run_recipe
-    from tests.methods.test_skd import DATA, MODEL, write
-    from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
 
     output = {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}
     teacher = write(tmp_path / "teacher.yaml", {

@@ -21,7 +21,7 @@ from kdlab.losses import adaad_loss, ard_loss, iad_loss, rslad_loss, soft_kl, te
 from kdlab.methods.registry import build_method
 from kdlab.models.registry import build_classifier
 from kdlab.train.engine import DataSource, fit
-from tests.method_helpers import batch, models, train_steps_leave_teacher_untouched
+from tests.helpers.methods import batch, models, train_steps_leave_teacher_untouched
 
 BASE = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpoint": "unused.pt"}}
 ADVERSARIAL = ["ard", "rslad", "iad", "adaad", "pgd-at"]

@@ -17,7 +17,13 @@ from kdlab.losses import attention_loss, attention_map, hint_loss, representatio
 from kdlab.methods.registry import build_method
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.models.registry import build_classifier
-from tests.method_helpers import _store, _store_input, batch, models, train_steps_leave_teacher_untouched
+from tests.helpers.methods import (
+    batch,
+    models,
+    store_input,
+    store_output,
+    train_steps_leave_teacher_untouched,
+)
 
 BASE = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpoint": "unused.pt"}}
 METHODS = ["kd", "fitnet", "at", "rrm", "mixacm"]
@@ -35,10 +41,10 @@ def capture(model, paths, inputs_of=()):
     handles = [model.register_forward_hook(lambda module, args, out: seen.__setitem__("logits", out))]
     for path in paths:
         handles.append(model.get_submodule(path).register_forward_hook(
-            _store(seen, path)))
+            store_output(seen, path)))
     for path in inputs_of:
         handles.append(model.get_submodule(path).register_forward_pre_hook(
-            _store_input(seen, path)))
+            store_input(seen, path)))
     return seen, handles
 
 

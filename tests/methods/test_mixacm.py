@@ -8,7 +8,7 @@ from kdlab.config.recipe import apply_overrides, validate_recipe
 from kdlab.losses import mix_batch
 from kdlab.methods.mixacm import MixACM
 from kdlab.models.registry import build_classifier
-from tests.method_helpers import _store, batch, models
+from tests.helpers.methods import batch, models, store_output
 
 BASE = {"student": {"arch": "resnet_small", "width": 4}, "teacher": {"checkpoint": "unused.pt"},
         "method": {"acm": {"blocks": [2, 3, 4]}}}
@@ -30,7 +30,7 @@ def capture(model, paths):
     handles = [model.register_forward_pre_hook(lambda module, args: seen.__setitem__("input", args[0]))]
     handles.append(model.register_forward_hook(lambda module, args, out: seen.__setitem__("logits", out)))
     for path in paths:
-        hook = _store(seen, path)
+        hook = store_output(seen, path)
         handles.append(model.get_submodule(path).register_forward_hook(hook))
     return seen, handles
 

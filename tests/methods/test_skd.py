@@ -9,11 +9,9 @@ from __future__ import annotations
 import copy
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from kdlab.config.methods.skd import SKDSettings
@@ -23,14 +21,10 @@ from kdlab.errors import KdlabError
 from kdlab.methods.skd import StructuralKD
 from kdlab.models.detection import build_detector
 from kdlab.runs.run import run_recipe
-from tests.losses.test_ssim import reference_ssim_maps
-from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
+from tests.helpers.detection import DATA, MODEL, NUM_CLASSES, SIZE, TINY, write
+from tests.helpers.resume import best_weights_equal, interrupted_then_resumed
+from tests.helpers.ssim_reference import reference_ssim_maps
 
-SIZE = 64
-NUM_CLASSES = 4  # 3 synthetic shapes + background
-TINY = {"anchor_base": 16, "rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50,
-        "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 32,
-        "representation_size": 32}
 FASTER_RCNN_LOSSES = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
 
 
@@ -190,16 +184,6 @@ def test_misaligned_fpn_is_refused_with_the_fix():
 
 
 # --------------------------------------------------------------------------- the task, end to end
-DATA = {"dataset": "synthetic", "image_size": SIZE, "num_images": 8, "batch_size": 4, "test_subset": 8}
-MODEL = {"arch": "fasterrcnn", "backbone": "resnet18", "min_size": SIZE, "max_size": SIZE,
-         "options": {"fpn_channels": 8, **TINY}}
-
-
-def write(path: Path, payload: dict) -> Path:
-    path.write_text(yaml.safe_dump(payload))
-    return path
-
-
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory):
     root = tmp_path_factory.mktemp("skd")

@@ -11,7 +11,7 @@ from kdlab.methods.mixacm import MixACM
 from kdlab.models.files import load_model, safe_load, save_model
 from kdlab.models.normalization import measure, model_options
 from kdlab.models.registry import build_classifier
-from tests.failfast_helpers import assert_one_line_error, files_under, invoke, write_recipe
+from tests.helpers.failfast import assert_one_line_error, files_under, invoke, write_recipe
 
 # Published per-channel statistics, written out here independently of kdlab's constants.
 CIFAR100 = ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762])

@@ -10,8 +10,8 @@ import torch
 from kdlab.errors import KdlabError
 from kdlab.models.taps import FeatureTaps
 from kdlab.models.zoo import load_zoo_model, zoo_network
-from tests.failfast_helpers import assert_one_line_error, invoke
-from tests.zoo_helpers import save_zoo_checkpoint, seeded_images, seeded_weights
+from tests.helpers.failfast import assert_one_line_error, invoke
+from tests.helpers.zoo import save_zoo_checkpoint, seeded_images, seeded_weights
 
 REFERENCE = torch.load(Path(__file__).resolve().parents[1] / "fixtures" / "robustbench_reference.pt")
 NAME = "Andriushchenko2020Understanding"  # PreActResNet-18, weights under 'last', no normalisation

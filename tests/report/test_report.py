@@ -4,7 +4,8 @@ The numbers are computed by hand: cells kind=none (AP 10, 12) and kind=ssim (AP 
 11.00 ± 1.41 and 14.00 ± 2.83 (sample std), and paired differences [2, 4]: mean 3, std √2, 95 % half-width
 t(0.975, 1) · √2 / √2 = 12.706, so [-9.71, +15.71], not separated.
 The browser test opens the page from disk in Debian's chromium, driven by Playwright, records every request,
-and checks every table and image is there and rendered. In CI (CI=true) a missing chromium fails the test.
+and checks every table and image is there and rendered. In CI (CI=true) a missing chromium fails the test; it is
+marked ``browser``, so ``pytest -m "not browser"`` leaves it out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 
 from kdlab.report.html import build_report
-from tests.failfast_helpers import assert_one_line_error, invoke
+from tests.helpers.failfast import assert_one_line_error, invoke
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -89,13 +90,15 @@ def test_report_of_a_table_that_is_not_an_ablation_is_one_line(tmp_path):
     assert_one_line_error(invoke("report", tmp_path / "missing.csv"), "not found")
 
 
+@pytest.mark.browser
 def test_page_renders_in_headless_chromium_without_network(tmp_path):
     from playwright.sync_api import sync_playwright
 
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium); CI installs it and runs this test")
+        pytest.skip("chromium is not installed (apt-get install chromium, or leave this test out: "
+                    "pytest -m 'not browser'); CI installs it and runs this test")
     results = results_folder(tmp_path)
     page_path = build_report(results)
     requests: list[str] = []

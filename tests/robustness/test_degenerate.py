@@ -9,7 +9,7 @@ from kdlab.cli import app
 from kdlab.robustness.accuracy import collapse_reason, eps_sweep, evaluate_robustness
 from kdlab.robustness.attacks import AttackSpec
 from kdlab.robustness.sanity import sanity_check
-from tests.robustness.test_attacks import EPS, eval_data, trained_model
+from tests.helpers.prototype_net import EPS, eval_data, trained_model
 
 FLAG = "collapsed: robust accuracy meaningless"
 

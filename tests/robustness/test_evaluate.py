@@ -21,18 +21,7 @@ from kdlab.report.plots import plot_ablation_bars, plot_robustness_curve
 from kdlab.robustness.accuracy import eps_sweep, evaluate_robustness
 from kdlab.robustness.attacks import AttackSpec
 from kdlab.robustness.sanity import sanity_check
-from tests.robustness.test_attacks import EPS, accuracy, copy_module, eval_data, trained_model
-
-
-@pytest.fixture(scope="module")
-def model() -> nn.Module:
-    return trained_model()
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[torch.Tensor, torch.Tensor]:
-    return eval_data(100)
-
+from tests.helpers.prototype_net import EPS, accuracy, copy_module
 
 # ---------------------------------------------------------------------------------------------------------------
 # basic properties of the numbers

@@ -139,7 +139,7 @@ def test_rows_of_one_name_record_their_overrides_and_run_key(tmp_path):
 
 def test_force_then_interrupt_then_resume_leaves_one_row_per_finished_run(tmp_path):
     from kdlab.runs.run import run_recipe
-    from tests.resume_helpers import StopAfter
+    from tests.helpers.resume import StopAfter
 
     recipe = tiny_recipe(tmp_path)
     first = run_recipe(recipe)

@@ -10,7 +10,7 @@ import yaml
 from kdlab.config.recipe import load_recipe
 from kdlab.errors import KdlabError
 from kdlab.runs.run import run_recipe
-from tests.resume_helpers import best_weights_equal, interrupted_then_resumed
+from tests.helpers.resume import best_weights_equal, interrupted_then_resumed
 
 DATA = {"dataset": "embedded", "subset": 200, "val_size": 40, "test_subset": 60, "batch_size": 32}
 EVAL = {"n": 40, "steps": 3}

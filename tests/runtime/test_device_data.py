@@ -13,7 +13,7 @@ from kdlab.data.classification import ImageSet, iterate_batches
 from kdlab.data.detection import ImageFiles, iterate_detection_batches, load_voc
 from kdlab.data.detection.loader import batch_to_device, stream_detection_batches
 from kdlab.tasks import classification, detection
-from tests.data.test_detection_data import _voc_xml, _write_image
+from tests.helpers.voc import voc_xml, write_image
 
 RECIPE = validate_recipe({"model": {"arch": "resnet_small"}, "data": {"dataset": "embedded", "batch_size": 4}})
 TRAIN = ImageSet((torch.rand(12, 3, 8, 8) * 255).to(torch.uint8), torch.arange(12) % 3)
@@ -69,9 +69,9 @@ def streaming_voc(tmp_path: Path):
     root = tmp_path / "VOC"
     names = [f"img{i}" for i in range(5)]
     for seed, name in enumerate(names):
-        _write_image(root / "JPEGImages" / f"{name}.png", 40, 30, seed)
+        write_image(root / "JPEGImages" / f"{name}.png", 40, 30, seed)
         (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{name}.xml").write_text(_voc_xml(f"{name}.png", 40, 30, [("ant", (2, 3, 20, 25))]))
+        (root / "Annotations" / f"{name}.xml").write_text(voc_xml(f"{name}.png", 40, 30, [("ant", (2, 3, 20, 25))]))
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(names) + "\n")
     dataset = load_voc(root, "train", in_memory=False)

@@ -73,7 +73,7 @@ def runs(tmp_path_factory):
     two = _torchrun(folder, "-m", "kdlab", "distill", str(student))
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     elsewhere = ["--set", f"output.dir={folder / 'resumed'}", "--set", f"output.table={folder / 'resumed.csv'}"]
-    failed = _torchrun(folder, str(ROOT / "tests" / "torchrun_driver.py"), "distill", str(student), *elsewhere,
+    failed = _torchrun(folder, str(ROOT / "tests" / "helpers" / "torchrun_driver.py"), "distill", str(student), *elsewhere,
                        env={"KDLAB_TEST_FAIL": "1:5"})  # rank 1, epoch 2 step 2 (3 steps per epoch)
     resumed = _torchrun(folder, "-m", "kdlab", "distill", str(student), *elsewhere, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

@@ -21,7 +21,7 @@ from kdlab.robustness.accuracy import evaluate_robustness
 from kdlab.robustness.training_attacks import pgd_maximise
 from kdlab.runtime.acceleration import compile_errors, prepare_models
 from kdlab.train.engine import DataSource, fit
-from tests.train.test_engine_sync import STEPS, source, tiny_net
+from tests.helpers.tiny_training import STEPS, source, tiny_net
 
 
 def fit_spec(method, tmp_path, **train_options):

@@ -11,7 +11,7 @@ from kdlab.errors import KdlabError
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.models.files import safe_load
 from kdlab.train.engine import DataSource, StepResult, fit, lr_factor
-from tests.resume_helpers import StopAfter
+from tests.helpers.resume import StopAfter
 
 IMAGES = torch.rand(64, 3, 8, 8)
 LABELS = (IMAGES.mean(dim=(1, 2, 3)) > 0.5).long()

@@ -9,29 +9,14 @@ from torch import nn
 
 from kdlab.config.methods.mixacm import MixACMSettings
 from kdlab.config.sections import AdversarialSpec, TrainSpec
-from kdlab.data.classification import ImageSet, iterate_batches
 from kdlab.errors import KdlabError
 from kdlab.methods.mixacm import MixACM
 from kdlab.methods.supervised import SupervisedTraining
 from kdlab.models.files import safe_load
-from kdlab.models.registry import build_classifier
-from kdlab.train.engine import DataSource, StepResult, fit
+from kdlab.train.engine import StepResult, fit
+from tests.helpers.tiny_training import STEPS, source, tiny_net
 
-STEPS, EPOCHS = 10, 2
-generator = torch.Generator().manual_seed(0)
-TRAIN = ImageSet((torch.rand(STEPS * 8, 3, 8, 8, generator=generator) * 255).to(torch.uint8),
-                 torch.randint(0, 3, (STEPS * 8,), generator=generator))
-
-
-def source(batch_size: int = 8) -> DataSource:
-    """Real kdlab batches: shuffled, randomly cropped and flipped uint8 images."""
-    return DataSource(batches=lambda g: iterate_batches(TRAIN, batch_size, g, shuffle=True, augment=True,
-                                                        drop_last=True),
-                      batches_per_epoch=len(TRAIN) // batch_size, batch_size=lambda batch: len(batch[1]))
-
-
-def tiny_net(width: int = 4) -> nn.Module:
-    return build_classifier("resnet_small", 3, width=width, stages=2)
+EPOCHS = 2
 
 
 class HostReads:

@@ -1,4 +1,4 @@
-"""Shared fixtures of the method tests: a tiny student/teacher pair, one batch, and the frozen-teacher check."""
+"""Shared by the method tests: a tiny student/teacher pair, one batch, and the frozen-teacher check."""
 
 import torch
 
@@ -31,11 +31,11 @@ def train_steps_leave_teacher_untouched(method, teacher, steps: int = 2) -> None
     assert not {id(p) for p in teacher.parameters()} & {id(p) for p in method.parameters()}
 
 
-def _store(seen: dict, key: str):
+def store_output(seen: dict, key: str):
     """A forward hook that keeps a module's output under ``key``."""
     return lambda module, args, out: seen.__setitem__(key, out)
 
 
-def _store_input(seen: dict, key: str):
+def store_input(seen: dict, key: str):
     """A forward pre-hook that keeps a module's input under ``in:<key>``."""
     return lambda module, args: seen.__setitem__("in:" + key, args[0])
