@@ -7,8 +7,8 @@ that makes the host wait for the GPU (``.item()``, a blocking copy, ``nonzero``.
 import warnings
 
 import torch
-from kdlab.config.method_settings import KDSettings
 
+from kdlab.config.methods.kd import KDSettings
 from kdlab.config.recipe import validate_recipe
 from kdlab.config.sections import AdversarialSpec, TrainSpec
 from kdlab.data.classification import ImageSet

@@ -20,7 +20,7 @@ from kdlab.models.registry import build_classifier
 from kdlab.models.taps import FeatureTaps
 from kdlab.runs.run import canonical_blocks, run_directory
 from kdlab.train.engine import StepResult
-from tests.failfast_helpers import assert_one_line_error, files_under, invoke
+from tests.helpers.failfast import assert_one_line_error, files_under, invoke
 
 
 class LayersSettings(MethodSettings):
