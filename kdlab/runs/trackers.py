@@ -1,7 +1,7 @@
 """Experiment trackers: TensorBoard, MLflow and Weights & Biases receive what a run records, offline by default.
 
 ``output.trackers: [tensorboard, mlflow, wandb]`` (optional: ``pip install -e ".[tensorboard]"``, ``".[wandb]"``;
-MLflow installed after kdlab, see the README) sends every tracker, for each run that trains (a reused finished
+MLflow installed after kdlab, see docs/trackers.md) sends every tracker, for each run that trains (a reused finished
 run logs nothing again):
 
 * the resolved recipe as parameters (flattened: ``train.lr``, ``method.acm.weight``), the ``--set`` values as
@@ -36,7 +36,7 @@ from kdlab.config.names import DETECTION_METRICS
 from kdlab.errors import KdlabError
 from kdlab.train.reporter import Reporter
 
-# tracker -> (the module it needs, how to install it: the extra; MLflow after kdlab, see the README)
+# tracker -> (the module it needs, how to install it: the extra; MLflow after kdlab, see docs/trackers.md)
 TRACKERS = {
     "tensorboard": ("tensorboard", 'pip install -e ".[tensorboard]" (outside a checkout: "kdlab[tensorboard]")'),
     "mlflow": ("mlflow", "pip install mlflow-skinny sqlalchemy alembic (after kdlab: torchattacks pins requests)"),
