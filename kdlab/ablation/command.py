@@ -13,7 +13,7 @@ from kdlab.ablation.execute import run_ablation
 from kdlab.ablation.grid import AblationPlan
 from kdlab.config.names import HEADLINE_METRICS
 from kdlab.errors import KdlabError
-from kdlab.runs.console import console
+from kdlab.runs.console import console, print_markdown
 from kdlab.runs.estimate import clock, remaining_seconds
 
 
@@ -85,6 +85,6 @@ def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None) -> 
         from kdlab.ablation.cluster import run_on_cluster
 
         table = run_on_cluster(plan, out, cluster, threads=threads, on_cell=on_cell)
-    console.print(table.with_suffix(".md").read_text())
+    print_markdown(console, table.with_suffix(".md").read_text())
     console.print(f"wrote {table}, {table.with_suffix('.md')}, {table.with_suffix('.png')}")
     return table

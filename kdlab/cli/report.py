@@ -30,23 +30,24 @@ def table(
 ) -> None:
     """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show
     the latest evaluation rows or the runs table as Markdown."""
-    from kdlab.report.tables import csv_kind, merge_eval_column, render, rows_markdown
-    from kdlab.runs.console import console
+    from kdlab.report.tables import check_paper_fits, csv_kind, merge_eval_column, render, rows_markdown
+    from kdlab.results import read_table
+    from kdlab.runs.console import console, print_markdown
 
     kind = csv_kind(csv)
     if kind != "ablation":
         if paper is not None or baseline or with_eval is not None:
             raise KdlabError(f"--paper, --baseline and --with-eval apply to ablation tables; {csv} is a {kind} "
                              "table: drop them")
-        console.print(rows_markdown(csv, kind), highlight=False, soft_wrap=True)
+        print_markdown(console, rows_markdown(csv, kind))
         return
-    if paper is not None and paper not in PAPER_NUMBERS:
-        raise KdlabError(f"--paper '{paper}' unknown: choose one of {', '.join(PAPER_NUMBERS)}")
+    if paper is not None:  # before --with-eval rewrites the CSV
+        check_paper_fits(read_table(csv), paper)
     if with_eval is not None:
         merge_eval_column(csv, with_eval)
     markdown, plot = render(csv, paper=paper, baseline=baseline)
-    console.print(markdown.read_text())
-    console.print(f"wrote {markdown} and {plot}")
+    print_markdown(console, markdown.read_text())
+    console.print(f"wrote {markdown} and {plot}", highlight=False, soft_wrap=True)
 
 
 @friendly

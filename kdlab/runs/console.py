@@ -1,4 +1,5 @@
-"""Rich terminal output: training and evaluation progress with images/s and ETA, and result tables.
+"""Rich terminal output: training and evaluation progress with images/s and ETA, and result tables that fit
+the terminal (never a cut number or name).
 
 Progress lines fit an 80-column terminal: epoch, bar, done/total, images/s, ETA and elapsed time always show;
 the loss terms take what width is left, whole terms dropped from the end first (metrics.csv keeps them all).
@@ -6,10 +7,13 @@ No logic lives here."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console, ConsoleOptions
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group
 from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
@@ -139,15 +143,156 @@ class RichReporter(Reporter):
         return AttackProgress(self.console)
 
 
-def results_table(title: str, rows: Iterable[dict[str, Any]], columns: list[str]) -> Table:
-    rows = list(rows)
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        numeric = all(isinstance(row.get(column), (int, float)) or row.get(column) is None for row in rows)
-        table.add_column(column, justify="right" if numeric else "left")
-    for row in rows:
-        table.add_row(*[_cell(row.get(column)) for column in columns])
-    return table
+# --------------------------------------------------------------------------- tables that fit the terminal
+# A table never cuts a number or a name: each column is at least as wide as its longest word, cells wrap
+# between words, headers longer than their column's words are abbreviated (a legend under the table gives
+# the full name), and a table that still does not fit is split into several, each repeating the key column.
+_BORDER = 3  # per column: one space of padding on each side and one vertical line (plus one closing line)
+
+
+def _longest_word(text: str) -> int:
+    return max((cell_len(word) for word in text.split()), default=0)
+
+
+def _abbreviation(header: str, width: int, taken: set[str]) -> str:
+    """``header`` cut to ``width`` characters ending in a dot (``clean_accuracy`` -> ``clea.``), unique."""
+    for size in range(max(width, 3), cell_len(header)):
+        short = header[:size - 1].rstrip("_- ") + "."
+        if short not in taken:
+            return short
+    return header
+
+
+@dataclass
+class _Layout:
+    headers: list[str]
+    blocks: list[list[int]]       # column indices per printed table (the key columns repeated)
+    widths: list[list[int]]       # content widths per block
+    legend: dict[str, str]        # abbreviation -> full header
+
+
+def _need(widths: list[int]) -> int:
+    return sum(widths) + _BORDER * len(widths) + 1
+
+
+def _shrink(natural: list[int], minimum: list[int], width: int) -> list[int]:
+    """Narrow the widest columns first, never below their longest word; below it only if nothing else fits."""
+    widths = list(natural)
+    while _need(widths) > width:
+        shrinkable = [i for i in range(len(widths)) if widths[i] > minimum[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+    while _need(widths) > width and max(widths) > 1:  # a single word wider than the terminal: folded
+        widths[widths.index(max(widths))] -= 1
+    return widths
+
+
+def fit_columns(headers: list[str], cells: list[list[str]], width: int, short: dict[str, str] | None = None,
+                key_columns: int = 1, whole: list[bool] | None = None) -> _Layout:
+    """How a table of ``cells`` (rows of strings) under ``headers`` fits ``width`` terminal columns: wrapped
+    between words (never inside a cell marked ``whole``, e.g. ``28.90 ± 4.28``), else with abbreviated headers,
+    else split into several tables that repeat the first ``key_columns``."""
+    headers = list(headers)
+    whole = whole or [False] * len(headers)
+
+    def words(i: int) -> int:  # the narrowest the cells of column i can wrap to
+        return max(((cell_len(row[i]) if whole[i] else _longest_word(row[i])) for row in cells), default=0)
+
+    def natural(i: int) -> int:
+        return max([cell_len(headers[i]), *(cell_len(row[i]) for row in cells)])
+
+    def minimum(i: int) -> int:
+        return max(_longest_word(headers[i]), words(i), 1)
+
+    def abbreviate(columns: list[int]) -> dict[str, str]:
+        """Abbreviate the headers of ``columns`` whose words are wider than their cells (the most saving first)
+        until those columns fit; the legend of what was abbreviated."""
+        legend: dict[str, str] = {}
+        for i in sorted(columns, key=lambda i: words(i) - _longest_word(headers[i])):
+            if _need([minimum(j) for j in columns]) <= width or _longest_word(headers[i]) <= words(i):
+                continue
+            full, label = headers[i], (short or {}).get(headers[i])
+            if label is None or _longest_word(label) >= _longest_word(full) or label in headers:
+                label = _abbreviation(full, words(i), set(headers) | set(legend))
+            if label != full:
+                headers[i], legend[label] = label, full
+        return legend
+
+    def fits(columns: list[int]) -> bool:
+        return _need([minimum(i) for i in columns]) <= width
+
+    every = list(range(len(headers)))
+    keys = every[:key_columns]
+    legend: dict[str, str] = {}
+    if not fits(every):
+        original = list(headers)
+        legend = abbreviate(every)
+        if not fits(every):  # abbreviations alone do not make it fit: several tables, full headers where they fit
+            headers[:], legend = original, {}
+    blocks: list[list[int]] = []
+    block: list[int] = []
+    for i in every[len(keys):]:
+        if block and fits([*block, i]):
+            block.append(i)
+            continue
+        if block:
+            blocks.append(block)
+        block = [*keys, i] if fits([*keys, i]) else [i]  # a column too wide to share with the keys: alone
+    blocks.append(block or keys)
+    for block in blocks:
+        if not fits(block):
+            legend.update(abbreviate(block))
+    ordered = {headers[i]: legend[headers[i]] for i in every if headers[i] in legend}
+    widths = [_shrink([natural(i) for i in b], [minimum(i) for i in b], width) for b in blocks]
+    return _Layout(headers, blocks, widths, ordered)
+
+
+class FittedTable:
+    """A titled table (``rows`` are dicts keyed by ``columns``) laid out for the width it is printed at: nothing
+    is cut (see :func:`fit_columns`). ``short`` offers abbreviations for long headers (``clean_acc`` -> ``clean``);
+    ``notes`` are printed under the table."""
+
+    def __init__(self, title: str | None, rows: Iterable[dict[str, Any]], columns: list[str],
+                 short: dict[str, str] | None = None, notes: Iterable[str] = (), key_columns: int = 1):
+        rows = list(rows)
+        self.title, self.columns, self.short, self.key_columns = title, list(columns), short, key_columns
+        self.numeric = [all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows)
+                        for c in self.columns]
+        self.cells = [[_cell(row.get(c)) for c in self.columns] for row in rows]
+        self.notes = list(notes)
+
+    @classmethod
+    def from_strings(cls, title: str | None, header: list[str], cells: list[list[str]], notes: Iterable[str] = (),
+                     numeric: list[bool] | None = None) -> FittedTable:
+        table = cls(title, [], header, notes=notes)
+        table.cells = [list(row) + [""] * (len(header) - len(row)) for row in cells]
+        table.numeric = numeric or [False] * len(header)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions):
+        layout = fit_columns(self.columns, self.cells, options.max_width, self.short, self.key_columns,
+                             whole=self.numeric)
+        for n, (block, widths) in enumerate(zip(layout.blocks, layout.widths)):
+            title = self.title if n == 0 else None
+            if len(layout.blocks) > 1:  # one table in several: the title once, then "(2/3)"
+                title = f"{title or ''} ({n + 1}/{len(layout.blocks)})".strip()
+            table = Table(title=title, title_justify="left")
+            for i, width in zip(block, widths):
+                table.add_column(layout.headers[i], justify="right" if self.numeric[i] else "left", width=width,
+                                 overflow="fold")
+            for row in self.cells:
+                table.add_row(*[row[i] for i in block])
+            yield table
+        for note in [*(f"{short} = {full}" for short, full in layout.legend.items()), *self.notes]:
+            yield Text(note)
+
+
+def results_table(title: str, rows: Iterable[dict[str, Any]], columns: list[str],
+                  short: dict[str, str] | None = None, notes: Iterable[str] = ()) -> FittedTable:
+    """A result table that fits the terminal it is printed on (:class:`FittedTable`)."""
+    return FittedTable(title, rows, columns, short=short, notes=notes)
 
 
 def _cell(value: Any) -> str:
@@ -156,6 +301,39 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+def _markdown_cells(line: str) -> list[str]:
+    inner = line.strip()[1:-1] if line.strip().endswith("|") else line.strip()[1:]
+    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", inner)]
+
+
+def markdown_view(text: str) -> Group:
+    """A Markdown page kdlab writes (a ``# title``, prose, one pipe table, notes) as a fitted table with its prose
+    around it: what the terminal shows of an ablation's ``.md``, an evaluation table or the runs table."""
+    lines = text.splitlines()
+    table_at = [i for i, line in enumerate(lines) if line.lstrip().startswith("|")]
+    if len(table_at) < 2:
+        return Group(Text(text))
+    first, last = table_at[0], table_at[-1]
+    title = next((line.lstrip("# ").strip() for line in lines[:first] if line.startswith("#")), None)
+    before = [line for line in lines[:first] if line.strip() and not line.startswith("#")]
+    header = _markdown_cells(lines[first])
+    body = [_markdown_cells(line) for line in lines[first + 1:last + 1] if not set(line.strip()) <= set("|-: ")]
+    numeric = [all(re.fullmatch(r"[-+]?[\d.]+( ± [\d.]+)?|—|-|", row[i] if i < len(row) else "") is not None
+                   for row in body) for i in range(len(header))]
+    notes = [line for line in lines[last + 1:] if line.strip()]
+    return Group(*([Text(title, style="bold")] if title else []), *(Text(line) for line in before),
+                 FittedTable.from_strings(None, header, body, notes=notes, numeric=numeric))
+
+
+def print_markdown(out: Console, text: str) -> None:
+    """A Markdown page kdlab wrote: on a terminal as a table that fits it (:func:`markdown_view`); into a file or
+    a pipe as the Markdown itself, each line whole."""
+    if out.is_terminal:
+        out.print(markdown_view(text))
+    else:
+        out.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
 class AttackProgress:
