@@ -13,26 +13,13 @@ from kdlab.cli.options import FORCE, OVERRIDES, RESUME, THREADS, set_threads
 
 
 def _print_run(outcome, role: str) -> None:
-    from kdlab.config.names import HEADLINE_METRICS
-    from kdlab.config.units import format_eps
     from kdlab.runs.console import console, results_table
+    from kdlab.runs.result_view import run_result_view
 
-    summary = outcome.summary
-    metrics = [m for m in HEADLINE_METRICS if summary.get(m) is not None]
-    rows = []
-    if summary.get("teacher"):
-        rows.append({"role": "teacher", "run": summary["teacher"],
-                     **{m: summary.get(f"teacher_{m}") for m in metrics}})
-    rows.append({"role": role, "run": summary["run_dir"], **{m: summary.get(m) for m in metrics}})
-    note = " (finished earlier: reused; --force retrains)" if outcome.reused else ""
-    if summary.get("task") == "detection":
-        title = f"{summary['name']}: COCO box AP (%) on {summary.get('eval_n')} {summary.get('eval_split')} images{note}"
-    else:
-        title = (f"{summary['name']}: accuracy (%) on {summary.get('eval_n')} {summary.get('eval_split')} images, "
-                 f"PGD-{summary.get('eval_steps')} eps {format_eps(summary.get('eval_eps', 0))}{note}")
-    console.print(results_table(title, rows, ["role", "run", *metrics]))
-    if summary.get("flag"):
-        console.print(f"[bold red]{role} {summary['flag']}[/]", highlight=False)
+    view = run_result_view(outcome.summary, role, outcome.reused)
+    console.print(results_table(view.title, view.rows, view.columns, short=view.short, notes=view.notes))
+    if outcome.summary.get("flag"):
+        console.print(f"[bold red]{role} {outcome.summary['flag']}[/]", highlight=False)
 
 
 def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, expect_distill: bool,
