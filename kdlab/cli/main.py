@@ -11,13 +11,14 @@ import typer
 
 from kdlab.cli.ablate import ablate
 from kdlab.cli.check import check, inspect
-from kdlab.cli.command import CONTEXT, KdlabCommand
+from kdlab.cli.command import CONTEXT, KdlabCommand, KdlabGroup
 from kdlab.cli.evaluate import eval_
 from kdlab.cli.recipes import recipes, recipes_copy, schema
 from kdlab.cli.report import report, table
 from kdlab.cli.run import distill, train
 
 app = typer.Typer(
+    cls=KdlabGroup,
     help="kdlab: knowledge-distillation experiments from YAML recipes — MixACM robustness transfer, "
     "structural KD for detection, and trustworthy robustness evaluation.",
     no_args_is_help=True,
@@ -64,10 +65,10 @@ app.command(cls=KdlabCommand, context_settings=CONTEXT)(table)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(report)
 
 recipes_app = typer.Typer(help="The recipes shipped with kdlab: list them, or copy one out to edit it.",
-                          no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
+                          cls=KdlabGroup, no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,
                           context_settings=CONTEXT)
 recipes_app.callback(invoke_without_command=True)(recipes)
 recipes_app.command("copy", cls=KdlabCommand, context_settings=CONTEXT)(recipes_copy)
 app.add_typer(recipes_app, name="recipes")
 
-app.command(context_settings=CONTEXT)(schema)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(schema)
