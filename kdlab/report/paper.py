@@ -1,7 +1,8 @@
 """Reference numbers from the seed papers, placed beside kdlab's tables by ``kdlab table --paper``.
 
-Each entry names where its numbers come from (``source``, printed under the table) and how its column is
-headed (``label``). Only numbers a source prints are listed; a row the source reports without a number is
+Each entry names where its numbers come from (``source``, printed under the table), how its column is
+headed (``label``) and which kdlab tables its cells fit (``fits``: ``kdlab table --paper`` refuses a table that
+shares no cell with the paper's). Only numbers a source prints are listed; a row the source reports without a number is
 absent.
 
 * ``mixacm-components`` was read from the MixACM supplementary material itself: its component ablation on
@@ -17,6 +18,9 @@ PAPER_NUMBERS: dict[str, dict] = {
         "source": "Awais et al., MixACM, NeurIPS 2021, supplementary material, component ablation "
                   "(§A.4, CIFAR-10): robust accuracy %, attack not stated there",
         "label": "paper (robust, attack unstated)",
+        # which kdlab tables these numbers fit, for the refusal of --paper on another table
+        "fits": "the MixACM component ablation (kdlab ablate RECIPE --components: cells acm, acm+kd, acm+mixup, "
+                "mixacm)",
         "cells": {"acm": 48.38, "acm+kd": 49.53, "acm+mixup": 52.29, "mixacm": 56.65},
     },
 }

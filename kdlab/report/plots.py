@@ -1,4 +1,5 @@
 """PNG figures for robustness curves and ablation tables (matplotlib's Agg canvas: no display, no pyplot state).
+Every title is wrapped (and if need be shrunk) to lie inside its figure.
 
 - :func:`plot_robustness_curve`: accuracy vs eps (x axis in units of 1/255), one line per attack, from the rows
   of :meth:`kdlab.robustness.accuracy.AttackResult.row` (columns ``attack``, ``eps`` or ``eps_255``, ``accuracy``).
@@ -29,6 +30,26 @@ def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
                          f"(it has {', '.join(map(str, table.columns)) or 'none'}): pass a table with them")
 
 
+def _fit_title(fig: Figure, ax, title: str, fontsize: float = 10.0) -> None:
+    """Set ``ax``'s title wrapped to the figure's width (long words are never split), shrinking its font down to
+    6 pt if wrapping is not enough, so the title's text lies inside the figure; call once the layout is set."""
+    import textwrap
+
+    FigureCanvasAgg(fig)
+    width_pt = fig.get_figwidth() * 72 * 0.92
+    lines = title.splitlines() or [""]
+    size = fontsize
+    while True:
+        chars = max(20, int(width_pt / (0.55 * size)))  # about 0.55 em per character of the default sans font
+        wrapped = "\n".join(textwrap.fill(line, chars, break_long_words=False) for line in lines)
+        text = ax.set_title(wrapped, fontsize=size)
+        fig.canvas.draw()
+        box, frame = text.get_window_extent(), fig.bbox
+        if (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1) or size <= 6:
+            return
+        size -= 0.5
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +71,7 @@ def plot_robustness_curve(rows: pd.DataFrame, path: str | Path, title: str | Non
         rows = rows.assign(eps_255=rows["eps"].astype(float) * 255)
     if rows.empty:
         raise KdlabError("robustness curve: no rows to plot: run an eps sweep first")
-    fig = Figure(figsize=(6.0, 4.2))
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
     for attack, group in rows.groupby("attack", sort=False):
         curve = group.groupby("eps_255", as_index=False)["accuracy"].mean().sort_values("eps_255")
@@ -58,10 +79,9 @@ def plot_robustness_curve(rows: pd.DataFrame, path: str | Path, title: str | Non
     ax.set_xlabel("ε (L∞, ×1/255)")
     ax.set_ylabel("Accuracy (%)")
     ax.set_ylim(-2, 102)
-    ax.set_title(title or "Robust accuracy vs ε")
     ax.grid(True, alpha=0.3)
     ax.legend(title="attack", fontsize=9)
-    fig.tight_layout()
+    _fit_title(fig, ax, title or "Robust accuracy vs ε", fontsize=12)
     return _save(fig, path)
 
 
@@ -75,6 +95,7 @@ def plot_ablation_bars(
     ylabel: str = "Accuracy (%)",
     series_labels: Sequence[str] | None = None,
     ylim: tuple[float, float] | None = (0.0, 100.0),
+    flags: dict[str, list[str]] | None = None,
 ) -> Path:
     """Grouped bars: one group per ``label_column`` value, one bar per ``value_columns`` entry; saves a PNG.
 
@@ -82,7 +103,8 @@ def plot_ablation_bars(
     seeds. Without them, rows that repeat a label (one row per seed) are averaged and their sample std
     (ddof=1; 0 for a single seed) is drawn. The value axis spans ``ylim`` (0-100 %, so two plots compare at a
     glance; ``None``: fitted to the data); the legend (``series_labels``, default the column names) sits
-    outside the axes, so it never hides a bar.
+    outside the axes, so it never hides a bar. ``flags`` (label -> marks such as ``collapsed``) hatch that group's
+    bars and add ``⚠ mark`` to its tick label, as the Markdown table marks the cell.
     """
     table = pd.DataFrame(table)
     value_columns = list(value_columns)
@@ -106,6 +128,8 @@ def plot_ablation_bars(
         errors = grouped.std(ddof=1).fillna(0.0)
 
     labels = [str(v) for v in means.index]
+    flags = {str(k): list(v) for k, v in (flags or {}).items() if v}
+    ticks = [label + "".join(f"\n⚠ {mark}" for mark in flags.get(label, [])) for label in labels]
     x = np.arange(len(labels))
     width = 0.8 / len(value_columns)
     names = list(series_labels) if series_labels is not None else value_columns
@@ -117,18 +141,26 @@ def plot_ablation_bars(
     ax = fig.add_subplot()
     for k, column in enumerate(value_columns):
         offset = (k - (len(value_columns) - 1) / 2) * width
-        ax.bar(x + offset, means[column].to_numpy(dtype=float), width, label=names[k],
-               yerr=errors[column].to_numpy(dtype=float), capsize=3, error_kw={"linewidth": 1})
-    ax.set_xticks(x, labels, rotation=20 if max(map(len, labels)) > 8 else 0, ha="right" if
-                  max(map(len, labels)) > 8 else "center")
-    ax.set_xlabel(label_column)
+        bars = ax.bar(x + offset, means[column].to_numpy(dtype=float), width, label=names[k],
+                      yerr=errors[column].to_numpy(dtype=float), capsize=3, error_kw={"linewidth": 1})
+        for bar, label in zip(bars, labels):
+            if label in flags:
+                bar.set_hatch("xx")
+                bar.set_edgecolor("#b00020")
+    long = max(map(len, labels)) > 8
+    ax.set_xticks(x, ticks, rotation=20 if long else 0, ha="right" if long else "center")
+    for tick, label in zip(ax.get_xticklabels(), labels):
+        if label in flags:
+            tick.set_color("#b00020")
+    marks = sorted({mark for cell_marks in flags.values() for mark in cell_marks})
+    ax.set_xlabel(label_column + (f"   (hatched, ⚠: {', '.join(marks)}; see the table's notes)" if marks else ""))
     ax.set_ylabel(ylabel)
-    ax.set_title(title or "Ablation (mean ± std over seeds)", fontsize=10)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(True, axis="y", alpha=0.3)
     if len(value_columns) > 1:
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    _fit_title(fig, ax, title or "Ablation (mean ± std over seeds)")
     return _save(fig, path)
 
 
@@ -161,6 +193,6 @@ def plot_cost_robustness(
                     xytext=(5, 4), fontsize=8)
     ax.set_xlabel(xlabel or cost_column)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{metric_column} against {cost_column} (mean ± std over seeds)", fontsize=10)
     ax.grid(True, alpha=0.3)
+    _fit_title(fig, ax, title or f"{metric_column} against {cost_column} (mean ± std over seeds)")
     return _save(fig, path)

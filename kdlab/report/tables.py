@@ -143,11 +143,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
-    flags = flags.astype(object).where(flags.notna(), "").astype(str)
-    # a flag's first word names it: "collapsed: ..." (classification), "weak: ..." (detection), "diverged"
-    marks = frame.assign(mark=flags.str.split(":").str[0].str.strip())[flags != ""].groupby("cell")["mark"]
-    marks = {str(cell): sorted(set(values)) for cell, values in marks}
+    marks = cell_marks(frame)
     for _, row in summary.iterrows():
         label = str(row["cell"]) + "".join(f" ⚠ {mark}" for mark in marks.get(str(row["cell"]), []))
         cells = [label, str(int(row["seeds"]))]
@@ -159,8 +155,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
             delta = deltas[base].get(str(row["cell"])) if str(row["cell"]) != base else None
             cells.append("—" if delta is None else delta.render())
         if reference:
-            # grid cells are labelled "kind=ssim": match the value as well as the whole label
-            value = reference["cells"].get(row["cell"], reference["cells"].get(str(row["cell"]).split("=")[-1]))
+            value = paper_value(reference, row["cell"])
             cells.append(f"{value:.2f}" if value is not None else "—")
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["", "Mean ± sample standard deviation over seeds (accuracy and AP in %)."]
@@ -200,6 +195,33 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
     return "\n".join(lines + notes) + "\n"
+
+
+def cell_marks(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Per flagged cell, the first words of its rows' flags (``collapsed``, ``weak``, ``diverged``: the keys of
+    :data:`FLAG_NOTES`): what the Markdown marks ``⚠ collapsed`` and the plot hatches."""
+    flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
+    flags = flags.astype(object).where(flags.notna(), "").astype(str)
+    # a flag's first word names it: "collapsed: ..." (classification), "weak: ..." (detection), "diverged"
+    marks = frame.assign(mark=flags.str.split(":").str[0].str.strip())[flags != ""].groupby("cell")["mark"]
+    return {str(cell): sorted(set(values)) for cell, values in marks}
+
+
+def paper_value(reference: dict, cell: Any) -> float | None:
+    """The paper's number for a cell: grid cells are labelled "kind=ssim", so the value matches as well as the
+    whole label."""
+    return reference["cells"].get(str(cell), reference["cells"].get(str(cell).split("=")[-1]))
+
+
+def check_paper_fits(frame: pd.DataFrame, paper: str) -> None:
+    """Refuse ``--paper`` on a table none of whose cells the paper reports (an empty paper column says nothing),
+    naming the table the paper's numbers fit."""
+    if paper not in PAPER_NUMBERS:
+        raise KdlabError(f"--paper '{paper}' unknown: choose one of {', '.join(PAPER_NUMBERS)}")
+    reference = PAPER_NUMBERS[paper]
+    if not any(paper_value(reference, cell) is not None for cell in frame["cell"].astype(str).unique()):
+        raise KdlabError(f"--paper {paper}: none of this table's cells ({', '.join(dict.fromkeys(frame['cell'].astype(str)))}) "
+                         f"is in the paper's table; its numbers fit {reference['fits']}: drop --paper here")
 
 
 def _cost_cell(column: str, mean: float, std: float) -> str:
@@ -268,6 +290,8 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
 
     csv_path = Path(csv_path)
     frame = read_table(csv_path)
+    if paper is not None:
+        check_paper_fits(frame, paper)
     paper = paper or default_paper(frame)
     baseline = baseline or default_baseline(frame)
     stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")
@@ -288,6 +312,7 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
         title=f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} "
               "(mean ± std over seeds)",
         series_labels=[METRIC_LABELS.get(m, m) for m in metrics],
+        flags=cell_marks(frame),
     )
     if "passes_per_image" in cost_columns(frame):
         from kdlab.report.plots import plot_cost_robustness
