@@ -39,8 +39,16 @@ class BlockView:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def is_recipe_path(target: str) -> bool:
-    return target.endswith((".yaml", ".yml")) or Path(target).is_file()
+def recipe_target(target: str) -> Path | None:
+    """The recipe file ``target`` names (a file, or a shipped recipe's name as ``kdlab distill`` and ``kdlab check``
+    accept it), or None when it names an architecture."""
+    from kdlab.config.shipped import resolve_recipe, shipped_recipes
+
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        return resolve_recipe(target)
+    if target in {recipe.name for recipe in shipped_recipes()}:
+        return resolve_recipe(target)
+    return None
 
 
 def _describe(model: nn.Module, image_size: int) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from kdlab.cli.options import OVERRIDES, SET_HELP, THREADS, set_threads
 @friendly
 def inspect(
     target: str = typer.Argument(
-        ..., help="An architecture (resnet_small, preact_resnet18, wrn-16-4, wrn-34-10, ...) or a recipe "
-                  ".yaml: a distillation recipe shows student and teacher blocks side by side with the ACM pairs."),
+        ..., help="An architecture (resnet_small, preact_resnet18, wrn-16-4, wrn-34-10, ...), a recipe .yaml or a "
+                  "shipped recipe's name (quickstart): a distillation recipe shows student and teacher blocks side by side with the ACM pairs."),
     width: int | None = typer.Option(None, help="Base width (resnet_small; architecture names only)."),
     blocks_per_stage: int | None = typer.Option(None, help="Residual blocks per stage (resnet_small; names)."),
     num_classes: int = typer.Option(10, help="Output classes (a teacher checkpoint keeps its own)."),
@@ -25,11 +25,12 @@ def inspect(
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP + " Recipes only."),
 ) -> None:
     """List a model's blocks (index, module path, output shape, channels): the indices recipes tap."""
-    from kdlab.check.inspect import architecture_view, is_recipe_path, recipe_view
+    from kdlab.check.inspect import architecture_view, recipe_target, recipe_view
     from kdlab.runs.console import console, results_table
 
-    if is_recipe_path(target):
-        view = recipe_view(target, set_ or [], num_classes, image_size)
+    recipe = recipe_target(target)
+    if recipe is not None:
+        view = recipe_view(str(recipe), set_ or [], num_classes, image_size)
     else:
         options = {"width": width, "blocks_per_stage": blocks_per_stage}
         options = {k: v for k, v in options.items() if v is not None}
