@@ -8,6 +8,7 @@ metrics, how its checkpoint was chosen, its training cost and its run directory 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
         row[key] = summary.get(key)
     row["run_dir"] = summary.get("run_dir")
+    # what wrote this row: the ablate command as typed (every flag) and its --set overrides, shell-quoted
+    row["command"] = plan.command
+    row["overrides"] = shlex.join(plan.common_overrides)
     return row
 
 
