@@ -3,7 +3,8 @@
 :class:`AblationTable` starts from the rows its own CSV holds (read back under the table's lock) and replaces
 each as its run is recorded again, so the table is always the same function of what has finished, whichever
 executor ran the cells (:mod:`kdlab.ablation.execute`, :mod:`kdlab.ablation.cluster`). A row carries the cell's
-metrics, how its checkpoint was chosen, its training cost and its run directory (:func:`_row`).
+metrics, how its checkpoint was chosen, its training cost, its run directory and the ``kdlab ablate`` command
+that wrote it with its ``--set`` values (``command``, ``overrides``: :func:`_row`).
 """
 
 from __future__ import annotations
