@@ -276,7 +276,7 @@ def run_on_cluster(plan: AblationPlan, out_dir: Path, settings: ClusterSettings,
             to_submit.append((cell, seed))
             works.append((key, run_dir, {"kind": "cell", "recipe": plan.recipe_for(cell, seed).to_yaml(),
                                          "overrides": list(plan.cell_overrides(cell, seed)),
-                                         "group": table.path.stem, "cell": cell.label,
+                                         "group": table.path.stem, "cell": cell.label, "command": plan.command,
                                          "divergence_is_a_result": plan.divergence_is_a_result}))
         submitted = submitter.submit("cells", works)
         if submitted or waiting:

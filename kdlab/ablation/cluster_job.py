@@ -83,7 +83,8 @@ class CellJob(submitit.helpers.Checkpointable):
         else:
             summary = run_cell(work["recipe"], threads, tuple(work["overrides"]), work["group"], work["cell"],
                                reporter_factory=reporter.named,
-                               divergence_is_a_result=work.get("divergence_is_a_result", False))
+                               divergence_is_a_result=work.get("divergence_is_a_result", False),
+                               command=work.get("command", ""))
         return {"summary": summary, "attempt": self.attempt, "start_epoch": reporter.start_epoch}
 
     def checkpoint(self, work: dict[str, Any]) -> submitit.helpers.DelayedSubmission:

@@ -7,6 +7,7 @@ parses its options and calls :func:`run_ablation_command`. The cells run in a lo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from kdlab.ablation.execute import run_ablation
@@ -19,11 +20,13 @@ from kdlab.runs.estimate import clock, remaining_seconds
 
 def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: int | None, tune: list[str],
                          tune_seed: int | None, tune_val_size: int | None, tune_metric: str | None,
-                         attacks: list[str], cluster=None, tune_from: Path | None = None) -> Path:
+                         attacks: list[str], cluster=None, tune_from: Path | None = None, command: str = "") -> Path:
     """With ``tune`` (``KEY=V1,V2``), first choose KEY per cell on a validation split (kdlab.ablation.tuning), then run
     the seeds with the chosen values; returns the final table. ``tune_from``: choose from that finished tuning
     table (e.g. another detector's) instead of running one. ``cluster``
-    (:class:`kdlab.ablation.cluster.ClusterSettings`): run every cell as a job there instead of in ``jobs`` processes."""
+    (:class:`kdlab.ablation.cluster.ClusterSettings`): run every cell as a job there instead of in ``jobs`` processes.
+    ``command``: the ablate command line as typed, recorded by every run and table row (the tuning grid's too)."""
+    plan = replace(plan, command=command)
     if (tune_val_size is not None or tune_seed is not None or tune_metric is not None
             or tune_from is not None) and not tune:
         raise KdlabError("--tune-val-size, --tune-seed, --tune-metric and --tune-from belong to --tune "

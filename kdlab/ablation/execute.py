@@ -43,9 +43,10 @@ def _die_with_parent() -> None:
 
 def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), group: str = "",
              cell: str = "", reporter_factory: Callable | None = None,
-             divergence_is_a_result: bool = False) -> dict[str, Any]:
+             divergence_is_a_result: bool = False, command: str = "") -> dict[str, Any]:
     """Worker entry point (a separate process with --jobs, a job with kdlab.ablation.cluster): run one cell (resuming
-    it from its last epoch when interrupted before) and return its summary. ``divergence_is_a_result`` (a
+    it from its last epoch when interrupted before) and return its summary; its run records ``command`` (the
+    ablate command) and ``overrides`` (every override behind the cell). ``divergence_is_a_result`` (a
     tuning grid): a loss that becomes non-finite returns a flagged summary with no metrics instead of raising."""
     import torch
 
@@ -56,7 +57,7 @@ def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), gr
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
     try:
         outcome = run_recipe(recipe, resume=True, overrides=overrides, group=group, cell=cell,  # group: trackers
-                             reporter_factory=reporter_factory or NoteReporter)  # default: expected time, one line
+                             reporter_factory=reporter_factory or NoteReporter, command=command)  # default: expected time, one line
     except Diverged as error:
         if not divergence_is_a_result:
             raise
@@ -90,7 +91,7 @@ def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
     recipe = plan.recipe_for(plan.cells[0], plan.seeds[0])
     task = get_task(recipe.task)
     data = task.load_data(recipe)
-    teacher, info = prepare_teacher(recipe, task.num_classes(data), reporter_factory or NoteReporter)
+    teacher, info = prepare_teacher(recipe, task.num_classes(data), reporter_factory or NoteReporter, plan.command)
     if not evaluate:
         return None
     cache = teacher_eval_cache(recipe, info["teacher"])
@@ -119,7 +120,7 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     if jobs <= 1:
         for cell, seed, recipe_yaml in payloads:
             summary = run_cell(recipe_yaml, threads, plan.cell_overrides(cell, seed), table.path.stem, cell.label,
-                               divergence_is_a_result=plan.divergence_is_a_result)
+                               divergence_is_a_result=plan.divergence_is_a_result, command=plan.command)
             table.record(cell, seed, summary)
     else:
         import multiprocessing
@@ -127,7 +128,8 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_die_with_parent) as pool:
             futures = {pool.submit(run_cell, recipe_yaml, threads, plan.cell_overrides(cell, seed),
-                                   table.path.stem, cell.label, divergence_is_a_result=plan.divergence_is_a_result):
+                                   table.path.stem, cell.label, divergence_is_a_result=plan.divergence_is_a_result,
+                                   command=plan.command):
                        (cell, seed)
                        for cell, seed, recipe_yaml in payloads}
             for future in as_completed(futures):

@@ -10,9 +10,7 @@ ablation skips finished cells and resumes interrupted ones (:mod:`kdlab.ablation
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 from kdlab.config.methods import SETTINGS, methods_for
 from kdlab.config.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
 from kdlab.errors import KdlabError
+from kdlab.report.commands import plan_fingerprint
 from kdlab.report.tables import TEACHER_CELL
 from kdlab.runtime.distributed import refuse_multiprocess
 
@@ -50,6 +49,9 @@ class AblationPlan:
     tuned_on: str | None = None
     # a tuning grid records a value whose loss diverges as a flagged row and goes on (kdlab.ablation.tuning)
     divergence_is_a_result: bool = False
+    # the ``kdlab ablate`` command line that runs this plan, as typed: every cell's run.json and every table row
+    # record it (not part of the fingerprint: the same cells under other --jobs or --threads are the same table)
+    command: str = ""
 
     @property
     def title(self) -> str:
@@ -66,9 +68,7 @@ class AblationPlan:
         """A hash of what the table's numbers depend on: the base recipe with the common overrides, every
         cell's overrides and the attacks (not the seeds: adding a seed extends the same table)."""
         base = apply_overrides(self.base_raw, self.common_overrides)
-        payload = json.dumps([base, [list(cell.overrides) for cell in self.cells], list(self.attacks)],
-                             sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+        return plan_fingerprint(base, [list(cell.overrides) for cell in self.cells], list(self.attacks))
 
     def table_path(self, out_dir: Path) -> Path:
         """``<title>.csv``, unless a table of that name holds another plan's cells (other values, another

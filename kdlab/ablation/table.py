@@ -3,11 +3,13 @@
 :class:`AblationTable` starts from the rows its own CSV holds (read back under the table's lock) and replaces
 each as its run is recorded again, so the table is always the same function of what has finished, whichever
 executor ran the cells (:mod:`kdlab.ablation.execute`, :mod:`kdlab.ablation.cluster`). A row carries the cell's
-metrics, how its checkpoint was chosen, its training cost and its run directory (:func:`_row`).
+metrics, how its checkpoint was chosen, its training cost, its run directory and the ``kdlab ablate`` command
+that wrote it with its ``--set`` values (``command``, ``overrides``: :func:`_row`).
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
         row[key] = summary.get(key)
     row["run_dir"] = summary.get("run_dir")
+    # what wrote this row: the ablate command as typed (every flag) and its --set overrides, shell-quoted
+    row["command"] = plan.command
+    row["overrides"] = shlex.join(plan.common_overrides)
     return row
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from kdlab.cli import ablation_flags
-from kdlab.cli.command import friendly
+from kdlab.cli.command import friendly, typed_command
 from kdlab.cli.options import SET_HELP
 from kdlab.config.names import EXECUTORS, SLURM_SETTINGS
 
@@ -74,4 +74,4 @@ def ablate(
     check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
     run_ablation_command(plan, out, jobs=jobs, threads=threads, tune=tune, tune_seed=tune_seed,
                          tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from, attacks=attack,
-                         cluster=cluster)
+                         cluster=cluster, command=typed_command())

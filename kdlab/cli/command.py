@@ -3,9 +3,11 @@ stderr (exit code 2) and what Ctrl-C leaves behind."""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import re
+import shlex
 from collections.abc import Callable
 
 import typer
@@ -76,6 +78,27 @@ class KdlabCommand(TyperCommand):
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         return [piece.replace("{", "").replace("}", "") for piece in super().collect_usage_pieces(ctx)]
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        """Remember the command line as typed (before parsing consumes it): :func:`typed_command`."""
+        names = []
+        context = parent
+        while context is not None and context.parent is not None:  # a group's name (recipes), not the program's
+            names.insert(0, context.info_name)
+            context = context.parent
+        typed = shlex.join(["kdlab", *names, info_name or "", *args])
+        _TYPED.set(typed)
+        return super().make_context(info_name, list(args), parent=parent, **extra)
+
+
+_TYPED: contextvars.ContextVar[str] = contextvars.ContextVar("kdlab_typed_command", default="")
+
+
+def typed_command() -> str:
+    """The running command's line as typed, shell-quoted (``shlex.join``), the program named ``kdlab`` however it
+    was started (the console script, ``python -m kdlab``, under torchrun: its kdlab part); recorded with every run
+    (run.json ``command``) and ablation row."""
+    return _TYPED.get()
 
 
 class KdlabGroup(TyperGroup):

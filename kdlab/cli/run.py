@@ -3,12 +3,11 @@ reused), and its results table."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
-from kdlab.cli.command import friendly
+from kdlab.cli.command import friendly, typed_command
 from kdlab.cli.options import FORCE, OVERRIDES, RESUME, THREADS, set_threads
 
 
@@ -29,7 +28,7 @@ def _run(recipe_path: Path, overrides: list[str], resume: bool, force: bool, exp
 
     set_threads(threads)
     outcome = run_command(recipe_path, overrides, resume=resume, force=force, expect_distill=expect_distill,
-                          reporter_factory=RichReporter, command=" ".join(sys.argv))
+                          reporter_factory=RichReporter, command=typed_command())
     if outcome is not None:  # None on the other processes of a torchrun group: rank 0 prints
         _print_run(outcome, "student" if expect_distill else "model")
 

@@ -3,8 +3,8 @@
 For each ablation CSV (one given, or every ``ablations/*.csv`` of a results folder) the page shows what
 ``kdlab table`` shows, made by the same code: the Markdown table of :func:`kdlab.report.tables.render` (mean ± std
 over seeds and the paired 95 % confidence intervals of :mod:`kdlab.report.stats` against the default baseline) and its
-plot, then the commands that regenerate it (derived from the rows: ``ablation``, ``kind``, ``setting``,
-``seed``; the recipe file is the one under ``recipes/`` whose ``name`` is the ablation), the recipes (each run
+plot, then the commands that regenerate it (the ``kdlab ablate`` commands its rows record; for older tables,
+labelled, the README's or one derived from the rows, or "not recorded": :mod:`kdlab.report.commands`), the recipes (each run
 directory's ``recipe.yaml`` when it is there, else that recipe file) and the provenance of every run (commit,
 versions, seed, finish time) from the run's ``summary.json``, else from the ``runs.csv`` row with its
 ``run_dir``. The page opens from disk with no server and fetches nothing.
@@ -15,16 +15,15 @@ from __future__ import annotations
 import base64
 import html
 import re
-import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from kdlab.errors import KdlabError
-from kdlab.report.tables import TEACHER_CELL, csv_kind, render
+from kdlab.report.commands import Regenerate, recipe_file, regenerate_commands
+from kdlab.report.tables import csv_kind, render
 from kdlab.results import read_json, read_table
 
 CSS = """
@@ -68,102 +67,6 @@ def _is_ablation(path: Path) -> bool:
         return csv_kind(path) == "ablation"
     except KdlabError:
         return False
-
-
-def recipe_file(ablation: str, results: Path) -> Path | None:
-    """The recipe under ``recipes/`` (beside the results folder, or in the current one) named ``ablation``."""
-    for folder in (results.absolute().parent / "recipes", Path.cwd() / "recipes"):
-        for candidate in sorted(folder.glob("*.yaml")):
-            try:
-                name = (yaml.safe_load(candidate.read_text()) or {}).get("name")
-            except (yaml.YAMLError, AttributeError):
-                continue
-            if name == ablation or candidate.stem == ablation:
-                return candidate
-    return None
-
-
-# --------------------------------------------------------------------------- commands
-def _settings(frame: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Per student cell (in order): its ``KEY=VALUE`` overrides."""
-    students = frame[frame["cell"].astype(str) != TEACHER_CELL].drop_duplicates("cell")
-    pairs = []
-    for _, row in students.iterrows():
-        setting = "" if pd.isna(row.get("setting")) else str(row.get("setting", ""))
-        items = [part.partition("=") for part in setting.split()]
-        pairs.append((str(row["cell"]), [(key, value) for key, _, value in items]))
-    return pairs
-
-
-def ablation_command(frame: pd.DataFrame, recipe: str) -> str:
-    """The ``kdlab ablate`` command that writes this table, derived from its rows."""
-    kind = str(frame["kind"].iloc[0])
-    seeds = sorted({int(seed) for seed in frame.loc[frame["cell"].astype(str) != TEACHER_CELL, "seed"]})
-    cells = _settings(frame)
-    if kind == "components":
-        flags = "--components"
-    elif kind == "blocks":
-        blocks = sorted({int(b) for _, items in cells for key, value in items if key == "method.acm.blocks"
-                         for b in re.findall(r"\d+", value)})
-        flags = "--blocks " + ",".join(map(str, blocks))
-    elif kind == "methods":
-        flags = "--methods " + ",".join(cell for cell, _ in cells)
-    else:
-        axes: dict[str, list[str]] = {}
-        for _, items in cells:
-            for key, value in items:
-                axes.setdefault(key, [])
-                if value not in axes[key]:
-                    axes[key].append(value)
-        flags = " ".join(f"--grid {key}={','.join(values)}" for key, values in axes.items())
-    attacks = [column.removesuffix("_acc") for column in frame.columns
-               if column.endswith("_acc") and column not in ("clean_acc", "pgd_acc")
-               and not column.startswith(("val_", "teacher_"))]
-    attack_flags = "".join(f" --attack {name}" for name in ["pgd", *attacks] if name != "pgd" or attacks)
-    return f"kdlab ablate {recipe} {flags} --seeds {','.join(map(str, seeds))}{attack_flags}"
-
-
-def _table_title(tokens: list[str], root: Path) -> str | None:
-    """The table a ``kdlab ablate`` command line writes (:attr:`kdlab.ablation.grid.AblationPlan.title`), or None."""
-    if len(tokens) < 3:
-        return None
-    flags = {token: tokens[i + 1] if i + 1 < len(tokens) else "" for i, token in enumerate(tokens)}
-    name = flags.get("--name")
-    if name is None:
-        try:
-            name = (yaml.safe_load((root / tokens[2]).read_text()) or {}).get("name")
-        except (OSError, yaml.YAMLError, AttributeError):
-            return None
-    keys = [tokens[i + 1].partition("=")[0] for i, token in enumerate(tokens[:-1]) if token == "--grid"]
-    if keys:
-        return f"{name}-grid-" + "-".join(keys)
-    kinds = {"--components": "components", "--methods": "methods", "--blocks": "blocks"}
-    kind = next((kinds[token] for token in tokens if token in kinds), None)
-    if kind == "blocks" and "--per-block-weight" in tokens:
-        kind = "blocks-per-block-weight"
-    return f"{name}-{kind}" if kind else None
-
-
-def readme_command(table: str, seeds: list[int], results: Path) -> str | None:
-    """The ``kdlab ablate`` command of the README beside the results folder that writes ``table`` (a table
-    name without ``-vN``), preferring one with the table's seeds; None when the README has none."""
-    readme = results.absolute().parent / "README.md"
-    if not readme.is_file():
-        return None
-    text = re.sub(r"\\\n\s*", " ", readme.read_text())  # continuation lines joined
-    found = []
-    for match in re.findall(r"kdlab ablate [^`\n#]*", text):
-        line = " ".join(match.split())
-        if "[" in line.replace("=[", "") or "RECIPE" in line or "..." in line:
-            continue  # a usage pattern, not a command
-        try:
-            tokens = shlex.split(line)
-        except ValueError:
-            continue
-        if _table_title(tokens, results.absolute().parent) == table:
-            given = tokens[tokens.index("--seeds") + 1] if "--seeds" in tokens[:-1] else "0"
-            found.append((given == ",".join(map(str, seeds)), line))
-    return max(found, key=lambda item: item[0])[1] if found else None
 
 
 # --------------------------------------------------------------------------- provenance
@@ -230,18 +133,12 @@ def _section(csv_path: Path, results: Path, runs: pd.DataFrame | None) -> str:
         table_html, image = markdown_html(markdown.read_text()), _png(plot)
     ablation = str(frame["ablation"].iloc[0])
     recipe = recipe_file(ablation, results)
-    recipe_shown = f"recipes/{recipe.name}" if recipe is not None else f"RECIPE (name: {ablation})"
-    stem = re.sub(r"-v\d+$", "", csv_path.stem)
-    seeds = sorted({int(seed) for seed in frame.loc[frame["cell"].astype(str) != TEACHER_CELL, "seed"]})
-    documented = readme_command(stem, seeds, results)
-    commands = [documented or ablation_command(frame, recipe_shown), f"kdlab table {csv_path.as_posix()}",
-                f"kdlab report {csv_path.as_posix()}"]
-    how = "the README's" if documented else "derived from the table's rows (kind, settings, seeds)"
+    recipe_shown = f"recipes/{recipe.name}" if recipe is not None else ""
     parts = [f'<h2 id="{_e(csv_path.stem)}">{_e(csv_path.stem)}</h2>', table_html,
-             f'<img alt="{_e(csv_path.stem)} plot" src="{image}">',
-             "<h3>Commands that regenerate it</h3>", "<pre>" + _e("\n".join(commands)) + "</pre>",
-             (f'<p class="note">The ablate command is {how}: it reuses every finished run and trains the missing '
-              "ones.</p>"), "<h3>Recipes</h3>"]
+             f'<img alt="{_e(csv_path.stem)} plot" src="{image}">', "<h3>Commands that regenerate it</h3>",
+             *[_commands_html(found, len(frame)) for found in regenerate_commands(frame, csv_path, results)],
+             "<pre>" + _e(f"kdlab table {csv_path.as_posix()}\nkdlab report {csv_path.as_posix()}") + "</pre>",
+             "<h3>Recipes</h3>"]
     shown = 0
     for run_dir in dict.fromkeys(frame["run_dir"].dropna().astype(str)):
         saved = Path(run_dir) / "recipe.yaml"
@@ -267,6 +164,20 @@ def _section(csv_path: Path, results: Path, runs: pd.DataFrame | None) -> str:
     parts.append('<div class="wide"><table class="prov"><thead><tr>' + "".join(f"<th>{h}</th>" for h in header)
                  + f"</tr></thead><tbody>{body}</tbody></table></div>")
     return "\n".join(parts)
+
+
+def _commands_html(found: Regenerate, total: int) -> str:
+    """One kind of regenerating command (recorded, the README's, derived, not recorded): its label and commands,
+    each with the number of rows it wrote when the table's rows came from several."""
+    label = {"recorded": "Recorded", "README.md": "From README.md", "derived": "Derived",
+             "not recorded": "Not recorded"}[found.source]
+    lines = []
+    for command, rows in found.commands:
+        if len(found.commands) > 1 or rows != total:
+            lines.append(f"# {rows} of the {total} rows")
+        lines.append(command)
+    text = f'<p class="note"><b>{label}</b>: {_e(found.note)}.</p>'
+    return text + ("<pre>" + _e("\n".join(lines)) + "</pre>" if lines else "")
 
 
 def build_report(path: Path, out: Path | None = None) -> Path:

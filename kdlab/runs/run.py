@@ -53,8 +53,10 @@ class RunOutcome:
 
 
 # --------------------------------------------------------------------------- teachers
-def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: ReporterFactory | None) -> tuple[nn.Module, dict]:
-    """Load the teacher named by checkpoint, or train/reuse it from its recipe (the teacher cache)."""
+def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: ReporterFactory | None,
+                    command: str = "") -> tuple[nn.Module, dict]:
+    """Load the teacher named by checkpoint, or train/reuse it from its recipe (the teacher cache); a teacher
+    trained here records ``command`` (the student's command, which made it) in its run.json and row."""
     spec = recipe.teacher
     assert spec is not None
     if spec.checkpoint is not None:
@@ -73,7 +75,7 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
     teacher_recipe = load_recipe(spec.recipe)
     if teacher_recipe.is_distillation:
         raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; name a training recipe (model:)")
-    outcome = run_recipe(teacher_recipe, resume=True, reporter_factory=reporter_factory)
+    outcome = run_recipe(teacher_recipe, resume=True, reporter_factory=reporter_factory, command=command)
     if outcome.summary.get("flag") and distributed.is_main():  # collapsed or weak: say so before any student trains
         from kdlab.runs.console import console
 
@@ -212,7 +214,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
     """Train (or reuse, or resume) the run this recipe describes; evaluate it; record it.
 
     ``overrides`` are the ``--set`` values the recipe was resolved with; the summary and the table row record
-    them beside the run key, so two rows of one recipe name are told apart. The table keeps one row per run
+    them beside the run key, so two rows of one recipe name are told apart. ``command`` is the command line that
+    started the run, as typed (:func:`kdlab.cli.command.typed_command`; an ablation cell's: the ``kdlab ablate``
+    command); run.json, the summary and the table row record it. The table keeps one row per run
     directory: a forced or resumed run that finishes replaces its directory's earlier row. ``group`` and
     ``cell`` (an ablation's table and cell label) group the run in the recipe's ``output.trackers``.
     """
@@ -221,7 +225,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
     check_data_sizes(recipe, data)  # before a teacher is trained or a run directory is made
     teacher, teacher_info = None, {}
     if recipe.is_distillation:
-        teacher, teacher_info = prepare_teacher(recipe, task.num_classes(data), reporter_factory)
+        teacher, teacher_info = prepare_teacher(recipe, task.num_classes(data), reporter_factory, command)
     recipe = canonical_blocks(recipe, task.num_classes(data), teacher)
 
     run_dir = run_directory(recipe, teacher_info.get("teacher_identity", ""))
@@ -276,6 +280,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             "key": run_dir.name,
             "run_key": run_dir.name.rsplit("-", 1)[-1],
             "overrides": " ".join(overrides),
+            "command": command,
             "run_dir": str(run_dir),
             "arch": spec.arch,
             "options": options,

@@ -2,6 +2,8 @@
 processes), against the local pool's table; a pre-empted cell requeued and resumed; the Slurm settings as sbatch
 receives them."""
 
+import json
+
 import pandas as pd
 import pytest
 import submitit
@@ -16,8 +18,8 @@ from kdlab.errors import KdlabError
 DATA = {"dataset": "embedded", "subset": 128, "test_subset": 40, "batch_size": 32}
 EVAL = {"n": 30, "steps": 2}
 # what differs between two runs of the same cells: timing, where they live, the plan's fingerprint (it hashes the
-# recipe, whose output.dir differs)
-VOLATILE = ["plan", "wall_seconds", "train_seconds", "images_per_s", "run_dir"]
+# recipe, whose output.dir differs), the command that wrote the row (another recipe path, --executor)
+VOLATILE = ["plan", "wall_seconds", "train_seconds", "images_per_s", "run_dir", "command"]
 
 
 def write_recipes(folder, epochs):
@@ -79,6 +81,12 @@ def test_cells_as_submitit_jobs_give_the_local_pools_table(tmp_path):
     same_runs(tmp_path / "local" / "runs", tmp_path / "jobs" / "runs")  # the teacher and both cells
     logs = list((tmp_path / "jobs" / "runs" / "submitit" / "s-grid-train.lr").glob("*/*_log.out"))
     assert len(logs) == 3  # one job for the teacher, one per cell, logged beside the runs
+    # every job's run (the teacher's too) and every row records the ablate command that submitted it
+    command = (f"kdlab ablate {jobs_recipe} --grid train.lr=0.05,0.1 --out {tmp_path / 'jobs' / 'tables'} "
+               "--threads 1 --executor submitit-local")
+    records = [json.loads(path.read_text()) for path in (tmp_path / "jobs" / "runs").glob("*/run.json")]
+    assert len(records) == 3 and all(record["command"] == command for record in records)
+    assert pd.read_csv(tmp_path / "jobs" / "tables" / table)["command"].tolist() == [command, command]
     # the same command again: every run is finished, nothing is submitted, the table is rebuilt the same
     before = (tmp_path / "jobs" / "tables" / table).read_text()
     again = ablate(jobs_recipe, tmp_path / "jobs" / "tables", "--executor", "submitit-local")

@@ -10,8 +10,10 @@ marked ``browser``, so ``pytest -m "not browser"`` leaves it out.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -61,7 +63,9 @@ def test_page_holds_tables_paired_intervals_commands_recipes_and_provenance(tmp_
     assert "11.00 ± 1.41" in page and "14.00 ± 2.83" in page  # AP mean ± sample std
     assert "31.00 ± 1.41" in page  # AP50
     assert "+3.00 [-9.71, +15.71] not separated" in page
-    assert "kdlab ablate recipes/demo.yaml --grid method.feature.kind=none,ssim --seeds 0,1" in page
+    # a table from before the command column: derived, with --name, and labelled as not checked
+    assert "kdlab ablate recipes/demo.yaml --name demo --grid method.feature.kind=none,ssim --seeds 0,1" in page
+    assert "<b>Derived</b>: not recorded in the table" in page and "not checked" in page
     assert "kdlab table " in page and "data:image/png;base64," in page
     assert "name: demo-kind_none-s0" in page  # the run directory's recipe.yaml
     assert "abc1234" in page and "python 3.11.2" in page and "summary.json" in page  # from summary.json
@@ -78,10 +82,96 @@ def test_readme_command_is_preferred_and_a_folder_gives_every_table(tmp_path):
     page = build_report(results).read_text()
     assert (results / "report.html").is_file()
     assert "kdlab ablate recipes/demo.yaml --grid method.feature.weight=0,1 --seeds 0,1 --jobs 2" in page
-    assert "kdlab ablate recipes/demo.yaml --grid method.feature.kind=none,ssim --seeds 0,1" in page  # derived
+    assert "<b>From README.md</b>" in page
+    assert "kdlab ablate recipes/demo.yaml --name demo --grid method.feature.kind=none,ssim --seeds 0,1" in page
     assert page.count("<h2 ") == 2
     # no run directory: the recipe file the ablation names
     assert "# the demo recipe" in page
+
+
+def commands_shown(page: str) -> dict[str, list[str]]:
+    """Per label (Recorded, From README.md, Derived, Not recorded): the command lines shown under it."""
+    shown = {}
+    for label, block in re.findall(r"<b>([^<]+)</b>: [^<]*</p>(?:<pre>([^<]*)</pre>)?", page):
+        shown[label] = html.unescape(block).splitlines()
+    return shown
+
+
+def rows_of(cells: dict[str, str], seeds=(0,), **columns) -> list[dict]:
+    return [{"ablation": "demo", "kind": "grid", "cell": cell, "setting": setting, "seed": seed, "pgd_acc": 10.0 + seed,
+             "clean_acc": 50.0, "run_dir": "", **columns} for cell, setting in cells.items() for seed in seeds]
+
+
+def test_rows_that_record_their_command_show_each_command_with_its_row_count(tmp_path):
+    results = results_folder(tmp_path)
+    first = "kdlab ablate recipes/demo.yaml --grid 'method.feature.kind=none,ssim' --set train.epochs=1 --jobs 2"
+    second = "kdlab ablate recipes/demo.yaml --grid method.feature.kind=none --seeds 5 --set train.epochs=1"
+    rows = (rows_of({"kind=none": "method.feature.kind=none", "kind=ssim": "method.feature.kind=ssim"},
+                    command=first, overrides="train.epochs=1")
+            + rows_of({"kind=none": "method.feature.kind=none"}, seeds=(5,), command=second))
+    csv = results / "ablations" / "demo-grid-method.feature.kind.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    (tmp_path / "README.md").write_text("kdlab ablate recipes/demo.yaml --grid method.feature.kind=a,b --seeds 0,5\n")
+    shown = commands_shown(build_report(csv).read_text())
+    assert shown == {"Recorded": ["# 2 of the 3 rows", first, "# 1 of the 3 rows", second]}  # no README, no derived
+
+
+def test_old_rows_beside_recorded_ones_get_their_own_labelled_fallback(tmp_path):
+    results = results_folder(tmp_path)
+    recorded = "kdlab ablate recipes/demo.yaml --grid method.feature.kind=none --seeds 1"
+    rows = (rows_of({"kind=none": "method.feature.kind=none"})
+            + rows_of({"kind=none": "method.feature.kind=none"}, seeds=(1,), command=recorded))
+    csv = results / "ablations" / "demo-grid-method.feature.kind.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    shown = commands_shown(build_report(csv).read_text())
+    assert shown == {"Recorded": ["# 1 of the 2 rows", recorded],
+                     "Derived": ["# 1 of the 2 rows",
+                                 "kdlab ablate recipes/demo.yaml --name demo --grid method.feature.kind=none --seeds 0"]}
+
+
+@pytest.mark.parametrize("cells, expected", [
+    # a product of two keys in order: one command with one --grid per key
+    ({"a=1,b=x": "method.a=1 method.b=x", "a=1,b=y": "method.a=1 method.b=y", "a=2,b=x": "method.a=2 method.b=x",
+      "a=2,b=y": "method.a=2 method.b=y"}, ["--grid method.a=1,2 --grid method.b=x,y"]),
+    # two cells that are not a product (a --grid of both would make 4): one command per cell
+    ({"a=1,b=x": "method.a=1 method.b=x", "a=2,b=y": "method.a=2 method.b=y"},
+     ["--grid method.a=1 --grid method.b=x", "--grid method.a=2 --grid method.b=y"]),
+])
+def test_a_derived_grid_command_makes_exactly_the_tables_cells(tmp_path, cells, expected):
+    results = results_folder(tmp_path)
+    csv = results / "ablations" / "demo-grid-method.a-method.b.csv"
+    pd.DataFrame(rows_of(cells)).to_csv(csv, index=False)
+    shown = [line for line in commands_shown(build_report(csv).read_text())["Derived"] if not line.startswith("#")]
+    assert shown == [f"kdlab ablate recipes/demo.yaml --name demo {flags} --seeds 0" for flags in expected]
+
+
+def test_a_derived_blocks_command_names_the_blocks_of_the_cells_and_the_table(tmp_path):
+    results = results_folder(tmp_path)
+    setting = "method.acm.blocks=[{}] method.acm.block_weights={}"
+    cells = {"block2": setting.format("2", "[2.0]"), "block3": setting.format("3", "[2.0]"),
+             "block2+3": setting.format("2, 3", "null")}
+    rows = [{**row, "kind": "blocks", "ablation": "myqs"} for row in rows_of(cells, seeds=(0, 1))]
+    (tmp_path / "recipes" / "qs.yaml").write_text("name: myqs\n")
+    csv = results / "ablations" / "myqs-blocks.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    shown = commands_shown(build_report(csv).read_text())
+    assert shown["Derived"] == ["kdlab ablate recipes/qs.yaml --name myqs --blocks 2,3 --seeds 0,1"]
+
+
+def test_a_table_no_command_can_be_derived_for_says_not_recorded(tmp_path):
+    results = results_folder(tmp_path)
+    cells = {"kind=none": "method.feature.kind=none", "kind=ssim": "method.feature.kind=ssim"}
+    csv = results / "ablations" / "other-grid-method.feature.kind.csv"
+    pd.DataFrame([{**row, "ablation": "other"} for row in rows_of(cells)]).to_csv(csv, index=False)
+    page = build_report(csv).read_text()
+    assert commands_shown(page) == {"Not recorded": []} and "no recipe named other under recipes/" in page
+    assert "RECIPE" not in page and "kdlab ablate" not in page
+
+    # a plan hash the recipe without --set does not give: written with a --set that is not recorded
+    csv = results / "ablations" / "demo-grid-method.feature.kind.csv"
+    pd.DataFrame(rows_of(cells, plan="0123456789")).to_csv(csv, index=False)
+    page = build_report(csv).read_text()
+    assert commands_shown(page) == {"Not recorded": []} and "does not give the rows&#x27; plan hash" in page
 
 
 def test_report_of_a_table_that_is_not_an_ablation_is_one_line(tmp_path):

@@ -31,7 +31,7 @@ def grid_plan(recipe, grid, overrides=()):
 @pytest.fixture()
 def fake_cells(monkeypatch):
     """Cells 'run' instantly: a cell's PGD accuracy is read off its overrides, so tables can be told apart."""
-    def run_cell(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False):
+    def run_cell(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False, command=""):
         recipe = yaml.safe_load(recipe_yaml)
         method = recipe["method"]
         pgd = 10 * method.get("kd", {}).get("weight", 1.0) + method.get("acm", {}).get("weight", 10.0)
@@ -74,7 +74,7 @@ def test_an_interrupted_rerun_keeps_the_rows_it_has_not_recorded_again(distill_r
     table = run_ablation(plan, out)
     assert pd.read_csv(table)["pgd_acc"].tolist() == [15.0, 30.0]
 
-    def rerun(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False):
+    def rerun(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False, command=""):
         if cell == "weight=2":  # stopped before its run is recorded again
             raise KeyboardInterrupt
         return {"clean_acc": 50.0, "pgd_acc": 16.0, "wall_seconds": 1.0, "run_dir": "again"}
@@ -192,6 +192,40 @@ def test_a_run_records_its_torch_thread_count(tmp_path):
     assert outcome.summary["torch_threads"] == 1
     assert json.loads((outcome.run_dir / "run.json").read_text())["torch_threads"] == 1
     assert pd.read_csv(tmp_path / "runs.csv")["torch_threads"].tolist() == [1]
+
+
+def test_a_distill_run_records_the_command_as_typed_and_its_overrides(tmp_path):
+    """run.json, summary.json and the runs.csv row hold the command line as typed (shell-quoted, the program named
+    kdlab) and the --set list; before, run.json held the Python process's argv joined by spaces."""
+    import json
+    import shlex
+
+    import torch
+
+    from tests.helpers.failfast import invoke
+
+    recipe = tmp_path / "d.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "d", "data": {"dataset": "embedded", "subset": 64, "test_subset": 20, "batch_size": 32},
+        "student": {"arch": "resnet_small", "width": 4},
+        "teacher": {"checkpoint": str(kdlab_checkpoint(tmp_path / "t.pt"))},
+        "train": {"epochs": 1}, "eval": {"n": 10, "steps": 1},
+        "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
+    typed = ["distill", str(recipe), "--set", "train.lr=0.05", "--set", "method.acm.blocks=[2, 3]", "--threads", "1"]
+    before = torch.get_num_threads()
+    try:
+        result = invoke(*typed)
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    command = f"kdlab distill {recipe} --set train.lr=0.05 --set 'method.acm.blocks=[2, 3]' --threads 1"
+    assert command == "kdlab " + shlex.join(typed)
+    [run_dir] = [path for path in (tmp_path / "runs").iterdir() if path.is_dir()]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["command"] == command
+    assert record["overrides"] == ["train.lr=0.05", "method.acm.blocks=[2, 3]"]
+    assert json.loads((run_dir / "summary.json").read_text())["command"] == command
+    assert pd.read_csv(tmp_path / "runs.csv")["command"].tolist() == [command]
 
 
 def _run_under_name(tmp_path, name, delay, results):
