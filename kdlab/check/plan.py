@@ -104,25 +104,57 @@ def read_recipe(path: str | Path, overrides: list[str]) -> tuple[Any, list[str]]
 
 
 def writable_problems(path: str, key: str, folder: bool) -> list[str]:
-    """Whether ``path`` (a folder, or a file when not ``folder``) can be created and written, creating nothing."""
+    """Whether ``path`` (a folder, or a file when not ``folder``) can really be created and written: the folders
+    that are missing are created and a temporary file is written where kdlab will write, then everything this
+    check created is removed again (permission bits alone say nothing for root, or on /proc, or a read-only mount).
+    One line per problem: a folder/file mix-up says so; anything else says the path cannot be written, why,
+    and what to do."""
     target = Path(path).absolute()
+    what = "a folder" if folder else "a file"
     if target.exists() and target.is_dir() != folder:
         kind = "a file" if folder else "a folder"
-        return [f"{key}: '{path}' is {kind}, not {'a folder' if folder else 'a file'}: set {key} elsewhere"]
-    if target.exists():
-        if not os.access(target, os.W_OK | (os.X_OK if folder else 0)):
-            return [f"{key}: '{path}' is not writable: set {key} to a {'folder' if folder else 'file'} you can write"]
-        return []
-    ancestor = target.parent
+        return [f"{key}: '{path}' is {kind}, not {what}: set {key} to {what} path"]
+    home = target if folder else target.parent  # the folder kdlab creates and writes files in
+    ancestor = home
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        return [(f"{key}: '{path}' cannot be created because '{ancestor}' is a file: set {key} to a folder you can "
-                "write")]
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return [(f"{key}: '{path}' is not writable ('{ancestor}' does not allow writing): set {key} to a folder "
-                "you can write")]
-    return []
+        return [(f"{key}: '{path}' cannot be created because '{ancestor}' is a file, not a folder: set {key} "
+                 "to a path under a folder")]
+    existing = target if not folder and target.exists() else None
+    error = _try_writing(home, existing)
+    if error is None:
+        return []
+    return [(f"{key}: '{path}' is not writable ({error}): set {key} to {what} path you can write, or make "
+             f"'{existing or ancestor}' writable")]
+
+
+def _try_writing(folder: Path, existing_file: Path | None) -> str | None:
+    """Create ``folder`` (and missing parents), write and delete a temporary file in it, open ``existing_file``
+    for appending (without writing), and remove the folders this created; the OS's reason on failure."""
+    import tempfile
+
+    created: list[Path] = []
+    try:
+        missing = [folder, *folder.parents]
+        for parent in reversed(missing[: next(i for i, p in enumerate(missing) if p.exists())]):
+            parent.mkdir()
+            created.append(parent)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".kdlab-write-check-")
+        os.close(handle)
+        os.unlink(name)
+        if existing_file is not None:
+            with open(existing_file, "a"):
+                pass
+    except OSError as error:
+        return error.strerror or str(error)
+    finally:
+        for made in reversed(created):
+            try:
+                made.rmdir()
+            except OSError:
+                pass
+    return None
 
 
 # --------------------------------------------------------------------------- the checker
@@ -268,6 +300,11 @@ class _Checker:
                                     f" has {facts.classes}: drop {name} (pgd, cw, apgd-ce and square work)")
         problems += writable_problems(recipe.output.dir, "output.dir", folder=True)
         problems += writable_problems(recipe.output.table, "output.table", folder=False)
+        if "mlflow" in recipe.output.trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
+            # kdlab.runs.trackers: mlflow.db and mlartifacts/ in the folder above output.dir
+            results = Path(recipe.output.dir).parent
+            problems += [f"output.trackers (mlflow): {problem.split(': ', 1)[1]}" for problem in
+                         writable_problems(str(results / "mlartifacts"), "results", folder=True)]
         problems += tracker_problems(recipe.output.trackers)  # a tracker that is not installed, before any work
         return problems
 
