@@ -28,7 +28,13 @@ def run_command(recipe_path: Path, overrides: list[str], *, resume: bool, force:
         def checked():
             path = resolve_recipe(recipe_path)  # a bare name: the shipped recipe
             # The whole plan (recipe, teacher, models, data sizes, paths, processes) before any data or training.
-            return check_recipe_plan(path, overrides, expect_distill=expect_distill, resume=resume, force=force).recipe
+            plan = check_recipe_plan(path, overrides, expect_distill=expect_distill, resume=resume, force=force)
+            if main and plan.notes:  # what --set changed beyond its keys (a changed method's dropped settings)
+                from kdlab.runs.console import console
+
+                for note in plan.notes:
+                    console.print(note, highlight=False, soft_wrap=True)
+            return plan.recipe
 
         recipe = distributed.agree(checked)
         outcome = run_recipe(recipe, resume=resume, force=force, reporter_factory=reporter_factory if main else None,

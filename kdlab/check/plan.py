@@ -62,6 +62,7 @@ class Plan:
     seeds: int = 0
     problems: list[str] = field(default_factory=list)
     recipe: Any = None  # the checked recipe (train/distill); an ablation's first cell
+    notes: list[str] = field(default_factory=list)  # what --set changed beyond its keys (a dropped method setting)
 
     @property
     def to_train(self) -> list[PlannedRun]:
@@ -83,15 +84,16 @@ def validate_all(raw: Any, source: str) -> tuple[Any, list[str]]:
         return None, [f"{source}: {_describe(item, _method_name(raw))}" for item in error.errors()]
 
 
-def read_recipe(path: str | Path, overrides: list[str]) -> tuple[Any, list[str]]:
-    """:func:`kdlab.config.recipe.load_recipe`, reporting every problem instead of the first."""
+def read_recipe(path: str | Path, overrides: list[str], notes: list[str] | None = None) -> tuple[Any, list[str]]:
+    """:func:`kdlab.config.recipe.load_recipe`, reporting every problem instead of the first; ``notes`` receives
+    what the overrides changed beyond their keys (:func:`kdlab.config.recipe.apply_overrides`)."""
     from kdlab.config.paths import check_paths, resolve_paths
     from kdlab.config.recipe import apply_overrides, read_recipe_file
 
     try:
         raw = read_recipe_file(path)
         if isinstance(raw, dict):
-            raw = resolve_paths(apply_overrides(raw, overrides), Path.cwd())
+            raw = resolve_paths(apply_overrides(raw, overrides, notes), Path.cwd())
     except KdlabError as error:
         return None, [str(error)]
     recipe, problems = validate_all(raw, str(path))
@@ -367,7 +369,8 @@ def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill:
                       resume: bool = False, force: bool = False, timing: bool = False) -> Plan:
     """Check a train/distill recipe and its teacher; raise :class:`PlanError` listing every problem."""
     checker = _Checker(timing=timing, resume=resume, force=force)
-    recipe, problems = read_recipe(path, overrides)
+    notes: list[str] = []
+    recipe, problems = read_recipe(path, overrides, notes)
     checker.add("", problems)
     if recipe is not None:
         if expect_distill is not None and recipe.is_distillation != expect_distill:
@@ -376,7 +379,7 @@ def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill:
         checker.check(recipe, str(path), "student" if recipe.is_distillation else "model")
     if checker.problems:
         raise PlanError(checker.problems)
-    plan = Plan(title=recipe.name, runs=list(checker.runs.values()), cells=1, seeds=1, recipe=recipe)
+    plan = Plan(title=recipe.name, runs=list(checker.runs.values()), cells=1, seeds=1, recipe=recipe, notes=notes)
     return plan
 
 
