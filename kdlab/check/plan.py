@@ -62,6 +62,7 @@ class Plan:
     seeds: int = 0
     problems: list[str] = field(default_factory=list)
     recipe: Any = None  # the checked recipe (train/distill); an ablation's first cell
+    notes: list[str] = field(default_factory=list)  # what --set changed beyond its keys (a dropped method setting)
 
     @property
     def to_train(self) -> list[PlannedRun]:
@@ -83,15 +84,16 @@ def validate_all(raw: Any, source: str) -> tuple[Any, list[str]]:
         return None, [f"{source}: {_describe(item, _method_name(raw))}" for item in error.errors()]
 
 
-def read_recipe(path: str | Path, overrides: list[str]) -> tuple[Any, list[str]]:
-    """:func:`kdlab.config.recipe.load_recipe`, reporting every problem instead of the first."""
+def read_recipe(path: str | Path, overrides: list[str], notes: list[str] | None = None) -> tuple[Any, list[str]]:
+    """:func:`kdlab.config.recipe.load_recipe`, reporting every problem instead of the first; ``notes`` receives
+    what the overrides changed beyond their keys (:func:`kdlab.config.recipe.apply_overrides`)."""
     from kdlab.config.paths import check_paths, resolve_paths
     from kdlab.config.recipe import apply_overrides, read_recipe_file
 
     try:
         raw = read_recipe_file(path)
         if isinstance(raw, dict):
-            raw = resolve_paths(apply_overrides(raw, overrides), Path.cwd())
+            raw = resolve_paths(apply_overrides(raw, overrides, notes), Path.cwd())
     except KdlabError as error:
         return None, [str(error)]
     recipe, problems = validate_all(raw, str(path))
@@ -104,25 +106,57 @@ def read_recipe(path: str | Path, overrides: list[str]) -> tuple[Any, list[str]]
 
 
 def writable_problems(path: str, key: str, folder: bool) -> list[str]:
-    """Whether ``path`` (a folder, or a file when not ``folder``) can be created and written, creating nothing."""
+    """Whether ``path`` (a folder, or a file when not ``folder``) can really be created and written: the folders
+    that are missing are created and a temporary file is written where kdlab will write, then everything this
+    check created is removed again (permission bits alone say nothing for root, or on /proc, or a read-only mount).
+    One line per problem: a folder/file mix-up says so; anything else says the path cannot be written, why,
+    and what to do."""
     target = Path(path).absolute()
+    what = "a folder" if folder else "a file"
     if target.exists() and target.is_dir() != folder:
         kind = "a file" if folder else "a folder"
-        return [f"{key}: '{path}' is {kind}, not {'a folder' if folder else 'a file'}: set {key} elsewhere"]
-    if target.exists():
-        if not os.access(target, os.W_OK | (os.X_OK if folder else 0)):
-            return [f"{key}: '{path}' is not writable: set {key} to a {'folder' if folder else 'file'} you can write"]
-        return []
-    ancestor = target.parent
+        return [f"{key}: '{path}' is {kind}, not {what}: set {key} to {what} path"]
+    home = target if folder else target.parent  # the folder kdlab creates and writes files in
+    ancestor = home
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        return [(f"{key}: '{path}' cannot be created because '{ancestor}' is a file: set {key} to a folder you can "
-                "write")]
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        return [(f"{key}: '{path}' is not writable ('{ancestor}' does not allow writing): set {key} to a folder "
-                "you can write")]
-    return []
+        return [(f"{key}: '{path}' cannot be created because '{ancestor}' is a file, not a folder: set {key} "
+                 "to a path under a folder")]
+    existing = target if not folder and target.exists() else None
+    error = _try_writing(home, existing)
+    if error is None:
+        return []
+    return [(f"{key}: '{path}' is not writable ({error}): set {key} to {what} path you can write, or make "
+             f"'{existing or ancestor}' writable")]
+
+
+def _try_writing(folder: Path, existing_file: Path | None) -> str | None:
+    """Create ``folder`` (and missing parents), write and delete a temporary file in it, open ``existing_file``
+    for appending (without writing), and remove the folders this created; the OS's reason on failure."""
+    import tempfile
+
+    created: list[Path] = []
+    try:
+        missing = [folder, *folder.parents]
+        for parent in reversed(missing[: next(i for i, p in enumerate(missing) if p.exists())]):
+            parent.mkdir()
+            created.append(parent)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".kdlab-write-check-")
+        os.close(handle)
+        os.unlink(name)
+        if existing_file is not None:
+            with open(existing_file, "a"):
+                pass
+    except OSError as error:
+        return error.strerror or str(error)
+    finally:
+        for made in reversed(created):
+            try:
+                made.rmdir()
+            except OSError:
+                pass
+    return None
 
 
 # --------------------------------------------------------------------------- the checker
@@ -268,6 +302,11 @@ class _Checker:
                                     f" has {facts.classes}: drop {name} (pgd, cw, apgd-ce and square work)")
         problems += writable_problems(recipe.output.dir, "output.dir", folder=True)
         problems += writable_problems(recipe.output.table, "output.table", folder=False)
+        if "mlflow" in recipe.output.trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
+            # kdlab.runs.trackers: mlflow.db and mlartifacts/ in the folder above output.dir
+            results = Path(recipe.output.dir).parent
+            problems += [f"output.trackers (mlflow): {problem.split(': ', 1)[1]}" for problem in
+                         writable_problems(str(results / "mlartifacts"), "results", folder=True)]
         problems += tracker_problems(recipe.output.trackers)  # a tracker that is not installed, before any work
         return problems
 
@@ -330,7 +369,8 @@ def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill:
                       resume: bool = False, force: bool = False, timing: bool = False) -> Plan:
     """Check a train/distill recipe and its teacher; raise :class:`PlanError` listing every problem."""
     checker = _Checker(timing=timing, resume=resume, force=force)
-    recipe, problems = read_recipe(path, overrides)
+    notes: list[str] = []
+    recipe, problems = read_recipe(path, overrides, notes)
     checker.add("", problems)
     if recipe is not None:
         if expect_distill is not None and recipe.is_distillation != expect_distill:
@@ -339,7 +379,7 @@ def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill:
         checker.check(recipe, str(path), "student" if recipe.is_distillation else "model")
     if checker.problems:
         raise PlanError(checker.problems)
-    plan = Plan(title=recipe.name, runs=list(checker.runs.values()), cells=1, seeds=1, recipe=recipe)
+    plan = Plan(title=recipe.name, runs=list(checker.runs.values()), cells=1, seeds=1, recipe=recipe, notes=notes)
     return plan
 
 

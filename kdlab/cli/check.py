@@ -79,6 +79,8 @@ def check(
         from kdlab.config.shipped import resolve_recipe
 
         plan = check_recipe_plan(resolve_recipe(recipe), set_, resume=True, timing=timing)
+    for note in plan.notes:  # what --set changed beyond its keys (a changed method's dropped settings)
+        console.print(escape(note), highlight=False, soft_wrap=True)
     console.print(f"[bold]plan {plan.title}[/]: checked, no problems found", highlight=False)
     for line in [*plan_lines(plan), *plan_summary(plan, torch.get_num_threads())]:
         console.print(escape(line), highlight=False, soft_wrap=True)

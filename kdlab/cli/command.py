@@ -110,8 +110,10 @@ class KdlabGroup(TyperGroup):
 
 # What Ctrl-C leaves behind, per command (by its function's name), and how to go on.
 INTERRUPTED = {
-    "train": "interrupted: the last finished epoch is kept; rerun with --resume to continue",
-    "distill": "interrupted: the last finished epoch is kept; rerun with --resume to continue",
+    # train and distill: the fallback, when no run had started; otherwise kdlab.check.launch.interrupted_advice
+    # says which epochs are kept and which command continues (--resume for the run named, none for its teacher)
+    "train": "interrupted before any training: rerun the same command",
+    "distill": "interrupted before any training: rerun the same command",
     "ablate": "interrupted: finished cells and the last finished epoch of the others are kept; "
               "rerun the same command to continue",
     "eval_": "interrupted: no rows were appended; rerun the command to evaluate again",
@@ -135,11 +137,13 @@ def friendly(command: Callable) -> Callable:
             for line in str(error).splitlines() or [""]:  # several problems (the plan check): one line each
                 error_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             from kdlab.runs.console import error_console
 
             if os.environ.get("RANK", "0") == "0":  # under torchrun every process is interrupted: rank 0 says so
-                error_console.print(INTERRUPTED.get(command.__name__, "interrupted"))
+                advice = getattr(interrupt, "kdlab_advice", None)  # what was kept, and how to go on
+                error_console.print(advice or INTERRUPTED.get(command.__name__, "interrupted"), highlight=False,
+                                    soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper

@@ -289,15 +289,44 @@ def validate_recipe(raw: Any, source: str = "recipe") -> Recipe:
         raise KdlabError(f"{source}: a recipe must be a YAML mapping of sections (data:, train:, ...)")
     try:
         return Recipe.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        more = error.error_count() - 1
-        suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise KdlabError(f"{source}: {_describe(first, _method_name(raw))}{suffix}") from None
+    except ValidationError as error:  # every problem, one line each (the CLI prints each as an error line)
+        name = _method_name(raw)
+        lines = list(dict.fromkeys(f"{source}: {_describe(item, name)}" for item in error.errors()))
+        raise KdlabError("\n".join(lines)) from None
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b=c`` overrides to a raw recipe mapping; values are parsed as YAML scalars/lists."""
+def apply_overrides(raw: dict, overrides: list[str], notes: list[str] | None = None) -> dict:
+    """Apply ``a.b=c`` overrides to a raw recipe mapping; values are parsed as YAML scalars/lists.
+
+    A ``method.name=X`` that changes the method drops the old method's settings that X does not take (those
+    given by another ``--set method.KEY=...`` stay, so a wrong one is still refused); the line saying what was
+    dropped is appended to ``notes`` for the command to print."""
+    updated = _apply(raw, overrides)
+    _drop_other_methods_settings(raw, updated, overrides, notes)
+    return updated
+
+
+def _drop_other_methods_settings(raw: dict, updated: dict, overrides: list[str], notes: list[str] | None) -> None:
+    paths = [override.partition("=")[0].strip() for override in overrides]
+    method = updated.get("method")
+    if "method.name" not in paths or not isinstance(method, dict) or method.get("name") not in SETTINGS:
+        return
+    before = raw.get("method") if isinstance(raw.get("method"), dict) else {}
+    old = before.get("name", DEFAULT_METHOD.get(raw.get("task", "classification")))
+    new = method["name"]
+    if old == new:
+        return
+    explicit = {path.split(".")[1] for path in paths if path.startswith("method.") and path.count(".") >= 1}
+    takes = set(SETTINGS[new].model_fields)
+    dropped = [key for key in before if key in method and key not in takes and key not in explicit]
+    for key in dropped:
+        del method[key]
+    if dropped and notes is not None:
+        notes.append(f"method.name={new}: dropped {', '.join(f'method.{key}' for key in dropped)} ({old} settings "
+                     f"{new} does not take)")
+
+
+def _apply(raw: dict, overrides: list[str]) -> dict:
     updated = copy.deepcopy(raw)
     for override in overrides:
         path, sep, text = override.partition("=")

@@ -225,6 +225,7 @@ class OutputSpec(Section):
         "results/runs", description="folder of the run directories (relative: current directory)")
     table: str = Field("results/runs.csv", description="CSV every finished run appends a row to")
     trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
-        default_factory=list, description="experiment trackers that also receive the run, offline (optional "
-        "extras: pip install -e \".[mlflow]\"); see kdlab/runs/trackers.py")
+        default_factory=list, description="experiment trackers that also receive the run, offline (install: "
+        "pip install -e \".[tensorboard]\" or \".[wandb]\"; MLflow has no extra: pip install mlflow-skinny "
+        "sqlalchemy alembic, see docs/trackers.md)")
 

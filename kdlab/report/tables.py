@@ -56,11 +56,51 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 def cost_columns(frame: pd.DataFrame) -> list[str]:
     """The training-cost columns a method comparison shows; other ablations show each run's wall time (training
-    and evaluation, one torch thread per run unless the command said otherwise). Absent from older tables."""
+    and evaluation, with the torch thread count :func:`thread_note` reads off the runs). Absent from older tables."""
     shown = ["passes_per_image", "teacher_forwards_per_image", "train_seconds"]
     if "methods" not in set(frame.get("kind", [])):
         shown = ["wall_seconds"]
     return [c for c in shown if c in frame.columns and frame[c].notna().any()]
+
+
+def _recorded_threads(run_dir: Any) -> int | None:
+    """The torch thread count a run recorded (``torch_threads`` in its summary.json or run.json), if readable."""
+    import json
+
+    if not isinstance(run_dir, str) or not run_dir:
+        return None
+    for name in ("summary.json", "run.json"):
+        try:
+            value = json.loads((Path(run_dir) / name).read_text()).get("torch_threads")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def thread_note(frame: pd.DataFrame) -> str:
+    """How many torch threads the cells' runs used, as their rows (a ``torch_threads`` column) or their run
+    directories record it: "2 torch threads per run", "1-2 torch threads per run (differs between runs)", or
+    "torch thread count not recorded" when neither says. The teacher's row (trained once, maybe elsewhere) is
+    left out."""
+    cells = frame[frame["cell"] != TEACHER_CELL] if "cell" in frame.columns else frame
+    counts: set[int] = set()
+    unknown = False
+    for _, row in cells.iterrows():
+        value = row.get("torch_threads")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = _recorded_threads(row.get("run_dir"))
+        if value is None:
+            unknown = True
+        else:
+            counts.add(int(value))
+    if not counts:
+        return "torch thread count not recorded"
+    low, high = min(counts), max(counts)
+    text = f"{low} torch thread{'s' if low > 1 else ''} per run" if low == high else \
+        f"{low}-{high} torch threads per run (differs between runs)"
+    return text + ("; not recorded for some runs" if unknown else "")
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -172,12 +212,12 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
                          + (f", n = {int(sizes[0])} test images" if len(sizes) == 1 else "")
                          + " (kdlab eval RUN_DIR, merged with kdlab table --with-eval); no ± without a second seed.")
     if costs == ["wall_seconds"]:
-        notes.append("wall s: seconds per run, training and test evaluation (one torch thread, runs sharing the "
-                     "machine: a rough guide).")
+        notes.append(f"wall s: seconds per run, training and test evaluation ({thread_note(frame)}, runs sharing "
+                     "the machine: a rough guide).")
     elif costs:
         notes.append("Training cost: student forward+backward passes and teacher forwards per training image (a "
                      "k-step inner maximisation costs k extra passes), and training seconds (wall time of the "
-                     "epochs, one torch thread; on a shared machine, a rough guide).")
+                     f"epochs, {thread_note(frame)}; on a shared machine, a rough guide).")
     if tuned is not None:
         source = next(iter(frame["tuned_on"].dropna()), "?") if "tuned_on" in frame.columns else "?"
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "

@@ -271,7 +271,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
             raise
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
-        with _evaluation_progress(reporter, recipe) as progress:
+        with _evaluation_progress(reporter, recipe, data) as progress:
             evaluation = task.evaluate(best.to(recipe.torch_device()), data, recipe, progress=progress)
         summary = {
             "name": recipe.name,
@@ -334,14 +334,19 @@ def _record_start(recipe: Recipe, run_dir: Path, command: str, overrides, teache
     return code
 
 
-def _evaluation_progress(reporter: Reporter | None, recipe: Recipe):
-    """The reporter's progress display for the evaluation after training (images/s, ETA), if it has one."""
+def _evaluation_progress(reporter: Reporter | None, recipe: Recipe, data: Any = None):
+    """The reporter's progress display for the evaluation after training (images/s, ETA), if it has one; its
+    title names what is measured (the task's metric) on how many images (eval.n capped by the split's size)."""
     show = getattr(reporter, "evaluation_progress", None)
     if show is None:
         return contextlib.nullcontext(None)
     spec = recipe.eval
+    split = getattr(data, spec.split, None)
+    n = min(spec.n, len(split)) if split is not None else spec.n
+    if recipe.task == "detection":
+        return show(f"best.pt on {n} {spec.split} images (COCO box AP)")
     attacks = ", ".join(f"{name}-{spec.steps}" if name == "pgd" else name for name in spec.attacks)
-    return show(f"best.pt on {spec.n} {spec.split} images ({attacks})")
+    return show(f"best.pt on {n} {spec.split} images (accuracy: {attacks})")
 
 
 def _table_row(summary: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ that cannot be written failed at the end of training).
 
 from pathlib import Path
 
+import pytest
+
 from kdlab.models.files import save_model
 from kdlab.models.registry import build_classifier
 from tests.helpers.failfast import assert_one_line_error, files_under, invoke, write_recipe
@@ -130,8 +132,52 @@ def test_an_output_folder_that_cannot_be_created(tmp_path):
     blocker.write_text("a file where the output folder should go")
     recipe = write_recipe(tmp_path, "model: {arch: resnet_small, width: 4}\n" + TINY)
     result = invoke("train", recipe, "--set", f"output.dir={blocker / 'runs'}")
-    assert_one_line_error(result, "output.dir", "is a file", "set output.dir to a folder you can write")
+    assert_one_line_error(result, "output.dir", f"because '{blocker}' is a file, not a folder",
+                          "set output.dir to a path under a folder")
     assert files_under(tmp_path / "out") == [] and blocker.read_text().startswith("a file")
+
+
+# /proc refuses new files even to root, for whom permission bits say "writable" everywhere: only trying tells
+NO_WRITE = Path("/proc/kdlab-out")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_dir_that_cannot_be_written_is_refused_before_training(tmp_path):
+    recipe = write_recipe(tmp_path, "model: {arch: resnet_small, width: 4}\n" + TINY)
+    result = invoke("train", recipe, "--set", f"output.dir={NO_WRITE}")
+    assert_one_line_error(result, f"output.dir: '{NO_WRITE}' is not writable",
+                          "set output.dir to a folder path you can write")
+    assert files_under(tmp_path / "out") == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_output_table_says_so_and_not_folder(tmp_path):
+    recipe = write_recipe(tmp_path, "model: {arch: resnet_small, width: 4}\n" + TINY)
+    text = assert_one_line_error(invoke("check", recipe, "--set", f"output.table={NO_WRITE / 'runs.csv'}"),
+                                 f"output.table: '{NO_WRITE / 'runs.csv'}' is not writable",
+                                 "set output.table to a file path you can write")
+    assert "folder" not in text, text
+    assert files_under(tmp_path / "out") == []
+
+
+def test_the_write_check_creates_and_leaves_nothing(tmp_path):
+    from kdlab.check.plan import writable_problems
+
+    table = tmp_path / "kept" / "runs.csv"
+    table.parent.mkdir()
+    table.write_text("a,b\n1,2\n")
+    assert writable_problems(str(tmp_path / "new" / "deeper" / "runs"), "output.dir", folder=True) == []
+    assert writable_problems(str(tmp_path / "new2" / "runs.csv"), "output.table", folder=False) == []
+    assert writable_problems(str(table), "output.table", folder=False) == []
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["kept", "runs.csv"]
+    assert table.read_text() == "a,b\n1,2\n"
+
+
+def test_a_folder_where_the_table_should_be_is_called_a_folder(tmp_path):
+    from kdlab.check.plan import writable_problems
+
+    assert writable_problems(str(tmp_path), "output.table", folder=False) == [
+        f"output.table: '{tmp_path}' is a folder, not a file: set output.table to a file path"]
 
 
 def test_a_relative_teacher_recipe_works_from_another_directory(tmp_path, monkeypatch):
