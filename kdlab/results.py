@@ -193,6 +193,15 @@ def _render(columns: list[str], rows: list[dict[str, Any]], with_header: bool) -
     return buffer.getvalue()
 
 
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a table as the text written (no float parsing), read under its lock; ``[]`` if it is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with _lock_for(path), path.open(newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
 def read_table(path: str | Path):
     import pandas as pd
 

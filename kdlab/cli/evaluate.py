@@ -47,15 +47,21 @@ def eval_(
                                   "default mean/std), imagenet (torchvision pretrained weights) or none."),
     model_dir: Path = typer.Option(
         Path("models"), "--model-dir", help="robustbench:NAME: folder of <dataset>/<threat_model>/<NAME>.pt."),
+    force: bool = typer.Option(
+        False, "--force", help="Recompute attacks already recorded in --out (default: skip them and show their "
+                               "recorded numbers)."),
     threads: int | None = THREADS,
 ) -> None:
     """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
 
     TARGET is a run directory, a kdlab checkpoint, or with --arch any plain state dict."""
+    from rich.markup import escape
+
     from kdlab.config.units import parse_eps, parse_eps_list
     from kdlab.robustness.attacks import attack_def
-    from kdlab.runs.console import AttackProgress, console, results_table
+    from kdlab.runs.console import AttackProgress, console, error_console, results_table
     from kdlab.runs.evaluate import evaluate_target
+    from kdlab.tasks.base import EvalInterrupted
 
     # Every option is checked before any data or model is loaded.
     for name in attack or []:
@@ -64,19 +70,26 @@ def eval_(
     alpha_value = parse_eps(alpha, "--alpha") if alpha is not None else None
     sweep = parse_eps_list(eps_sweep, "--eps-sweep") if eps_sweep else None
     set_threads(threads)
-    with AttackProgress() as progress:
-        report = evaluate_target(
-            target, attack, eps=eps_value, alpha=alpha_value, steps=steps, restarts=restarts, n=n,
-            batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity, eps_sweep=sweep, progress=progress,
-            arch=arch, num_classes=num_classes, norm=norm, model_dir=model_dir,
-        )
+    try:
+        with AttackProgress() as progress:
+            report = evaluate_target(
+                target, attack, eps=eps_value, alpha=alpha_value, steps=steps, restarts=restarts, n=n,
+                batch_size=batch_size, seed=seed, data=data, out=out, sanity=sanity, eps_sweep=sweep,
+                progress=progress, arch=arch, num_classes=num_classes, norm=norm, model_dir=model_dir, force=force,
+                notify=progress.note,
+            )
+    except EvalInterrupted as stop:  # what was kept, where, and how to go on
+        error_console.print(stop.message, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     columns = [c for c in ("attack", "eps_255", "steps", "n", "clean_accuracy", "accuracy", "AP", "AP50",
                            "images_per_s", "components")
                if any(c in row for row in report.rows)]
     columns += ["flag"] if any(row.get("flag") for row in report.rows) else []
     console.print(results_table(f"{report.rows[0]['model']}: results (%)", report.rows, columns))
     for violation in report.violations:
-        console.print(f"[bold yellow]sanity warning:[/] {violation}")
+        console.print(f"[bold yellow]sanity warning:[/] {escape(violation)}")  # "[check]" is not markup
     if report.plot:
         console.print(f"wrote {report.plot}")
-    console.print(f"appended {len(report.rows)} rows to {out}")
+    appended = len(report.rows) if report.appended is None else report.appended
+    skipped = f" ({report.skipped} already recorded, skipped; --force recomputes)" if report.skipped else ""
+    console.print(f"appended {appended} row{'s' if appended != 1 else ''} to {out}{skipped}", highlight=False)

@@ -1,9 +1,11 @@
-"""Robust accuracy of a classifier under L-inf attacks.
+"""Robust accuracy of a classifier under L-inf attacks (one concept: measuring it, hence past 500 lines).
 
 - :func:`evaluate_robustness`: clean accuracy (one shared clean pass) and accuracy under each attack, batched so
   memory stays flat for any number of images. A point is *robust* when it is classified correctly both clean and
   under the attack; ``autoattack`` reports the worst case over its components (see :mod:`kdlab.robustness.attacks`).
 - :func:`eps_sweep`: the same for every (attack, eps) pair -- the data of a robustness curve.
+- :func:`evaluate_specs`: a list of attacks as ``kdlab eval`` runs them: each result handed on as it finishes
+  (``on_result``), and an ensemble (AutoAttack) first timed on its first images (:func:`evaluate_probed`).
 
 The self-checks that catch unreliable evaluations (gradient masking, wrong normalisation, train mode) live in
 :mod:`kdlab.robustness.sanity`.
@@ -40,13 +42,33 @@ __all__ = [
     "AttackResult",
     "Progress",
     "eps_sweep",
+    "evaluate_probed",
     "evaluate_robustness",
+    "evaluate_specs",
+    "probe_size",
+    "recorded_result",
+    "setting_columns",
 ]
 
 Progress = Callable[[str, int, int], None]
-"""``progress(name, done, total)``: called after every batch. ``name`` is ``"clean"`` for the shared clean pass,
+"""``progress(name, done, total)``: called with ``done = 0`` when a pass starts (so its elapsed time is real) and
+after every batch. ``name`` is ``"clean"`` for the shared clean pass,
 ``spec.label`` (e.g. ``"pgd@8/255"``) for an attack, and ``"autoattack@8/255:apgd-t"`` for an AutoAttack
 component, whose ``total`` is the number of points still robust when the component starts."""
+
+OnResult = Callable[["AttackResult"], None]
+"""``on_result(result)``: called with each attack's result as soon as it is complete (to record it at once)."""
+
+Estimate = Callable[[str, int, float, int], None]
+"""``on_estimate(what, probe_n, seconds, n)``: ``what`` took ``seconds`` on the first ``probe_n`` of ``n`` images."""
+
+
+def setting_columns(attack: str, eps: float, alpha: float | None, steps: int, restarts: int, seed: int,
+                    n: int) -> dict[str, object]:
+    """The columns that say which measurement a row is (besides the model and the images): the one definition,
+    used by :meth:`AttackResult.row` and to find a recorded row before attacking (``kdlab eval`` skips it)."""
+    return {"attack": attack, "eps": eps, "alpha": alpha if alpha is not None else float("nan"), "steps": steps,
+            "restarts": restarts, "seed": seed, "n": n}
 
 _RANGE_TOL = 1e-6
 
@@ -94,19 +116,22 @@ class AttackResult:
 
     def row(self) -> dict[str, object]:
         """One CSV row; the same columns for every attack (``components`` is ``"name=acc;..."`` or ``""``)."""
+        columns = setting_columns(self.attack, self.eps, self.alpha, self.steps, self.restarts, self.seed, self.n)
         return {
-            "attack": self.attack,
-            "eps": self.eps,
+            "attack": columns["attack"],
+            "eps": columns["eps"],
             "eps_255": round(self.eps * 255, 4),
-            "alpha": self.alpha if self.alpha is not None else float("nan"),
-            "steps": self.steps,
-            "restarts": self.restarts,
-            "seed": self.seed,
-            "n": self.n,
+            "alpha": columns["alpha"],
+            "steps": columns["steps"],
+            "restarts": columns["restarts"],
+            "seed": columns["seed"],
+            "n": columns["n"],
             "clean_accuracy": round(self.clean_accuracy, 4),
             "accuracy": round(self.accuracy, 4),
             "robust_count": self.robust_count,
             "max_linf": self.max_perturbation,
+            "adv_min": self.min_value,
+            "adv_max": self.max_value,
             "wall_s": round(self.wall_s, 3),
             "images_per_s": round(self.images_per_s, 2),
             "components": ";".join(f"{k}={v:.2f}" for k, v in self.components.items()),
@@ -118,6 +143,24 @@ class AttackResult:
     def flag(self) -> str:
         """``"collapsed: robust accuracy meaningless (...)"`` for a degenerate model, else ``""``."""
         return f"collapsed: robust accuracy meaningless ({self.collapsed})" if self.collapsed else ""
+
+
+def recorded_result(row: dict[str, str]) -> AttackResult | None:
+    """An :class:`AttackResult` rebuilt from a recorded CSV row (its text cells), for judging it again (the
+    sanity checks): accuracies, eps, steps and the range of the adversarial images; no per-image mask. ``None``
+    when the row lacks a column that needs (a row written before ``adv_min``/``adv_max`` were recorded)."""
+    try:
+        alpha = float(row["alpha"]) if row.get("alpha") not in (None, "", "nan") else None
+        return AttackResult(
+            attack=row["attack"], eps=float(row["eps"]), alpha=alpha, steps=int(row["steps"]),
+            restarts=int(row["restarts"]), n=int(row["n"]), seed=int(row["seed"]), accuracy=float(row["accuracy"]),
+            robust=torch.zeros(0, dtype=torch.bool), wall_s=float(row["wall_s"]),
+            images_per_s=float(row["images_per_s"]), clean_accuracy=float(row["clean_accuracy"]),
+            max_perturbation=float(row["max_linf"]), min_value=float(row["adv_min"]),
+            max_value=float(row["adv_max"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -188,6 +231,8 @@ def _clean_pass(net: LogitsModel, images: Tensor, labels: Tensor, batch_size: in
     correct = torch.zeros(n, dtype=torch.bool)
     predictions = torch.zeros(n, dtype=torch.long)
     num_classes = 0
+    if progress is not None:
+        progress("clean", 0, n)
     with torch.no_grad(), precision_context(device, precision):
         for start, end in _batches(n, batch_size):
             logits = net(images[start:end].to(device))
@@ -236,6 +281,8 @@ def _run_batched(net, attack, spec, images, labels, clean_correct, batch_size, d
     robust = torch.zeros(n, dtype=torch.bool)
     stats = _Stats()
     adv_store = images.detach().clone().cpu() if keep_adv else None
+    if progress is not None:
+        progress(spec.label, 0, n)
     for start, end in _batches(n, batch_size):
         x = images[start:end].to(device)
         y = labels[start:end].to(device)
@@ -260,6 +307,8 @@ def _run_composite(net, attack: CompositeAttack, spec, images, labels, clean_cor
     for name, component in attack.components:
         alive = robust.nonzero().flatten()
         total = alive.numel()
+        if progress is not None and total:
+            progress(f"{spec.label}:{name}", 0, total)
         for start, end in _batches(total, batch_size):
             idx = alive[start:end]
             x = images[idx].to(device)
@@ -288,6 +337,7 @@ def evaluate_robustness(
     deterministic: bool = True,
     precision: str = "fp32",
     index_offset: int = 0,
+    on_result: OnResult | None = None,
 ) -> list[AttackResult]:
     """Clean and adversarial accuracy of ``model`` on ``images`` (float, [0, 1]) for each attack, in order.
 
@@ -300,7 +350,7 @@ def evaluate_robustness(
     ``precision``: ``fp32`` (default, the reference protocol) or ``bf16`` autocast for the clean pass and every
     attack (``eval.precision``; :func:`kdlab.robustness.attacks.precision_context`). ``index_offset``: the images are
     positions ``index_offset ...`` of a larger set (one rank's share, :mod:`kdlab.robustness.sharded`): per-sample
-    random starts use those positions.
+    random starts use those positions. ``on_result`` is called with each attack's result as soon as it is done.
     """
     _check_inputs(images, labels, batch_size)
     problem = _range_problem(images)
@@ -345,7 +395,17 @@ def evaluate_robustness(
                 min_value=stats.min_value, max_value=stats.max_value, adv_images=adv_store,
                 top_class_share=top_share, collapsed=collapsed, predictions=predictions, num_classes=num_classes,
             ))
+            if on_result is not None:
+                on_result(results[-1])
     return results
+
+
+def sweep_specs(attacks: Sequence[AttackSpec | str], eps_list: Sequence[float]) -> list[AttackSpec]:
+    """Every attack at every eps, eps-major: the configurations of a robustness curve."""
+    base = [AttackSpec(a) if isinstance(a, str) else a for a in attacks]
+    if not eps_list:
+        raise KdlabError("empty eps list: give values like 0,2/255,4/255,8/255")
+    return [replace(spec, eps=float(eps)) for eps in eps_list for spec in base]
 
 
 def eps_sweep(
@@ -362,26 +422,141 @@ def eps_sweep(
 
     A spec's step size follows its eps (default rule, e.g. eps/4 for PGD) unless the spec fixed ``alpha``.
     Attacks at eps = 0 are not run: their rows carry the clean accuracy (and the clean pass's time).
-    ``kwargs`` go to :func:`evaluate_robustness`.
+    ``kwargs`` go to :func:`evaluate_specs`.
     """
-    base = [AttackSpec(a) if isinstance(a, str) else a for a in attacks]
-    if not eps_list:
-        raise KdlabError("empty eps list: give values like 0,2/255,4/255,8/255")
-    specs = [replace(spec, eps=float(eps)) for eps in eps_list for spec in base]
-    # At eps = 0 no attack can move an image: its accuracy is the clean accuracy, known from the shared clean
-    # pass, so the attack is not run (a PGD-20 at eps 0 would cost 21 passes for nothing).
-    attacked = [spec for spec in specs if spec.eps > 0]
-    clean_spec = AttackSpec("clean", seed=base[0].seed if base else 0)
-    results = evaluate_robustness(model, images, labels, [clean_spec, *attacked], batch_size=batch_size,
-                                  progress=progress, **kwargs)
-    clean, measured = results[0], iter(results[1:])
-    swept = []
-    for spec in specs:
-        if spec.eps > 0:
-            swept.append(next(measured))
-            continue
-        resolved = spec.resolved()
-        swept.append(replace(clean, attack=spec.name, eps=0.0, alpha=resolved.alpha, steps=resolved.steps,
-                             restarts=resolved.restarts, seed=spec.seed, robust=clean.robust.clone(),
-                             components={}))
-    return swept
+    return evaluate_specs(model, images, labels, sweep_specs(attacks, eps_list), batch_size, progress,
+                          zero_from_clean=True, **kwargs)
+
+
+def probe_size(n: int, batch_size: int) -> int:
+    """How many of ``n`` images an expensive evaluation is first timed on: a twentieth, at least 16, at most one
+    batch (and never all of them: then there is nothing left to estimate)."""
+    return min(n, batch_size, max(16, n // 20))
+
+
+def _concat(first: AttackResult, rest: AttackResult, labels: Tensor) -> AttackResult:
+    """One result over the images of ``first`` followed by those of ``rest`` (one attack, run in two parts)."""
+    robust = torch.cat([first.robust, rest.robust])
+    predictions = torch.cat([first.predictions, rest.predictions])
+    n = robust.numel()
+    share, collapsed = collapse_reason(predictions, labels, first.num_classes)
+    counts = {name: round(pct * first.n / 100) + round(rest.components.get(name, 0.0) * rest.n / 100)
+              for name, pct in first.components.items()}
+    wall = first.wall_s + rest.wall_s
+    advs = [first.adv_images, rest.adv_images]
+    return replace(
+        first, n=n, robust=robust, accuracy=_percent(robust),
+        clean_accuracy=100.0 * float((predictions == labels.long().cpu()).sum()) / n,
+        components={name: 100.0 * count / n for name, count in counts.items()},
+        max_perturbation=max(first.max_perturbation, rest.max_perturbation),
+        min_value=min(first.min_value, rest.min_value), max_value=max(first.max_value, rest.max_value),
+        wall_s=wall, images_per_s=n / wall if wall > 0 else float("inf"), top_class_share=share,
+        collapsed=collapsed, predictions=predictions,
+        adv_images=torch.cat(advs) if all(a is not None for a in advs) else None,
+    )
+
+
+def evaluate_probed(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    attacks: Sequence[AttackSpec | str],
+    batch_size: int = 256,
+    progress: Progress | None = None,
+    *,
+    probe: int,
+    on_estimate: Estimate,
+    what: str,
+    on_result: OnResult | None = None,
+    index_offset: int = 0,
+    **kwargs,
+) -> list[AttackResult]:
+    """:func:`evaluate_robustness` run first on the first ``probe`` images, timed (``on_estimate(what, probe,
+    seconds, n)`` says how long all n should take), then on the rest; each attack's two parts are joined into one
+    result over all n images, so the timed part counts toward it (nothing is computed twice).
+
+    The two parts are two shares, as in a sharded run (:mod:`kdlab.robustness.sharded`): ``clean``, ``fgsm``,
+    ``pgd`` and ``cw`` give the numbers of one call; AutoAttack and the APGD/FAB/Square family seed each batch, so
+    their per-image results may differ slightly from one call's. ``probe`` <= 0 or >= n: one plain call.
+    """
+    n = images.shape[0]
+    if probe <= 0 or probe >= n:
+        return evaluate_robustness(model, images, labels, attacks, batch_size, progress, on_result=on_result,
+                                   index_offset=index_offset, **kwargs)
+
+    def first_part(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(f"{name} (first {probe})", done, total)
+
+    started = time.perf_counter()
+    first = evaluate_robustness(model, images[:probe], labels[:probe], attacks, batch_size, first_part,
+                                index_offset=index_offset, **kwargs)
+    on_estimate(what, probe, time.perf_counter() - started, n)
+    joined: list[AttackResult] = []
+
+    def done(result: AttackResult) -> None:
+        joined.append(_concat(first[len(joined)], result, labels))
+        if on_result is not None:
+            on_result(joined[-1])
+
+    evaluate_robustness(model, images[probe:], labels[probe:], attacks, batch_size, progress, on_result=done,
+                        index_offset=index_offset + probe, **kwargs)
+    return joined
+
+
+def evaluate_specs(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    specs: Sequence[AttackSpec | str],
+    batch_size: int = 256,
+    progress: Progress | None = None,
+    *,
+    zero_from_clean: bool = False,
+    on_result: OnResult | None = None,
+    on_estimate: Estimate | None = None,
+    **kwargs,
+) -> list[AttackResult]:
+    """Each spec's result, in the order given, each handed to ``on_result`` as soon as it is complete.
+
+    The cheap attacks share one :func:`evaluate_robustness` call (one clean pass); then each ensemble
+    (``autoattack``, ``aa-fast``) runs through :func:`evaluate_probed` when ``on_estimate`` is given, so its
+    expected time is known after its first images. ``zero_from_clean``: an attack at eps = 0 is not run, its
+    result is the clean pass's (an eps-0 PGD-20 would cost 21 passes for nothing).
+    """
+    specs = [AttackSpec(a) if isinstance(a, str) else a for a in specs]
+    results: list[AttackResult | None] = [None] * len(specs)
+
+    def keep(index: int, result: AttackResult) -> None:
+        results[index] = result
+        if on_result is not None:
+            on_result(result)
+
+    zero = [i for i, s in enumerate(specs) if zero_from_clean and s.eps is not None and s.eps <= 0]
+    costly = [i for i, s in enumerate(specs)
+              if i not in zero and on_estimate is not None and attack_def(s.name).kind == "ensemble"]
+    cheap = [i for i in range(len(specs)) if i not in zero and i not in costly]
+    seed = specs[0].seed if specs else 0
+    order = ([-1] if zero else []) + cheap  # -1: the clean pass the eps-0 results are read from
+    run = [AttackSpec("clean", seed=seed) if i == -1 else specs[i] for i in order]
+
+    positions = iter(order)
+
+    def cheap_done(result: AttackResult) -> None:
+        index = next(positions)
+        if index >= 0:
+            keep(index, result)
+            return
+        for i in zero:
+            resolved = specs[i].resolved()
+            keep(i, replace(result, attack=resolved.name, eps=0.0, alpha=resolved.alpha, steps=resolved.steps,
+                            restarts=resolved.restarts, seed=resolved.seed, robust=result.robust.clone(),
+                            components={}))
+
+    if run:
+        evaluate_robustness(model, images, labels, run, batch_size, progress, on_result=cheap_done, **kwargs)
+    for i in costly:
+        evaluate_probed(model, images, labels, [specs[i]], batch_size, progress,
+                        probe=probe_size(images.shape[0], batch_size), on_estimate=on_estimate,
+                        what=specs[i].resolved().label, on_result=lambda result, i=i: keep(i, result), **kwargs)
+    return [result for result in results if result is not None]

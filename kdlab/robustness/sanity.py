@@ -18,7 +18,7 @@ and ``summary()`` (the ``sanity`` column of ``results/eval.csv``), never left im
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,17 +27,20 @@ from torch import Tensor, nn
 from kdlab.config.units import format_eps, parse_eps
 from kdlab.robustness.accuracy import (
     AttackResult,
+    Estimate,
+    OnResult,
     Progress,
     _batches,
     _check_inputs,
     _model_device,
     _range_problem,
-    evaluate_robustness,
+    evaluate_probed,
+    probe_size,
 )
 from kdlab.robustness.attacks import AttackSpec, attack_def, attack_mode
 from kdlab.robustness.seeded_pgd import DEFAULT_EPS
 
-__all__ = ["SQUARE_QUERIES", "SanityReport", "SanityViolation", "sanity_check"]
+__all__ = ["SQUARE_QUERIES", "SanityReport", "SanityViolation", "sanity_check", "sanity_specs"]
 
 SQUARE_QUERIES = attack_def("square").steps
 """5000: Square's query budget in the standard AutoAttack (fra31/auto-attack ``autoattack/autoattack.py``)."""
@@ -101,6 +104,19 @@ def _determinism_problem(model: nn.Module, images: Tensor, batch_size: int, devi
     return None
 
 
+def sanity_specs(eps: float = DEFAULT_EPS, eps_factors: Sequence[float] = (0.5, 1.0, 2.0), large_eps: float = 0.5,
+                 pgd_steps: int = 10, apgd_steps: int = 20, square_queries: int = SQUARE_QUERIES,
+                 seed: int = 0) -> list[AttackSpec]:
+    """The attacks the sanity checks run, in order: PGD at eps 0, the ``eps_factors`` x eps, eps and
+    ``large_eps`` (ascending), then FGSM, APGD-CE and Square at eps."""
+    eps, large_eps = parse_eps(eps), parse_eps(large_eps)
+    pgd_eps = sorted({0.0, *(float(f) * eps for f in eps_factors), float(eps), float(large_eps)})
+    return [*(AttackSpec("pgd", eps=e, steps=pgd_steps, seed=seed) for e in pgd_eps),
+            AttackSpec("fgsm", eps=eps, seed=seed),
+            AttackSpec("apgd-ce", eps=eps, steps=apgd_steps, seed=seed),
+            AttackSpec("square", eps=eps, steps=square_queries, seed=seed)]
+
+
 def sanity_check(
     model: nn.Module,
     images: Tensor,
@@ -118,6 +134,9 @@ def sanity_check(
     batch_size: int = 256,
     seed: int = 0,
     progress: Progress | None = None,
+    on_result: OnResult | None = None,
+    recorded: Callable[[AttackSpec], AttackResult | None] | None = None,
+    on_estimate: Estimate | None = None,
 ) -> SanityReport:
     """Run the sanity checks and return a :class:`SanityReport` (a list of violations; ``[]`` means all passed).
 
@@ -125,6 +144,11 @@ def sanity_check(
     and Square (``square_queries``, default 5000 as in the standard AutoAttack) at ``eps``. Accuracy comparisons
     allow ``tolerance`` points, and at least one image. Adversarial images must lie within eps
     (+``bound_tolerance``) of the originals and in [0, 1].
+
+    ``on_result`` gets each check's attack result as soon as it is done (to record it at once); ``recorded(spec)``
+    returns a result already on record for one of them (:func:`~kdlab.robustness.accuracy.recorded_result`), which
+    is judged instead of attacking again; ``on_estimate`` (``"sanity"``, probe images, seconds, n) is told how long
+    the first images took, before the rest run (:func:`~kdlab.robustness.accuracy.evaluate_probed`).
     """
     _check_inputs(images, labels, batch_size)
     eps, large_eps = parse_eps(eps), parse_eps(large_eps)
@@ -142,18 +166,26 @@ def sanity_check(
 
     tol = max(tolerance, 100.0 / n)
     pgd_eps = sorted({0.0, *(float(f) * eps for f in eps_factors), float(eps), float(large_eps)})
-    specs = [AttackSpec("pgd", eps=e, steps=pgd_steps, seed=seed) for e in pgd_eps]
-    specs += [
-        AttackSpec("fgsm", eps=eps, seed=seed),
-        AttackSpec("apgd-ce", eps=eps, steps=apgd_steps, seed=seed),
-        AttackSpec("square", eps=eps, steps=square_queries, seed=seed),
-    ]
-    results = evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress)
+    specs = sanity_specs(eps, eps_factors, large_eps, pgd_steps, apgd_steps, square_queries, seed)
+    known = [recorded(spec) if recorded is not None else None for spec in specs]
+    todo = [spec for spec, result in zip(specs, known) if result is None]
+
+    def done(result: AttackResult) -> None:
+        if on_result is not None and result.attack != "clean":
+            on_result(result)
+
+    # the clean pass (cheap) always runs: the clean accuracy and the collapse check are judged on it
+    fresh = iter(evaluate_probed(model, images, labels, [AttackSpec("clean", seed=seed), *todo], batch_size,
+                                 progress, probe=probe_size(n, batch_size) if on_estimate is not None and todo else 0,
+                                 on_estimate=on_estimate or (lambda *_: None), what="sanity", on_result=done))
+    clean_result = next(fresh)
+    results = [result if result is not None else next(fresh) for result in known]
     pgd = {r.eps: r for r in results if r.attack == "pgd"}
     other = {r.attack: r for r in results if r.attack != "pgd"}
-    clean = results[0].clean_accuracy
+    clean = clean_result.clean_accuracy
 
-    if abs(pgd[0.0].accuracy - clean) > 1e-9:
+    # recorded accuracies carry 4 decimals; two different accuracies on n images differ by 100/n
+    if abs(pgd[0.0].accuracy - clean) > 5e-5:
         violations.append(SanityViolation(
             "eps0-equals-clean",
             f"PGD at eps=0 gives {pgd[0.0].accuracy:.2f}% but the clean accuracy is {clean:.2f}%: unperturbed "
@@ -170,11 +202,11 @@ def sanity_check(
                 "breaks the threat model -- eps in the wrong units, or images not in [0, 1] (wrong "
                 "normalisation)"))
 
-    if results[0].collapsed:
+    if clean_result.collapsed:
         # A degenerate model defeats every attack-based check below, and each would blame gradient masking.
         violations.append(SanityViolation(
             "collapsed",
-            f"the model is degenerate: {results[0].collapsed}; robust accuracy is meaningless (an attack "
+            f"the model is degenerate: {clean_result.collapsed}; robust accuracy is meaningless (an attack "
             "cannot move predictions that ignore the input), not a sign of gradient masking -- train it "
             "longer or check the labels, learning rate and normalisation; the gradient-masking checks were "
             "skipped"))

@@ -7,6 +7,7 @@ No logic lives here."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -336,29 +337,82 @@ def print_markdown(out: Console, text: str) -> None:
         out.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
-class AttackProgress:
-    """``progress(name, done, total)`` callback for evaluations: one bar per attack with images/s and ETA."""
+def _clock(seconds: float | None) -> str:
+    """``H:MM:SS``, or ``-:--:--`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-:--:--"
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-    def __init__(self, out: Console | None = None):
-        self.progress = Progress(*_progress_columns(), console=out or console)
+
+def _attack_columns(bar_width: int = 16) -> tuple:
+    """The evaluation bar: name, bar, done/total, images/s, ETA and elapsed time -- both measured from the
+    attack's start, which the bar is told (it is created at the attack's first report)."""
+    return (_fixed(TextColumn, "[bold]{task.description}"), BarColumn(bar_width=bar_width),
+            _fixed(MofNCompleteColumn), _fixed(TextColumn, "{task.fields[speed]}"),
+            _fixed(TextColumn, "eta {task.fields[eta]}"), _fixed(TimeElapsedColumn))
+
+
+class AttackProgress:
+    """``progress(name, done, total)`` callback for evaluations (called after every batch).
+
+    On a terminal: one bar per attack with images/s, ETA and elapsed time. Elsewhere (output to a log file or a
+    pipe, where a live bar shows nothing until it ends): a plain line -- attack, images done/total, images/s,
+    elapsed, ETA -- every ``interval`` seconds and when an attack (or an AutoAttack component) ends. Each pass
+    reports ``done = 0`` as it starts: each is timed from there (a caller that does not is timed from the previous
+    report, or ``__enter__``: attacks run one after another), so its first batch counts.
+    ``clock``: seconds (default the bar's clock); ``plain``: force either form (default: not a terminal)."""
+
+    def __init__(self, out: Console | None = None, *, interval: float = 30.0, clock: Any = None,
+                 plain: bool | None = None):
+        self.console = out or console
+        self.plain = (not self.console.is_terminal) if plain is None else plain
+        self.interval = interval
+        self.clock = clock
+        self.progress = Progress(*_attack_columns(), console=self.console)
         self.tasks: dict[str, TaskID] = {}
-        self.first: dict[str, tuple[float, int]] = {}
+        self.started: dict[str, float] = {}
+        self.previous: float | None = None  # the time of the previous report: the next attack starts there
+        self.printed: float | None = None  # the time of the last plain line
+
+    def _now(self) -> float:
+        return self.clock() if self.clock is not None else self.progress.get_time()
 
     def __enter__(self) -> Self:
-        self.progress.start()
+        self.previous = self.printed = self._now()
+        if not self.plain:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if not self.plain:
+            self.progress.stop()
+
+    def note(self, text: str) -> None:
+        """One line for the user (above the bars on a terminal): a skipped attack, an expected time."""
+        self.console.print(text, highlight=False, soft_wrap=True)
 
     def __call__(self, name: str, done: int, total: int) -> None:
-        # Called after each batch: the rate is measured from the first report on, so the first batch's
-        # duration (unknown here) never inflates it.
-        now = self.progress.get_time()
-        if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(name, total=total, speed="")
-            self.first[name] = (now, done)
-        started, first_done = self.first[name]
-        rate = (done - first_done) / (now - started) if now > started and done > first_done else None
+        now = self._now()
+        fresh = done == 0 or name not in self.started  # a pass starts (0) or reports without having said so
+        if fresh:
+            self.started[name] = now if done == 0 or self.previous is None else self.previous
+        since = self.started[name]
+        self.previous = now
+        rate = done / (now - since) if now > since and done > 0 else None
+        eta = (total - done) / rate if rate else (0.0 if done >= total else None)
         speed = f"{rate:,.1f} img/s" if rate is not None else ""
-        self.progress.update(self.tasks[name], completed=done, total=total, speed=speed)
+        if self.plain:
+            if done == 0:
+                return
+            if done >= total or self.printed is None or now - self.printed >= self.interval:
+                self.printed = now
+                self.console.print(f"{name}: {done}/{total} images, {speed or '- img/s'}, elapsed "
+                                   f"{_clock(now - since)}, eta {_clock(eta)}", highlight=False, soft_wrap=True)
+            return
+        if fresh:  # each pass its own bar (the clean pass runs again for AutoAttack's timed first images)
+            self.tasks[name] = self.progress.add_task(name, total=total, speed="", eta="")
+            for task in self.progress.tasks:
+                if task.id == self.tasks[name]:
+                    task.start_time = since  # elapsed and ETA from the attack's start, not its first report
+        self.progress.update(self.tasks[name], completed=done, total=total, speed=speed, eta=_clock(eta))

@@ -14,6 +14,7 @@ from kdlab.config.recipe import validate_recipe
 from kdlab.errors import KdlabError
 from kdlab.runtime.distributed import refuse_multiprocess
 from kdlab.tasks import EvalOptions, EvalReport, EvalTarget, get_task
+from kdlab.tasks.base import refuse_unwritable
 
 
 def resolve_target(target: str | Path) -> EvalTarget:
@@ -34,12 +35,16 @@ def resolve_target(target: str | Path) -> EvalTarget:
 
 def evaluate_target(target: str | Path, attacks: list[str] | None = None, **options) -> EvalReport:
     """Evaluate a run directory or checkpoint with its task and append its rows to ``options['out']``
-    (the keyword options are :class:`~kdlab.tasks.EvalOptions`' fields)."""
+    (the keyword options are :class:`~kdlab.tasks.EvalOptions`' fields). An unwritable ``out`` is refused
+    (one line) before anything is loaded."""
     from kdlab.config.zoo import PREFIX
 
     refuse_multiprocess("kdlab eval")  # it would append every row once per process
     model_dir = options.pop("model_dir", "models")
     chosen = EvalOptions(attacks=attacks, **options)
+    # Every output path first, before a checkpoint is read or an image decoded: the CSV (and the eps-sweep plot,
+    # written beside it; its exact name is checked once the test set is known).
+    refuse_unwritable(Path(chosen.out), "--out")
     if str(target).startswith(PREFIX):  # a RobustBench model: its file in the zoo layout, CIFAR-10 by default
         from kdlab.config.zoo import existing_checkpoint
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from kdlab.config.recipe import Recipe
+from kdlab.errors import KdlabError
 from kdlab.train.engine import DataSource
 
 
@@ -65,15 +68,59 @@ class EvalOptions:
     arch: str | None = None
     num_classes: int | None = None
     norm: str = "dataset"
+    force: bool = False  # recompute attacks already recorded in ``out`` (default: skip them)
+    notify: Callable[[str], None] | None = None  # one line for the user: a skipped attack, an expected time
 
 
 @dataclass
 class EvalReport:
-    """The rows ``kdlab eval`` appended, sanity violations and the eps-sweep plot, if any."""
+    """The result rows (appended now, or already recorded and skipped), sanity violations and the eps-sweep plot.
+
+    ``appended``: rows appended to the CSV by this call (the sanity checks' rows included; ``None``: all of
+    ``rows``); ``skipped``: how many of ``rows`` were already recorded and not computed again."""
 
     rows: list[dict[str, Any]]
     violations: list[str] = field(default_factory=list)
     plot: Path | None = None
+    appended: int | None = None
+    skipped: int = 0
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``kdlab eval`` after rows were appended: ``message`` says truthfully what was kept, where,
+    and how to go on."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def refuse_unwritable(path: Path, option: str) -> None:
+    """A one-line :class:`~kdlab.errors.KdlabError` naming ``path`` and the fix unless a file can be written
+    there: its folder exists and is writable (or can be created under a writable folder), and the file, if it
+    exists, is a writable file. Checked before any work, so a long evaluation never ends unable to keep its rows."""
+    path = Path(path)
+    if path.is_dir():
+        raise KdlabError(f"{option} {path} is a folder: give a file path, e.g. {option} {path / 'eval.csv'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise KdlabError(f"{option} {path} is not writable: make it writable (chmod u+w {path}) or choose another "
+                         f"{option}")
+    folder = path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise KdlabError(f"{option} {path}: {existing} is a file, not a folder, so {folder} cannot be created: "
+                         f"choose another {option}")
+    what = f"folder {folder}" if existing == folder else f"{existing} (to create {folder} in)"
+    fix = f"make it writable (chmod u+w {existing}) or choose another {option}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KdlabError(f"{option} {path}: {what} is not writable: {fix}")
+    try:  # what os.access cannot see: a read-only mount, /proc, root's rights on special folders
+        with tempfile.TemporaryFile(dir=existing, prefix=".kdlab-write-check-"):
+            pass
+    except OSError as error:
+        raise KdlabError(f"{option} {path}: {what} is not writable ({error.strerror}): {fix}") from None
 
 
 class Task(Protocol):

@@ -3,8 +3,9 @@
 Every row names the model (path and SHA-256 prefix of the checkpoint), the attack and its full
 configuration (eps, alpha, steps, restarts, n, seed), the test set (dataset, root and a digest of the
 evaluated images), the accuracy, wall time, images/s, the sanity-check result and the code version.
-Re-evaluating an identical configuration appends a new row; readers take the latest
-(:func:`kdlab.report.tables.latest_eval_rows`).
+Each row is appended as soon as its attack finishes, so Ctrl-C or a crash keeps every finished attack. A
+configuration already recorded (:data:`IDENTITY`) is skipped on a rerun; ``--force`` recomputes it and appends a
+new row, and readers take the latest (:func:`kdlab.report.tables.latest_eval_rows`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kdlab.config.recipe import validate_recipe
 from kdlab.config.sections import DataSpec
 from kdlab.errors import KdlabError
 from kdlab.results import append_rows, provenance
-from kdlab.tasks.base import EvalOptions, EvalReport, EvalTarget
+from kdlab.tasks.base import EvalInterrupted, EvalOptions, EvalReport, EvalTarget, refuse_unwritable
 
 
 def parse_data_option(text: str) -> DataSpec:
@@ -70,15 +71,65 @@ def normalisation(choice: str, dataset: str) -> tuple[tuple, tuple, str]:
     return (*PUBLISHED[label], label)
 
 
+IDENTITY = ("checkpoint_sha256", "arch", "normalisation", "dataset", "data_root", "test_sha256",
+            "attack", "eps", "alpha", "steps", "restarts", "n", "seed")
+"""The columns that make two rows one measurement: the checkpoint (file digest; architecture and normalisation
+for an external one), the test images (dataset, root and the digest of the selected images and labels, which
+covers n, the seed's order, subset and data) and the attack's full configuration (eps, step size, steps,
+restarts, seed). A rerun skips a configuration whose identity is on record (``--force`` recomputes)."""
+
+NUMERIC = ("eps", "eps_255", "alpha", "steps", "restarts", "seed", "n", "clean_accuracy", "accuracy",
+           "robust_count", "max_linf", "adv_min", "adv_max", "wall_s", "images_per_s", "top_class_share")
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)  # as the CSV writer writes it (floats: repr, exact)
+
+
+def row_identity(row: dict) -> tuple[str, ...]:
+    return tuple(_text(row.get(column)) for column in IDENTITY)
+
+
+def _typed(row: dict[str, str]) -> dict:
+    """A recorded row with its numeric cells as numbers (for the result table and the plot)."""
+    typed: dict = dict(row)
+    for column in NUMERIC:
+        text = row.get(column)
+        if text not in (None, ""):
+            try:
+                typed[column] = int(text) if text.lstrip("-").isdigit() else float(text)
+            except ValueError:
+                pass
+    return typed
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _describe(spec) -> str:
+    from kdlab.config.units import format_eps
+
+    steps = f" ({spec.steps} step{'s' if spec.steps != 1 else ''})" if spec.steps else ""
+    return f"{spec.name} eps {format_eps(spec.eps)}{steps}" if spec.name != "clean" else "clean"
+
+
 def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> EvalReport:
     """Evaluate a classifier checkpoint (a kdlab one, or with ``options.arch`` any plain state dict of that
     architecture -- a kdlab name or ``torchvision:<name>`` -- wrapped with the test set's normalisation
-    ``options.norm``) and append its rows to ``options.out``."""
+    ``options.norm``) and append its rows to ``options.out``, each as soon as its attack finishes.
+
+    A configuration already recorded in ``options.out`` (same :data:`IDENTITY`) is skipped, said in one line
+    through ``options.notify``, and its recorded row is reported (``options.force`` recomputes). AutoAttack and the
+    sanity checks are first timed on their first images and their expected time is told. Ctrl-C raises
+    :class:`~kdlab.tasks.base.EvalInterrupted`, which says how many rows were kept."""
+    from kdlab.config.units import format_eps
     from kdlab.data.loaders import load_data_spec
     from kdlab.data.splits import test_selection
     from kdlab.models.files import file_digest, load_model
-    from kdlab.robustness.accuracy import eps_sweep as sweep
-    from kdlab.robustness.accuracy import evaluate_robustness
+    from kdlab.results import now, read_rows
+    from kdlab.robustness.accuracy import evaluate_specs, recorded_result, setting_columns, sweep_specs
     from kdlab.robustness.attacks import AttackSpec
     from kdlab.robustness.sanity import sanity_check
 
@@ -86,9 +137,27 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     attacks, eps, alpha, steps, restarts = o.attacks, o.eps, o.alpha, o.steps, o.restarts
     n, batch_size, seed, data, out, progress = o.n, o.batch_size, o.seed, o.data, o.out, o.progress
     arch, num_classes, norm, sanity, eps_sweep = o.arch, o.num_classes, o.norm, o.sanity, o.eps_sweep
+    notify = o.notify or (lambda text: None)
     data_spec = _data_spec(resolved, data)
     base = resolved.recipe or validate_recipe({"model": {"arch": "resnet_small"}})
     dataset = load_data_spec(data_spec)
+    images, labels = test_selection(dataset.test, min(n, len(dataset.test)), seed)
+
+    def spec_for(name: str) -> AttackSpec:
+        spec = AttackSpec(name, seed=seed)
+        overrides = {"eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts}
+        return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+
+    specs = [spec_for(name) for name in dict.fromkeys(attacks or DEFAULT_ATTACKS)]
+    plot = None
+    if eps_sweep:
+        plot = out.parent / sweep_plot_name(resolved.label, specs, eps_sweep, len(labels), seed, data_spec)
+        refuse_unwritable(plot, "the robustness-curve plot")  # its folder was checked with --out's
+        planned = sweep_specs([s for s in specs if s.name != "clean"] or specs, eps_sweep)
+    else:
+        planned = specs
+    for spec in planned:
+        spec.resolved()  # a bad setting (e.g. --steps with autoattack): one line, before the model is loaded
     norm_label = None
     if arch is not None and arch.startswith("robustbench:"):  # the zoo's file format; normalisation inside
         from kdlab.models.zoo import load_zoo_file
@@ -110,28 +179,6 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     else:
         model, payload = load_model(resolved.checkpoint, expected_classes=dataset.num_classes)
     model = model.to(base.torch_device())
-    images, labels = test_selection(dataset.test, min(n, len(dataset.test)), seed)
-
-    def spec_for(name: str) -> AttackSpec:
-        spec = AttackSpec(name, seed=seed)
-        overrides = {"eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts}
-        return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
-
-    specs = [spec_for(name) for name in dict.fromkeys(attacks or DEFAULT_ATTACKS)]
-    torch.manual_seed(seed)
-    if eps_sweep:
-        results = sweep(model, images, labels, [s for s in specs if s.name != "clean"] or specs, eps_sweep,
-                        batch_size=batch_size, progress=progress)
-    else:
-        results = evaluate_robustness(model, images, labels, specs, batch_size=batch_size, progress=progress)
-
-    violations: list[str] = []
-    sanity_text = "not run"
-    if sanity:
-        check_eps = eps if eps is not None else 8 / 255
-        checked = sanity_check(model, images, labels, eps=check_eps, batch_size=batch_size, seed=seed,
-                               progress=progress)
-        violations, sanity_text = [str(v) for v in checked], checked.summary()  # summary names the budgets
     context = {
         "model": resolved.label,
         "checkpoint": str(resolved.checkpoint),
@@ -142,22 +189,101 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
         "dataset": data_spec.dataset,
         "data_root": data_spec.root or "",
         "test_sha256": test_set_digest(images, labels),
-        "sanity": sanity_text,
     }
     info = provenance()
-    rows = [{**context, **result.row(), "git_commit": info["git_commit"], "torch": info["versions"]["torch"],
-             "evaluated_at": info["finished_at"]} for result in results]
-    append_rows(out, rows)
-    plot = None
+    count = len(labels)
+
+    # What is on record already: the latest row of each identity, with its row number (data rows from 1).
+    recorded: dict[tuple[str, ...], tuple[int, dict[str, str]]] = {}
+    if not o.force:
+        for number, row in enumerate(read_rows(out), start=1):
+            recorded[row_identity(row)] = (number, row)
+
+    appended: dict[tuple[str, ...], dict] = {}  # the rows this call appended, by identity
+
+    def identity_of(spec) -> tuple[str, ...]:
+        r = spec.resolved()
+        return row_identity({**context, **setting_columns(r.name, r.eps, r.alpha, r.steps, r.restarts, r.seed,
+                                                          count)})
+
+    def skipped(spec, number: int, what: str = "") -> None:
+        notify(f"{what}{_describe(spec.resolved())}: already in {out} (row {number}), skipped")
+
+    kept: list[str] = []
+
+    def append(row: dict, label: str) -> None:
+        append_rows(out, [row])
+        appended[row_identity(row)] = row
+        kept.append(label)
+
+    def record(sanity_text: str):
+        def done(result) -> None:
+            append({**context, "sanity": sanity_text, **result.row(), "git_commit": info["git_commit"],
+                    "torch": info["versions"]["torch"], "evaluated_at": now()}, result.label)
+        return done
+
+    def estimate(what: str, probe: int, seconds: float, total: int) -> None:
+        rate = probe / seconds if seconds > 0 else float("inf")
+        shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+        notify(f"{what}: ~{shown} img/s measured on the first {probe} images, expected "
+               f"{_clock(seconds * total / probe)} for {total} images")
+
+    main_sanity = "see the row with attack=sanity" if sanity else "not run"
+    known: list[dict | None] = []
+    for spec in planned:
+        found = recorded.get(identity_of(spec))
+        if found is not None:
+            skipped(spec, found[0])
+        known.append(_typed(found[1]) if found is not None else None)
+    todo = [spec for spec, row in zip(planned, known) if row is None]
+    violations: list[str] = []
+    try:
+        torch.manual_seed(seed)
+        if todo:
+            evaluate_specs(model, images, labels, todo, batch_size, progress, zero_from_clean=bool(eps_sweep),
+                           on_result=record(main_sanity), on_estimate=estimate)
+        rows = [row if row is not None else appended[identity_of(spec)] for spec, row in zip(planned, known)]
+        if sanity:
+            check_eps = eps if eps is not None else 8 / 255
+
+            def sanity_recorded(spec):
+                if identity_of(spec) in appended:  # measured a moment ago by the attacks asked for
+                    notify(f"sanity check {_describe(spec.resolved())}: measured above, reused")
+                    return recorded_result(appended[identity_of(spec)])
+                found = recorded.get(identity_of(spec))
+                result = recorded_result(found[1]) if found is not None else None
+                if result is not None:
+                    skipped(spec, found[0], "sanity check ")
+                return result
+
+            checked = sanity_check(model, images, labels, eps=check_eps, batch_size=batch_size, seed=seed,
+                                   progress=progress, on_result=record("a sanity-check attack"),
+                                   recorded=sanity_recorded, on_estimate=estimate)
+            violations = [str(v) for v in checked]
+            verdict = {**context, "sanity": checked.summary(),
+                       **setting_columns("sanity", check_eps, None, 0, 0, seed, count),
+                       "eps_255": round(check_eps * 255, 4), "git_commit": info["git_commit"],
+                       "torch": info["versions"]["torch"], "evaluated_at": now()}
+            found = recorded.get(row_identity(verdict))
+            if found is not None and found[1].get("sanity") == verdict["sanity"]:
+                notify(f"sanity verdict eps {format_eps(check_eps)}: already in {out} (row {found[0]}), skipped")
+            else:
+                append(verdict, "the sanity verdict")
+    except KeyboardInterrupt:
+        if kept:
+            raise EvalInterrupted(
+                f"interrupted: {len(kept)} row{'s' if len(kept) != 1 else ''} of finished attacks kept in {out} "
+                f"({', '.join(kept)}); rerun the same command to go on: recorded attacks are skipped") from None
+        raise EvalInterrupted(f"interrupted: no attack had finished, nothing was appended to {out}; rerun the "
+                              "same command to evaluate") from None
     if eps_sweep:
         import pandas as pd
 
         from kdlab.report.plots import plot_robustness_curve
 
-        plot = out.parent / sweep_plot_name(resolved.label, specs, eps_sweep, len(labels), seed, data_spec)
-        title = sweep_title(resolved.label, specs, len(labels), seed, data_spec)
+        title = sweep_title(resolved.label, specs, count, seed, data_spec)
         plot_robustness_curve(pd.DataFrame(rows), plot, title=title)
-    return EvalReport(rows, violations, plot)
+    return EvalReport(rows, violations, plot, appended=len(kept), skipped=len(planned) - len(todo))
 
 
 def test_set_digest(images: torch.Tensor, labels: torch.Tensor) -> str:

@@ -77,8 +77,10 @@ def test_progress_rows_and_metadata(model, data):
     calls = []
     results = evaluate_robustness(model, images, labels, [AttackSpec("clean"), AttackSpec("pgd", steps=5)],
                                   batch_size=40, progress=lambda *call: calls.append(call))
-    assert calls[:3] == [("clean", 40, 100), ("clean", 80, 100), ("clean", 100, 100)]  # one shared clean pass
-    assert calls[3:] == [("pgd@8/255", 40, 100), ("pgd@8/255", 80, 100), ("pgd@8/255", 100, 100)]
+    # one shared clean pass; each pass says when it starts (done = 0), so its elapsed time is real
+    assert calls[:4] == [("clean", 0, 100), ("clean", 40, 100), ("clean", 80, 100), ("clean", 100, 100)]
+    assert calls[4:] == [("pgd@8/255", 0, 100), ("pgd@8/255", 40, 100), ("pgd@8/255", 80, 100),
+                         ("pgd@8/255", 100, 100)]
     pgd = results[1]
     assert (pgd.attack, pgd.eps, pgd.alpha, pgd.steps, pgd.restarts, pgd.n, pgd.seed) == (
         "pgd", EPS, EPS / 4, 5, 1, 100, 0)

@@ -296,8 +296,8 @@ def test_eval_rows_record_the_data_root_and_a_test_set_hash_and_dedup_keeps_them
     checkpoint = kdlab_checkpoint(tmp_path / "m.pt")
     first, shifted = image_folder(tmp_path / "a", 0), image_folder(tmp_path / "b", 10)
     out = tmp_path / "eval.csv"
-    for root in (first, shifted, first):
-        evaluate_target(checkpoint, ["clean"], n=30, data=f"imagefolder:{root}", out=out)
+    for root, force in ((first, False), (shifted, False), (first, True)):  # the repeat: forced, or it is skipped
+        evaluate_target(checkpoint, ["clean"], n=30, data=f"imagefolder:{root}", out=out, force=force)
     rows = pd.read_csv(out)
     assert rows["dataset"].tolist() == ["imagefolder"] * 3
     assert rows["data_root"].tolist() == [str(first), str(shifted), str(first)]

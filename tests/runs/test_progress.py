@@ -72,7 +72,7 @@ def test_a_very_narrow_terminal_drops_the_terms_before_the_eta():
 
 
 def test_the_evaluation_progress_shows_images_per_second_and_eta_at_80_columns():
-    progress = AttackProgress(Console(file=io.StringIO(), width=80, color_system=None))
+    progress = AttackProgress(Console(file=io.StringIO(), width=80, color_system=None), plain=False)
     clock = Clock()
     progress.progress.get_time = clock
     with progress:
@@ -109,7 +109,8 @@ def test_the_evaluation_after_training_reports_its_own_progress(tmp_path):
         "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
     run_recipe(load_recipe(path), reporter_factory=lambda name: Recorder())
     assert announced == ["best.pt on 30 test images (clean, pgd-1)"]
-    assert calls == [("clean", 16, 30), ("clean", 30, 30), ("pgd@8/255", 16, 30), ("pgd@8/255", 30, 30)]
+    assert calls == [("clean", 0, 30), ("clean", 16, 30), ("clean", 30, 30),
+                     ("pgd@8/255", 0, 30), ("pgd@8/255", 16, 30), ("pgd@8/255", 30, 30)]
 
 
 # --------------------------------------------------------------------------- plots
@@ -152,3 +153,48 @@ def test_ablation_plot_title_names_model_n_and_attack(tmp_path, monkeypatch):
                   "eval_steps": [20] * 2}).to_csv(csv, index=False)
     render(csv)
     assert titles == ["R-grid-train.lr\nresnet_small, n = 500, PGD-20 at ε = 8/255 (mean ± std over seeds)"]
+
+
+def test_the_evaluation_progress_in_a_log_file_is_plain_lines_every_interval():
+    """Output to a file (not a terminal): no live bar (it would show nothing until the end), a plain line every
+    30 s and when an attack ends, with images done/total, images/s, elapsed time and ETA."""
+    out = io.StringIO()
+    clock = Clock()
+    with AttackProgress(Console(file=out, width=200), interval=30.0, clock=clock) as progress:
+        for now, done in [(0, 0), (10, 10), (20, 20), (32, 40), (40, 60), (50, 100)]:
+            clock.now = now
+            progress("pgd@8/255", done, 100)
+    # at 32 s: 40 images at 1.25 img/s, 60 left: 48 s; at 50 s: done (printed although 18 s after the last line)
+    assert out.getvalue().splitlines() == [
+        "pgd@8/255: 40/100 images, 1.2 img/s, elapsed 0:00:32, eta 0:00:48",
+        "pgd@8/255: 100/100 images, 2.0 img/s, elapsed 0:00:50, eta 0:00:00",
+    ]
+
+
+def test_the_evaluation_bar_times_an_attack_from_its_start_not_its_first_batch():
+    """A one-batch attack (n <= batch size) reported 0:00:00 elapsed: its bar began at its only report. Here the
+    model's every forward pass takes one (fake) second."""
+    from torch import nn
+
+    from kdlab.robustness.accuracy import evaluate_robustness
+    from tests.helpers.prototype_net import eval_data
+
+    clock = Clock()
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 8 * 8, 5)
+
+        def forward(self, x):
+            clock.now += 1.0
+            return self.fc(x.flatten(1))
+
+    images, labels = eval_data(8)
+    progress = AttackProgress(Console(file=io.StringIO(), width=100, color_system=None, force_terminal=True))
+    progress.progress.get_time = clock
+    with progress:
+        evaluate_robustness(Slow(), images, labels, ["fgsm"], batch_size=8, progress=progress)
+        text = rendered(progress.progress, 100)
+    fgsm = next(line for line in text.splitlines() if line.startswith("fgsm@8/255"))
+    assert re.search(r"0:00:0[2-9]$", fgsm.rstrip()), fgsm  # its forward passes: at least attack + prediction
