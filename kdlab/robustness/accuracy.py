@@ -476,8 +476,9 @@ def evaluate_probed(
     result over all n images, so the timed part counts toward it (nothing is computed twice).
 
     The two parts are two shares, as in a sharded run (:mod:`kdlab.robustness.sharded`): ``clean``, ``fgsm``,
-    ``pgd`` and ``cw`` give the numbers of one call; AutoAttack and the APGD/FAB/Square family seed each batch, so
-    their per-image results may differ slightly from one call's. ``probe`` <= 0 or >= n: one plain call.
+    ``pgd`` and ``cw`` give the numbers of one call; the APGD/FAB/Square family seeds each batch, so their per-image
+    results may differ slightly from one call's: used for the sanity checks (judged against tolerances), never for
+    AutoAttack itself (:func:`evaluate_specs`). ``probe`` <= 0 or >= n: one plain call.
     """
     n = images.shape[0]
     if probe <= 0 or probe >= n:
@@ -520,8 +521,8 @@ def evaluate_specs(
     """Each spec's result, in the order given, each handed to ``on_result`` as soon as it is complete.
 
     The cheap attacks share one :func:`evaluate_robustness` call (one clean pass); then each ensemble
-    (``autoattack``, ``aa-fast``) runs through :func:`evaluate_probed` when ``on_estimate`` is given, so its
-    expected time is known after its first images. ``zero_from_clean``: an attack at eps = 0 is not run, its
+    (``autoattack``, ``aa-fast``) runs as one call; with ``on_estimate``, each of its components' expected time is
+    told after that component's first batch (:func:`_estimating`). ``zero_from_clean``: an attack at eps = 0 is not run, its
     result is the clean pass's (an eps-0 PGD-20 would cost 21 passes for nothing).
     """
     specs = [AttackSpec(a) if isinstance(a, str) else a for a in specs]
@@ -556,7 +557,29 @@ def evaluate_specs(
     if run:
         evaluate_robustness(model, images, labels, run, batch_size, progress, on_result=cheap_done, **kwargs)
     for i in costly:
-        evaluate_probed(model, images, labels, [specs[i]], batch_size, progress,
-                        probe=probe_size(images.shape[0], batch_size), on_estimate=on_estimate,
-                        what=specs[i].resolved().label, on_result=lambda result, i=i: keep(i, result), **kwargs)
+        evaluate_robustness(model, images, labels, [specs[i]], batch_size, _estimating(progress, on_estimate),
+                            on_result=lambda result, i=i: keep(i, result), **kwargs)
     return [result for result in results if result is not None]
+
+
+def _estimating(progress: Progress | None, on_estimate: Estimate) -> Progress:
+    """``progress`` that also tells ``on_estimate`` how long each pass's first batch took (an AutoAttack component's
+    first batch: its expected time on the points it attacks), while the ensemble runs as one uninterrupted call.
+
+    Not split like :func:`evaluate_probed`: AutoAttack's components seed each batch, so a split would change which
+    points share a batch and so its numbers; one call keeps the reference schedule (:mod:`kdlab.robustness.attacks`).
+    """
+    started: dict[str, float] = {}
+    told: set[str] = set()
+
+    def report(name: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == 0:
+            started[name] = now
+        elif name != "clean" and name in started and name not in told:
+            told.add(name)
+            on_estimate(name, done, now - started[name], total)
+        if progress is not None:
+            progress(name, done, total)
+
+    return report
