@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.helpers.ctrl_c import advised_args, epochs_shown
 from tests.helpers.failfast import assert_one_line_error, invoke
 
 COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect", "check", "schema", "recipes", "report"]
@@ -83,41 +84,17 @@ CTRL_C_DATA = ("data: {dataset: embedded, subset: 50, test_subset: 20, batch_siz
                "eval: {attacks: [clean]}\n")
 
 
-def _epochs_shown(monkeypatch, stop: tuple[str, int] | None = None) -> list[tuple[str, int]]:
-    """Record (run name, epoch) of every finished epoch the console shows; raise KeyboardInterrupt (as Ctrl-C
-    would) once epoch ``stop[1]`` of run ``stop[0]`` has been checkpointed."""
-    from kdlab.runs import console
-
-    shown: list[tuple[str, int]] = []
-    original = console.RichReporter.epoch_done
-
-    def epoch_done(self, epoch, metrics):
-        original(self, epoch, metrics)
-        shown.append((self.title, epoch))
-        if stop == (self.title, epoch):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(console.RichReporter, "epoch_done", epoch_done)
-    return shown
-
-
-def _advised_args(output: str, args: list) -> list:
-    """The command the Ctrl-C line advises: the same arguments, plus --resume where it says so."""
-    line = next(line for line in output.splitlines() if line.startswith("interrupted"))
-    return [*args, "--resume"] if "--resume" in line else list(args)
-
-
 def test_an_interrupted_train_says_what_is_kept_and_the_advised_command_continues(tmp_path, monkeypatch):
     from tests.helpers.failfast import write_recipe
 
     recipe = write_recipe(tmp_path, "name: m\nmodel: {arch: resnet_small, width: 4}\n" + CTRL_C_DATA)
-    _epochs_shown(monkeypatch, stop=("m", 1))
+    epochs_shown(monkeypatch, stop=("m", 1))
     first = invoke("train", recipe)
     assert first.exit_code == 130, first.output
     assert "the model's epoch 1 of 3 is kept in" in first.output
     assert "rerun the same command with --resume to continue from epoch 2" in first.output, first.output
-    shown = _epochs_shown(monkeypatch)
-    again = invoke(*_advised_args(first.output, ["train", recipe]))
+    shown = epochs_shown(monkeypatch)
+    again = invoke(*advised_args(first.output, ["train", recipe]))
     assert again.exit_code == 0, again.output
     assert shown == [("m", 2), ("m", 3)]  # continued: epoch 1 was not trained again
 
@@ -128,19 +105,19 @@ def test_an_interrupted_distill_teacher_continues_on_a_plain_rerun(tmp_path, mon
     write_recipe(tmp_path, "name: t\nmodel: {arch: resnet_small, width: 4}\n" + CTRL_C_DATA, name="teacher.yaml")
     student = write_recipe(tmp_path, "name: s\nstudent: {arch: resnet_small, width: 4}\nteacher: {recipe: "
                                      "teacher.yaml}\n" + CTRL_C_DATA.replace("epochs: 3", "epochs: 2"))
-    _epochs_shown(monkeypatch, stop=("t", 2))
+    epochs_shown(monkeypatch, stop=("t", 2))
     first = invoke("distill", student)
     assert first.exit_code == 130, first.output
     advice = next(line for line in first.output.splitlines() if line.startswith("interrupted"))
     assert "the teacher's epochs 1-2 of 3 are kept in" in advice, advice
     assert advice.endswith("rerun the same command to continue from epoch 3") and "--resume" not in advice
-    shown = _epochs_shown(monkeypatch, stop=("s", 1))
-    second = invoke(*_advised_args(first.output, ["distill", student]))
+    shown = epochs_shown(monkeypatch, stop=("s", 1))
+    second = invoke(*advised_args(first.output, ["distill", student]))
     assert shown == [("t", 3), ("s", 1)]  # the teacher went on from epoch 3
     assert second.exit_code == 130
     assert "the student's epoch 1 of 2 is kept in" in second.output
     assert "rerun the same command with --resume to continue from epoch 2" in second.output
-    shown = _epochs_shown(monkeypatch)
-    third = invoke(*_advised_args(second.output, ["distill", student]))
+    shown = epochs_shown(monkeypatch)
+    third = invoke(*advised_args(second.output, ["distill", student]))
     assert third.exit_code == 0, third.output
     assert shown == [("s", 2)]

@@ -12,8 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import kdlab.robustness.accuracy
 from kdlab.cli import app
+from tests.helpers.ctrl_c import interrupt_at
 from tests.helpers.failfast import assert_one_line_error
 
 
@@ -73,20 +73,6 @@ def test_a_read_only_folder_is_refused_before_any_work(checkpoint, tmp_path, mon
                                  f"folder {folder} is not writable")
     assert "chmod u+w" in text
     assert list(folder.iterdir()) == []
-
-
-def interrupt_at(monkeypatch, call: int):
-    """``run_attack`` raises KeyboardInterrupt at its ``call``-th call (one call per attack batch)."""
-    real, calls = kdlab.robustness.accuracy.run_attack, []
-
-    def run_attack(*args, **kwargs):
-        calls.append(args[0])
-        if len(calls) == call:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(kdlab.robustness.accuracy, "run_attack", run_attack)
-    return calls
 
 
 def test_ctrl_c_in_the_second_attack_keeps_the_first_attacks_row(checkpoint, tmp_path, monkeypatch):
