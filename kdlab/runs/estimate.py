@@ -122,8 +122,20 @@ def how_estimated(runs: list[Any], threads: int | None) -> str:
         shown_threads = "/".join(str(c) for c in counts)
         where += f" with {shown_threads} torch thread{'s' if counts != [1] else ''} (the runs' count)"
     return (f"timed training steps on {shown} random images per distinct setting (the median of 3 after warm-up "
-            f"steps; one step for slow models), {where}, scaled to the split sizes, epochs, validation and "
+            f"steps; one step for slow models), {where}{_load()}, scaled to the split sizes, epochs, validation and "
             "attack iterations; data loading not included")
+
+
+def _load() -> str:
+    """``, load average L on C cores ...`` (the 1-minute figure when the estimate is printed): the estimate
+    assumes that load persists; empty where the platform has no load average."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return ""
+    return f", load average {load:.1f} on {os.cpu_count()} cores (assumed to persist)"
 
 
 def clock(seconds: float | None) -> str | None:
