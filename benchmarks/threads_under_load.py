@@ -23,6 +23,7 @@ import argparse
 import csv
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 case = [r for r in rows if (r["competitor"], r["batch"], r["threads"]) == (competitor, batch, count)]
                 rates = sorted(r["images_per_s"] for r in case)
                 loads = [r["load_1min"] for r in case]
-                print(f"| {competitor} | {batch} | {count} | {rates[len(rates) // 2]:.1f} | "
+                print(f"| {competitor} | {batch} | {count} | {statistics.median(rates):.1f} | "
                       f"{', '.join(f'{r:.0f}' for r in rates)} | {min(loads)}-{max(loads)} |")
     print(f"wrote {args.out}")
     return rows

@@ -2,11 +2,12 @@
 default: ``--set``, ``--resume``, ``--force`` and ``--threads`` (with ``kdlab ablate``'s per-cell form); and
 what ``--threads`` does.
 
-The thread default is one torch thread per process, not torch's one per core: on a 2-core machine where another
-process was busy, two threads trained the quickstart teacher's step several times slower than one
-(``benchmarks/threads_under_load.py``, ``results/benchmarks/threads-under-load-cpu.csv``); alone, two threads
-gained less than they lost there. One thread also gives the same numbers on any machine (CPU float sums depend
-on the thread count). A run records the count it used (``torch_threads`` in run.json, summary.json, runs.csv).
+The thread default is one torch thread per process, not torch's one per core: on a 2-core machine shared with
+other jobs, two threads trained the quickstart teacher's step 1.7 to 5.4 times slower than one, with or without
+a second process of ours beside it (``benchmarks/threads_under_load.py``,
+``results/benchmarks/threads-under-load-cpu.csv``, docs/commands.md). One thread also gives the same numbers on
+any machine (CPU float sums depend on the thread count). A run records the count it used (``torch_threads`` in
+run.json, summary.json, runs.csv).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ SET_HELP = "Override a recipe key, e.g. --set train.epochs=5 (repeatable; type-c
 # One torch thread per process unless --threads says otherwise (the module docstring says why).
 DEFAULT_THREADS = 1
 THREADS_HELP = (
-    "Torch CPU threads of this process. Default 1, not one per core: on a 2-core machine beside one other busy "
-    "process, 2 threads trained several times slower than 1, and alone gained little "
-    "(benchmarks/threads_under_load.py); 1 also repeats the same numbers on any machine. On a machine of your own, "
-    "up to its core count is faster. kdlab check times its steps with the same count.")
+    "Torch CPU threads of this process. Default 1, not one per core: on a 2-core machine shared with other jobs, "
+    "2 threads trained 1.7-5.4x slower than 1 (benchmarks/threads_under_load.py, docs/commands.md); 1 also "
+    "repeats the same numbers on any machine. On a machine of your own, try up to its core count. kdlab check "
+    "times its steps with the same count.")
 CELL_THREADS_HELP = (
     "Torch CPU threads per cell. Default 1 per cell (see kdlab train --help: on a shared machine more threads "
     "per process run slower); keep --jobs x --threads at most the core count. With --executor slurm the "
