@@ -11,6 +11,8 @@ Every failure becomes one line naming the recipe key and the fix.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,10 +162,12 @@ def random_batch(task: str, n: int, image_shape: tuple[int, ...], classes: int, 
     return images, targets
 
 
-def step(method: nn.Module, batch: Any, generator: torch.Generator) -> None:
-    """One training step's forward and backward (no optimizer: the weights stay as they are)."""
+def step(method: nn.Module, batch: Any, generator: torch.Generator, precision: Any = None) -> None:
+    """One training step's forward and backward (no optimizer: the weights stay as they are); ``precision`` (a
+    context, the engine's autocast) wraps the forward as the engine does."""
     method.train()
-    result = method(batch, generator)
+    with precision if precision is not None else nullcontext():
+        result = method(batch, generator)
     if not torch.isfinite(result.loss.detach()).all():
         raise KdlabError("the loss of a step on random images is not finite")
     result.loss.backward()
@@ -184,57 +188,104 @@ def dry_step(recipe: Any, method: nn.Module, image_shape: tuple[int, ...], class
 
 @dataclass(frozen=True)
 class StepCost:
-    """Seconds per image of a training step and of evaluating the trained model (``how``: how measured)."""
+    """Seconds per image of a training step and of evaluating the trained model, measured on ``images`` images
+    per step with ``threads`` torch threads on ``device``."""
 
     train: float
     forward_backward: float
     forward: float
     images: int
+    threads: int = 1
+    device: str = "cpu"
 
 
-def _timed(run, repeats: int) -> float:
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``threads`` torch threads (None: as they are), restoring the count after."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(run, repeats: int, device: torch.device = torch.device("cpu")) -> float:
     """The median of ``repeats`` timed calls; the median resists a step slowed by another process on a shared
-    machine."""
+    machine. On a GPU the device's queue is drained at both ends."""
     seconds = []
     for _ in range(repeats):
+        _synchronize(device)
         started = time.perf_counter()
         run()
+        _synchronize(device)
         seconds.append(time.perf_counter() - started)
     return sorted(seconds)[len(seconds) // 2]
 
 
-# A timed step takes about this long at most: a paper-scale model on a CPU is timed on fewer images, once.
-STEP_BUDGET_S = 0.5
+# A timed step takes about this long at most: the run's own batch when a step of it fits, fewer images for a
+# paper-scale model on a CPU (timed once when even two images take longer).
+STEP_BUDGET_S = 5.0
+
+
+def _on(batch: Any, device: torch.device) -> Any:
+    if device.type == "cpu":
+        return batch
+    images, labels = batch
+    if isinstance(images, torch.Tensor):
+        return images.to(device), labels.to(device)
+    return [image.to(device) for image in images], [{k: v.to(device) for k, v in t.items()} for t in labels]
 
 
 def time_steps(recipe: Any, method: nn.Module, model: nn.Module, image_shape: tuple[int, ...],
-               classes: int) -> StepCost:
-    """Time training steps on a handful of random images, plus a forward+backward and a forward of the
-    trained network alone (for the evaluation estimate). A first step on two images (the warm-up) sizes the
-    rest: as many images as fit :data:`STEP_BUDGET_S` (2 to 16, at most one batch; detection: 2), timed three
-    times (the median counts), or once when even two images take longer than the budget."""
-    generator = torch.Generator().manual_seed(0)
-    n = min(recipe.data.batch_size, 2)
-    two = random_batch(recipe.task, n, image_shape, classes, generator)
-    per_image = _timed(lambda: step(method, two, generator), 1) / n
-    repeats = 3 if per_image * n <= STEP_BUDGET_S else 1
-    if recipe.task == "classification":
-        n = max(n, min(recipe.data.batch_size, 16, int(STEP_BUDGET_S / max(per_image, 1e-9))))
-    batch = random_batch(recipe.task, n, image_shape, classes, generator)
-    train = _timed(lambda: step(method, batch, generator), repeats) / n
-    model.eval()
-    try:
-        with torch.no_grad():
-            forward = _timed(lambda: model(batch[0]), 1) / n
-        if recipe.task == "classification":
-            def forward_backward():
-                images = batch[0].clone().requires_grad_(True)
-                nn.functional.cross_entropy(model(images), batch[1]).backward()
-                model.zero_grad(set_to_none=True)
+               classes: int, threads: int | None = None) -> StepCost:
+    """Time training steps as the run will take them -- with ``threads`` torch threads (the run's count), on
+    ``model``'s device, under the recipe's ``train.precision`` (and ``eval.precision`` for the evaluation
+    passes) -- plus a forward+backward and a forward of the trained network alone (for the evaluation
+    estimate). Two warm-up steps on two images size the rest: as many images as fit :data:`STEP_BUDGET_S`,
+    up to the recipe's batch (detection: 2), timed three times (the median counts), or once when even two
+    images take longer than the budget."""
+    from kdlab.runtime.acceleration import autocast
 
-            forward_backward_s = _timed(forward_backward, 1) / n
-        else:
-            forward_backward_s = forward
-    finally:
-        model.train()
-    return StepCost(train=train, forward_backward=forward_backward_s, forward=forward, images=n)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    with torch_threads(threads) as used:
+        generator = torch.Generator().manual_seed(0)
+
+        def train_step(batch):
+            return lambda: step(method, batch, generator, autocast(device, recipe.train.precision))
+
+        n = min(recipe.data.batch_size, 2)
+        two = _on(random_batch(recipe.task, n, image_shape, classes, generator), device)
+        _timed(train_step(two), 1, device)  # warm-up: first-call allocations and kernel choices
+        per_image = _timed(train_step(two), 1, device) / n
+        repeats = 3 if per_image * n <= STEP_BUDGET_S else 1
+        if recipe.task == "classification":
+            n = max(n, min(recipe.data.batch_size, int(STEP_BUDGET_S / max(per_image, 1e-9))))
+        batch = _on(random_batch(recipe.task, n, image_shape, classes, generator), device)
+        train = _timed(train_step(batch), repeats, device) / n
+        model.eval()
+        try:
+            with torch.no_grad(), autocast(device, recipe.eval.precision):
+                forward = _timed(lambda: model(batch[0]), repeats, device) / n
+            if recipe.task == "classification":
+                def forward_backward():
+                    images = batch[0].clone().requires_grad_(True)
+                    with autocast(device, recipe.eval.precision):
+                        loss = nn.functional.cross_entropy(model(images), batch[1])
+                    loss.backward()
+                    model.zero_grad(set_to_none=True)
+
+                forward_backward_s = _timed(forward_backward, repeats, device) / n
+            else:
+                forward_backward_s = forward
+        finally:
+            model.train()
+    return StepCost(train=train, forward_backward=forward_backward_s, forward=forward, images=n, threads=used,
+                    device=device.type)

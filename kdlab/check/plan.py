@@ -14,7 +14,9 @@ and every (cell, seed) of an ablation, it checks without training and without de
 * under torchrun, what the number of processes needs (``train.rng: sample``, a divisible batch size, CUDA for
   ``train.sync_bn``; :func:`kdlab.runtime.distributed.training_problems`), for every run that will train;
 * which runs are already finished (reused from their run directory, :func:`kdlab.runs.run.run_directory`) and
-  which will train, with, for ``kdlab check``, a time estimate from a few timed steps (:mod:`kdlab.runs.estimate`).
+  which will train, with, for ``kdlab check``, a time estimate from a few timed steps (:mod:`kdlab.runs.estimate`),
+  taken as the runs will take them: with the runs' torch thread count (``threads``), on the recipe's device when
+  it is here, in its training precision.
 
 Every problem is one line naming the key and the fix; all of them are raised together as a :class:`PlanError`.
 Nothing is written.
@@ -63,6 +65,7 @@ class Plan:
     problems: list[str] = field(default_factory=list)
     recipe: Any = None  # the checked recipe (train/distill); an ablation's first cell
     notes: list[str] = field(default_factory=list)  # what --set changed beyond its keys (a dropped method setting)
+    threads: int | None = None  # the torch threads the steps were timed with (the runs' count)
 
     @property
     def to_train(self) -> list[PlannedRun]:
@@ -163,8 +166,9 @@ def _try_writing(folder: Path, existing_file: Path | None) -> str | None:
 class _Checker:
     """Walks recipes (each teacher once), collecting problems in order without duplicates."""
 
-    def __init__(self, timing: bool, resume: bool, force: bool, device_here: bool = True):
+    def __init__(self, timing: bool, resume: bool, force: bool, device_here: bool = True, threads: int | None = None):
         self.timing, self.resume, self.force, self.device_here = timing, resume, force, device_here
+        self.threads = threads  # the runs' torch threads, for the timed steps (None: as they are)
         self.problems: list[str] = []
         self.runs: dict[str, PlannedRun] = {}
         self._teachers: dict[str, tuple[Any, str | None, DataFacts | None, Any]] = {}
@@ -330,8 +334,10 @@ class _Checker:
                     problem = dry_step(recipe, method, facts.image_shape, facts.classes)
                     problems = [problem] if problem else []
                     if not problems and self.timing:
-                        method = build_step(recipe, model, teacher, facts.image_shape)
-                        cost = time_steps(recipe, method, model, facts.image_shape, facts.classes)
+                        timed, timed_teacher = _on_run_device(recipe, model, teacher, self.device_here)
+                        method = build_step(recipe, timed, timed_teacher, facts.image_shape)
+                        cost = time_steps(recipe, method, timed, facts.image_shape, facts.classes,
+                                          threads=self.threads)
             self._steps[memo] = (problems, cost)
         return self._steps[memo]
 
@@ -364,11 +370,28 @@ class _Checker:
         return run
 
 
+def _on_run_device(recipe: Any, model: Any, teacher: Any, device_here: bool) -> tuple[Any, Any]:
+    """The networks to time: ``model`` and ``teacher`` themselves on a CPU run, copies on the recipe's device
+    when it is a GPU present here (the checked networks stay on the CPU for the other checks)."""
+    import copy
+
+    try:
+        device = recipe.torch_device() if device_here else None
+    except KdlabError:
+        device = None
+    if device is None or device.type == "cpu":
+        return model, teacher
+    return (copy.deepcopy(model).to(device),
+            copy.deepcopy(teacher).to(device) if teacher is not None else None)
+
+
 # --------------------------------------------------------------------------- entry points
 def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill: bool | None = None,
-                      resume: bool = False, force: bool = False, timing: bool = False) -> Plan:
-    """Check a train/distill recipe and its teacher; raise :class:`PlanError` listing every problem."""
-    checker = _Checker(timing=timing, resume=resume, force=force)
+                      resume: bool = False, force: bool = False, timing: bool = False,
+                      threads: int | None = None) -> Plan:
+    """Check a train/distill recipe and its teacher; raise :class:`PlanError` listing every problem. With
+    ``timing``, steps are timed with ``threads`` torch threads, the count the run will use (None: as set)."""
+    checker = _Checker(timing=timing, resume=resume, force=force, threads=threads)
     notes: list[str] = []
     recipe, problems = read_recipe(path, overrides, notes)
     checker.add("", problems)
@@ -379,15 +402,22 @@ def check_recipe_plan(path: str | Path, overrides: list[str], *, expect_distill:
         checker.check(recipe, str(path), "student" if recipe.is_distillation else "model")
     if checker.problems:
         raise PlanError(checker.problems)
-    plan = Plan(title=recipe.name, runs=list(checker.runs.values()), cells=1, seeds=1, recipe=recipe, notes=notes)
+    plan = Plan(title=recipe.name, runs=list(checker.runs.values()), cells=1, seeds=1, recipe=recipe, notes=notes,
+                threads=_timed_threads(checker))
     return plan
 
 
+def _timed_threads(checker: _Checker) -> int | None:
+    threads = {run.cost.threads for run in checker.runs.values() if run.cost is not None}
+    return threads.pop() if len(threads) == 1 else checker.threads
+
+
 def check_ablation_plan(ablation: Any, out: Path | None = None, timing: bool = False,
-                        device_here: bool = True) -> Plan:
+                        device_here: bool = True, threads: int | None = None) -> Plan:
     """Check every (cell, seed) of an :class:`~kdlab.ablation.grid.AblationPlan` and its shared teacher; with
-    ``device_here`` False (cells that run as cluster jobs) a recipe's ``device: cuda`` needs no GPU here."""
-    checker = _Checker(timing=timing, resume=True, force=False, device_here=device_here)
+    ``device_here`` False (cells that run as cluster jobs) a recipe's ``device: cuda`` needs no GPU here. With
+    ``timing``, steps are timed with ``threads`` torch threads, the count each cell will use."""
+    checker = _Checker(timing=timing, resume=True, force=False, device_here=device_here, threads=threads)
     if out is not None:
         checker.add("", writable_problems(str(out), "--out", folder=True))
     first = None
@@ -403,4 +433,4 @@ def check_ablation_plan(ablation: Any, out: Path | None = None, timing: bool = F
     if checker.problems:
         raise PlanError(checker.problems)
     return Plan(title=ablation.title, runs=list(checker.runs.values()), cells=len(ablation.cells),
-                seeds=len(ablation.seeds), recipe=first)
+                seeds=len(ablation.seeds), recipe=first, threads=_timed_threads(checker))

@@ -10,7 +10,7 @@ import typer
 
 from kdlab.cli import ablation_flags
 from kdlab.cli.command import friendly, typed_command
-from kdlab.cli.options import SET_HELP
+from kdlab.cli.options import CELL_THREADS, SET_HELP, cell_threads
 from kdlab.config.names import EXECUTORS, SLURM_SETTINGS
 
 
@@ -46,7 +46,9 @@ def ablate(
         None, "--tune-from", help="With --tune: choose from this finished <title>-val.csv (e.g. another "
                                   "detector's) instead of running a tuning grid."),
     attack: list[str] = ablation_flags.ATTACKS,
-    jobs: int = typer.Option(1, "--jobs", min=1, help="Cells run in parallel processes."),
+    jobs: int = typer.Option(
+        1, "--jobs", min=1, help="Cells run in parallel processes (with --threads per cell: keep jobs x threads at "
+                                 "most the core count)."),
     executor: str = typer.Option(
         "local", "--executor",
         help=f"One of {', '.join(EXECUTORS)} (kdlab.ablation.cluster): local runs --jobs processes, slurm one "
@@ -54,7 +56,7 @@ def ablate(
     slurm: list[str] = typer.Option(
         [], "--slurm", help=f"With --executor slurm, KEY=VALUE (repeatable), KEY one of {', '.join(SLURM_SETTINGS)} "
                             "or sbatch.OPTION, e.g. time=4:00:00."),
-    threads: int | None = typer.Option(None, "--threads", help="Torch threads per cell (default cores/jobs)."),
+    threads: int | None = CELL_THREADS,
     set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every cell."),
     name: str | None = ablation_flags.NAME,
     out: Path = ablation_flags.OUT,
@@ -72,6 +74,6 @@ def ablate(
         inner_steps=inner_steps, inner_step=inner_step)
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
-    run_ablation_command(plan, out, jobs=jobs, threads=threads, tune=tune, tune_seed=tune_seed,
+    run_ablation_command(plan, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None), tune=tune, tune_seed=tune_seed,
                          tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from, attacks=attack,
                          cluster=cluster, command=typed_command())

@@ -56,12 +56,11 @@ def check(
     name: str | None = ablation_flags.NAME,
     out: Path = ablation_flags.OUT,
     timing: bool = typer.Option(True, "--timing/--no-timing", help="Time a few steps to estimate the run time."),
-    threads: int | None = THREADS,
+    threads: int = THREADS,
 ) -> None:
     """Check a plan without running it: recipe, teacher recipe or checkpoint, every ablation cell, data, models,
     block keys, one step on random images, output paths. Prints which runs will train, which are finished
     (and where), and an estimated time from a few timed steps. Writes nothing; exit code 2 lists every problem."""
-    import torch
     from rich.markup import escape
 
     from kdlab.check.plan import check_ablation_plan, check_recipe_plan
@@ -74,13 +73,13 @@ def check(
             recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds,
             attacks=attack, overrides=set_, name=name, per_block_weight=per_block_weight, methods=methods,
             method_overrides=method_set, inner_steps=inner_steps, inner_step=inner_step)
-        plan = check_ablation_plan(ablation, out, timing=timing)
+        plan = check_ablation_plan(ablation, out, timing=timing, threads=threads)
     else:
         from kdlab.config.shipped import resolve_recipe
 
-        plan = check_recipe_plan(resolve_recipe(recipe), set_, resume=True, timing=timing)
+        plan = check_recipe_plan(resolve_recipe(recipe), set_, resume=True, timing=timing, threads=threads)
     for note in plan.notes:  # what --set changed beyond its keys (a changed method's dropped settings)
         console.print(escape(note), highlight=False, soft_wrap=True)
     console.print(f"[bold]plan {plan.title}[/]: checked, no problems found", highlight=False)
-    for line in [*plan_lines(plan), *plan_summary(plan, torch.get_num_threads())]:
+    for line in [*plan_lines(plan), *plan_summary(plan)]:
         console.print(escape(line), highlight=False, soft_wrap=True)

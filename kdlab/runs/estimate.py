@@ -1,8 +1,11 @@
 """Time estimates, all in one place: a plan's before it starts, a run's once it has started, an ablation's rest.
 
 **Before a run** (``kdlab check``): :func:`kdlab.check.models.time_steps` times three training steps (the median
-counts; one for a slow model) on a handful of random images of the data's size (after a warm-up step), one
-forward+backward and one forward of the trained network alone. :func:`run_seconds` scales them:
+counts; one for a slow model) on random images of the data's size (after warm-up steps), one forward+backward
+and one forward of the trained network alone, the way the run will take them: with the run's torch thread count
+(the ``--threads`` default or value, set while timing), on the recipe's device when it is here, under
+``train.precision``, on the recipe's batch (fewer images when one step of it would take more than a couple of
+seconds). :func:`run_seconds` scales them:
 
 * training: seconds per image of a step x images per epoch (full batches; ``train.max_batches_per_epoch``
   caps them) x ``train.epochs``;
@@ -11,9 +14,8 @@ forward+backward and one forward of the trained network alone. :func:`run_second
 * evaluation: the ``eval.n`` images of the evaluated split once per attack, times the attack's iterations
   (PGD: ``eval.steps``; others: their documented defaults, ``kdlab.robustness.attacks``) in forward+backward passes.
 
-It is a rough figure: the same machine and thread count as the check, small timed batches (per-image costs
-fall with larger batches, so it tends to overestimate), no data loading time; early-stopping attacks
-(AutoAttack) make it an upper bound.
+It is a rough figure: the machine's load during the check stands for its load during the run, no data loading
+time; early-stopping attacks (AutoAttack) make it an upper bound.
 
 **Once a run has started**, its expected time is announced once from its first timed training steps, before most
 of the work. :class:`ExpectedTime` wraps a run's progress reporter. After a few warm-up steps (cuDNN autotuning,
@@ -108,13 +110,32 @@ def run_seconds(recipe: Any, facts: Any, cost: Any) -> float:
     return train + validation + evaluation_seconds(recipe, facts, cost)
 
 
-def how_estimated(runs: list[Any], threads: int) -> str:
+def how_estimated(runs: list[Any], threads: int | None) -> str:
     """One sentence saying how the estimate was made."""
-    sizes = sorted({run.cost.images for run in runs if run.cost is not None})
+    timed = [run.cost for run in runs if run.cost is not None]
+    sizes = sorted({cost.images for cost in timed})
     shown = "/".join(str(s) for s in sizes) or "a few"
-    return (f"timed training steps on {shown} random images per distinct setting (the median of 3 after a warm-up "
-            f"step; one step for slow models), on this machine with {threads} torch thread{'s' if threads > 1 else ''}"
-            ", scaled to the split sizes, epochs, validation and attack iterations; data loading not included")
+    counts = sorted({cost.threads for cost in timed}) or ([threads] if threads else [])
+    devices = sorted({cost.device for cost in timed} - {"cpu"})
+    where = f"on this machine{' (' + '/'.join(devices) + ')' if devices else ''}"
+    if counts:
+        shown_threads = "/".join(str(c) for c in counts)
+        where += f" with {shown_threads} torch thread{'s' if counts != [1] else ''} (the runs' count)"
+    return (f"timed training steps on {shown} random images per distinct setting (the median of 3 after warm-up "
+            f"steps; one step for slow models), {where}{_load()}, scaled to the split sizes, epochs, validation and "
+            "attack iterations; data loading not included")
+
+
+def _load() -> str:
+    """``, load average L on C cores ...`` (the 1-minute figure when the estimate is printed): the estimate
+    assumes that load persists; empty where the platform has no load average."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return ""
+    return f", load average {load:.1f} on {os.cpu_count()} cores (assumed to persist)"
 
 
 def clock(seconds: float | None) -> str | None:
@@ -140,8 +161,10 @@ def plan_lines(plan: Any) -> list[str]:
             for row in rows]
 
 
-def plan_summary(plan: Any, threads: int) -> list[str]:
-    """The lines under the plan's table: counts, the estimate and how it was made."""
+def plan_summary(plan: Any, threads: int | None = None) -> list[str]:
+    """The lines under the plan's table: counts, the estimate and how it was made (``threads``: the count the
+    steps were timed with when the plan does not say)."""
+    threads = getattr(plan, "threads", None) or threads
     finished = [run for run in plan.runs if run.status == "finished"]
     lines = [f"{len(plan.runs)} runs: {len(finished)} finished (reused), {len(plan.to_train)} to train"
              + (f"; {plan.cells} cells x {plan.seeds} seeds" if plan.cells > 1 or plan.seeds > 1 else "")]
