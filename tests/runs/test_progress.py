@@ -108,7 +108,7 @@ def test_the_evaluation_after_training_reports_its_own_progress(tmp_path):
         "eval": {"n": 30, "steps": 1, "batch_size": 16},
         "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
     run_recipe(load_recipe(path), reporter_factory=lambda name: Recorder())
-    assert announced == ["best.pt on 30 test images (clean, pgd-1)"]
+    assert announced == ["best.pt on 30 test images (accuracy: clean, pgd-1)"]
     assert calls == [("clean", 0, 30), ("clean", 16, 30), ("clean", 30, 30),
                      ("pgd@8/255", 0, 30), ("pgd@8/255", 16, 30), ("pgd@8/255", 30, 30)]
 
