@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kdlab.cli.command import friendly
+from kdlab.config.names import CORRECTIONS
 from kdlab.errors import KdlabError
 from kdlab.report.paper import PAPER_NUMBERS
 
@@ -27,25 +28,30 @@ def table(
     with_eval: Path | None = typer.Option(
         None, "--with-eval", help="Ablation tables: first add the AutoAttack accuracy of each run that kdlab eval "
                                   "RUN_DIR --attack autoattack measured (e.g. results/eval.csv)."),
+    correction: str = typer.Option(
+        "holm", "--correction", help=f"One of {', '.join(CORRECTIONS)}: holm adds beside each paired interval its "
+                                     "t-test p-value and the Holm-adjusted one over the table's comparisons; none "
+                                     "shows the uncorrected intervals alone."),
 ) -> None:
     """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show
     the latest evaluation rows or the runs table as Markdown."""
-    from kdlab.report.tables import check_paper_fits, csv_kind, merge_eval_column, render, rows_markdown
+    from kdlab.report import tables
     from kdlab.results import read_table
     from kdlab.runs.console import console, print_markdown
 
-    kind = csv_kind(csv)
+    kind = tables.csv_kind(csv)
     if kind != "ablation":
-        if paper is not None or baseline or with_eval is not None:
-            raise KdlabError(f"--paper, --baseline and --with-eval apply to ablation tables; {csv} is a {kind} "
-                             "table: drop them")
-        print_markdown(console, rows_markdown(csv, kind))
+        if paper is not None or baseline or with_eval is not None or correction != "holm":
+            raise KdlabError(f"--paper, --baseline, --with-eval and --correction apply to ablation tables; {csv} is "
+                             f"a {kind} table: drop them")
+        print_markdown(console, tables.rows_markdown(csv, kind))
         return
-    if paper is not None:  # before --with-eval rewrites the CSV
-        check_paper_fits(read_table(csv), paper)
+    tables.check_correction(correction)  # before --with-eval rewrites the CSV
+    if paper is not None:
+        tables.check_paper_fits(read_table(csv), paper)
     if with_eval is not None:
-        merge_eval_column(csv, with_eval)
-    markdown, plot = render(csv, paper=paper, baseline=baseline)
+        tables.merge_eval_column(csv, with_eval)
+    markdown, plot = tables.render(csv, paper=paper, baseline=baseline, correction=correction)
     print_markdown(console, markdown.read_text())
     console.print(f"wrote {markdown} and {plot}", highlight=False, soft_wrap=True)
 

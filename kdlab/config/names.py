@@ -22,6 +22,9 @@ DATASETS = CLASSIFICATION_DATASETS + DETECTION_DATASETS
 EXECUTORS = ("local", "slurm", "submitit-local")
 SLURM_SETTINGS = ("partition", "gpus", "cpus", "mem", "time", "parallel", "account", "qos", "requeues")
 
+# Multiple-comparison corrections of a table's paired comparisons (``kdlab table --correction``; kdlab.report.stats).
+CORRECTIONS = ("holm", "none")
+
 # COCO box AP metrics (pycocotools' summary order), in percent.
 DETECTION_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 WEAK_AP50 = 10.0  # %: a detector under it finds almost none of the objects (flagged "weak")

@@ -3,6 +3,12 @@
 When kdlab says one setting beats another it means: over the same seeds (same data order and
 initialisation), the mean of (cell − baseline) has a two-sided 95 % Student-t interval that
 excludes 0. An interval that includes 0 is reported as "not separated".
+
+A table makes many such comparisons (every cell against every baseline), so beside each interval it gives the
+two-sided paired t-test p-value (the same t = mean / (sd / √n), df = n − 1) and its Holm–Bonferroni adjusted
+value over the table's family of comparisons (Holm 1979): "separated (Holm)" when the adjusted p < 0.05. The
+interval uses the tabulated quantiles below and the p-value scipy's t distribution; the two agree on which side of
+0.05 a comparison falls except within 1e-3 of the quantile (the table's precision).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class PairedDifference:
     low: float  # 95 % CI; NaN with fewer than two pairs
     high: float
     pairs: int
+    p: float = math.nan  # two-sided paired t-test p-value; NaN with fewer than two pairs
 
     @property
     def separated(self) -> bool:
@@ -62,4 +69,60 @@ def paired_difference(differences: Sequence[float]) -> PairedDifference:
         return PairedDifference(mean, math.nan, math.nan, 1)
     std = math.sqrt(sum((value - mean) ** 2 for value in values) / (n - 1))
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
-    return PairedDifference(mean, mean - half, mean + half, n)
+    return PairedDifference(mean, mean - half, mean + half, n, paired_t_p(mean, std, n))
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| ≥ |t|) for Student's t with ``df`` degrees of freedom (scipy's t distribution)."""
+    # imported here: scipy takes a moment to load, and only tables need it
+    from scipy.stats import t as student_t
+
+    if df < 1:
+        raise ValueError("a t-test needs at least two paired values (df >= 1)")
+    return float(min(1.0, 2.0 * student_t.sf(abs(t), df)))
+
+
+def paired_t_p(mean: float, std: float, n: int) -> float:
+    """The two-sided p-value of t = mean / (std / √n), df = n − 1. Identical differences on every seed (std 0)
+    give p 0 when their mean is not 0 (the interval has no width and excludes 0), else p 1."""
+    if std == 0:
+        return 0.0 if mean != 0 else 1.0
+    return t_two_sided_p(mean / (std / math.sqrt(n)), n - 1)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given: sorted ascending, the j-th smallest of m becomes
+    max over i ≤ j of min(1, (m − i + 1) · p_(i)). Rejecting where the adjusted value is under α keeps the chance
+    of any false separation in the family at most α (Holm 1979)."""
+    m = len(p_values)
+    adjusted = [math.nan] * m
+    running = 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def format_p(p: float) -> str:
+    """A p-value in two significant digits (``0.041``, ``0.30``, ``1.0``), ``<0.0001`` below that, with more digits
+    where two would round it across 0.05 (``0.0499``, not ``0.05``)."""
+    if p == 0:
+        return "0"
+    if p < 1e-4:
+        return "<0.0001"
+    for digits in range(2, 7):
+        shown = f"{p:#.{digits}g}"
+        if (float(shown) < 0.05) == (p < 0.05):
+            return shown
+    return shown
+
+
+def render_holm(difference: PairedDifference, adjusted: float) -> str:
+    """``p 0.041, Holm 0.29: not separated (Holm)``: the comparison's paired t-test p-value, its Holm-adjusted
+    value in the table's family and the verdict at 0.05; ``1 seed: no test`` and ``—`` where there is none."""
+    if difference.pairs == 0:
+        return "—"
+    if difference.pairs == 1:
+        return "1 seed: no test"
+    verdict = "separated (Holm)" if adjusted < 0.05 else "not separated (Holm)"
+    return f"p {format_p(difference.p)}, Holm {format_p(adjusted)}: {verdict}"

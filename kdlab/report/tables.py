@@ -6,7 +6,9 @@ Standard deviations are sample standard deviations (ddof = 1) over seeds; a cell
 seed shows its mean alone. With a baseline cell, a last column gives each cell's *paired*
 difference on the headline metric: the mean ± std over seeds of (cell − baseline) for the
 same seed. Seed noise shared by both cells (data order, initialisation) cancels in it, so it
-separates a small effect from run-to-run spread better than two overlapping mean ± std columns.
+separates a small effect from run-to-run spread better than two overlapping mean ± std columns. Beside each
+paired column (``correction="holm"``, the default) a second one gives the comparison's paired t-test p-value and
+its Holm-adjusted value over every comparison the table makes (:func:`holm_family`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from kdlab.config.names import DETECTION_METRICS, METRIC_LABELS, WEAK_AP50
-from kdlab.errors import KdlabError
+from kdlab.config.names import CORRECTIONS, DETECTION_METRICS, METRIC_LABELS, WEAK_AP50
+from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.paper import PAPER_NUMBERS
-from kdlab.report.stats import PairedDifference, paired_difference
+from kdlab.report.stats import PairedDifference, holm_adjust, paired_difference, render_holm
 from kdlab.results import atomic_write_text, read_table
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
@@ -142,6 +144,27 @@ def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> dict[
     return {str(cell): paired_difference(deltas[cell].tolist()) for cell in deltas.columns}
 
 
+def check_correction(correction: str) -> None:
+    """Refuse a ``--correction`` kdlab does not know, before any work."""
+    if correction not in CORRECTIONS:
+        raise KdlabError(f"--correction {correction}: choose {' or '.join(CORRECTIONS)}"
+                         f"{did_you_mean(correction, CORRECTIONS)}")
+
+
+def holm_family(deltas: dict[str, dict[str, PairedDifference]]) -> tuple[dict[tuple[str, str], float], int]:
+    """Holm-adjusted p-values of a table's family of comparisons, keyed ``(baseline, cell)``, and the family size
+    m. The family: every cell against every baseline (``deltas``: baseline -> cell -> paired difference) with two
+    paired seeds or more; a comparison made twice (two baselines against each other) counts once."""
+    tests: dict[frozenset[str], float] = {}
+    for base, cells in deltas.items():
+        for cell, difference in cells.items():
+            if cell != base and difference.pairs >= 2:
+                tests.setdefault(frozenset((base, cell)), difference.p)
+    adjusted = dict(zip(tests, holm_adjust(list(tests.values()))))
+    return ({(base, cell): adjusted[frozenset((base, cell))] for base, cells in deltas.items() for cell in cells
+             if cell != base and frozenset((base, cell)) in adjusted}, len(tests))
+
+
 def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     """Per cell of a ``--tune`` table whose chosen value is the smallest or the largest of the (3 or more) values
     its tuning table (``tuned_on``, in ``folder``) tried: "smallest" or "largest". A choice at the edge of the
@@ -165,9 +188,11 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
 
 
 def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None,
-                   edges: dict[str, str] | None = None) -> str:
-    """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival);
-    ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid."""
+                   edges: dict[str, str] | None = None, correction: str = "holm") -> str:
+    """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival),
+    each followed (``correction="holm"``) by its t-test column: p-value and Holm-adjusted p-value over the table's
+    comparisons; ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid."""
+    check_correction(correction)
     baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
     edges = edges or {}
     summary = summarise(frame)
@@ -179,7 +204,11 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     header += [COST_COLUMNS[c] for c in costs]
     metric = headline_metric(frame) if baselines else ""
     deltas = {base: paired_differences(frame, base, metric) for base in baselines}
-    header += [f"Δ {METRIC_LABELS.get(metric, metric)} vs {base} (paired, 95 % CI)" for base in baselines]
+    holm, m = holm_family(deltas) if correction == "holm" else (None, 0)
+    metric_label = METRIC_LABELS.get(metric, metric)
+    for base in baselines:
+        header.append(f"Δ {metric_label} vs {base} (paired, 95 % CI)")
+        header += [] if holm is None else [f"Δ {metric_label} vs {base}: t-test p, Holm"]
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -194,6 +223,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         for base in baselines:
             delta = deltas[base].get(str(row["cell"])) if str(row["cell"]) != base else None
             cells.append("—" if delta is None else delta.render())
+            if holm is not None:
+                cells.append("—" if delta is None else render_holm(delta, holm.get((base, str(row["cell"])), 1.0)))
         if reference:
             value = paper_value(reference, row["cell"])
             cells.append(f"{value:.2f}" if value is not None else "—")
@@ -202,6 +233,12 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     for base in baselines:
         notes.append(f"Paired column: mean over seeds of (cell − {base}) for the same seed, with its two-sided "
                      "95 % Student-t confidence interval; \"not separated\" when the interval includes 0.")
+    if holm is not None and baselines:
+        notes.append(f"t-test column: two-sided paired t-test p-value of the same difference (t = mean / (sd / √n), "
+                     f"df = n − 1) and its Holm–Bonferroni adjusted value over the table's family of m = {m} "
+                     f"comparison{'s' if m != 1 else ''} on {metric_label} (every cell against every baseline, two seeds "
+                     "or more); \"separated (Holm)\" when the adjusted p < 0.05. The intervals are not corrected "
+                     "(kdlab table --correction none shows them alone).")
     for metric in metrics:  # an attack measured on some seeds only (AutoAttack on seed 0: kdlab table --with-eval)
         measured = frame[frame["cell"] != TEACHER_CELL].groupby("cell", sort=False)[metric].count()
         if not metric.endswith("_acc") or not len(measured) or measured.max() == 0:
@@ -324,10 +361,12 @@ def default_baseline(frame: pd.DataFrame) -> str | None:
 
 
 def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] | None = None,
-           out_dir: Path | None = None) -> tuple[Path, Path]:
-    """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder)."""
+           out_dir: Path | None = None, correction: str = "holm") -> tuple[Path, Path]:
+    """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder);
+    ``correction`` (:data:`~kdlab.config.names.CORRECTIONS`) as in :func:`markdown_table`."""
     from kdlab.report.plots import plot_ablation_bars
 
+    check_correction(correction)
     csv_path = Path(csv_path)
     frame = read_table(csv_path)
     if paper is not None:
@@ -336,7 +375,7 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
     baseline = baseline or default_baseline(frame)
     stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")
     markdown = stem.with_name(stem.name + ".md")
-    table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent))
+    table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent), correction=correction)
     atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + table)
     summary = summarise(frame)
     metrics = metric_columns(frame)
