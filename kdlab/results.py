@@ -74,8 +74,34 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def device_facts() -> dict[str, str]:
+    """The machine's compute device: ``device_name`` (the CUDA GPU's name when torch sees one, else the CPU's
+    model), ``cpu_name`` and ``cuda`` (the CUDA version torch was built with, ``none`` for a CPU-only build), so
+    the rows of a study that spans machines say which machine computed each."""
+    import torch
+
+    cuda = torch.version.cuda or "none"
+    cpu = cpu_name()
+    try:
+        gpu = torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else ""
+    except (RuntimeError, AssertionError):
+        gpu = ""
+    return {"device_name": gpu or cpu, "cpu_name": cpu, "cuda": cuda}
+
+
 def provenance(diff_to: Path | None = None) -> dict[str, Any]:
-    """What a reader needs to reproduce a number: code version, packages and machine.
+    """What a reader needs to reproduce a number: code version, packages and machine (its device: :func:`device_facts`).
 
     When the code is dirty the commit reads ``<sha>-dirty`` and ``git_diff_sha256`` is the SHA-256 prefix of
     the uncommitted patch; with ``diff_to`` the patch itself is saved there (``git apply`` restores the code).
@@ -89,6 +115,7 @@ def provenance(diff_to: Path | None = None) -> dict[str, Any]:
         "git_diff_sha256": digest,
         "versions": package_versions(),
         "machine": platform.machine(),
+        **device_facts(),
         "finished_at": now(),
     }
 

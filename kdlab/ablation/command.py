@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kdlab.ablation.execute import run_ablation
 from kdlab.ablation.grid import AblationPlan
+from kdlab.ablation.slices import TimeSlice
 from kdlab.config.names import HEADLINE_METRICS
 from kdlab.errors import KdlabError
 from kdlab.runs.console import console, print_markdown
@@ -20,12 +21,15 @@ from kdlab.runs.estimate import clock, remaining_seconds
 
 def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: int | None, tune: list[str],
                          tune_seed: int | None, tune_val_size: int | None, tune_metric: str | None,
-                         attacks: list[str], cluster=None, tune_from: Path | None = None, command: str = "") -> Path:
+                         attacks: list[str], cluster=None, tune_from: Path | None = None, command: str = "",
+                         time_slice: TimeSlice | None = None) -> Path:
     """With ``tune`` (``KEY=V1,V2``), first choose KEY per cell on a validation split (kdlab.ablation.tuning), then run
     the seeds with the chosen values; returns the final table. ``tune_from``: choose from that finished tuning
     table (e.g. another detector's) instead of running one. ``cluster``
     (:class:`kdlab.ablation.cluster.ClusterSettings`): run every cell as a job there instead of in ``jobs`` processes.
-    ``command``: the ablate command line as typed, recorded by every run and table row (the tuning grid's too)."""
+    ``command``: the ablate command line as typed, recorded by every run and table row (the tuning grid's too).
+    ``time_slice`` (``--time-limit``, started when the command began): stop cleanly before its end
+    (:mod:`kdlab.ablation.slices`), raising :class:`~kdlab.ablation.slices.SliceStopped` when cells remain."""
     plan = replace(plan, command=command)
     if (tune_val_size is not None or tune_seed is not None or tune_metric is not None
             or tune_from is not None) and not tune:
@@ -47,7 +51,7 @@ def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: i
             tuning = tuning_plan(plan, spec, plan.seeds[0] if tune_seed is None else tune_seed, tune_val_size)
             console.print(f"[bold]tuning {spec.key}[/] per cell on the validation split (eval.split=val), seed "
                           f"{tuning.seeds[0]}; the test split is not evaluated")
-            table = _run_plan(tuning, out, jobs, threads, cluster)
+            table = _run_plan(tuning, out, jobs, threads, cluster, time_slice)
         else:
             if tune_val_size is not None or tune_seed is not None:
                 raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed")
@@ -56,10 +60,10 @@ def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: i
         console.print(f"chosen on validation {metric}" + (f" in {table}" if tune_from else "") + ": "
                       + ", ".join(f"{c}: {spec.short}={v}" for c, v in chosen.items()))
         plan = seeds_plan(plan, spec, chosen, table)
-    return _run_plan(plan, out, jobs, threads, cluster)
+    return _run_plan(plan, out, jobs, threads, cluster, time_slice)
 
 
-def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None) -> Path:
+def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None, time_slice: TimeSlice | None = None) -> Path:
     """Run one ablation plan with progress lines; print its Markdown; return its CSV."""
     total = len(plan.cells) * len(plan.seeds)
     target = plan.table_path(out)
@@ -83,7 +87,7 @@ def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None) -> 
         console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}{until}")
 
     if cluster is None:
-        table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell)
+        table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell, time_slice=time_slice)
     else:
         from kdlab.ablation.cluster import run_on_cluster
 

@@ -4,7 +4,8 @@
 each as its run is recorded again, so the table is always the same function of what has finished, whichever
 executor ran the cells (:mod:`kdlab.ablation.execute`, :mod:`kdlab.ablation.cluster`). A row carries the cell's
 metrics, how its checkpoint was chosen, its training cost, its run directory and the ``kdlab ablate`` command
-that wrote it with its ``--set`` values (``command``, ``overrides``: :func:`_row`).
+that wrote it with its ``--set`` values (``command``, ``overrides``) and the machine that computed it
+(``device_name``, ``torch``, ``cuda``: :func:`_row`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
         row[key] = summary.get(key)
     row["run_dir"] = summary.get("run_dir")
+    # which machine computed it (a study continued on other machines, kdlab.ablation.slices): device, torch, CUDA
+    row["device_name"] = summary.get("device_name")
+    row["torch"] = (summary.get("versions") or {}).get("torch")
+    row["cuda"] = summary.get("cuda")
     # what wrote this row: the ablate command as typed (every flag) and its --set overrides, shell-quoted
     row["command"] = plan.command
     row["overrides"] = shlex.join(plan.common_overrides)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from kdlab.ablation.slices import STOPPED_EXIT
 from kdlab.cli import ablation_flags
 from kdlab.cli.command import friendly, typed_command
 from kdlab.cli.options import CELL_THREADS, SET_HELP, cell_threads
@@ -56,6 +57,11 @@ def ablate(
     slurm: list[str] = typer.Option(
         [], "--slurm", help=f"With --executor slurm, KEY=VALUE (repeatable), KEY one of {', '.join(SLURM_SETTINGS)} "
                             "or sbatch.OPTION, e.g. time=4:00:00."),
+    time_limit: str | None = typer.Option(
+        None, "--time-limit",
+        help="Stop cleanly before this much time has passed (90s, 9m, 1h30m): a cell that does not fit is not "
+             f"started, a running one stops at an epoch boundary (last.pt kept); exits {STOPPED_EXIT} naming what "
+             "is left; the same command continues (docs/scale.md, GPU time in slices)."),
     threads: int | None = CELL_THREADS,
     set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every cell."),
     name: str | None = ablation_flags.NAME,
@@ -64,16 +70,31 @@ def ablate(
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablation.cluster import cluster_settings
     from kdlab.ablation.command import run_ablation_command
+    from kdlab.ablation.slices import SliceStopped, TimeSlice, parse_duration
     from kdlab.check.plan import check_ablation_plan
     from kdlab.config.paths import check_paths
+    from kdlab.errors import KdlabError
 
+    # the slice starts with the command, so the plan check counts against the limit
+    time_slice = None if time_limit is None else TimeSlice(parse_duration(time_limit), text=time_limit)
     cluster = cluster_settings(executor, slurm, jobs)  # None: the local pool
+    if time_slice is not None and cluster is not None:
+        raise KdlabError("--time-limit stops local cells; on Slurm give each job its time with --slurm "
+                         "time=H:MM:SS instead")
     recipe, plan = ablation_flags.ablation_plan(
         recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds, attacks=attack,
         overrides=set_, name=name, per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
         inner_steps=inner_steps, inner_step=inner_step)
     check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
     check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
-    run_ablation_command(plan, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None), tune=tune, tune_seed=tune_seed,
-                         tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from, attacks=attack,
-                         cluster=cluster, command=typed_command())
+    try:
+        run_ablation_command(plan, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None), tune=tune,
+                             tune_seed=tune_seed, tune_val_size=tune_val_size, tune_metric=tune_metric,
+                             tune_from=tune_from, attacks=attack, cluster=cluster, command=typed_command(),
+                             time_slice=time_slice)
+    except SliceStopped as stopped:
+        from kdlab.runs.console import console
+
+        for line in stopped.lines():
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(STOPPED_EXIT) from None

@@ -13,6 +13,7 @@ from kdlab.cli.ablate import ablate
 from kdlab.cli.check import check, inspect
 from kdlab.cli.command import CONTEXT, KdlabCommand, KdlabGroup
 from kdlab.cli.evaluate import eval_
+from kdlab.cli.pack import pack, unpack
 from kdlab.cli.recipes import recipes, recipes_copy, schema
 from kdlab.cli.report import report, table
 from kdlab.cli.run import distill, train
@@ -61,6 +62,8 @@ app.command(cls=KdlabCommand, context_settings=CONTEXT)(inspect)
 app.command("eval", cls=KdlabCommand, context_settings=CONTEXT)(eval_)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(ablate)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(check)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(pack)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(unpack)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(table)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(report)
 

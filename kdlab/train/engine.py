@@ -26,10 +26,16 @@ epoch's. ``train.precision``, ``train.channels_last`` and ``train.compile``: :mo
 Several processes (torchrun, :mod:`kdlab.runtime.distributed`): the method is wrapped in DistributedDataParallel,
 every rank steps its shard of each global batch, the epoch's loss terms and counts are added over ranks, and
 only rank 0 writes ``last.pt``, ``best.pt`` and ``metrics.csv``; every rank reads ``last.pt`` on resume.
+
+A deadline (:func:`deadline`, set by ``kdlab ablate --time-limit``: :mod:`kdlab.ablation.slices`) stops the loop at
+an epoch boundary: before each epoch, when the next epoch (as long as the longest one measured, this process's or
+``last.pt``'s history) would end past the deadline, :class:`OutOfTime` is raised; ``last.pt`` then holds every
+finished epoch and a resume continues from there. Nothing is ever stopped mid-write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +56,64 @@ from kdlab.train.epoch_totals import EpochTotals, Reading
 from kdlab.train.reporter import Reporter
 from kdlab.train.selection import epoch_score, improves
 from kdlab.train.state import load_state, save_state
+
+
+class OutOfTime(Exception):
+    """The run stopped at an epoch boundary because its next epoch would pass the deadline: not an error;
+    ``last.pt`` keeps every finished epoch (``epoch`` of ``epochs``) and a resume continues from there."""
+
+    def __init__(self, message: str, epoch: int = 0, epochs: int = 0):
+        super().__init__(message)
+        self.epoch, self.epochs = epoch, epochs
+
+    def __reduce__(self):  # raised in a worker process of ``kdlab ablate --jobs``: rebuilt in the parent
+        return OutOfTime, (str(self), self.epoch, self.epochs)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A point in time (``at``, in the seconds of ``now``) that training must not pass."""
+
+    at: float
+    now: Callable[[], float] = time.time
+
+    def left(self) -> float:
+        return self.at - self.now()
+
+
+_DEADLINE: list[Deadline | None] = [None]
+
+
+@contextlib.contextmanager
+def deadline(limit: Deadline | None):
+    """Within this block every :func:`fit` of this process stops before an epoch that would pass ``limit``."""
+    before, _DEADLINE[0] = _DEADLINE[0], limit
+    try:
+        yield limit
+    finally:
+        _DEADLINE[0] = before
+
+
+def _next_epoch_seconds(walls: list[float], history: list[dict[str, Any]]) -> float | None:
+    """The longest epoch measured so far in this process (step time, validation and checkpoint), else the
+    longest step time ``last.pt``'s history recorded; None before any epoch."""
+    if walls:
+        return max(walls)
+    recorded = [row["epoch_seconds"] for row in history if isinstance(row.get("epoch_seconds"), (int, float))]
+    return max(recorded) if recorded else None
+
+
+def _stop_if_out_of_time(limit: Deadline | None, epoch: int, epochs: int, walls: list[float],
+                         history: list[dict[str, Any]], last_path: Path) -> None:
+    if limit is None:
+        return
+    needed = _next_epoch_seconds(walls, history)
+    left = limit.left()
+    if left <= 0 or (needed is not None and needed > left):
+        kept = f"{last_path} keeps epochs 1-{epoch - 1}" if epoch > 1 else "no epoch was trained"
+        raise OutOfTime(f"stopped for time before epoch {epoch} of {epochs}"
+                        + (f" (an epoch takes ~{needed:.0f} s, {max(left, 0):.0f} s left)" if needed else "")
+                        + f"; {kept}", epoch - 1, epochs)
 
 
 @dataclass
@@ -197,7 +261,10 @@ def fit(
     main = distributed.is_main()
     reporter.fit_started(spec.epochs, steps_per_epoch, start_epoch)
     every = log_interval(spec, device)
+    limit, walls = _DEADLINE[0], []  # the deadline, if any; this process's epoch wall times, on its clock
     for epoch in range(start_epoch, spec.epochs + 1):
+        _stop_if_out_of_time(limit, epoch, spec.epochs, walls, history, last_path)
+        epoch_began = limit.now() if limit is not None else 0.0
         generator = epoch_generator(seed, epoch, spec.rng)
         torch.manual_seed(seed * 1_000_003 + epoch)
         trained.train()  # through a DDP wrapper too
@@ -249,6 +316,8 @@ def fit(
             save_state(last_path, epoch=epoch, method=method, optimizer=optimizer, scheduler=scheduler,
                        precision=precision, history=history, best_score=best_score, best_epoch=best_epoch)
             _write_metrics(run_dir / "metrics.csv", history)
+        if limit is not None:
+            walls.append(limit.now() - epoch_began)
         reporter.epoch_done(epoch, metrics)
     reporter.fit_finished()
     distributed.barrier()  # best.pt and last.pt are written before any rank reads them
