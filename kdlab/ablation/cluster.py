@@ -318,10 +318,13 @@ def _collect(waiting: list, table: AblationTable, poll: float) -> list[str]:
 
 
 def _note_requeues(what: str, outcome: dict) -> None:
-    if outcome["attempt"] > 1:
+    """One line for a job that was requeued: by submitit (the attempt number) or by Slurm itself (an administrator's
+    ``scontrol requeue``, a failed node: only Slurm's restart count knows those)."""
+    requeues = max(outcome["attempt"] - 1, outcome.get("restarts", 0))
+    if requeues:
         start = outcome.get("start_epoch")
         resumed = f", resumed at epoch {start}" if start else ""
-        console.print(f"  {what} was requeued {outcome['attempt'] - 1}x{resumed}")
+        console.print(f"  {what} was requeued {requeues}x{resumed}")
 
 
 def _teacher(plan: AblationPlan, first: Any, checked: Any, submitter: _Submitter) -> dict | None:

@@ -38,6 +38,13 @@ def allocated_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def slurm_restarts() -> int:
+    """How many times Slurm restarted this job: every requeue counts, submitit's own (pre-emption, time limit:
+    the attempt number counts those too) and any other (``scontrol requeue``, a failed node); 0 outside Slurm."""
+    count = os.environ.get("SLURM_RESTART_COUNT", "").strip()
+    return int(count) if count.isdigit() else 0
+
+
 class JobReporter(Reporter):
     """One line per epoch in the job's log (``tail -f`` it); remembers the epoch training started from."""
 
@@ -70,7 +77,8 @@ class CellJob(submitit.helpers.Checkpointable):
     """Runs one piece of an ablation in a job: ``work`` is ``{"kind": "teacher", "plan", "evaluate"}`` (train or find
     the shared teacher, evaluate it if the table has a teacher row) or ``{"kind": "cell", "recipe", "overrides",
     "group", "cell"}`` (one cell's run, as the local pool runs it). Returns ``{"summary", "attempt",
-    "start_epoch"}``: the run's summary (or teacher row) and, for the command's log, how the job got there."""
+    "start_epoch", "restarts"}``: the run's summary (or teacher row) and, for the command's log, how the job got
+    there (``restarts``: Slurm's count, which includes requeues submitit did not make)."""
 
     def __init__(self, threads: int | None, attempt: int = 1):
         self.threads, self.attempt = threads, attempt
@@ -85,7 +93,8 @@ class CellJob(submitit.helpers.Checkpointable):
                                reporter_factory=reporter.named,
                                divergence_is_a_result=work.get("divergence_is_a_result", False),
                                command=work.get("command", ""))
-        return {"summary": summary, "attempt": self.attempt, "start_epoch": reporter.start_epoch}
+        return {"summary": summary, "attempt": self.attempt, "start_epoch": reporter.start_epoch,
+                "restarts": slurm_restarts()}
 
     def checkpoint(self, work: dict[str, Any]) -> submitit.helpers.DelayedSubmission:
         """Called by submitit before Slurm stops the job: the same work, resumed (run_recipe resumes from

@@ -1,4 +1,7 @@
-"""The tiny training recipe the ablation tests plan and run (embedded data, one epoch)."""
+"""The tiny training recipe the ablation tests plan and run (embedded data, one epoch); the real one-node Slurm
+cluster of tests/ablation/test_slurm_real.py."""
+
+import os
 
 import pytest
 import yaml
@@ -15,3 +18,18 @@ def train_recipe(tmp_path):
         "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")},
     }))
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real one-node Slurm cluster on localhost (:mod:`tests.helpers.slurm`) for the session; skipped with the
+    reason where Slurm or root is missing, except in CI (CI set), which installs Slurm: there it fails."""
+    from tests.helpers.slurm import one_node_cluster, unavailable
+
+    reason = unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI installs Slurm in .ci/run and runs the real-Slurm test)")
+        pytest.skip(reason)
+    with one_node_cluster() as cluster:
+        yield cluster

@@ -183,6 +183,7 @@ def test_executor_mistakes_are_one_line(executor, entries, jobs, message):
 
 def test_slurm_needs_a_time_limit_and_a_cluster(tmp_path, monkeypatch):
     _, recipe = write_recipes(tmp_path, epochs=1)
+    monkeypatch.setattr("shutil.which", lambda name: None)  # a machine without Slurm (CI installs it)
     result = CliRunner().invoke(app, ["ablate", str(recipe), "--grid", "train.lr=0.1,0.2", "--executor", "slurm"])
     assert result.exit_code == 2 and "no Slurm here (srun not found)" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
