@@ -7,19 +7,18 @@ import json
 import pandas as pd
 import pytest
 import submitit
-import torch
 import yaml
 from typer.testing import CliRunner
 
 from kdlab.ablation.cluster import _failure, _Submitter, cluster_settings
 from kdlab.cli import app
 from kdlab.errors import KdlabError
+from tests.helpers.same_tables import rows, same_runs
 
 DATA = {"dataset": "embedded", "subset": 128, "test_subset": 40, "batch_size": 32}
 EVAL = {"n": 30, "steps": 2}
 # what differs between two runs of the same cells: timing, where they live, the plan's fingerprint (it hashes the
 # recipe, whose output.dir differs), the command that wrote the row (another recipe path, --executor)
-VOLATILE = ["plan", "wall_seconds", "train_seconds", "images_per_s", "run_dir", "command"]
 
 
 def write_recipes(folder, epochs):
@@ -46,27 +45,6 @@ def ablate(recipe, out, *flags, cells=("--grid", "train.lr=0.05,0.1")):
     result = CliRunner().invoke(app, ["ablate", str(recipe), *cells, "--out", str(out), "--threads", "1", *flags])
     assert result.exit_code == 0, result.output
     return result.output
-
-
-def rows(table):
-    frame = pd.read_csv(table).drop(columns=VOLATILE)
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")  # NaN != NaN
-
-
-def weights(run_dir):
-    return torch.load(run_dir / "best.pt", weights_only=True)["state_dict"]
-
-
-def same_runs(first, second):
-    """Every run directory of ``first`` (a runs folder) has a twin in ``second`` with equal weights and losses."""
-    names = sorted(path.name for path in first.iterdir() if (path / "summary.json").is_file())
-    assert names and names == sorted(path.name for path in second.iterdir() if (path / "summary.json").is_file())
-    for name in names:
-        a, b = weights(first / name), weights(second / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name
-        columns = ["epoch", "lr", "loss", "train_acc"]
-        assert (pd.read_csv(first / name / "metrics.csv")[columns].to_dict("records")
-                == pd.read_csv(second / name / "metrics.csv")[columns].to_dict("records")), name
 
 
 def test_cells_as_submitit_jobs_give_the_local_pools_table(tmp_path):

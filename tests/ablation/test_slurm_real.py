@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
 from kdlab.cli import app
+from tests.helpers.same_tables import rows, same_runs
 
 pytestmark = pytest.mark.slurm
 
@@ -28,7 +28,6 @@ GRID = ("--grid", "train.lr=0.05,0.1", "--seeds", "0")
 TABLE = "m-grid-train.lr.csv"
 # what differs between the two tables' rows: timing, where the runs live, the plan's fingerprint (it hashes the
 # recipe, whose output.dir differs), the command that wrote the row (as tests/ablation/test_cluster.py)
-VOLATILE = ["plan", "wall_seconds", "train_seconds", "images_per_s", "run_dir", "command"]
 # After `scontrol requeue`, Slurm sends SIGTERM (which submitit ignores) and kills the job's processes about 5 s
 # later (SIGKILL 4.7 s after SIGTERM with KillWait=1, measured); the cell must have that long of training left after
 # its epoch 1, on any CPU: the epochs are counted from a timed epoch so that ~10 s remain.
@@ -52,23 +51,6 @@ def epochs_for_the_requeue(folder):
     [metrics] = (folder / "runs").glob("*/metrics.csv")
     seconds = pd.read_csv(metrics)["epoch_seconds"].iloc[-1]  # the second epoch: warm
     return min(60, max(4, 1 + math.ceil(REMAINING_S / seconds)))
-
-
-def rows(table):
-    frame = pd.read_csv(table).drop(columns=VOLATILE)
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")  # NaN != NaN
-
-
-def same_runs(first, second):
-    """Every run directory of ``first`` (a runs folder) has a twin in ``second`` with equal weights and losses."""
-    names = sorted(path.name for path in first.iterdir() if (path / "summary.json").is_file())
-    assert names and names == sorted(path.name for path in second.iterdir() if (path / "summary.json").is_file())
-    for name in names:
-        a, b = (torch.load(runs / name / "best.pt", weights_only=True)["state_dict"] for runs in (first, second))
-        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name
-        columns = ["epoch", "lr", "loss", "train_acc"]
-        assert (pd.read_csv(first / name / "metrics.csv")[columns].to_dict("records")
-                == pd.read_csv(second / name / "metrics.csv")[columns].to_dict("records")), name
 
 
 def wait_for(what, found, timeout, ablate):
