@@ -80,9 +80,13 @@ def _imports(name: str) -> list[tuple[str, list[str], int]]:
 
 
 def _dependencies(name: str) -> set[str]:
+    """The modules ``name`` imports. ``from kdlab.cli import ablation_flags`` depends on the submodule and on the
+    package itself, whose ``__init__`` Python runs first (a package ``__init__`` that imports the module doing
+    this is a cycle)."""
     deps = set()
     for module, names, _ in _imports(name):
-        targets = [f"{module}.{n}" for n in names if f"{module}.{n}" in MODULES] or [module]
+        submodules = [f"{module}.{n}" for n in names if f"{module}.{n}" in MODULES]
+        targets = [*submodules, module] if submodules and module in MODULES else submodules or [module]
         for target in targets:
             while target not in MODULES:
                 target = target.rsplit(".", 1)[0]

@@ -1,6 +1,6 @@
 """The kdlab command line: parse, call one function, print. No experiment logic lives here.
 
-One module per command group, and the app that registers them:
+One module per command group, and the app that registers them (this ``__init__`` imports none of them):
 
 - :mod:`kdlab.cli.main`: the Typer ``app`` (``--version``, ``-h``), every command registered in help order
 - :mod:`kdlab.cli.run`: ``kdlab train``, ``kdlab distill``
@@ -12,7 +12,3 @@ One module per command group, and the app that registers them:
 - :mod:`kdlab.cli.command`: how every command behaves (help layout, one-line errors, Ctrl-C advice)
 - :mod:`kdlab.cli.options`, :mod:`kdlab.cli.ablation_flags`: options several commands share, declared once
 """
-
-from kdlab.cli.main import app
-
-__all__ = ["app"]

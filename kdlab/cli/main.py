@@ -1,6 +1,7 @@
 """The kdlab app: builds the Typer ``app`` (with ``--version`` and ``-h``) and registers every command of the
-command-group modules of :mod:`kdlab.cli`, in the order ``kdlab --help`` lists them. The package's
-``__init__`` gathers ``app``, so ``kdlab.cli:app`` (the console script) and ``python -m kdlab`` find it.
+command-group modules of :mod:`kdlab.cli`, in the order ``kdlab --help`` lists them. ``kdlab.cli.main:app`` is
+the console script (pyproject.toml) and what ``python -m kdlab`` runs; the package's ``__init__`` imports nothing,
+so the command modules can import their siblings (``kdlab.cli.ablation_flags``) without a cycle.
 
 A new command: its function (wrapped by :func:`kdlab.cli.command.friendly`) in the module of its group, and one
 registration line here."""

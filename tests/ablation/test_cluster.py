@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from kdlab.ablation.cluster import _failure, _Submitter, cluster_settings
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.errors import KdlabError
 from tests.helpers.same_tables import rows, same_runs
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from kdlab.ablation.execute import run_ablation
 from kdlab.ablation.grid import plan_ablation
-from kdlab.cli import app
+from kdlab.cli.main import app
 
 
 def plan(recipe, seeds=(0,)):

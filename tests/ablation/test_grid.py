@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kdlab.ablation.grid import block_cells, grid_cells, parse_blocks, plan_ablation
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.errors import KdlabError
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 from tests.helpers.same_tables import rows, same_runs
 
 pytestmark = pytest.mark.slurm

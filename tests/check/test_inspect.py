@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.models.files import save_model
 from kdlab.models.registry import build_classifier
 

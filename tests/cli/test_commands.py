@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import kdlab.ablation.command
-from kdlab.cli import app
+from kdlab.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 WIDE = {"COLUMNS": "200"}

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import kdlab
 import kdlab.cli.evaluate
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.config import names
 from kdlab.config.methods import SETTINGS
 from kdlab.report.paper import PAPER_NUMBERS

@@ -18,7 +18,7 @@ from rich.text import Text
 from typer.testing import CliRunner
 
 import kdlab.runs.console
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.cli.run import _print_run
 from kdlab.results import write_json
 

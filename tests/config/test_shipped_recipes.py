@@ -92,7 +92,7 @@ def test_non_editable_install_runs_the_quickstart_by_name_outside_the_repository
     shipped_copy = site / "kdlab" / "recipes"
     assert sorted(p.name for p in shipped_copy.glob("*.yaml")) == sorted(p.name for p in REPO.glob("recipes/*.yaml"))
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    kdlab = [sys.executable, "-c", "import sys; from kdlab.cli import app; sys.argv[0] = 'kdlab'; app()"]
+    kdlab = [sys.executable, "-c", "import sys; from kdlab.cli.main import app; sys.argv[0] = 'kdlab'; app()"]
 
     def run(*args):
         done = subprocess.run([*kdlab, *args], cwd=work, env=env, capture_output=True, text=True, check=False)

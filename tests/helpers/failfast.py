@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 
 runner = CliRunner()
 

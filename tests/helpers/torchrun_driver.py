@@ -8,7 +8,7 @@ import os
 
 from torch.nn.parallel import DistributedDataParallel
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.errors import KdlabError
 
 rank_text, _, step_text = os.environ.get("KDLAB_TEST_FAIL", ":").partition(":")

@@ -245,7 +245,7 @@ def test_tune_chooses_lambda_per_kind_on_validation_without_reading_the_test_spl
 
     from typer.testing import CliRunner
 
-    from kdlab.cli import app
+    from kdlab.cli.main import app
     from kdlab.tasks import detection
 
     root, student = tiny_recipes
@@ -292,7 +292,7 @@ def test_tune_from_reuses_another_tuning_table_without_validation_runs(tiny_reci
 
     from typer.testing import CliRunner
 
-    from kdlab.cli import app
+    from kdlab.cli.main import app
     from kdlab.tasks import detection
 
     root, student = tiny_recipes
@@ -364,7 +364,7 @@ def test_inspect_lists_the_fpn_levels_of_student_and_teacher(recipe, levels):
     from typer.testing import CliRunner
 
     from kdlab.check.inspect import recipe_view
-    from kdlab.cli import app
+    from kdlab.cli.main import app
 
     result = CliRunner().invoke(app, ["inspect", recipe])
     assert result.exit_code == 0, result.output

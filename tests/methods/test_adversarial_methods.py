@@ -395,7 +395,7 @@ def test_adversarial_methods_train_through_kdlab_distill(tmp_path, name, passes,
 
     from typer.testing import CliRunner
 
-    from kdlab.cli import app
+    from kdlab.cli.main import app
     from kdlab.models.files import save_model
 
     save_model(tmp_path / "t.pt", build_classifier("resnet_small", 10, width=8), task="classification",

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kdlab.ablation.grid import AblationPlan, Cell, plan_ablation
 from kdlab.ablation.table import _row
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.config.methods import SETTINGS, methods_for
 from kdlab.config.methods.base import MethodSettings
 from kdlab.errors import KdlabError

@@ -260,7 +260,7 @@ def test_detection_recipe_mistakes_are_one_line_errors(recipes, tmp_path):
 
 
 def test_kdlab_eval_on_a_detection_run_appends_a_coco_ap_row(straight_run, tmp_path):
-    from kdlab.cli import app
+    from kdlab.cli.main import app
     from kdlab.models.files import file_digest
 
     out = tmp_path / "eval.csv"

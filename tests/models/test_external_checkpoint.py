@@ -6,7 +6,7 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.config.datasets import CIFAR10_MEAN, CIFAR10_STD
 from kdlab.data.loaders import load_classification_data
 from kdlab.errors import KdlabError

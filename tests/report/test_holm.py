@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.report import stats  # its names looked up in each test: every test fails alone without them
 from kdlab.report.stats import paired_difference
 from kdlab.report.tables import markdown_table, render

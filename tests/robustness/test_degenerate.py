@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 from kdlab.robustness.accuracy import collapse_reason, eps_sweep, evaluate_robustness
 from kdlab.robustness.attacks import AttackSpec
 from kdlab.robustness.sanity import sanity_check

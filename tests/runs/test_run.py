@@ -123,7 +123,7 @@ def test_training_on_real_cifar10_subset_learns(tmp_path):
 def test_kdlab_eval_on_a_run_directory_defaults_to_clean_and_pgd(recipes):
     from typer.testing import CliRunner
 
-    from kdlab.cli import app
+    from kdlab.cli.main import app
 
     tmp_path, teacher, _ = recipes
     outcome = run_recipe(load_recipe(teacher))

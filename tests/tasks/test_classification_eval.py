@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdlab.cli import app
+from kdlab.cli.main import app
 from tests.helpers.ctrl_c import interrupt_at
 from tests.helpers.failfast import assert_one_line_error
 
