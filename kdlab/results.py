@@ -237,3 +237,31 @@ def read_table(path: str | Path):
         raise KdlabError(f"table '{path}' not found: run an ablation or evaluation first, or check the path")
     with _lock_for(path):
         return pd.read_csv(path)
+
+
+def write_problem(folder: Path, existing_file: Path | None = None) -> str | None:
+    """Whether kdlab can really write in ``folder``: create it (and missing parents), write and delete a temporary
+    file in it, open ``existing_file`` for appending (without writing), then remove the folders this created. None
+    when it can; else the OS's reason. Permission bits alone say nothing for root, on /proc or a read-only mount:
+    the one probe of the plan check's output paths and of ``kdlab eval --out``."""
+    created: list[Path] = []
+    try:
+        missing = [folder, *folder.parents]
+        for parent in reversed(missing[: next(i for i, p in enumerate(missing) if p.exists())]):
+            parent.mkdir()
+            created.append(parent)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".kdlab-write-check-")
+        os.close(handle)
+        os.unlink(name)
+        if existing_file is not None:
+            with open(existing_file, "a"):
+                pass
+    except OSError as error:
+        return error.strerror or str(error)
+    finally:
+        for made in reversed(created):
+            try:
+                made.rmdir()
+            except OSError:
+                pass
+    return None

@@ -32,6 +32,7 @@ from typing import Any
 
 from kdlab.check.data import DataFacts, data_facts
 from kdlab.errors import KdlabError
+from kdlab.results import write_problem
 
 
 class PlanError(KdlabError):
@@ -127,39 +128,11 @@ def writable_problems(path: str, key: str, folder: bool) -> list[str]:
         return [(f"{key}: '{path}' cannot be created because '{ancestor}' is a file, not a folder: set {key} "
                  "to a path under a folder")]
     existing = target if not folder and target.exists() else None
-    error = _try_writing(home, existing)
+    error = write_problem(home, existing)
     if error is None:
         return []
     return [(f"{key}: '{path}' is not writable ({error}): set {key} to {what} path you can write, or make "
              f"'{existing or ancestor}' writable")]
-
-
-def _try_writing(folder: Path, existing_file: Path | None) -> str | None:
-    """Create ``folder`` (and missing parents), write and delete a temporary file in it, open ``existing_file``
-    for appending (without writing), and remove the folders this created; the OS's reason on failure."""
-    import tempfile
-
-    created: list[Path] = []
-    try:
-        missing = [folder, *folder.parents]
-        for parent in reversed(missing[: next(i for i, p in enumerate(missing) if p.exists())]):
-            parent.mkdir()
-            created.append(parent)
-        handle, name = tempfile.mkstemp(dir=folder, prefix=".kdlab-write-check-")
-        os.close(handle)
-        os.unlink(name)
-        if existing_file is not None:
-            with open(existing_file, "a"):
-                pass
-    except OSError as error:
-        return error.strerror or str(error)
-    finally:
-        for made in reversed(created):
-            try:
-                made.rmdir()
-            except OSError:
-                pass
-    return None
 
 
 # --------------------------------------------------------------------------- the checker

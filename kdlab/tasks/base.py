@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from torch import nn
 
 from kdlab.config.recipe import Recipe
 from kdlab.errors import KdlabError
+from kdlab.results import write_problem
 from kdlab.train.engine import DataSource
 
 
@@ -116,11 +116,9 @@ def refuse_unwritable(path: Path, option: str) -> None:
     fix = f"make it writable (chmod u+w {existing}) or choose another {option}"
     if not os.access(existing, os.W_OK | os.X_OK):
         raise KdlabError(f"{option} {path}: {what} is not writable: {fix}")
-    try:  # what os.access cannot see: a read-only mount, /proc, root's rights on special folders
-        with tempfile.TemporaryFile(dir=existing, prefix=".kdlab-write-check-"):
-            pass
-    except OSError as error:
-        raise KdlabError(f"{option} {path}: {what} is not writable ({error.strerror}): {fix}") from None
+    error = write_problem(existing)  # what os.access cannot see: a read-only mount, /proc, root's rights
+    if error is not None:
+        raise KdlabError(f"{option} {path}: {what} is not writable ({error}): {fix}")
 
 
 class Task(Protocol):
