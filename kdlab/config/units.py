@@ -6,6 +6,8 @@ Images are in [0, 1], so a perturbation size is a fraction of the pixel range, w
 (``train.adversarial.eps``/``alpha``, ``eval.eps``/``alpha``) and the command line (``--eps``, ``--alpha``,
 ``--eps-sweep``) all go through :func:`parse_eps`, so the two entry points accept exactly the same values.
 Tables and rows show sizes in units of 1/255 (:func:`format_eps`, :func:`eps_255`).
+
+Durations shown to the user (progress, expected times) are ``H:MM:SS``: :func:`format_clock`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fractions import Fraction
 
 from kdlab.errors import KdlabError
 
-__all__ = ["EpsError", "eps_255", "format_eps", "parse_eps", "parse_eps_list"]
+__all__ = ["EpsError", "eps_255", "format_clock", "format_eps", "parse_eps", "parse_eps_list"]
 
 
 class EpsError(KdlabError, ValueError):
@@ -80,3 +82,11 @@ def format_eps(eps: float | None) -> str:
 def eps_255(eps: float | None) -> float | None:
     """A size in units of 1/255 (the column tables and rows show), rounded to 4 decimals."""
     return None if eps is None else round(float(eps) * 255, 4)
+
+
+def format_clock(seconds: float | None) -> str:
+    """``H:MM:SS`` (hours past 24 stay hours), or ``-:--:--`` when unknown (None, infinite or NaN)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-:--:--"
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -7,7 +7,6 @@ No logic lives here."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from rich.table import Column, Table
 from rich.text import Text
 from typing_extensions import Self
 
+from kdlab.config.units import format_clock
 from kdlab.train.reporter import Reporter
 
 console = Console(stderr=False)
@@ -337,14 +337,6 @@ def print_markdown(out: Console, text: str) -> None:
         out.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
-def _clock(seconds: float | None) -> str:
-    """``H:MM:SS``, or ``-:--:--`` when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-:--:--"
-    seconds = max(0, round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def _attack_columns(bar_width: int = 16) -> tuple:
     """The evaluation bar: name, bar, done/total, images/s, ETA and elapsed time -- both measured from the
     attack's start, which the bar is told (it is created at the attack's first report)."""
@@ -408,11 +400,12 @@ class AttackProgress:
             if done >= total or self.printed is None or now - self.printed >= self.interval:
                 self.printed = now
                 self.console.print(f"{name}: {done}/{total} images, {speed or '- img/s'}, elapsed "
-                                   f"{_clock(now - since)}, eta {_clock(eta)}", highlight=False, soft_wrap=True)
+                                   f"{format_clock(now - since)}, eta {format_clock(eta)}",
+                                   highlight=False, soft_wrap=True)
             return
-        if fresh:  # each pass its own bar (the clean pass runs again for AutoAttack's timed first images)
+        if fresh:  # each pass its own bar (the ensemble's own clean pass, the sanity checks' timed first images)
             self.tasks[name] = self.progress.add_task(name, total=total, speed="", eta="")
             for task in self.progress.tasks:
                 if task.id == self.tasks[name]:
                     task.start_time = since  # elapsed and ETA from the attack's start, not its first report
-        self.progress.update(self.tasks[name], completed=done, total=total, speed=speed, eta=_clock(eta))
+        self.progress.update(self.tasks[name], completed=done, total=total, speed=speed, eta=format_clock(eta))

@@ -103,11 +103,6 @@ def _typed(row: dict[str, str]) -> dict:
     return typed
 
 
-def _clock(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def _describe(spec) -> str:
     from kdlab.config.units import format_eps
 
@@ -124,7 +119,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     through ``options.notify``, and its recorded row is reported (``options.force`` recomputes). AutoAttack and the
     sanity checks are first timed on their first images and their expected time is told. Ctrl-C raises
     :class:`~kdlab.tasks.base.EvalInterrupted`, which says how many rows were kept."""
-    from kdlab.config.units import format_eps
+    from kdlab.config.units import format_clock, format_eps
     from kdlab.data.loaders import load_data_spec
     from kdlab.data.splits import test_selection
     from kdlab.models.files import file_digest, load_model
@@ -226,7 +221,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
         rate = probe / seconds if seconds > 0 else float("inf")
         shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
         notify(f"{what}: ~{shown} img/s measured on the first {probe} images, expected "
-               f"{_clock(seconds * total / probe)} for {total} images")
+               f"{format_clock(seconds * total / probe)} for {total} images")
 
     main_sanity = "see the row with attack=sanity" if sanity else "not run"
     known: list[dict | None] = []

@@ -90,3 +90,12 @@ def test_unknown_attack_on_the_command_line_gets_a_suggestion(tmp_path):
     out = tmp_path / "eval.csv"
     assert_one_line_error(invoke("eval", tmp_path, "--attack", "pdg", "--out", out), "'pdg'", "did you mean 'pgd'")
     assert not out.exists()
+
+
+def test_durations_read_h_mm_ss_and_unknown_reads_dashes():
+    from kdlab.config.units import format_clock
+
+    assert [format_clock(s) for s in (0, 59.4, 61, 3599.6, 3600, 90061)] == [
+        "0:00:00", "0:00:59", "0:01:01", "1:00:00", "1:00:00", "25:01:01"]
+    assert format_clock(-5) == "0:00:00"
+    assert [format_clock(s) for s in (None, float("inf"), float("nan"))] == ["-:--:--"] * 3
