@@ -5,7 +5,8 @@
   under the attack; ``autoattack`` reports the worst case over its components (see :mod:`kdlab.robustness.attacks`).
 - :func:`eps_sweep`: the same for every (attack, eps) pair -- the data of a robustness curve.
 - :func:`evaluate_specs`: a list of attacks as ``kdlab eval`` runs them: each result handed on as it finishes
-  (``on_result``), and an ensemble (AutoAttack) first timed on its first images (:func:`evaluate_probed`).
+  (``on_result``); an ensemble (AutoAttack) runs as one call, each component's expected time told after its first
+  batch. :func:`evaluate_probed`: a list first timed on its first images, then the rest (the sanity checks).
 
 The self-checks that catch unreliable evaluations (gradient masking, wrong normalisation, train mode) live in
 :mod:`kdlab.robustness.sanity`.

@@ -116,9 +116,9 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     ``options.norm``) and append its rows to ``options.out``, each as soon as its attack finishes.
 
     A configuration already recorded in ``options.out`` (same :data:`IDENTITY`) is skipped, said in one line
-    through ``options.notify``, and its recorded row is reported (``options.force`` recomputes). AutoAttack and the
-    sanity checks are first timed on their first images and their expected time is told. Ctrl-C raises
-    :class:`~kdlab.tasks.base.EvalInterrupted`, which says how many rows were kept."""
+    through ``options.notify``, and its recorded row is reported (``options.force`` recomputes). Each AutoAttack
+    component's expected time is told after its first batch, the sanity checks' after their first images.
+    Ctrl-C raises :class:`~kdlab.tasks.base.EvalInterrupted`, which says how many rows were kept."""
     from kdlab.config.units import format_clock, format_eps
     from kdlab.data.loaders import load_data_spec
     from kdlab.data.splits import test_selection
