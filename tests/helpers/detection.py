@@ -32,3 +32,18 @@ def write(path: Path, payload: dict) -> Path:
     """``payload`` as a YAML recipe at ``path``."""
     path.write_text(yaml.safe_dump(payload))
     return path
+
+
+def write_recipes(root: Path, student_name: str, feature: dict, *, teacher_name: str = "tiny-teacher",
+                  student_epochs: int = 1) -> tuple[Path, Path]:
+    """A tiny detection teacher (1 epoch) and a Structural-KD student of it with ``feature`` as its
+    ``method.feature`` section, as ``root/teacher.yaml`` and ``root/student.yaml``, writing under ``root``."""
+    output = {"dir": str(root / "runs"), "table": str(root / "runs.csv")}
+    teacher = write(root / "teacher.yaml", {
+        "name": teacher_name, "task": "detection", "data": DATA, "model": MODEL,
+        "train": {"epochs": 1, "lr": 0.01}, "output": output})
+    student = write(root / "student.yaml", {
+        "name": student_name, "task": "detection", "data": DATA, "teacher": {"recipe": str(teacher)},
+        "student": MODEL, "method": {"name": "skd", "feature": feature},
+        "train": {"epochs": student_epochs, "lr": 0.01}, "output": output})
+    return teacher, student

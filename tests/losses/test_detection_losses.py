@@ -22,7 +22,7 @@ from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.losses.pkd import pkd_loss
 from kdlab.methods.skd import StructuralKD
 from kdlab.models.detection import fpn_levels
-from tests.helpers.detection import DATA, MODEL, detector, write
+from tests.helpers.detection import detector, write_recipes
 
 PEERS = ("pkd", "cwd", "mgd")
 
@@ -227,14 +227,7 @@ def tiny_recipes(tmp_path_factory):
     from kdlab.runs.run import run_recipe
 
     root = tmp_path_factory.mktemp("tune")
-    output = {"dir": str(root / "runs"), "table": str(root / "runs.csv")}
-    teacher = write(root / "teacher.yaml", {
-        "name": "tiny-teacher", "task": "detection", "data": DATA, "model": MODEL,
-        "train": {"epochs": 1, "lr": 0.01}, "output": output})
-    student = write(root / "student.yaml", {
-        "name": "tiny-student", "task": "detection", "data": DATA, "teacher": {"recipe": str(teacher)},
-        "student": MODEL, "method": {"name": "skd", "feature": {"kind": "ssim"}},
-        "train": {"epochs": 1, "lr": 0.01}, "output": output})
+    teacher, student = write_recipes(root, "tiny-student", {"kind": "ssim"})
     run_recipe(load_recipe(teacher))  # the teacher exists (and was tested) before any tuning
     return root, student
 

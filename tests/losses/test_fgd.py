@@ -22,7 +22,7 @@ from kdlab.losses import multilevel as multilevel_module
 from kdlab.losses.fgd import FGDContexts, fgd_loss, fgd_masks
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.methods.skd import StructuralKD
-from tests.helpers.detection import DATA, MODEL, detector, write
+from tests.helpers.detection import detector, write_recipes
 from tests.helpers.resume import best_weights_equal, interrupted_then_resumed
 
 ALPHA, BETA, GAMMA, LAMBDA, TEMP = 0.001, 0.0005, 0.0005, 0.000005, 0.5
@@ -296,14 +296,7 @@ def test_a_short_fgd_fit_runs_saves_its_context_blocks_and_resumes_exactly(tmp_p
     from kdlab.config.recipe import load_recipe
     from kdlab.runs.run import run_recipe
 
-    output = {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}
-    teacher = write(tmp_path / "teacher.yaml", {
-        "name": "tiny-teacher", "task": "detection", "data": DATA, "model": MODEL,
-        "train": {"epochs": 1, "lr": 0.01}, "output": output})
-    student = write(tmp_path / "student.yaml", {
-        "name": "tiny-fgd", "task": "detection", "data": DATA, "teacher": {"recipe": str(teacher)},
-        "student": MODEL, "method": {"name": "skd", "feature": {"kind": "fgd", "weight": 1.0}},
-        "train": {"epochs": 2, "lr": 0.01}, "output": output})
+    _, student = write_recipes(tmp_path, "tiny-fgd", {"kind": "fgd", "weight": 1.0}, student_epochs=2)
     straight = run_recipe(load_recipe(student))
     assert "feat_fgd" in (straight.run_dir / "metrics.csv").read_text()
     assert 0.0 <= straight.summary["AP"] <= 100.0

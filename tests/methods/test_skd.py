@@ -21,7 +21,7 @@ from kdlab.errors import KdlabError
 from kdlab.methods.skd import StructuralKD
 from kdlab.models.detection import build_detector
 from kdlab.runs.run import run_recipe
-from tests.helpers.detection import DATA, MODEL, NUM_CLASSES, SIZE, TINY, write
+from tests.helpers.detection import NUM_CLASSES, SIZE, TINY, write_recipes
 from tests.helpers.resume import best_weights_equal, interrupted_then_resumed
 from tests.helpers.ssim_reference import reference_ssim_maps
 
@@ -187,16 +187,8 @@ def test_misaligned_fpn_is_refused_with_the_fix():
 @pytest.fixture(scope="module")
 def recipes(tmp_path_factory):
     root = tmp_path_factory.mktemp("skd")
-    output = {"dir": str(root / "runs"), "table": str(root / "runs.csv")}
-    teacher = write(root / "teacher.yaml", {
-        "name": "tiny-det-teacher", "task": "detection", "data": DATA, "model": MODEL,
-        "train": {"epochs": 1, "lr": 0.01}, "output": output,
-    })
-    student = write(root / "student.yaml", {
-        "name": "tiny-det-student", "task": "detection", "data": DATA, "teacher": {"recipe": str(teacher)},
-        "student": MODEL, "method": {"name": "skd", "feature": {"kind": "ssim", "weight": 1.0}},
-        "train": {"epochs": 2, "lr": 0.01}, "output": output,
-    })
+    teacher, student = write_recipes(root, "tiny-det-student", {"kind": "ssim", "weight": 1.0},
+                                     teacher_name="tiny-det-teacher", student_epochs=2)
     return root, teacher, student
 
 
