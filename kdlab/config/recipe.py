@@ -203,6 +203,11 @@ class Recipe(Section):
             for option, default in defaults.items():
                 if identity[section].get(option, default) == default:
                     identity[section].pop(option, None)
+        if self.task == "classification" and not self.is_distillation:
+            # A classification training recipe (a teacher, a PGD-AT baseline) uses no method: its method section
+            # holds the default method's settings, which must not rename (and so retrain) every teacher when a
+            # distillation default changes.
+            identity.pop("method", None)
         if self.task == "detection" and not self.is_distillation:
             # Before methods were a union, a detection training recipe carried the classification default's
             # name (mixacm) beside its feature settings: kept, so cached detection teachers keep their keys.
