@@ -10,9 +10,11 @@ match, else a learned linear map to the teacher's width (``method.connector``; t
 kdlab's choice when they differ). The loss is ``kdlab.losses.representation``.
 
 Defaults follow the authors' CIFAR-10 l_inf command (Ethos-lab/robust-representation-matching
-``l_infty/README.md``, ``l_infty/train_rrm.py --feat-loss cosine --xent-weight 0.005 --feat-weight -1``): CE
+``l_inf/README.md``, ``l_inf/train_rrm.py --feat-loss cosine --xent-weight 0.005 --feat-weight -1``): CE
 weight 0.005 and the cosine term with weight 1 (their script adds -1 x the mean cosine similarity; ``1 - cos``
-has the same gradient). ``distance: l2`` is their ``--feat-loss l2`` (mean ||r_s - r_t||).
+has the same gradient). ``distance: l2`` is their ``--feat-loss l2`` (``l_2/train_rrm.py``):
+mean_b ||r_s - r_t|| / ||r_t||, the distance relative to the teacher's representation's norm;
+``distance: l2_absolute`` leaves out that division (kdlab's ``l2`` before issue #24, not the authors').
 """
 
 from __future__ import annotations

@@ -86,7 +86,11 @@ def test_representation_loss_by_hand():
     teacher = torch.tensor([[1.0, 1.0], [0.0, -3.0]])
     # cos = 1/sqrt(2) and -1 -> mean(1 - cos) = (1 - 1/sqrt(2) + 2) / 2
     assert representation_loss(student, teacher).item() == pytest.approx((3 - 1 / math.sqrt(2)) / 2)
-    assert representation_loss(student, teacher, "l2").item() == pytest.approx((1 + 5) / 2)
+    # l2, the authors' (l_2/train_rrm.py): ||r_s - r_t|| / ||r_t||: 1 / sqrt(2) and 5 / 3
+    assert representation_loss(student, teacher, "l2").item() == pytest.approx((1 / math.sqrt(2) + 5 / 3) / 2)
+    assert representation_loss(student, teacher, "l2_absolute").item() == pytest.approx((1 + 5) / 2)
+    assert representation_loss(2 * student, 2 * teacher, "l2").item() == pytest.approx(
+        (1 / math.sqrt(2) + 5 / 3) / 2)  # relative: the same for representations scaled alike
     assert representation_loss(student, 3 * student).item() == pytest.approx(0.0, abs=1e-6)  # scale-free
 
 
@@ -161,6 +165,19 @@ def test_rrm_step_matches_penultimate_features_on_clean_images():
     assert result.terms["ce"].item() == pytest.approx(0.005 * cross_entropy(s_seen["logits"], labels).item(), rel=1e-5)
     with pytest.raises(KdlabError, match="identity needs equal widths"):
         build_method(settings("rrm", connector="identity"), *models())
+
+
+@pytest.mark.parametrize("distance", ["l2", "l2_absolute"])
+def test_rrm_l2_step_divides_by_the_teachers_norm_as_the_authors_unless_absolute(distance):
+    student, teacher = models()
+    method = build_method(settings("rrm", connector="linear", distance=distance), student, teacher)
+    s_seen, _ = capture(student, [], inputs_of=["net.head.fc"])
+    t_seen, _ = capture(teacher, [], inputs_of=["net.head.fc"])
+    result = method(batch(), torch.Generator())
+    r_s, r_t = method.connector(s_seen["in:net.head.fc"]), t_seen["in:net.head.fc"]
+    gap = ((r_s - r_t) ** 2).sum(1).sqrt()
+    expected = gap / (r_t ** 2).sum(1).sqrt() if distance == "l2" else gap
+    assert result.terms["rrm"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
 
 
 # --------------------------------------------------------------------------- the frozen teacher
