@@ -52,12 +52,16 @@ from kdlab.errors import KdlabError
 # model selection, reference optimizer defaults.
 SCHEMA_VERSION = 2
 
-# Options added after runs were recorded whose default keeps the earlier behaviour: at that default they are left
-# out of the run key, so every recipe that does not set them keeps the key (and cached runs) it had; set to
-# anything else they enter it, since they change the numbers. section -> option -> default.
+# Options added after runs were recorded: at the value that keeps the earlier behaviour they are left out of the
+# run key, so a recipe at that value keeps the key (and cached runs) it had; any other value enters the key, since
+# it changes the numbers. section -> option -> the value left out. Usually the option's default; not where a
+# default changed later, so the old behaviour, written out, keeps its old key: iad's bn_update_pass (true since
+# issue #24: keys of default iad runs changed).
+# "method" applies to whichever method has the option.
 KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
     "train": {"precision": "fp32", "channels_last": False, "compile": False, "rng": "batch", "sync_bn": False},
     "eval": {"precision": "fp32"},
+    "method": {"bn_update_pass": False},
 }
 # Options that never change the numbers (how often the engine reads its totals, how many processes read the
 # images): never in a key. section -> options.
@@ -187,8 +191,8 @@ class Recipe(Section):
         are not silently reused, since their key changes too. Writing a default explicitly names the
         same run as leaving it out. A distillation recipe's key needs its teacher's identity in ``extra``.
         Exceptions: options that never change the numbers (``train.log_every``, ``data.workers``, the device)
-        are left out, and those of :data:`KEYED_ONLY_WHEN_SET` enter only when set to something else than their
-        default, so adding them kept every earlier key.
+        are left out, and those of :data:`KEYED_ONLY_WHEN_SET` enter only when set to something else than the
+        value that keeps the earlier behaviour, so adding them kept every earlier key.
         """
         # Where the images live (memory or disk) and which device runs it do not change the numbers; unset
         # options (null) are left out, so adding an option whose null default keeps today's behaviour does not

@@ -9,7 +9,9 @@ Adversarial Distillation with Unreliable Teachers", ICLR 2022):
 with the introspection term only after ``warmup_epochs`` (plain ARD before). Follows ZFancy/IAD ``IAD-I.py``,
 the single-teacher variant built on their ARD (``ARD.py``; ``IAD-II.py`` adds a second, standard teacher on
 the AKD base and is not reproduced): the student's CE attack in train mode (``net.train()`` around
-``AttackPGD``), uniform start, 10 steps of 2/255 at eps 8/255; then s(x'), s(x), the teacher on x and on x'
+``AttackPGD``), uniform start, 10 steps of 2/255 at eps 8/255; then s(x') (``AttackPGD``'s return), one more
+train-mode pass s(x') whose output is thrown away (``basicop = basic_net(pert_inputs).detach()``; its only
+effect is a BatchNorm running-statistics update, ``method.bn_update_pass``), s(x), the teacher on x and on x'
 (``guide``, the confidence, a number without gradient), and after the warm-up a second forward pass s(x) as
 the introspection target, not detached (``method.second_clean_pass``). Defaults ``--alpha 1.0 --temp 1.0
 --beta 0.1 --begin 60`` (of 200 epochs; their epochs count from 0, kdlab's from 1, so the term starts at kdlab
@@ -17,7 +19,9 @@ epoch ``warmup_epochs + 1`` in both). KLs summed over classes and divided by the
 
 The epoch comes from the engine (:meth:`set_epoch`, called before every epoch, also on resume).
 
-Cost after the warm-up: k + 3 student passes (k + 2 before it), 2 teacher forwards per image.
+Cost after the warm-up: k + 4 student passes (k + 3 before it; the BatchNorm-update pass is a forward only),
+2 teacher forwards per image. With ``bn_update_pass: false`` (kdlab before issue #24) one pass fewer, and the
+running statistics differ from the reference's (by 5-7 % after one step on a small ResNet).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class IAD(AdversarialDistillation):
         teacher_logits, _ = self.teacher_outputs(images)
         adversarial = self.adversarial_examples(images, labels, generator)
         adversarial_logits = self.student(adversarial)
+        if settings.bn_update_pass:
+            with torch.no_grad():  # IAD-I.py's basicop: train mode, so BatchNorm's running statistics update
+                self.student(adversarial)
         clean_logits = self.student(images)
         teacher_adversarial_logits, _ = self.teacher_outputs(adversarial)
         confidence = self_target = None

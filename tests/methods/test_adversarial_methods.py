@@ -7,6 +7,7 @@ declared cost against the forward passes counted by hooks; the teacher against b
 the methods that do not have them; the ``--methods`` preset against the cells it must plan.
 """
 
+import copy
 import math
 
 import pytest
@@ -225,20 +226,91 @@ def test_adaad_step_is_its_formula():
 
 def test_iad_step_is_its_formula_after_the_warm_up_and_ard_before():
     method, result, s_out, t_out, labels = run_step("iad", warmup_epochs=0, alpha=0.9, beta=0.5)
-    assert len(s_out) == 2 + 3 and len(t_out) == 2  # attack, s(x'), s(x), second s(x); t(x), t(x')
-    adversarial, clean, teacher, teacher_adversarial = s_out[2], s_out[3], t_out[0], t_out[1]
+    # attack, s(x'), the BatchNorm-update pass s(x'), s(x), second s(x); t(x), t(x')
+    assert len(s_out) == 2 + 4 and len(t_out) == 2
+    adversarial, clean, teacher, teacher_adversarial = s_out[2], s_out[4], t_out[0], t_out[1]
+    assert torch.allclose(s_out[3], adversarial, atol=1e-5)  # the update pass runs on x' (its output unused)
     w = log_softmax(teacher_adversarial).exp().gather(1, labels[:, None]).squeeze(1) ** 0.5
     expected = (0.9 * kl_rows(teacher, adversarial).mean()
-                + 0.9 * ((1 - w) * kl_rows(s_out[4], adversarial)).mean()
+                + 0.9 * ((1 - w) * kl_rows(s_out[5], adversarial)).mean()
                 + 0.1 * cross_entropy_rows(clean, labels).mean())
     assert result.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert 0 < result.terms["introspection"].item()
     method, result, s_out, _, _ = run_step("iad", warmup_epochs=3)
     method.set_epoch(3)
-    assert "introspection" not in result.terms and len(s_out) == 2 + 2
+    assert "introspection" not in result.terms and len(s_out) == 2 + 3
     assert not method.introspecting
     method.set_epoch(4)
     assert method.introspecting
+
+
+class TinyBN(torch.nn.Module):
+    """conv -> BatchNorm -> ReLU -> pool -> linear: a student whose running statistics one step visibly moves."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def reference_iad_statistics(student, teacher, images, labels, *, steps, step, eps, introspecting):
+    """The running statistics after one IAD-I.py training step, written out from ZFancy/IAD ``IAD-I.py``
+    (``train``): every student pass in train mode -- ``AttackPGD`` (k CE sign steps from x, here without the
+    random start, then ``basic_net(x')``), ``basicop = basic_net(pert_inputs).detach()``, and ``basic_net(inputs)``
+    once in the CE term, plus once more as the introspection target after the warm-up."""
+    student.train()
+    x = images.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(student(x), labels, reduction="sum"), x)
+        x = torch.min(torch.max(x.detach() + step * grad.sign(), images - eps), images + eps).clamp(0, 1)
+    student(x)  # outputs
+    student(x).detach()  # basicop
+    teacher(x)  # guide (the teacher is not the student: no effect on its statistics)
+    for _ in range(2 if introspecting else 1):
+        student(images)
+    return student.bn.running_mean.clone(), student.bn.running_var.clone()
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 5])
+def test_iad_batchnorm_statistics_after_one_step_are_the_references(warmup_epochs):
+    torch.manual_seed(0)
+    student, teacher = TinyBN(), TinyBN()
+    images, labels = batch()
+    reference = copy.deepcopy(student)
+    expected_mean, expected_var = reference_iad_statistics(reference, teacher, images, labels, steps=2,
+                                                           step=2 / 255, eps=EPS,
+                                                           introspecting=warmup_epochs == 0)
+    statistics = {}
+    for update in (True, False):
+        model = copy.deepcopy(student)
+        method = build_method(settings("iad", inner={"steps": 2, "start": "none"}, warmup_epochs=warmup_epochs,
+                                       bn_update_pass=update), model, copy.deepcopy(teacher))
+        method.train()
+        method((images, labels), torch.Generator().manual_seed(0))
+        statistics[update] = (model.bn.running_mean, model.bn.running_var)
+    assert torch.allclose(statistics[True][0], expected_mean, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(statistics[True][1], expected_var, rtol=1e-5, atol=1e-7)
+    # without the update pass (kdlab before issue #24) they are not the reference's (here ~10 % apart)
+    for got, expected in zip(statistics[False], (expected_mean, expected_var)):
+        assert ((got - expected).abs().max() / expected.abs().max()).item() > 0.01
+
+
+def test_iad_without_the_update_pass_keeps_the_key_it_had_before_the_option():
+    """The update pass became the default (issue #24), so the key of a default iad cell changed (its cached runs
+    were made without it); written out as false, the old behaviour keeps its old key (computed before the option
+    existed, on commit 66a1360)."""
+    from pathlib import Path
+
+    from kdlab.config.recipe import load_recipe
+
+    path = str(Path(__file__).resolve().parents[2] / "recipes" / "methods_cifar10_cpu.yaml")
+    old = load_recipe(path, ["method={name: iad, bn_update_pass: false}"]).key("teacher-identity")
+    assert old == "4cfeaca6d0"
+    assert load_recipe(path, ["method={name: iad}"]).key("teacher-identity") != old
 
 
 def test_the_engine_tells_iad_the_epoch_also_on_resume(tmp_path):
@@ -277,7 +349,7 @@ def test_pgd_at_is_the_supervised_pgd_step_without_a_teacher():
 
 # --------------------------------------------------------------------------- cost, counted
 @pytest.mark.parametrize("name, student_passes, teacher_forwards", [
-    ("ard", 3 + 2, 1), ("rslad", 3 + 2, 1), ("iad", 3 + 3, 2), ("adaad", 3 + 2, 3 + 2), ("pgd-at", 3 + 1, 0)])
+    ("ard", 3 + 2, 1), ("rslad", 3 + 2, 1), ("iad", 3 + 4, 2), ("adaad", 3 + 2, 3 + 2), ("pgd-at", 3 + 1, 0)])
 def test_declared_cost_is_the_forward_passes_a_step_makes(name, student_passes, teacher_forwards):
     student, teacher = models()
     extra = {"warmup_epochs": 0} if name == "iad" else {}
@@ -389,7 +461,7 @@ def test_methods_preset_refuses_what_it_cannot_run(tmp_path):
 
 
 # --------------------------------------------------------------------------- through kdlab distill
-@pytest.mark.parametrize("name, passes, teacher_forwards", [("iad", "4.0", "2.0"), ("pgd-at", "2.0", "0.0")])
+@pytest.mark.parametrize("name, passes, teacher_forwards", [("iad", "5.0", "2.0"), ("pgd-at", "2.0", "0.0")])
 def test_adversarial_methods_train_through_kdlab_distill(tmp_path, name, passes, teacher_forwards):
     import csv
 

@@ -25,12 +25,17 @@ class IADSettings(AdversarialSettings):
     second_clean_pass: bool = Field(True, description="the introspection target s(x) is a second forward "
                                                       "pass of the student, as their code (false: reuse the "
                                                       "clean logits)")
+    bn_update_pass: bool = Field(True, description="one more train-mode forward of the student on x' whose "
+                                                   "output is unused (IAD-I.py's basicop): it only updates "
+                                                   "BatchNorm's running statistics, as their code; false: "
+                                                   "skip it (kdlab before issue #24, one pass fewer)")
 
     @property
     def student_passes(self) -> float:
-        """k + 3 after the warm-up (adversarial, clean and the second clean pass), k + 2 during it and without
-        the second pass: the declared cost is the cost after the warm-up."""
-        return self.inner.steps + (3.0 if self.second_clean_pass else 2.0)
+        """k + 4 after the warm-up (adversarial, the BatchNorm-update pass on x', clean and the second clean
+        pass), k + 3 during it; one fewer for each of ``second_clean_pass``, ``bn_update_pass`` turned off. The
+        declared cost is the cost after the warm-up (the update pass is a forward only, counted as a pass)."""
+        return self.inner.steps + 2.0 + float(self.second_clean_pass) + float(self.bn_update_pass)
 
     @property
     def teacher_forwards(self) -> float:
