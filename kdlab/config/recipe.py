@@ -61,7 +61,7 @@ SCHEMA_VERSION = 2
 KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
     "train": {"precision": "fp32", "channels_last": False, "compile": False, "rng": "batch", "sync_bn": False},
     "eval": {"precision": "fp32"},
-    "method": {"bn_update_pass": False},
+    "method": {"bn_update_pass": False, "kl_scale": 1.0},
 }
 # Options that never change the numbers (how often the engine reads its totals, how many processes read the
 # images): never in a key. section -> options.

@@ -8,7 +8,11 @@ image are the target of both terms (the paper writes KL(S(x'), T(x)) in argument
 ``resnet18_rslad_cifar10.py``: ``kl_loss(a, b) = -a*b + torch.log(b+1e-5)*b`` on ``log_softmax(student)`` and
 ``softmax(teacher)``, then ``torch.mean``: reduction ``mean`` over batch x classes
 (``kdlab.losses.divergence``). Their ``+1e-5`` inside the target's log shifts the value by a constant of the
-teacher only, not the gradient; kdlab uses the exact KL. """
+teacher only, not the gradient; kdlab uses the exact KL. Their CIFAR-100 scripts (``resnet18_rslad_cifar100.py``,
+``mobilenet_v2_rslad_cifar100.py``) multiply both means by 10 ("to keep consistent with CIFAR-10 dataset"):
+
+    L_RSLAD = scale * ( alpha * KL( t(x) || s(x') ) + (1 - alpha) * KL( t(x) || s(x) ) ),   scale = 10 there, 1 here
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from kdlab.losses.divergence import Reduction, soft_kl
 
 
 def rslad_loss(adversarial_logits: Tensor, clean_logits: Tensor, teacher_logits: Tensor, *,
-               alpha: float = 5 / 6, reduction: Reduction = "mean") -> tuple[Tensor, Tensor]:
-    """The weighted terms ``(alpha KL(t(x) || s(x')), (1 - alpha) KL(t(x) || s(x)))``; they sum to L_RSLAD."""
-    return (alpha * soft_kl(adversarial_logits, teacher_logits, 1.0, reduction),
-            (1.0 - alpha) * soft_kl(clean_logits, teacher_logits, 1.0, reduction))
+               alpha: float = 5 / 6, reduction: Reduction = "mean", scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The weighted terms ``(scale alpha KL(t(x) || s(x')), scale (1 - alpha) KL(t(x) || s(x)))``; they sum to
+    L_RSLAD."""
+    return (scale * alpha * soft_kl(adversarial_logits, teacher_logits, 1.0, reduction),
+            scale * (1.0 - alpha) * soft_kl(clean_logits, teacher_logits, 1.0, reduction))

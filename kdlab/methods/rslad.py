@@ -8,7 +8,9 @@ teacher's logits on the clean x are computed once without grad; x' starts at x +
 KL summed over batch and classes (``nn.KLDivLoss(size_average=False, reduce=False)`` then ``torch.sum``) with
 the student in EVAL mode (``model.eval()``; BatchNorm statistics frozen), 10 steps of 2/255 at eps 8/255; back
 in train mode the step forwards s(x') then s(x). The outer KLs average over batch x classes (``torch.mean``,
-reduction ``mean``). No cross-entropy on the hard labels.
+reduction ``mean``). No cross-entropy on the hard labels. Their CIFAR-100 scripts (``resnet18_rslad_cifar100.py``)
+multiply both outer means by 10: ``method.kl_scale: 10`` (the loss times kl_scale; 1 by default, the CIFAR-10
+scripts').
 
 Cost: k + 2 student passes, 1 teacher forward per image.
 """
@@ -41,7 +43,7 @@ class RSLAD(AdversarialDistillation):
         adversarial_logits = self.student(adversarial)
         clean_logits = self.student(images)
         robust, natural = rslad_loss(adversarial_logits, clean_logits, teacher_logits, alpha=settings.alpha,
-                                     reduction=settings.reduction)
+                                     reduction=settings.reduction, scale=settings.kl_scale)
         terms = {"kl_adv": robust, "kl_clean": natural}
         correct = (clean_logits.argmax(1) == labels).sum()  # on the device: no host read
         return StepResult(loss=robust + natural, terms=terms, correct=correct, count=len(labels))

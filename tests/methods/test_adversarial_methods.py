@@ -93,6 +93,9 @@ def test_rslad_loss_by_hand():
     assert robust.item() == pytest.approx(5 / 6 * K / 2)  # the default: 5/6, elementwise mean
     # clean (1/4, 3/4) against the teacher's (3/4, 1/4): 3/4 ln 3 + 1/4 ln(1/3) = ln(3) / 2
     assert natural.item() == pytest.approx(1 / 6 * (LN3 / 2) / 2)
+    # their CIFAR-100 scripts: 10 x torch.mean of each term
+    robust, natural = rslad_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, LN3]]), teacher, scale=10.0)
+    assert (robust.item(), natural.item()) == pytest.approx((10 * 5 / 6 * K / 2, 10 * 1 / 6 * (LN3 / 2) / 2))
 
 
 def test_iad_loss_by_hand():
@@ -211,6 +214,22 @@ def test_rslad_step_is_its_formula():
     n = adversarial.numel()
     expected = 5 / 6 * kl_rows(teacher, adversarial).sum() / n + 1 / 6 * kl_rows(teacher, clean).sum() / n
     assert result.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_rslad_kl_scale_multiplies_both_terms_of_the_step_and_keeps_the_key_at_1():
+    _, result, s_out, t_out, _ = run_step("rslad", kl_scale=10.0)
+    adversarial, clean, teacher = s_out[2], s_out[3], t_out[0]
+    n = adversarial.numel()
+    expected = 10 * (5 / 6 * kl_rows(teacher, adversarial).sum() / n + 1 / 6 * kl_rows(teacher, clean).sum() / n)
+    assert result.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the option at 1 (the default) leaves the run key it had before it existed (computed on commit 66a1360)
+    from pathlib import Path
+
+    from kdlab.config.recipe import load_recipe
+
+    path = str(Path(__file__).resolve().parents[2] / "recipes" / "methods_cifar10_cpu.yaml")
+    assert load_recipe(path, ["method={name: rslad}"]).key("teacher-identity") == "ae476f2715"
+    assert load_recipe(path, ["method={name: rslad, kl_scale: 10}"]).key("teacher-identity") != "ae476f2715"
 
 
 def test_adaad_step_is_its_formula():
@@ -386,6 +405,8 @@ def test_teacher_takes_no_gradient_step_and_keeps_its_batchnorm_statistics(name)
     ("pgd-at", {"alpha": 0.5}, "adaad and ard and iad and rslad"),
     ("kd", {"inner": {"steps": 3}}, "adaad and ard and iad and pgd-at and rslad"),
     ("mixacm", {"second_clean_pass": False}, "iad"),
+    ("ard", {"bn_update_pass": False}, "iad"),
+    ("iad", {"kl_scale": 10}, "rslad"),
     ("ard", {"acm": {"weight": 1}}, "mixacm"),
 ])
 def test_a_setting_of_another_method_is_refused(name, foreign, owner):
@@ -397,9 +418,9 @@ def test_a_setting_of_another_method_is_refused(name, foreign, owner):
 def test_adversarial_settings_keep_the_authors_defaults():
     ard, rslad, iad, adaad = (settings(name) for name in ("ard", "rslad", "iad", "adaad"))
     assert (ard.alpha, ard.temperature, ard.reduction, ard.start) == (1.0, 30.0, "mean", "uniform")
-    assert (rslad.alpha, rslad.reduction, rslad.start) == (pytest.approx(5 / 6), "mean", "normal")
+    assert (rslad.alpha, rslad.reduction, rslad.start, rslad.kl_scale) == (pytest.approx(5 / 6), "mean", "normal", 1)
     assert (iad.alpha, iad.temperature, iad.beta, iad.warmup_epochs) == (1.0, 1.0, 0.1, 60)
-    assert iad.reduction == "batchmean" and iad.start == "uniform"
+    assert iad.reduction == "batchmean" and iad.start == "uniform" and iad.bn_update_pass
     assert (adaad.alpha, adaad.reduction, adaad.start) == (1.0, "mean", "normal")
     for spec in (ard, rslad, iad, adaad, settings("pgd-at")):
         assert spec.inner.eps == pytest.approx(8 / 255) and spec.inner.step == pytest.approx(2 / 255)
