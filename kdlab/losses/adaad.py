@@ -1,4 +1,4 @@
-"""Adaptive Adversarial Distillation (Huang, Chen, Cheng, Huang, Lu & Liu, "Boosting Accuracy and Robustness
+"""Adaptive Adversarial Distillation (Huang, Chen, Wang, Lu, Cheng & Wang, "Boosting Accuracy and Robustness
 of Student Models via Adaptive Adversarial Distillation", CVPR 2023), the outer loss:
 
     L_AdaAD = alpha * KL( t(x') || s(x') ) + (1 - alpha) * KL( t(x) || s(x) ),   alpha = 1,  T = 1

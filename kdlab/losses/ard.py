@@ -3,7 +3,7 @@
     L_ARD = alpha * T^2 * KL( softmax(t(x) / T) || softmax(s(x') / T) ) + (1 - alpha) * CE( s(x), y )
 
 ``x'`` the student's own PGD example (``kdlab.methods.ard``), ``t(x)`` the frozen teacher on the CLEAN image.
-As goldblum/AdversarialRobustnessDistillation ``main.py``: ``args.alpha*args.temp*args.temp*KL_loss(
+As goldblum/AdversariallyRobustDistillation ``main.py``: ``args.alpha*args.temp*args.temp*KL_loss(
 F.log_softmax(outputs/T), F.softmax(teacher_outputs/T)) + (1-args.alpha)*XENT_loss(basic_outputs, targets)``
 with ``KL_loss = nn.KLDivLoss()``: reduction ``mean`` over batch x classes (``kdlab.losses.divergence``).
 """

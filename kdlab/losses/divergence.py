@@ -8,7 +8,7 @@ student's. This is ``nn.KLDivLoss()(F.log_softmax(s / T), F.softmax(t / T))`` in
 *reduction* differs between them and changes the loss scale by the number of classes C:
 
 * ``mean``: the mean over batch x classes, ``sum_b KL_b / (B * C)``: PyTorch's ``nn.KLDivLoss()`` default,
-  used by ARD (goldblum/AdversarialRobustnessDistillation ``main.py``), RSLAD (``torch.mean`` of the
+  used by ARD (goldblum/AdversariallyRobustDistillation ``main.py``), RSLAD (``torch.mean`` of the
   elementwise terms, zibojia/RSLAD ``resnet18_rslad_cifar10.py``; their README discusses the 1/C) and AdaAD on
   CIFAR-10 (boyellow/AdaAD ``main.py``);
 * ``batchmean``: ``sum_b KL_b / B``, the KL itself averaged over the batch (IAD, ZFancy/IAD ``ARD.py`` and

@@ -1,4 +1,4 @@
-"""Adaptive Adversarial Distillation (Huang, Chen, Cheng, Huang, Lu & Liu, "Boosting Accuracy and Robustness
+"""Adaptive Adversarial Distillation (Huang, Chen, Wang, Lu, Cheng & Wang, "Boosting Accuracy and Robustness
 of Student Models via Adaptive Adversarial Distillation", CVPR 2023):
 
     x'  = PGD_k maximising  KL( t(x') || s(x') )   (the student-teacher discrepancy: gradients through BOTH)

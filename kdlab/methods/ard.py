@@ -3,7 +3,7 @@
     x'  = PGD_k maximising  CE( s(x'), y )                        (the student's own adversarial example)
     L   = alpha * T^2 * KL( t(x)/T || s(x')/T ) + (1 - alpha) * CE( s(x), y )      (``kdlab.losses.ard``)
 
-Follows goldblum/AdversarialRobustnessDistillation ``main.py``: its ``AttackPGD`` wraps the STUDENT and
+Follows goldblum/AdversariallyRobustDistillation ``main.py``: its ``AttackPGD`` wraps the STUDENT and
 ascends the student's cross-entropy on the true labels (``F.cross_entropy(self.basic_net(x), targets,
 size_average=False)``), not the KL to the teacher; the attack runs inside ``net.train()``, so the student is
 in train mode while x' is made (BatchNorm uses and updates batch statistics); a uniform start in [-eps, eps];

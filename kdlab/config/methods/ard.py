@@ -10,7 +10,7 @@ from kdlab.config.methods.adversarial import REDUCTION_HELP, AdversarialSettings
 
 
 class ARDSettings(AdversarialSettings):
-    """Goldblum et al. 2020 (``kdlab.methods.ard``); defaults: goldblum/AdversarialRobustnessDistillation
+    """Goldblum et al. 2020 (``kdlab.methods.ard``); defaults: goldblum/AdversariallyRobustDistillation
     ``main.py`` (``--alpha 1.0 --temp 30``, ``nn.KLDivLoss()``, PGD 8/255, 2/255, 10 steps on the student's
     CE)."""
 
