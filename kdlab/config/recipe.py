@@ -55,8 +55,9 @@ SCHEMA_VERSION = 2
 # Options added after runs were recorded: at the value that keeps the earlier behaviour they are left out of the
 # run key, so a recipe at that value keeps the key (and cached runs) it had; any other value enters the key, since
 # it changes the numbers. section -> option -> the value left out. Usually the option's default; not where a
-# default changed later, so the old behaviour, written out, keeps its old key: iad's bn_update_pass (true since
-# issue #24: keys of default iad runs changed).
+# default changed later, so the old behaviour, written out, keeps its old key: train.rng (default sample since
+# issue #24: keys of classification runs that do not write it changed; rng: batch written out keeps the old key)
+# and iad's bn_update_pass (true since issue #24: keys of default iad runs changed).
 # "method" applies to whichever method has the option.
 KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
     "train": {"precision": "fp32", "channels_last": False, "compile": False, "rng": "batch", "sync_bn": False},
@@ -212,6 +213,11 @@ class Recipe(Section):
             # holds the default method's settings, which must not rename (and so retrain) every teacher when a
             # distillation default changes.
             identity.pop("method", None)
+        if self.task == "detection":
+            # train.rng changes nothing in detection (no per-sample draws: its augmentation and every draw are
+            # batch-level from the epoch generator, which sample seeds like batch), so the change of its default
+            # (issue #24) renamed no detection run.
+            identity["train"].pop("rng", None)
         if self.task == "detection" and not self.is_distillation:
             # Before methods were a union, a detection training recipe carried the classification default's
             # name (mixacm) beside its feature settings: kept, so cached detection teachers keep their keys.

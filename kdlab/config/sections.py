@@ -183,10 +183,11 @@ class TrainSpec(Section):
         "checkpoints unchanged); the first steps are slow while it compiles; a compile failure stops the run at its "
         "first step")
     rng: Literal["batch", "sample"] = Field(
-        "batch", description="batch: augmentation and attack starts drawn batch by batch from the epoch's "
-                             "generator (kdlab's original stream; results depend on the batch split); sample: "
-                             "drawn per sample from (seed, epoch, sample index), the same whatever the batch "
-                             "size or number of processes -- needed for multi-process training (torchrun)")
+        "sample", description="sample: augmentation and attack starts drawn per sample from (seed, epoch, sample "
+                              "index), the same whatever the batch size or number of processes (torchrun needs "
+                              "it); batch: drawn batch by batch from the epoch's generator (kdlab's original "
+                              "stream and default until issue #24; results depend on the batch split; written "
+                              "out, it keeps the run keys of runs made before). No effect on detection")
     sync_bn: bool = Field(False, description="multi-process training: BatchNorm statistics over the global "
                                              "batch (SyncBatchNorm, CUDA only); ignored in one process")
 

@@ -216,7 +216,8 @@ def training_problems(rng: str, sync_bn: bool, batch_size: int, device: str, tas
     if rng != "sample":
         problems.append(f"train.rng is batch, whose augmentation and attack starts depend on how batches are split, "
                         f"so {world} processes would not train the run this recipe names: "
-                        + ("set train.rng: sample in the teacher recipe" if teacher else "pass --set train.rng=sample"))
+                        + ("set train.rng: sample (the default) in the teacher recipe" if teacher
+                           else "pass --set train.rng=sample (the default)"))
     if batch_size % world:
         problems.append(f"data.batch_size {batch_size} does not split evenly over {world} processes: use a multiple "
                         f"of {world}")

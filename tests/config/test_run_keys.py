@@ -13,18 +13,20 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 # recipe -> (key(), key("teacher-identity")), computed before the package layout moved (commit 71b16fc); the
 # classification training recipes (teachers) re-pinned on 2026-12-06 when their unused method section left the key
-# and mixacm_cifar10_cpu_teacher moved to the whole training split (issue #24)
+# and mixacm_cifar10_cpu_teacher moved to the whole training split (issue #24); every classification recipe that
+# does not write train.rng re-pinned when train.rng default became sample, issue #24 (their keys before that change,
+# which train.rng: batch written out keeps: BATCH_KEYS). Detection keys do not see train.rng (no effect there).
 PINNED = {
-    "methods_cifar10_cpu": ("2c5b5b2de9", "8e4e69e43e"),
-    "mixacm_cifar10": ("f26675adf3", "f44e63bcb1"),
-    "mixacm_cifar10_cpu": ("2c5b5b2de9", "8e4e69e43e"),
+    "methods_cifar10_cpu": ("474984682f", "096d0a6245"),
+    "mixacm_cifar10": ("17b7cb2748", "1c123f70ac"),
+    "mixacm_cifar10_cpu": ("474984682f", "096d0a6245"),
     "mixacm_cifar10_cpu_teacher": ("156bcb3ede", "0c20123610"),
-    "mixacm_cifar10_gpu": ("65907a0d57", "579e4083e4"),
-    "mixacm_cifar10_gpu_teacher": ("35664f5489", "9f8f52a134"),
-    "mixacm_cifar10_teacher": ("efa18f4928", "56b1ac6c20"),
-    "quickstart": ("935584875c", "12bb98c1fe"),
-    "quickstart_teacher": ("38f95b8701", "352655473f"),
-    "quickstart_teacher_standard": ("f0898cd320", "affb9e08ba"),
+    "mixacm_cifar10_gpu": ("ca6dc420fd", "f2dad99191"),
+    "mixacm_cifar10_gpu_teacher": ("9ee783472d", "3b5232133d"),
+    "mixacm_cifar10_teacher": ("481df069d5", "7e34f5a7b5"),
+    "quickstart": ("7742eb9459", "76e3cb67e7"),
+    "quickstart_teacher": ("f131c9ac92", "72fcf3d621"),
+    "quickstart_teacher_standard": ("fb8cdc3ff3", "7c3a3de7ad"),
     "skd_bccd_cpu": ("ed42f3d258", "46d30854db"),
     "skd_bccd_cpu_teacher": ("c201b2ca8b", "b9fcab0bbc"),
     "skd_bccd_retinanet_cpu": ("ac05faccf6", "1868e106fd"),
@@ -35,11 +37,31 @@ PINNED = {
     "skd_quickstart_teacher": ("7bc52453ea", "a4336d8dce"),
 }
 
+# The keys these classification recipes had while train.rng defaulted to batch (pinned above until issue #24):
+# --set train.rng=batch must give them back, so runs made before the change stay reachable.
+BATCH_KEYS = {
+    "methods_cifar10_cpu": ("2c5b5b2de9", "8e4e69e43e"),
+    "mixacm_cifar10": ("f26675adf3", "f44e63bcb1"),
+    "mixacm_cifar10_cpu": ("2c5b5b2de9", "8e4e69e43e"),
+    "mixacm_cifar10_gpu": ("65907a0d57", "579e4083e4"),
+    "mixacm_cifar10_gpu_teacher": ("35664f5489", "9f8f52a134"),
+    "mixacm_cifar10_teacher": ("efa18f4928", "56b1ac6c20"),
+    "quickstart": ("935584875c", "12bb98c1fe"),
+    "quickstart_teacher": ("38f95b8701", "352655473f"),
+    "quickstart_teacher_standard": ("f0898cd320", "affb9e08ba"),
+}
+
+# ablation cells (train.rng default became sample, issue #24: re-pinned; the cells' keys before it in BATCH_OVERRIDES)
 OVERRIDES = {
+    ("quickstart", ("method.acm.blocks=[2]",)): "f016c4a240",
+    ("quickstart", ("method.kd.weight=0", "method.mixup.enabled=false")): "65fbab56b8",
+    ("methods_cifar10_cpu", ("method={name: ard}",)): "51a62f6a15",
+    ("skd_bccd_cpu", ("method.feature.kind=pkd",)): "7b7b5559bd",
+}
+BATCH_OVERRIDES = {
     ("quickstart", ("method.acm.blocks=[2]",)): "7407109f90",
     ("quickstart", ("method.kd.weight=0", "method.mixup.enabled=false")): "49b2e18daf",
     ("methods_cifar10_cpu", ("method={name: ard}",)): "f3eb4f2aab",
-    ("skd_bccd_cpu", ("method.feature.kind=pkd",)): "7b7b5559bd",
 }
 
 
@@ -64,3 +86,31 @@ def test_a_training_recipe_key_ignores_the_unused_method_section():
     assert load_recipe(path).key() == load_recipe(path, ["method.kd.temperature=2"]).key()
     student = str(RECIPES / "mixacm_cifar10_cpu.yaml")
     assert load_recipe(student).key("t") != load_recipe(student, ["method.kd.temperature=2"]).key("t")
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_KEYS))
+def test_train_rng_batch_written_out_keeps_the_keys_from_before_sample_became_the_default(name):
+    recipe = load_recipe(str(RECIPES / f"{name}.yaml"), ["train.rng=batch"])
+    assert (recipe.key(), recipe.key("teacher-identity")) == BATCH_KEYS[name]
+
+
+@pytest.mark.parametrize("name,sets", sorted(BATCH_OVERRIDES))
+def test_ablation_cells_with_train_rng_batch_keep_their_earlier_keys(name, sets):
+    recipe = load_recipe(str(RECIPES / f"{name}.yaml"), [*sets, "train.rng=batch"])
+    assert recipe.key("teacher-identity") == BATCH_OVERRIDES[name, sets]
+
+
+def test_the_cpu_teacher_in_training_keeps_its_run_directory_key():
+    """recipes/mixacm_cifar10_cpu_teacher.yaml writes train.rng: sample; its run (results/runs/
+    mixacm-cpu-teacher-bd95895d9d, named by key("") as kdlab.runs.run.run_directory does) must keep its key
+    across the change of the train.rng default (issue #24)."""
+    path = str(RECIPES / "mixacm_cifar10_cpu_teacher.yaml")
+    assert load_recipe(path).key("") == "bd95895d9d"
+    assert load_recipe(path).key() == "156bcb3ede"
+    assert load_recipe(path, ["train.rng=sample"]).key("") == "bd95895d9d"
+
+
+def test_train_rng_does_not_enter_a_detection_key():
+    path = str(RECIPES / "skd_bccd_cpu_teacher.yaml")
+    keys = {load_recipe(path, sets).key() for sets in ([], ["train.rng=batch"], ["train.rng=sample"])}
+    assert keys == {PINNED["skd_bccd_cpu_teacher"][0]}

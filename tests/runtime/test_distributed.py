@@ -7,7 +7,8 @@ process trains the same recipes in the test process (``one``).
 
 The models are ``resnet_small`` without BatchNorm (``norm: none``): per-rank BatchNorm statistics differ from
 the global batch's by design, and SyncBatchNorm (``train.sync_bn``) has no CPU kernel, so only a model whose
-samples do not interact gives the one-process weights exactly on CPUs. Both runs use ``train.rng: sample``.
+samples do not interact gives the one-process weights exactly on CPUs. Both runs use ``train.rng``'s default,
+``sample`` (since issue #24; torchrun refuses ``batch``), so the recipes do not write it.
 """
 
 import csv
@@ -24,6 +25,7 @@ import torch.distributed
 import yaml
 
 from kdlab.config.recipe import load_recipe
+from kdlab.config.sections import TrainSpec
 from kdlab.models.files import load_model
 from kdlab.runs.run import run_recipe
 from kdlab.runtime import distributed
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = {"dataset": "embedded", "subset": 64, "val_size": 20, "test_subset": 40, "batch_size": 16}
-TRAIN = {"epochs": 2, "lr": 0.05, "rng": "sample", "max_batches_per_epoch": 3}
+TRAIN = {"epochs": 2, "lr": 0.05, "max_batches_per_epoch": 3}  # train.rng: the default (sample)
 EVAL = {"n": 40, "steps": 3, "attacks": ["clean", "pgd"]}
 MODEL = {"arch": "resnet_small", "width": 4, "options": {"norm": "none"}}
 
@@ -170,6 +172,8 @@ def test_what_two_processes_cannot_train_is_refused_with_the_fix(monkeypatch):
     assert "sync_bn needs CUDA" in problems[3] and "classification only" in problems[0]
     assert "in the teacher recipe" in distributed.training_problems("batch", False, 16, "cpu", "classification",
                                                                     teacher=True)[0]
+    # the default (sample, since issue #24) needs no --set: only an explicit batch is refused
+    assert distributed.training_problems(TrainSpec().rng, False, 16, "cpu", "classification") == []
     monkeypatch.setattr(distributed, "world_size", lambda: 1)
     assert distributed.training_problems("batch", True, 15, "cpu", "detection") == []
 

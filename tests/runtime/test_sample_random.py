@@ -126,11 +126,14 @@ def test_a_steps_second_draw_differs_from_its_first():
                        first)
 
 
-def test_rng_and_sync_bn_at_their_defaults_keep_existing_run_keys():
+def test_rng_batch_written_out_and_sync_bn_at_its_default_keep_existing_run_keys():
+    """train.rng's default became sample (issue #24): rng: batch written out keeps the key runs had before
+    (tests/config/test_run_keys.py pins both); the default and an explicit sample name one run."""
     base = load_recipe("recipes/mixacm_cifar10_cpu.yaml")
-    assert base.key() == "2c5b5b2de9"  # the committed key (tests/methods/test_methods.py lists the others)
+    assert base.train.rng == "sample" and base.key() == "474984682f"
     raw = base.to_dict()
-    written = validate_recipe({**raw, "train": {**raw["train"], "rng": "batch", "sync_bn": False}})
+    written = validate_recipe({**raw, "train": {**raw["train"], "rng": "sample", "sync_bn": False}})
     assert written.key() == base.key()
-    assert validate_recipe({**raw, "train": {**raw["train"], "rng": "sample"}}).key() != base.key()
+    batch = validate_recipe({**raw, "train": {**raw["train"], "rng": "batch"}})
+    assert batch.key() == "2c5b5b2de9"  # the committed key while batch was the default
     assert validate_recipe({**raw, "train": {**raw["train"], "sync_bn": True}}).key() != base.key()

@@ -12,6 +12,7 @@ from kdlab.config.sections import AdversarialSpec, TrainSpec
 from kdlab.errors import KdlabError
 from kdlab.methods.mixacm import MixACM
 from kdlab.methods.supervised import SupervisedTraining
+from kdlab.runtime.sample_random import SampleGenerator, key_of
 from kdlab.models.files import safe_load
 from kdlab.train.engine import StepResult, fit
 from tests.helpers.tiny_training import STEPS, source, tiny_net
@@ -110,21 +111,29 @@ def cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / total)))
 
 
-def test_fp32_training_equals_a_plain_pytorch_loop_exactly(tmp_path):
+@pytest.mark.parametrize("rng", ["sample", "batch"])
+def test_fp32_training_equals_a_plain_pytorch_loop_exactly(tmp_path, rng):
     """An independent reference: SGD (momentum 0.9, weight decay 5e-4 on every parameter), a per-step cosine
     schedule, CE on the same batches (each epoch's generator seeded by seed * 1_000_003 + epoch, as the engine
-    documents). Same ops in the same order: the weights, the epoch-mean losses and the accuracy match to the bit."""
+    documents; with train.rng: sample, the default, it also carries the epoch's key ("train", seed, epoch) for the
+    per-sample crops and flips, as kdlab.runtime.sample_random documents). Same ops in the same order: the
+    weights, the epoch-mean losses and the accuracy match to the bit."""
     torch.manual_seed(0)
     model = tiny_net()
     reference = tiny_net()
     reference.load_state_dict(model.state_dict())
-    result = train(SupervisedTraining(model, AdversarialSpec()), tmp_path, log_every=4)
+    result = train(SupervisedTraining(model, AdversarialSpec()), tmp_path, log_every=4, rng=rng)
+
+    def generator(epoch):
+        if rng == "sample":
+            return SampleGenerator(key_of("train", 1, epoch), 1 * 1_000_003 + epoch)
+        return torch.Generator().manual_seed(1 * 1_000_003 + epoch)
 
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine(step, EPOCHS * STEPS))
     for epoch in range(1, EPOCHS + 1):
         losses, correct = [], 0
-        for images, labels in source().batches(torch.Generator().manual_seed(1 * 1_000_003 + epoch)):
+        for images, labels in source().batches(generator(epoch)):
             logits = reference(images)
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad()
