@@ -21,7 +21,7 @@ The epoch comes from the engine (:meth:`set_epoch`, called before every epoch, a
 
 Cost after the warm-up: k + 4 student passes (k + 3 before it; the BatchNorm-update pass is a forward only),
 2 teacher forwards per image. With ``bn_update_pass: false`` (kdlab before issue #24) one pass fewer, and the
-running statistics differ from the reference's (by 5-7 % after one step on a small ResNet).
+BatchNorm running statistics differ from the reference's from the first step on.
 """
 
 from __future__ import annotations
