@@ -39,7 +39,20 @@ OVERRIDES = {
     ("quickstart", ("method.acm.blocks=[2]",)): "7407109f90",
     ("quickstart", ("method.kd.weight=0", "method.mixup.enabled=false")): "49b2e18daf",
     ("methods_cifar10_cpu", ("method={name: ard}",)): "f3eb4f2aab",
-    ("skd_bccd_cpu", ("method.feature.kind=pkd",)): "7b7b5559bd",
+    # re-pinned (was 7b7b5559bd) when the detection peers took their reference configs' choices as defaults (issue
+    # #24): PKD on Faster R-CNN now distils P2-P5, not pool; ssim/l1/l2/cwd cells and every teacher keep their keys
+    ("skd_bccd_cpu", ("method.feature.kind=pkd",)): "3673863f2a",
+    # kdlab's earlier behaviour, each by its option, names the very runs cached before the reference defaults
+    ("skd_bccd_cpu", ("method.feature.kind=pkd", "method.feature.levels=all")): "7b7b5559bd",
+    ("skd_bccd_cpu", ("method.feature.kind=cwd",)): "51d6831b40",
+    ("skd_bccd_cpu", ("method.feature.kind=mgd", "method.feature.levels=all", "method.feature.mgd.mask_ratio=0.65",
+                      "train.grad_clip=null")): "792c15ee33",
+    ("skd_bccd_retinanet_cpu", ("method.feature.kind=mgd", "method.feature.init_from_teacher=false",
+                                "train.grad_clip=null")): "79fe932db4",
+    ("skd_bccd_cpu", ("method.feature.kind=fgd", "method.feature.levels=all", "method.feature.init_from_teacher=false",
+                      "method.feature.fgd={alpha_fgd: 0.001, beta_fgd: 0.0005, gamma_fgd: 0.0005, lambda_fgd: 5.0e-6}",
+                      "train.grad_clip=null")): "fcc5b959c4",
+    ("skd_bccd_retinanet_cpu", ("method.feature.kind=pkd", "method.feature.levels=all")): "a1d746d449",
 }
 
 
