@@ -116,8 +116,8 @@ class StructuralKD(DistillationMethod):
         self.feature = feature
         self.levels = list(student_channels) if feature.levels == "all" else list(feature.levels)
         self.inherited: list[str] = []
-        if self.distills and feature.init_from_teacher is True:
-            self.inherited = copy_neck_and_heads(self.teacher, student)
+        if teacher is not None and feature.init_from_teacher is True:  # kind none too: the initialisation alone
+            self.inherited = copy_neck_and_heads(teacher, student)
         teacher_channels = fpn_level_channels(self.teacher) if self.distills else {}
         self.adapters = nn.ModuleDict()
         if self.distills and feature.adapter:

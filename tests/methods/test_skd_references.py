@@ -143,6 +143,9 @@ def test_init_from_teacher_is_an_option_both_ways():
     assert _neck_and_heads_equal(student, teacher) == (False, False)
     StructuralKD(student, teacher, SKDSettings(feature={"kind": "ssim", "init_from_teacher": True}))
     assert _neck_and_heads_equal(student, teacher) == (True, False)
+    control = detector("fasterrcnn", 8)  # kind none runs no teacher forward, yet the initialisation alone applies
+    method = StructuralKD(control, teacher, SKDSettings(feature={"kind": "none", "init_from_teacher": True}))
+    assert _neck_and_heads_equal(control, teacher) == (True, False) and not method.distills
 
 
 def test_init_from_teacher_refuses_a_teacher_whose_shapes_differ():
