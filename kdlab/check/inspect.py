@@ -214,7 +214,8 @@ def detection_view(recipe: Recipe, num_classes: int) -> BlockView:
         table.append({"level": r["level"], "s shape": _shape(r), "s ch": r["channels"],
                       "t shape": t and _shape(t), "t ch": t and t["channels"]})
     feature = getattr(recipe.method, "feature", None)
-    compared = (f"method {recipe.method.name}, feature.kind {feature.kind}"
+    levels = "" if feature is None or feature.levels == "all" else f" on levels {', '.join(feature.levels)}"
+    compared = (f"method {recipe.method.name}, feature.kind {feature.kind}{levels}"
                 + (" with 1x1 adapters" if feature.adapter else "") if feature is not None
                 else f"method {recipe.method.name}")
     title = (f"{recipe.name}: student {_detector_name(spec)} ({_millions(student)}), teacher {teacher_name} "

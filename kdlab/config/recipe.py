@@ -62,11 +62,25 @@ SCHEMA_VERSION = 2
 KEYED_ONLY_WHEN_SET: dict[str, dict[str, Any]] = {
     "train": {"precision": "fp32", "channels_last": False, "compile": False, "rng": "batch", "sync_bn": False},
     "eval": {"precision": "fp32"},
-    "method": {"bn_update_pass": False, "kl_scale": 1.0},
+    # the classification options (bn_update_pass, kl_scale) and the detection reference defaults
+    # (kdlab.config.methods.skd) at the value that gives what every run did before them
+    "method": {"bn_update_pass": False, "kl_scale": 1.0, "feature.levels": "all", "feature.init_from_teacher": False},
 }
 # Options that never change the numbers (how often the engine reads its totals, how many processes read the
 # images): never in a key. section -> options.
 NEVER_KEYED: dict[str, set[str]] = {"data": {"workers"}, "train": {"log_every"}}
+
+
+def _drop_defaults(dump: dict[str, Any], name: str) -> None:
+    """Remove from the dumped section ``name`` the :data:`KEYED_ONLY_WHEN_SET` options at their defaults (a dotted
+    option names a nested one: ``feature.levels``)."""
+    for option, default in KEYED_ONLY_WHEN_SET.get(name, {}).items():
+        *path, last = option.split(".")
+        node: Any = dump
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(last, default) == default:
+            node.pop(last, None)
 
 
 def keyed_settings(section: BaseModel, name: str) -> dict[str, Any]:
@@ -76,9 +90,7 @@ def keyed_settings(section: BaseModel, name: str) -> dict[str, Any]:
     dump = section.model_dump(mode="json")
     for option in NEVER_KEYED.get(name, ()):
         dump.pop(option, None)
-    for option, default in KEYED_ONLY_WHEN_SET.get(name, {}).items():
-        if dump.get(option, default) == default:
-            dump.pop(option, None)
+    _drop_defaults(dump, name)
     return dump
 
 
@@ -90,6 +102,30 @@ def _method_settings(value: Any) -> Any:
     if value.get("name") not in SETTINGS:
         settings_class(value.get("name"), "classification")  # raises: unknown name, with the choices
     return SETTINGS[value["name"]].model_validate(value)
+
+
+def _resolve_references(data: dict) -> dict:
+    """The raw recipe with every ``reference`` default resolved for its model, in one place: the method's
+    (``MethodSettings.with_references``; detection: ``kdlab.config.methods.skd.resolve_references``) and
+    ``train.grad_clip`` (``MethodSettings.reference_grad_clip``). The recipe then holds, and its run's
+    ``recipe.yaml`` records, the values used. A section that does not validate is left to its field's error."""
+    method = data["method"]
+    try:
+        settings = method if isinstance(method, MethodSettings) else SETTINGS[method["name"]].model_validate(method)
+    except ValidationError:
+        return data
+    spec = data.get("student") if data.get("student") is not None else data.get("model")
+    arch = spec.get("arch") if isinstance(spec, dict) else getattr(spec, "arch", None)
+    backbone = spec.get("backbone") if isinstance(spec, dict) else getattr(spec, "backbone", None)
+    distills = data.get("student") is not None
+    if data.get("task", "classification") == "detection" and arch in ("fasterrcnn", "retinanet"):
+        settings = settings.with_references(arch, backbone or "resnet50", distills)
+    train = data.get("train", {})
+    if isinstance(train, TrainSpec):
+        train = train.model_dump()
+    if isinstance(train, dict) and train.get("grad_clip", "reference") == "reference":
+        train = {**train, "grad_clip": settings.reference_grad_clip(distills)}
+    return {**data, "method": settings, "train": train}
 
 
 # A union discriminated by method.name over the registry (kdlab.config.methods), so a method registered
@@ -126,7 +162,7 @@ class Recipe(Section):
             method = {}
         if isinstance(method, MethodSettings):
             settings_class(method.name, task)
-            return data
+            return _resolve_references(data)
         if not isinstance(method, dict):
             # pydantic reports ValueError as a validation error (a TypeError would escape as a traceback)
             raise ValueError("method: must be a mapping with name: and the method's settings")  # noqa: TRY004
@@ -135,7 +171,7 @@ class Recipe(Section):
                              f"a training recipe (model:) trains with train.adversarial: drop method")
         name = method.get("name", DEFAULT_METHOD[task])
         settings_class(name, task)
-        return {**data, "method": {**method, "name": name}}
+        return _resolve_references({**data, "method": {**method, "name": name}})
 
     @model_validator(mode="after")
     def _one_kind_of_recipe(self) -> Recipe:
@@ -204,10 +240,8 @@ class Recipe(Section):
         excluded = {"name": True, "output": True, "device": True, "teacher": True,
                     "data": {"in_memory", *NEVER_KEYED["data"]}, "train": NEVER_KEYED["train"]}
         identity = self.model_dump(mode="json", exclude=excluded, exclude_none=True)
-        for section, defaults in KEYED_ONLY_WHEN_SET.items():
-            for option, default in defaults.items():
-                if identity[section].get(option, default) == default:
-                    identity[section].pop(option, None)
+        for section in KEYED_ONLY_WHEN_SET:
+            _drop_defaults(identity[section], section)
         if self.task == "classification" and not self.is_distillation:
             # A classification training recipe (a teacher, a PGD-AT baseline) uses no method: its method section
             # holds the default method's settings, which must not rename (and so retrain) every teacher when a

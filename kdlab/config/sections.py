@@ -166,6 +166,17 @@ class TrainSpec(Section):
                             "training and robust distillation, clean for standard training, AP50 for detection")
     select_steps: int = Field(10, gt=0, description="PGD steps of the validation attack (eps, step: eval.eps, eval.alpha)")
     max_batches_per_epoch: int | None = Field(None, gt=0, description="cap for smoke tests")
+    grad_clip: float | Literal["reference"] | None = Field(
+        "reference", description="clip the gradient's global L2 norm to this before each step (mmcv's grad_clip "
+        "max_norm); null: no clipping; reference: the method's reference for the recipe's model, resolved when the "
+        "recipe is loaded (detection: 35 for mgd and fgd students, their configs; otherwise null)")
+
+    @field_validator("grad_clip")
+    @classmethod
+    def _positive_clip(cls, value):
+        if isinstance(value, float) and value <= 0:
+            raise ValueError("must be positive (the largest gradient norm kept), or null for no clipping")
+        return value
     # speed (kdlab.train.engine, kdlab.runtime.acceleration); at their defaults these leave the run key as it was
     log_every: int | None = Field(
         None, gt=0, description="steps between reads of the loss terms, accuracy and NaN check back from the "

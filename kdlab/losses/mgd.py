@@ -10,7 +10,7 @@ generator G regenerates the full map from what is left, and the result must matc
 Source: the authors' ``yzd-v/MGD det/mmdet/distillation/losses/mgd.py`` (``FeatureLoss``) and MMRazor
 ``mmrazor/models/losses/mgd_loss.py`` (``MGDLoss``, MSE summed / N) with
 ``mmrazor/models/architectures/connectors/mgd_connector.py`` (the mask and G): ``lambda_mgd`` = the masked
-ratio 0.65, ``alpha_mgd`` = the loss weight 2e-5 for detection (their RetinaNet config
+ratio 0.65 (RetinaNet; 0.45 in the authors' two-stage config, see ``kdlab.config.methods.skd``), ``alpha_mgd`` = the loss weight 2e-5 for detection (their RetinaNet config
 ``det/configs/distillers/mgd/retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py``: every FPN level, summed).
 The references draw the mask with the global RNG (``torch.rand``); here it comes from a given
 ``torch.Generator`` (the engine's), so a resumed run draws the same masks. Raw features, as the references; a 1
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-MGD_MASK_RATIO = 0.65  # lambda_mgd of the authors' and MMRazor's code
+MGD_MASK_RATIO = 0.65  # lambda_mgd of the authors' and MMRazor's RetinaNet configs (two-stage: 0.45)
 
 
 def mgd_generator(channels: int) -> nn.Sequential:

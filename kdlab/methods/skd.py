@@ -38,9 +38,14 @@ Readings chosen where the paper leaves room (each one is a recipe option):
   student side (the "adaptation layer" of detection feature KD; required when the FPN widths differ). With equal
   widths it starts as the identity, so turning it on does not change the loss at initialisation. Adapters are
   trained with the student and saved in ``last.pt`` but are not part of the exported detector (``best.pt``).
-* Levels: every level the FPN returns (P2-P5 + pool for Faster R-CNN, P3-P7 for RetinaNet), summed with equal
-  weight (not averaged; the paper's L_feat = sum_r (1 / N_r) sum_{h,w,c}), so lambda multiplies the sum over
-  levels; the per-level loss is a mean over batch, channels and positions.
+* Levels (``feature.levels``): for ssim, l1 and l2 every level the FPN returns (P2-P5 + pool for Faster R-CNN,
+  P3-P7 for RetinaNet), summed with equal weight (not averaged; the paper's L_feat = sum_r (1 / N_r)
+  sum_{h,w,c}), so lambda multiplies the sum over levels; the per-level loss is a mean over batch, channels and
+  positions. The peers distil the levels of their reference configs by default (``reference``: pkd, mgd and fgd
+  leave Faster R-CNN's ``pool`` out, pkd RetinaNet's ``p7``; ``kdlab.config.methods.skd``), ``all`` every level.
+* ``feature.init_from_teacher``: the student starts from the teacher's FPN and heads (everything but the backbone
+  body; ``kdlab.models.detection.copy_neck_and_heads``), as FGD's configs and MGD's one-stage configs do (the
+  default ``reference`` for those kinds); refused when the shapes differ.
 * SSIM: full SSIM (``components: lcs``), 11-tap Gaussian window with sigma 1.5 (Wang et al. 2004), C1 and C2 for
   L = 1.
 
@@ -56,9 +61,10 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from kdlab.config.methods.skd import SKDSettings
+from kdlab.config.methods.skd import SKDSettings, resolve_references
+from kdlab.errors import KdlabError
 from kdlab.losses.fgd import FGDContexts
-from kdlab.losses.mgd import mgd_generator
+from kdlab.losses.mgd import MGD_MASK_RATIO, mgd_generator
 from kdlab.losses.multilevel import multilevel_feature_loss
 from kdlab.methods.base import DistillationMethod
 from kdlab.train.engine import StepResult
@@ -88,25 +94,43 @@ class StructuralKD(DistillationMethod):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, spec: SKDSettings,
                  image_shape: tuple[int, ...] = (3, 32, 32)):
-        from kdlab.models.detection import check_fpn_compatible, fpn_level_channels
+        from kdlab.models.detection import (
+            check_fpn_compatible,
+            copy_neck_and_heads,
+            detector_arch,
+            fpn_level_channels,
+        )
 
         if teacher is not None:
             check_fpn_compatible(teacher, student, adapter=spec.feature.adapter)
+        # settings built outside a recipe may still say ``reference``: the same resolution as a recipe's
+        student_channels = fpn_level_channels(student)
+        try:
+            feature = resolve_references(spec.feature, detector_arch(student), list(student_channels),
+                                         distills=teacher is not None)
+        except ValueError as error:
+            raise KdlabError(str(error)) from None
+        if feature is not spec.feature:
+            spec = spec.model_copy(update={"feature": feature})
         super().__init__(student, teacher, spec, image_shape)
-        self.feature = spec.feature
+        self.feature = feature
+        self.levels = list(student_channels) if feature.levels == "all" else list(feature.levels)
+        self.inherited: list[str] = []
+        if teacher is not None and feature.init_from_teacher is True:  # kind none too: the initialisation alone
+            self.inherited = copy_neck_and_heads(teacher, student)
+        teacher_channels = fpn_level_channels(self.teacher) if self.distills else {}
         self.adapters = nn.ModuleDict()
-        if self.distills and self.feature.adapter:
-            student_levels, teacher_levels = fpn_level_channels(student), fpn_level_channels(self.teacher)
-            for name, channels in student_levels.items():
-                self.adapters[name] = level_adapter(channels, teacher_levels[name])
+        if self.distills and feature.adapter:
+            for name in self.levels:
+                self.adapters[name] = level_adapter(student_channels[name], teacher_channels[name])
         self.generators = nn.ModuleDict()
-        if self.distills and self.feature.kind == "mgd":
-            for name, channels in fpn_level_channels(self.teacher).items():
-                self.generators[name] = mgd_generator(channels)
+        if self.distills and feature.kind == "mgd":
+            for name in self.levels:
+                self.generators[name] = mgd_generator(teacher_channels[name])
         self.contexts = nn.ModuleDict()
-        if self.distills and self.feature.kind == "fgd":
-            for name, channels in fpn_level_channels(self.teacher).items():
-                self.contexts[name] = FGDContexts(channels)
+        if self.distills and feature.kind == "fgd":
+            for name in self.levels:
+                self.contexts[name] = FGDContexts(teacher_channels[name])
 
     def forward(self, batch, generator: torch.Generator) -> StepResult:
         from kdlab.models.detection import capture_fpn, capture_transformed_boxes, fpn_levels
@@ -122,8 +146,8 @@ class StructuralKD(DistillationMethod):
                 teacher_levels = fpn_levels(self.teacher, images)
             feature = self.feature
             terms[f"feat_{feature.kind}"] = multilevel_feature_loss(
-                dict(student_levels),
-                teacher_levels,
+                {name: student_levels[name] for name in self.levels},
+                {name: teacher_levels[name] for name in self.levels},
                 kind=feature.kind,
                 weight=feature.weight,
                 components=feature.components,
@@ -133,7 +157,7 @@ class StructuralKD(DistillationMethod):
                 tau=feature.cwd.tau if feature.cwd is not None else 1.0,
                 pkd_granularity=feature.pkd.granularity if feature.pkd is not None else "channel",
                 generators=self.generators if feature.kind == "mgd" else None,
-                mask_ratio=feature.mgd.mask_ratio if feature.mgd is not None else 0.65,
+                mask_ratio=feature.mgd.mask_ratio if feature.mgd is not None else MGD_MASK_RATIO,
                 rng=generator,
                 boxes=transformed.get("boxes"),
                 image_size=transformed.get("batch_size"),

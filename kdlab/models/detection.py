@@ -39,6 +39,8 @@ __all__ = [
     "capture_fpn",
     "capture_transformed_boxes",
     "check_fpn_compatible",
+    "copy_neck_and_heads",
+    "detector_arch",
     "fpn_levels",
     "fpn_module_path",
 ]
@@ -471,3 +473,42 @@ def check_fpn_compatible(teacher: nn.Module, student: nn.Module, adapter: bool =
             f"FPN levels differ (teacher {t_levels}, student {s_levels}): use the same detector arch and a "
             "backbone family with the same levels (ResNets share them; a mobilenet_v3 Faster R-CNN has fewer)"
         )
+
+
+def detector_arch(detector: nn.Module) -> str:
+    """``fasterrcnn`` or ``retinanet``: the ``build_detector`` arch of a torchvision detector."""
+    from torchvision.models.detection import FasterRCNN, RetinaNet
+
+    if isinstance(detector, FasterRCNN):
+        return "fasterrcnn"
+    if isinstance(detector, RetinaNet):
+        return "retinanet"
+    raise KdlabError(f"{type(detector).__name__} is not a kdlab detector (Faster R-CNN or RetinaNet)")
+
+
+# what a detector's backbone body holds: every other entry of its state dict is the neck (FPN) or a head
+BACKBONE_BODY = "backbone.body."
+
+
+def copy_neck_and_heads(teacher: nn.Module, student: nn.Module) -> list[str]:
+    """Copy every entry of the teacher's state dict except the backbone body's (the FPN ``backbone.fpn``, the RPN and
+    RoI heads or RetinaNet's ``head``, parameters and buffers) into the student; returns the copied names.
+
+    FGD's ``init_student`` (``yzd-v/FGD`` ``mmdet/distillation/distillers/detection_distiller.py``: the teacher's
+    checkpoint less ``backbone.*`` loaded into the student) and MMRazor MGD's ``neck.`` / ``bbox_head.`` init.
+    The reference loader skips an entry whose shape differs with a warning; here any missing or differently shaped
+    entry raises ``KdlabError`` (one line, the first one named) before anything is copied."""
+    source = {name: value for name, value in teacher.state_dict().items() if not name.startswith(BACKBONE_BODY)}
+    target = student.state_dict()
+    for name, value in source.items():
+        mine = target.get(name)
+        if mine is None or mine.shape != value.shape:
+            theirs = "absent" if mine is None else list(mine.shape)
+            raise KdlabError(
+                f"method.feature.init_from_teacher: the teacher's neck and heads do not fit the student ({name}: "
+                f"teacher {list(value.shape)}, student {theirs}): use the teacher's arch, FPN width and head options "
+                "for the student, or set method.feature.init_from_teacher: false")
+    with torch.no_grad():
+        for name, value in source.items():
+            target[name].copy_(value)
+    return list(source)

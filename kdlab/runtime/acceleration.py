@@ -96,6 +96,16 @@ def compile_errors(enabled: bool) -> Iterator[None]:
                          "set train.compile: false") from None
 
 
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
+    """Scale the gradients of ``optimizer``'s parameters (those that have one) to a global L2 norm of at most
+    ``max_norm``; nothing when ``max_norm`` is None."""
+    if max_norm is None:
+        return
+    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if parameters:
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type=2.0)
+
+
 class StepPrecision:
     """The step in ``train.precision``: :meth:`forward` under autocast, :meth:`backward_step` with the fp16
     gradient scaler (a plain ``backward()`` + ``optimizer.step()`` in fp32 and bf16)."""
@@ -109,12 +119,21 @@ class StepPrecision:
         with compile_errors(self.compiled), autocast(self.device, self.precision):
             return method(batch, generator)
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      max_norm: float | None = None) -> None:
+        """Backward, then the optimizer's step; with ``max_norm`` (``train.grad_clip``) the gradients of the
+        optimizer's parameters are first scaled so that their global L2 norm is at most ``max_norm`` (mmcv's
+        ``OptimizerHook`` ``grad_clip``: ``clip_grad_norm_(params, max_norm, norm_type=2)``; unscaled first in
+        fp16)."""
         if self.scaler is None:
             loss.backward()
+            clip_gradients(optimizer, max_norm)
             optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        if max_norm is not None:
+            self.scaler.unscale_(optimizer)
+            clip_gradients(optimizer, max_norm)
         self.scaler.step(optimizer)  # skips the step when a gradient overflowed
         self.scaler.update()
 

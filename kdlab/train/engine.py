@@ -196,6 +196,13 @@ def build_optimizer(method: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer
                            nesterov=spec.nesterov and spec.momentum > 0)
 
 
+def max_grad_norm(spec: TrainSpec) -> float | None:
+    """``train.grad_clip`` as the step uses it: a number, or None for no clipping. A recipe resolves
+    ``reference`` when it is loaded (``kdlab.config.recipe``); a bare ``TrainSpec`` still holding it (built in
+    code, outside a recipe) names no method, so it does not clip."""
+    return None if spec.grad_clip in (None, "reference") else float(spec.grad_clip)
+
+
 def parameter_device(method: nn.Module) -> torch.device:
     """Where the trained parameters live (the recipe's device, once the task has moved the models)."""
     parameter = next(method.parameters(), None)
@@ -249,6 +256,7 @@ def fit(
     device = parameter_device(method)
     precision = StepPrecision(spec.precision, device, compiled=spec.compile)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec, steps_per_epoch))
+    max_norm = max_grad_norm(spec)
     history: list[dict[str, Any]] = []
     best_score, best_epoch, start_epoch = -math.inf, 0, 1
     last_path = run_dir / "last.pt"
@@ -279,7 +287,7 @@ def fit(
                 break
             result = precision.forward(trained, batch, bind_batch(generator, batch))
             optimizer.zero_grad(set_to_none=True)
-            precision.backward_step(result.loss, optimizer)
+            precision.backward_step(result.loss, optimizer, max_norm)
             scheduler.step()
             totals.add(step, result.loss, result.terms, result.correct, result.count)
             batch_images = data.batch_size(batch)

@@ -56,13 +56,39 @@ OVERRIDES = {
     ("quickstart", ("method.acm.blocks=[2]",)): "f016c4a240",
     ("quickstart", ("method.kd.weight=0", "method.mixup.enabled=false")): "65fbab56b8",
     ("methods_cifar10_cpu", ("method={name: ard}",)): "51a62f6a15",
-    ("skd_bccd_cpu", ("method.feature.kind=pkd",)): "7b7b5559bd",
+    # re-pinned (was 7b7b5559bd) when the detection peers took their reference configs' choices as defaults (issue
+    # #24): PKD on Faster R-CNN now distils P2-P5, not pool; ssim/l1/l2/cwd cells and every teacher keep their keys
+    ("skd_bccd_cpu", ("method.feature.kind=pkd",)): "3673863f2a",
 }
 BATCH_OVERRIDES = {
     ("quickstart", ("method.acm.blocks=[2]",)): "7407109f90",
     ("quickstart", ("method.kd.weight=0", "method.mixup.enabled=false")): "49b2e18daf",
     ("methods_cifar10_cpu", ("method={name: ard}",)): "f3eb4f2aab",
 }
+
+
+# The detection peers' reference defaults (issue #24) renamed the pkd, mgd and fgd cells; kdlab's earlier behaviour,
+# set by these options on every cell (docs/detection.md, "Reference configs"), names exactly the runs the committed
+# BCCD tables were made from (keys computed on main before the change, commit 66a1360).
+EARLIER_DETECTION = ["method.feature.levels=all", "method.feature.init_from_teacher=false",
+                     "method.feature.mgd.mask_ratio=0.65",
+                     "method.feature.fgd={alpha_fgd: 0.001, beta_fgd: 0.0005, gamma_fgd: 0.0005, lambda_fgd: 5.0e-6}",
+                     "train.grad_clip=null"]
+EARLIER_KEYS = {
+    "skd_bccd_cpu": {"none": "2b33d01d76", "l1": "73b8b2bc1f", "l2": "b00b08f1fc", "ssim": "46d30854db",
+                     "pkd": "7b7b5559bd", "cwd": "51d6831b40", "mgd": "792c15ee33", "fgd": "fcc5b959c4"},
+    "skd_bccd_retinanet_cpu": {"none": "79efe752ef", "l1": "5092e52757", "l2": "b75db85278", "ssim": "1868e106fd",
+                               "pkd": "a1d746d449", "cwd": "c74b1bd67e", "mgd": "79fe932db4", "fgd": "7185a8dc11"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EARLIER_KEYS))
+def test_the_earlier_detection_behaviour_keeps_the_keys_of_the_committed_runs(name):
+    path = str(RECIPES / f"{name}.yaml")
+    for kind, key in EARLIER_KEYS[name].items():
+        assert load_recipe(path, [f"method.feature.kind={kind}", *EARLIER_DETECTION]).key("teacher-identity") == key
+        if kind not in ("pkd", "mgd", "fgd"):  # no reference default changed what these cells do
+            assert load_recipe(path, [f"method.feature.kind={kind}"]).key("teacher-identity") == key, kind
 
 
 def test_every_shipped_recipe_is_pinned():

@@ -253,7 +253,9 @@ def test_structural_kd_step_with_fgd_trains_student_adapters_and_contexts_never_
     torch.manual_seed(0)
     teacher = detector(arch, 16 if adapter else 8).eval()
     student = detector(arch, 8)
-    method = StructuralKD(student, teacher, SKDSettings(feature={"kind": "fgd", "adapter": adapter, "weight": 1.0}))
+    # every level, and FPN widths that differ (the adapter): kdlab's old behaviour, reached by its options
+    feature = {"kind": "fgd", "adapter": adapter, "weight": 1.0, "levels": "all", "init_from_teacher": False}
+    method = StructuralKD(student, teacher, SKDSettings(feature=feature))
     method.train()
     levels = {"fasterrcnn": {"0", "1", "2", "3", "pool"}, "retinanet": {"0", "1", "2", "p6", "p7"}}[arch]
     assert set(method.contexts) == levels and set(method.generators) == set()
@@ -281,9 +283,12 @@ def test_fgd_term_is_zero_for_an_identical_student(batch):
 
 
 def test_fgd_options_belong_to_their_kind():
-    spec = SKDSettings(feature={"kind": "fgd"}).feature.fgd
+    spec = SKDSettings(feature={"kind": "fgd"}).feature.fgd  # the weights per detector: test_references
     assert (spec.temp, spec.alpha_fgd, spec.beta_fgd, spec.gamma_fgd, spec.lambda_fgd) == (
-        TEMP, ALPHA, BETA, GAMMA, LAMBDA)
+        TEMP, "reference", "reference", "reference", "reference")
+    retinanet = SKDSettings(feature={"kind": "fgd"}).with_references("retinanet", "resnet18", True).feature.fgd
+    assert (retinanet.alpha_fgd, retinanet.beta_fgd, retinanet.gamma_fgd, retinanet.lambda_fgd) == (
+        ALPHA, BETA, GAMMA, LAMBDA)
     assert SKDSettings(feature={"kind": "fgd", "fgd": {"gamma_fgd": 0.001}}).feature.fgd.gamma_fgd == 0.001
     other = SKDSettings(feature={"kind": "cwd", "fgd": {"temp": 1.0}}).feature  # changes nothing for cwd
     assert other.fgd is None and other == SKDSettings(feature={"kind": "cwd"}).feature
@@ -301,7 +306,9 @@ def test_a_short_fgd_fit_runs_saves_its_context_blocks_and_resumes_exactly(tmp_p
     assert "feat_fgd" in (straight.run_dir / "metrics.csv").read_text()
     assert 0.0 <= straight.summary["AP"] <= 100.0
     method_state = torch.load(straight.run_dir / "last.pt", weights_only=False)["method"]
-    assert {"contexts.0.student.mask.weight", "contexts.pool.teacher.transform.3.weight"} <= set(method_state)
+    # the reference levels P2-P5 (FGD's Faster R-CNN config): no context block on pool
+    assert {"contexts.0.student.mask.weight", "contexts.3.teacher.transform.3.weight"} <= set(method_state)
+    assert not any(name.startswith("contexts.pool.") for name in method_state)
     # trained: the zero-initialised last conv of the context blocks has moved
     assert method_state["contexts.0.student.transform.3.weight"].abs().sum() > 0
     resumed = interrupted_then_resumed(load_recipe(student, [f"output.dir={tmp_path}/runs2"]), stop_epoch=1)

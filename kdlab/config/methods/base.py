@@ -27,3 +27,13 @@ class MethodSettings(Section):
     def teacher_forwards(self) -> float:
         """Teacher forward passes per training image, counted apart from the student's (0: no teacher used)."""
         return 1.0
+
+    def with_references(self, arch: str, backbone: str, distills: bool) -> MethodSettings:
+        """The settings with every ``reference`` default resolved for the recipe's model (``arch``, ``backbone``;
+        ``distills``: the recipe has a teacher). Called once, when the recipe is validated
+        (``kdlab.config.recipe.Recipe``), so the resolved recipe records the values used; none here."""
+        return self
+
+    def reference_grad_clip(self, distills: bool) -> float | None:
+        """What ``train.grad_clip: reference`` means for this method (max gradient norm; None: no clipping)."""
+        return None
