@@ -22,6 +22,8 @@ PINNED = {
     "mixacm_cifar10_gpu": ("65907a0d57", "579e4083e4"),
     "mixacm_cifar10_gpu_teacher": ("35664f5489", "9f8f52a134"),
     "mixacm_cifar10_teacher": ("efa18f4928", "56b1ac6c20"),
+    # new recipe (issue #25): Wong et al.'s fast FGSM-RS teacher with the cyclic schedule
+    "cifar10_fast_at_teacher": ("25eb490125", "8bdc0e658e"),
     "quickstart": ("935584875c", "12bb98c1fe"),
     "quickstart_teacher": ("38f95b8701", "352655473f"),
     "quickstart_teacher_standard": ("f0898cd320", "affb9e08ba"),
