@@ -85,7 +85,7 @@ autoattack() {
     local run
     for run in $($PY "$REPO/scripts/gpu/pending_autoattack.py" results/eval.csv results/ablations/*.csv); do
         if [ "$(left)" -lt "$AA_SECONDS" ]; then say "no time left for AutoAttack of $run (left $(left)s)"; continue; fi
-        say "kdlab eval $run --attack autoattack --n $AA_N --sanity"
+        say "kdlab eval $run --attack autoattack --n $AA_N ${SANITY[*]}"
         kdlab eval "$run" --attack autoattack --n "$AA_N" --batch-size 500 "${SANITY[@]}" --out results/eval.csv
     done
     local table

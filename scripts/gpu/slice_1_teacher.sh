@@ -12,7 +12,7 @@ setup
 say "kdlab train $TEACHER"
 kdlab train "$TEACHER" "${THREADS[@]}"
 TEACHER_RUN=$($PY -c "import csv; print(list(csv.DictReader(open('results/runs.csv')))[-1]['run_dir'])")
-say "kdlab eval $TEACHER_RUN --attack autoattack --n $AA_N --sanity"
+say "kdlab eval $TEACHER_RUN --attack autoattack --n $AA_N ${SANITY[*]}"
 kdlab eval "$TEACHER_RUN" --attack autoattack --n "$AA_N" --batch-size 500 "${SANITY[@]}" --out results/eval.csv
 status=0
 SLICE_RESERVE=${SLICE_RESERVE:-330} ablate mixacm_cifar10_fast --components || status=$?
