@@ -136,6 +136,11 @@ class AdversarialSpec(Section):
         return 10 / 255 if self.method == "fgsm-rs" else 2 / 255
 
 
+CYCLIC_BASE_MOMENTUM = 0.8
+"""torch.optim.lr_scheduler.CyclicLR's default base_momentum, which Wong et al.'s train_fgsm.py leaves as it is
+(cycle_momentum defaults to True): momentum 0.9 at lr 0, 0.8 at the lr peak."""
+
+
 class TrainSpec(Section):
     """Optimisation and model selection.
 
@@ -155,11 +160,17 @@ class TrainSpec(Section):
     decay_scope: Literal["all", "weights"] = Field(
         "all", description="all: weight decay on every parameter (the reference recipes); weights: "
                            "exempt biases and normalisation parameters")
-    schedule: Literal["cosine", "multistep", "constant"] = Field(
-        "cosine", description="learning-rate schedule per step")
+    schedule: Literal["cosine", "multistep", "constant", "cyclic"] = Field(
+        "cosine", description="learning-rate schedule per step; cyclic: one triangle from 0 up to lr at half of "
+        "the steps and back to 0 at the last, with momentum cycled the other way (Wong et al.'s train_fgsm.py: "
+        "torch CyclicLR, base_lr 0, step_size_up = step_size_down = half the steps)")
     milestones: list[int] = Field(default_factory=list, description="epochs where multistep multiplies lr by gamma")
     gamma: float = Field(0.1, gt=0, description="multistep lr factor")
     warmup_epochs: float = Field(0.0, ge=0, description="linear lr warm-up, in epochs")
+    cyclic_base_momentum: float | None = Field(
+        None, ge=0, description="schedule cyclic: the momentum at the lr peak, rising linearly back to "
+        "train.momentum as lr falls (torch CyclicLR's cycle_momentum; null: the reference's 0.8, CyclicLR's "
+        "default; set it to train.momentum for constant momentum); other schedules: must stay null")
     adversarial: AdversarialSpec = AdversarialSpec()
     select: Literal["auto", "pgd", "clean", "last"] = Field(
         "auto", description="metric on the validation split that chooses best.pt; auto: pgd for adversarial "
@@ -201,6 +212,23 @@ class TrainSpec(Section):
                               "out, it keeps the run keys of runs made before). No effect on detection")
     sync_bn: bool = Field(False, description="multi-process training: BatchNorm statistics over the global "
                                              "batch (SyncBatchNorm, CUDA only); ignored in one process")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cyclic_momentum(cls, data: Any) -> Any:
+        """Resolve ``cyclic_base_momentum`` for ``schedule: cyclic`` (null: the reference's 0.8, written out so an
+        explicit 0.8 names the same run); refuse it, and a warm-up, where they would be ignored."""
+        if not isinstance(data, dict):
+            return data
+        cyclic = data.get("schedule") == "cyclic"
+        if not cyclic and data.get("cyclic_base_momentum") is not None:
+            raise ValueError("train.cyclic_base_momentum applies only to schedule: cyclic: remove it, or set "
+                             "train.schedule: cyclic")
+        if cyclic and data.get("warmup_epochs"):
+            raise ValueError("train.schedule: cyclic rises from 0 by itself: remove train.warmup_epochs")
+        if cyclic and data.get("cyclic_base_momentum") is None:
+            data = {**data, "cyclic_base_momentum": CYCLIC_BASE_MOMENTUM}
+        return data
 
 
 class EvalSpec(Section):

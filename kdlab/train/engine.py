@@ -160,11 +160,18 @@ def epoch_generator(seed: int, epoch: int, rng: str = "batch") -> torch.Generato
 
 
 def lr_factor(spec: TrainSpec, steps_per_epoch: int) -> Callable[[int], float]:
-    """Per-iteration multiplier: optional linear warm-up, then cosine, multistep or constant."""
+    """Per-iteration multiplier: optional linear warm-up, then cosine, multistep or constant; or cyclic.
+
+    ``cyclic`` is Wong et al.'s schedule (locuslab/fast_adversarial ``CIFAR10/train_fgsm.py``: torch's
+    ``CyclicLR(base_lr=0, max_lr=lr, step_size_up=total / 2, step_size_down=total / 2)``, triangular, stepped
+    after every optimizer step): the factor at step ``k`` of ``total`` is CyclicLR's scale, computed as it does,
+    0 at the first step, 1 at the middle, back towards 0 at the last."""
     total = spec.epochs * steps_per_epoch
     warmup = round(spec.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
+        if spec.schedule == "cyclic":
+            return cyclic_scale(step, total)
         if step < warmup:
             return (step + 1) / warmup
         if spec.schedule == "cosine":
@@ -176,6 +183,24 @@ def lr_factor(spec: TrainSpec, steps_per_epoch: int) -> Callable[[int], float]:
         return 1.0
 
     return factor
+
+
+def cyclic_scale(step: int, total: int) -> float:
+    """CyclicLR's triangular scale at ``step`` for a cycle of ``total`` steps, half up and half down (its
+    formula, with ``step_size_up = step_size_down = total / 2``)."""
+    cycle = math.floor(1 + step / total)
+    x = 1.0 + step / total - cycle
+    return x / 0.5 if x <= 0.5 else (x - 1) / (0.5 - 1)
+
+
+def momentum_at(spec: TrainSpec, steps_per_epoch: int) -> Callable[[int], float] | None:
+    """``schedule: cyclic``: the momentum at each step, falling from ``train.momentum`` to
+    ``train.cyclic_base_momentum`` as lr rises and back (CyclicLR's ``cycle_momentum``, on by default there and
+    left on in train_fgsm.py); None for the other schedules, whose momentum stays ``train.momentum``."""
+    if spec.schedule != "cyclic" or spec.cyclic_base_momentum is None:
+        return None
+    factor, high, low = lr_factor(spec, steps_per_epoch), spec.momentum, spec.cyclic_base_momentum
+    return lambda step: high - (high - low) * factor(step)
 
 
 def build_optimizer(method: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -257,6 +282,7 @@ def fit(
     precision = StepPrecision(spec.precision, device, compiled=spec.compile)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(spec, steps_per_epoch))
     max_norm = max_grad_norm(spec)
+    momentum = momentum_at(spec, steps_per_epoch)  # cyclic only; a resumed optimizer holds the saved value
     history: list[dict[str, Any]] = []
     best_score, best_epoch, start_epoch = -math.inf, 0, 1
     last_path = run_dir / "last.pt"
@@ -289,6 +315,9 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             precision.backward_step(result.loss, optimizer, max_norm)
             scheduler.step()
+            if momentum is not None:
+                for group in optimizer.param_groups:
+                    group["momentum"] = momentum(scheduler.last_epoch)
             totals.add(step, result.loss, result.terms, result.correct, result.count)
             batch_images = data.batch_size(batch)
             images, window_images = images + batch_images, window_images + batch_images

@@ -27,6 +27,8 @@ PINNED = {
     "quickstart": ("7742eb9459", "76e3cb67e7"),
     "quickstart_teacher": ("f131c9ac92", "72fcf3d621"),
     "quickstart_teacher_standard": ("fb8cdc3ff3", "7c3a3de7ad"),
+    # new recipe (issue #25): Wong et al.'s fast FGSM-RS teacher with the cyclic schedule
+    "cifar10_fast_at_teacher": ("55b0a340db", "9f0d786d7b"),
     "skd_bccd_cpu": ("ed42f3d258", "46d30854db"),
     "skd_bccd_cpu_teacher": ("c201b2ca8b", "b9fcab0bbc"),
     "skd_bccd_retinanet_cpu": ("ac05faccf6", "1868e106fd"),

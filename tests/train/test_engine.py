@@ -107,3 +107,80 @@ def test_schedules():
     assert factor(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
     step = lr_factor(TrainSpec(epochs=10, schedule="multistep", milestones=[5, 8], gamma=0.1), 10)
     assert [step(40), step(50), step(85)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def _reference_cyclic(steps: int, lr: float, momentum: float, base_momentum: float):
+    """What Wong et al.'s train_fgsm.py gets from torch's own CyclicLR: (lr, momentum) used at every step."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr, momentum=momentum)
+    scheduler = torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=0.0, max_lr=lr, step_size_up=steps / 2,
+                                                  step_size_down=steps / 2, base_momentum=base_momentum,
+                                                  max_momentum=momentum)
+    used = []
+    for _ in range(steps):
+        used.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["momentum"]))
+        optimizer.step()
+        scheduler.step()
+    return used
+
+
+class RecordsOptimizer(nn.Module):
+    """A method that records the lr and momentum the optimizer holds when each step's forward runs."""
+
+    def __init__(self, optimizers):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.optimizers, self.seen = optimizers, []
+
+    def forward(self, batch, generator):
+        group = self.optimizers[-1].param_groups[0]
+        self.seen.append((group["lr"], group["momentum"]))
+        value = (self.weight * batch[0].mean()).sum()
+        return StepResult(loss=value, terms={"x": value})
+
+
+@pytest.mark.parametrize("epochs", [3, 5])  # 12 and 20 steps: CyclicLR's peak at a step, and between two
+def test_cyclic_schedule_equals_torch_cyclic_lr_at_every_step(tmp_path, monkeypatch, epochs):
+    import kdlab.train.engine as engine
+
+    optimizers = []
+    build = engine.build_optimizer
+    monkeypatch.setattr(engine, "build_optimizer", lambda *a: optimizers.append(build(*a)) or optimizers[-1])
+    method = RecordsOptimizer(optimizers)
+    spec = TrainSpec(epochs=epochs, lr=0.2, momentum=0.9, schedule="cyclic")
+    assert spec.cyclic_base_momentum == 0.8  # CyclicLR's default base_momentum, which train_fgsm.py keeps
+    fit(method, source(), spec, seed=0, run_dir=tmp_path, validate=None, export_best=lambda path: None)
+    expected = _reference_cyclic(4 * epochs, lr=0.2, momentum=0.9, base_momentum=0.8)
+    assert len(method.seen) == len(expected) == 4 * epochs
+    for step, ((lr, momentum), (want_lr, want_momentum)) in enumerate(zip(method.seen, expected)):
+        assert lr == pytest.approx(want_lr, rel=1e-12, abs=1e-15), step
+        assert momentum == pytest.approx(want_momentum, rel=1e-12), step
+    # the triangle by hand: 0 at the first step, the peak 0.2 at step total/2 (momentum 0.8 there)
+    assert method.seen[0] == (0.0, 0.9)
+    if epochs == 3:
+        assert method.seen[6] == pytest.approx((0.2, 0.8)) and method.seen[3] == pytest.approx((0.1, 0.85))
+
+
+def test_cyclic_resume_continues_the_cycle(tmp_path):
+    spec = TrainSpec(epochs=4, lr=0.05, schedule="cyclic")
+
+    def go(path, method, resume=False, reporter=None):
+        return fit(method, source(), spec, seed=3, run_dir=path, validate=None, resume=resume, reporter=reporter,
+                   export_best=lambda p: torch.save({"ok": 1}, p))
+
+    straight = tiny_method("fgsm-rs")
+    go(tmp_path / "straight", straight)
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "resumed", tiny_method("fgsm-rs"), reporter=StopAfter(2))
+    fresh = tiny_method("fgsm-rs")
+    go(tmp_path / "resumed", fresh, resume=True)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_cyclic_options_are_refused_where_they_would_be_ignored():
+    with pytest.raises(ValueError, match="cyclic_base_momentum applies only to schedule: cyclic"):
+        TrainSpec(schedule="cosine", cyclic_base_momentum=0.8)
+    with pytest.raises(ValueError, match="remove train.warmup_epochs"):
+        TrainSpec(schedule="cyclic", warmup_epochs=1)
+    assert TrainSpec(schedule="cyclic", cyclic_base_momentum=0.9).cyclic_base_momentum == 0.9
+    assert TrainSpec().cyclic_base_momentum is None
