@@ -138,6 +138,7 @@ def test_a_study_dry_run_takes_runtime_flags_and_prints_the_declaration(train_re
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_study_runs_its_declared_cells_and_its_table_records_the_declaration(train_recipe, tmp_path):
     study_path = write_study(tmp_path, train_recipe, final={"attacks": ["pgd", "autoattack"], "n": 30})
     study = load_study(study_path)
