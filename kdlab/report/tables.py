@@ -168,15 +168,25 @@ def holm_family(deltas: dict[str, dict[str, PairedDifference]]) -> tuple[dict[tu
 def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     """Per cell of a ``--tune`` table whose chosen value is the smallest or the largest of the (3 or more) values
     its tuning table (``tuned_on``, in ``folder``) tried: "smallest" or "largest". A choice at the edge of the
-    grid says a wider grid might choose otherwise."""
+    grid says a wider grid might choose otherwise. A tuning table that records why its search stopped
+    (``tune_stop``, :mod:`kdlab.ablation.tuning`) gives that instead where it is not "interior": "search stopped:
+    bound", "search stopped: bracketed divergence", "search stopped: max rounds"."""
     source = next(iter(frame["tuned_on"].dropna()), None) if "tuned_on" in frame.columns else None
     if source is None or not (Path(folder) / str(source)).is_file():
         return {}
-    tried = read_table(Path(folder) / str(source))["cell"].astype(str).tolist()
+    tuning = read_table(Path(folder) / str(source))
+    tried = tuning["cell"].astype(str).tolist()
+    stops = dict(zip(tried, tuning["tune_stop"].astype(object).where(tuning["tune_stop"].notna(), "")
+                     .astype(str))) if "tune_stop" in tuning.columns else None
     edges = {}
     for cell, chosen in frame.groupby("cell", sort=False)["tuned"].first().dropna().items():
         key, _, value = str(chosen).partition("=")
         prefix = tuning_cell(str(cell), f"{key}=")
+        if stops is not None:
+            stop = next((stops[label] for label in tried if label.startswith(prefix) and stops[label]), "")
+            if stop and stop != "interior":
+                edges[str(cell)] = f"search stopped: {stop}"
+            continue
         try:
             values = [float(label[len(prefix):]) for label in tried if label.startswith(prefix)]
             value = float(value)
@@ -221,7 +231,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     for _, row in summary.iterrows():
         label = str(row["cell"]) + "".join(f" ⚠ {mark}" for mark in marks.get(str(row["cell"]), []))
         cells = [label, str(int(row["seeds"]))]
-        edge = f" ({edges[str(row['cell'])]} tried)" if str(row["cell"]) in edges else ""
+        edge = edges.get(str(row["cell"]), "")
+        edge = f" ({edge} tried)" if edge in ("smallest", "largest") else f" ({edge})" if edge else ""
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
         cells += [_cost_cell(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in costs]
@@ -265,9 +276,14 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
                      f"images (kdlab ablate --tune, a study's tune:; the seeds it averaged: its tune_seeds column), never on "
                      f"the test split: `{source}`.")
-        if edges:
+        if {"smallest", "largest"} & set(edges.values()):
             notes.append("(smallest/largest tried): the best validation value was at the edge of the values tried; "
                          "a wider grid might choose another.")
+        if any(edge.startswith("search stopped") for edge in edges.values()):
+            notes.append("(search stopped: ...): why the tuning search (kdlab.ablation.tuning) ended other than with "
+                         "the best value interior: bound = it is a declared bound; bracketed divergence = its "
+                         "neighbour diverged and the values between were tried; max rounds = still at an open edge "
+                         "after the declared rounds.")
     if "acm_total_weight" in frame.columns:
         totals = sorted(set(frame.loc[frame["cell"] != TEACHER_CELL, "acm_total_weight"].dropna().round(6)))
         notes.append("Total ACM weight (acm.weight × Σ block weights): "
