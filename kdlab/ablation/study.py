@@ -183,8 +183,15 @@ def load_study(path: str | Path) -> Study:
     study.plan()  # the cells exist and validate; comparisons name them
     _check_comparisons(study)
     _check_metric(study)
-    if study.tune is not None:
-        study.tune_spec().check_groups(study.labels(), where=f"{path}: tune.cells:")
+    if study.tune is not None:  # every first-round tuning cell validates too (a mistyped key, no validation split)
+        from kdlab.ablation.tuning import tuning_plan
+
+        spec = study.tune_spec()
+        spec.check_groups(study.labels(), where=f"{path}: tune.cells:")
+        try:
+            tuning_plan(study.plan(), spec, None, study.tune_val_size)
+        except KdlabError as error:
+            raise _fail(path, f"tune: {error}") from None
     return study
 
 

@@ -48,6 +48,9 @@ def write_study(folder: Path, base: Path, name: str = "tiny", **changes) -> Path
     ({"tune": {"key": "train.epochs", "values": [1, 2], "scale": "geometric"}}, "choose log or linear"),
     ({"tune": {"key": "train.epochs", "values": [1, 2], "max_round": 3}}, "(did you mean 'max_rounds'?)"),
     ({"tune": {"key": "train.epochs", "values": [1, 2], "cells": {"lr=9": None}}}, "no such cell"),
+    ({"tune": {"key": "train.epochs", "values": [1, 2]}}, "no validation split (data.val_size 0): pass "
+                                                          "--tune-val-size N (a study: tune.val_size)"),
+    ({"tune": {"key": "train.epoch", "values": [1, 2], "val_size": 16}}, "unknown key 'epoch' in train (did you mean 'epochs'?)"),
     ({"final": {"attacks": ["autoatack"], "n": 1000}}, "unknown attack 'autoatack' (did you mean 'autoattack'?)"),
     ({"final": {"attacks": ["pgd"], "n": 0}}, "final.n"),
 ])
