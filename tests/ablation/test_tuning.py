@@ -1,0 +1,100 @@
+"""The tuning protocol (kdlab.ablation.tuning): the round-by-round grid search on hand-made validation scores, and one
+tiny study whose tuning averages two seeds, selects like its final runs and bisects towards a diverged value."""
+
+import math
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kdlab.ablation.tuning import format_value, next_values
+from kdlab.cli.main import app
+
+
+def test_best_at_the_upper_edge_extends_up_by_the_grids_own_step():
+    assert next_values({0.2: 50.0, 2.0: 60.0, 20.0: 70.0}) == ([(pytest.approx(200.0), "extend up")], None)
+    assert next_values({0.5: 1.0, 0.7: 2.0}, scale="linear") == ([(pytest.approx(0.9), "extend up")], None)
+
+
+def test_best_at_the_lower_edge_extends_down():
+    assert next_values({0.2: 70.0, 2.0: 60.0, 20.0: 50.0}) == ([(pytest.approx(0.02), "extend down")], None)
+
+
+def test_an_interior_best_stops():
+    assert next_values({0.2: 50.0, 2.0: 70.0, 20.0: 60.0}) == ([], "interior")
+    # ties go to the value tried first: 20 (tried first) is interior between 2 and 200
+    assert next_values({20.0: 70.0, 2.0: 60.0, 200.0: 70.0}) == ([], "interior")
+
+
+def test_a_declared_bound_clips_the_step_then_stops():
+    assert next_values({0.5: 1.0, 0.9: 2.0}, scale="linear", bounds=(0.0, 1.0)) == \
+        ([(pytest.approx(1.0), "extend up")], None)  # 1.3 clipped to the bound
+    assert next_values({0.5: 1.0, 0.9: 2.0, 1.0: 3.0}, scale="linear", bounds=(0.0, 1.0)) == ([], "bound")
+
+
+def test_a_diverged_neighbour_of_the_best_is_bisected_then_bracketed():
+    # log: the geometric midpoint sqrt(2 * 20) = 6.3246; linear: (2 + 20) / 2 = 11
+    assert next_values({0.2: 50.0, 2.0: 60.0, 20.0: None}) == ([(pytest.approx(math.sqrt(40)), "bisect")], None)
+    assert next_values({0.2: 50.0, 2.0: 60.0, 20.0: math.nan}, scale="linear") == ([(pytest.approx(11.0), "bisect")],
+                                                                                     None)
+    scores = {0.2: 50.0, 2.0: 60.0, 20.0: None, 6.32: None}
+    assert next_values(scores, bisections_done=1, max_bisections=1) == ([], "bracketed divergence")
+    # best at an open lower edge with a diverged upper neighbour: both sides move in one round
+    assert next_values({2.0: 60.0, 20.0: None}) == ([(pytest.approx(0.2), "extend down"),
+                                                     (pytest.approx(math.sqrt(40)), "bisect")], None)
+
+
+def test_max_rounds_stops_an_open_edge():
+    assert next_values({0.2: 50.0, 2.0: 60.0, 20.0: 70.0}, rounds_done=4, max_rounds=4) == ([], "max rounds")
+    assert next_values({0.2: 50.0, 2.0: 60.0, 20.0: 70.0}, rounds_done=3, max_rounds=4)[1] is None
+
+
+def test_nothing_to_search():
+    assert next_values({1.0: 50.0}) == ([], "one value")
+    assert next_values({1.0: None, 2.0: math.nan}) == ([], "every value diverged")
+
+
+def test_added_values_are_written_short():
+    assert [format_value(v) for v in (200.0, math.sqrt(40), 2e-7 * math.sqrt(10), 0.5)] == \
+        ["200", "6.32", "6.32e-07", "0.5"]
+
+
+@pytest.mark.slow
+def test_a_tuned_study_averages_two_seeds_selects_like_its_final_runs_and_bisects_a_divergence(tmp_path):
+    """lr 1e30 diverges; 0.05 sits on the declared lower bound, so round 2 tries only the geometric midpoint
+    sqrt(0.05 * 1e30) = 2.24e14 (diverges too) and the search stops, bracketed; the final runs use 0.05."""
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "tiny", "data": {"dataset": "embedded", "subset": 64, "val_size": 16, "test_subset": 20,
+                                 "batch_size": 32},
+        "model": {"arch": "resnet_small", "width": 4}, "train": {"epochs": 1}, "eval": {"n": 10, "steps": 1},
+        "output": {"dir": str(tmp_path / "runs"), "table": str(tmp_path / "runs.csv")}}))
+    study = tmp_path / "tuned.yaml"
+    study.write_text(yaml.safe_dump({
+        "study": "tuned", "question": "q?", "recipe": "tiny.yaml", "cells": {"grid": {"train.epochs": [1]}},
+        "seeds": [0, 1], "metric": "clean_acc", "comparisons": {"baseline": "epochs=1"},
+        "tune": {"key": "train.lr", "values": ["0.05", "1e30"], "seeds": [0, 1], "bounds": [0.05, None],
+                 "max_rounds": 3}}))
+    out = tmp_path / "tables"
+    result = CliRunner().invoke(app, ["ablate", str(study), "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+
+    val = pd.read_csv(out / "tuned-val.csv")
+    assert set(zip(val["cell"], val["seed"])) == {(f"epochs=1,lr={v}", s) for v in ("0.05", "1e30", "2.24e+14")
+                                                  for s in (0, 1)}
+    by_value = val.groupby("cell").first()
+    assert by_value.loc["epochs=1,lr=2.24e+14", ["tune_round", "tune_added"]].tolist() == [2, "bisect"]
+    assert by_value.loc["epochs=1,lr=1e30", ["tune_round", "tune_added"]].tolist() == [1, "grid"]
+    assert set(val["tune_stop"]) == {"bracketed divergence"} and set(val["tune_seeds"]) == {2}
+    assert set(val.loc[val["cell"] != "epochs=1,lr=0.05", "flag"]) == {"diverged"}
+    scored = val["flag"].astype(str) != "diverged"  # (a 1-epoch model may be flagged collapsed: still scored)
+    assert set(val.loc[scored, "cell"]) == {"epochs=1,lr=0.05"} and set(val.loc[scored, "eval_split"]) == {"val"}
+    markdown = (out / "tuned-val.md").read_text()
+    assert "- epochs=1 (2 seeds): **lr=0.05: " in markdown and "Stopped: bracketed divergence." in markdown
+
+    final = pd.read_csv(out / "tuned.csv")
+    assert set(final["tuned"]) == {"lr=0.05"} and set(final["tuned_on"]) == {"tuned-val.csv"}
+    assert "lr=0.05 (search stopped: bracketed divergence)" in (out / "tuned.md").read_text()
+    # the same selection rule: best.pt chosen on the validation split (auto -> clean for standard training) in both
+    assert set(val.loc[scored, "select"]) == set(final["select"]) == {"clean"}
