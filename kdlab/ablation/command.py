@@ -22,44 +22,90 @@ from kdlab.runs.estimate import clock, remaining_seconds
 def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: int | None, tune: list[str],
                          tune_seed: int | None, tune_val_size: int | None, tune_metric: str | None,
                          attacks: list[str], cluster=None, tune_from: Path | None = None, command: str = "",
-                         time_slice: TimeSlice | None = None) -> Path:
+                         time_slice: TimeSlice | None = None, tune_seeds: list[int] | None = None,
+                         tune_rounds: int = 1, tune_scale: str = "log") -> Path:
     """With ``tune`` (``KEY=V1,V2``), first choose KEY per cell on a validation split (kdlab.ablation.tuning), then run
     the seeds with the chosen values; returns the final table. ``tune_from``: choose from that finished tuning
-    table (e.g. another detector's) instead of running one. ``cluster``
+    table (e.g. another detector's) instead of running one. ``tune_seeds`` (default: ``tune_seed``, else the first
+    seed) average the choice; ``tune_rounds`` > 1 lets the grid grow past an open edge or into a bracketed
+    divergence (:func:`kdlab.ablation.tuning.next_values`, on a ``tune_scale`` spacing). ``cluster``
     (:class:`kdlab.ablation.cluster.ClusterSettings`): run every cell as a job there instead of in ``jobs`` processes.
     ``command``: the ablate command line as typed, recorded by every run and table row (the tuning grid's too).
     ``time_slice`` (``--time-limit``, started when the command began): stop cleanly before its end
     (:mod:`kdlab.ablation.slices`), raising :class:`~kdlab.ablation.slices.SliceStopped` when cells remain."""
     plan = replace(plan, command=command)
-    if (tune_val_size is not None or tune_seed is not None or tune_metric is not None
-            or tune_from is not None) and not tune:
-        raise KdlabError("--tune-val-size, --tune-seed, --tune-metric and --tune-from belong to --tune "
-                         "KEY=V1,V2: add it")
+    if (tune_val_size is not None or tune_seed is not None or tune_metric is not None or tune_from is not None
+            or tune_seeds is not None or tune_rounds != 1) and not tune:
+        raise KdlabError("--tune-val-size, --tune-seed(s), --tune-rounds, --tune-metric and --tune-from belong to "
+                         "--tune KEY=V1,V2: add it")
     if tune:
-        from kdlab.ablation.tuning import (
-            choose,
-            default_metric,
-            parse_tune,
-            seeds_plan,
-            tuned_rows,
-            tuning_plan,
-        )
+        from kdlab.ablation.tuning import choose, default_metric, parse_tune, seeds_plan, tuned_rows
 
-        spec = parse_tune(tune)
+        if tune_seed is not None and tune_seeds is not None:
+            raise KdlabError("--tune-seed and --tune-seeds: give one (--tune-seeds 0,1 averages two seeds)")
+        seeds = tune_seeds or [plan.seeds[0] if tune_seed is None else tune_seed]
+        spec = parse_tune(tune, seeds=tuple(seeds), max_rounds=tune_rounds, scale=tune_scale)
         metric = tune_metric or default_metric(plan.recipe_for(plan.cells[0], plan.seeds[0]).task, attacks)
         if tune_from is None:
-            tuning = tuning_plan(plan, spec, plan.seeds[0] if tune_seed is None else tune_seed, tune_val_size)
-            console.print(f"[bold]tuning {spec.key}[/] per cell on the validation split (eval.split=val), seed "
-                          f"{tuning.seeds[0]}; the test split is not evaluated")
-            table = _run_plan(tuning, out, jobs, threads, cluster, time_slice)
+            table, chosen = run_tuning(plan, spec, metric, tune_val_size,
+                                       lambda tuning: _run_plan(tuning, out, jobs, threads, cluster, time_slice))
         else:
-            if tune_val_size is not None or tune_seed is not None:
-                raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed")
+            if tune_val_size is not None or tune_seed is not None or tune_seeds is not None:
+                raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed(s)")
             table = tune_from
-        chosen = choose(plan, spec, tuned_rows(table), metric)
-        console.print(f"chosen on validation {metric}" + (f" in {table}" if tune_from else "") + ": "
-                      + ", ".join(f"{c}: {spec.short}={v}" for c, v in chosen.items()))
+            chosen = choose(plan, spec, tuned_rows(table), metric)
+            console.print(f"chosen on validation {metric} in {table}: "
+                          + ", ".join(f"{c}: {spec.axis(c).setting(v)}" for c, v in chosen.items()))
         plan = seeds_plan(plan, spec, chosen, table)
+    return _run_plan(plan, out, jobs, threads, cluster, time_slice)
+
+
+def run_tuning(plan: AblationPlan, spec, metric: str, val_size: int | None, run) -> tuple[Path, dict[str, str]]:
+    """The tuning rounds (:mod:`kdlab.ablation.tuning`): ``run`` runs each round's plan (finished cells are reused)
+    and returns its table, until every group's search stopped; records why in the table. Returns the tuning table
+    and the chosen value per tuned cell."""
+    from kdlab.ablation.tuning import advance, choose, group_scores, record_stops, start_searches, tuned_rows, \
+        tuning_plan
+
+    searches = start_searches(plan, spec)
+    rounds = 1
+    while True:
+        tuning = tuning_plan(plan, spec, None, val_size, searches)
+        if rounds == 1:
+            keys = ", ".join(dict.fromkeys(search.axis.key for search in searches.values()))
+            console.print(f"[bold]tuning {keys}[/] per cell on the validation split (eval.split=val), seeds "
+                          f"{', '.join(map(str, tuning.seeds))} (their mean decides), up to {spec.max_rounds} "
+                          f"round{'s' if spec.max_rounds != 1 else ''}; the test split is not evaluated")
+        table = run(tuning)
+        scores = group_scores(plan, spec, tuned_rows(table), metric, searches)
+        if not advance(searches, scores, spec, rounds):
+            break
+        rounds += 1
+        console.print(f"tuning round {rounds}: " + "; ".join(
+            f"{group}: {', '.join(f'{t.text} ({t.added})' for t in search.trials if t.round == rounds)}"
+            for group, search in searches.items() if any(t.round == rounds for t in search.trials)))
+    record_stops(table, searches)
+    chosen = choose(plan, spec, tuned_rows(table), metric, searches)
+    console.print(f"chosen on validation {metric} (mean of {len(spec.seeds)} seed{'s' if len(spec.seeds) != 1 else ''}): "
+                  + "; ".join(f"{c}: {spec.axis(c).setting(v)} ({searches[c].stop})" for c, v in chosen.items()))
+    return table, chosen
+
+
+def run_study_command(study, out: Path, *, jobs: int, threads: int | None, cluster=None,
+                      time_slice: TimeSlice | None = None) -> Path:
+    """A declared study (:class:`kdlab.ablation.study.Study`): exactly its cells and seeds, after its declared
+    tuning, into ``<out>/<study>.csv`` (tuning: ``<study>-val.csv``); refused before any work when a table there
+    holds another declaration of the same study. Returns the final table."""
+    from kdlab.ablation.study import refuse_changed
+    from kdlab.ablation.tuning import seeds_plan
+
+    refuse_changed(study, out)
+    plan = study.plan()
+    if study.tune is not None:
+        spec = study.tune_spec()
+        table, chosen = run_tuning(plan, spec, study.tune_metric, study.tune_val_size,
+                                   lambda tuning: _run_plan(tuning, out, jobs, threads, cluster, time_slice))
+        plan = seeds_plan(plan, spec, chosen, table, suffix="")
     return _run_plan(plan, out, jobs, threads, cluster, time_slice)
 
 

@@ -52,11 +52,22 @@ class AblationPlan:
     # the ``kdlab ablate`` command line that runs this plan, as typed: every cell's run.json and every table row
     # record it (not part of the fingerprint: the same cells under other --jobs or --threads are the same table)
     command: str = ""
+    # a declared study (kdlab.ablation.study): the table's own name (``<study>.csv``, its tuning grid
+    # ``<study>-val.csv``) and the columns every row records (study, study_sha256, study_declaration)
+    table_name: str | None = None
+    study: dict[str, str] = field(default_factory=dict)
+    # a tuning grid that grows round by round (kdlab.ablation.tuning) keeps its first round's fingerprint, so the
+    # rounds write one table; per tuning cell, the round that added its value and why (``tune_round``, ``tune_added``)
+    fixed_fingerprint: str | None = None
+    cell_notes: dict[str, dict] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
         """The table's name; a grid names its full keys (``R-grid-method.kd.weight``), so two grids over one
-        recipe never share a table, even when their keys end alike (``method.acm.weight``)."""
+        recipe never share a table, even when their keys end alike (``method.acm.weight``). A study's table is
+        named by the study."""
+        if self.table_name:
+            return self.table_name + self.title_suffix
         if self.kind == "blocks" and self.per_block_weight:
             return f"{self.name}-blocks-per-block-weight{self.title_suffix}"
         if self.kind != "grid":
@@ -67,13 +78,18 @@ class AblationPlan:
     def fingerprint(self) -> str:
         """A hash of what the table's numbers depend on: the base recipe with the common overrides, every
         cell's overrides and the attacks (not the seeds: adding a seed extends the same table)."""
+        if self.fixed_fingerprint:
+            return self.fixed_fingerprint
         base = apply_overrides(self.base_raw, self.common_overrides)
         return plan_fingerprint(base, [list(cell.overrides) for cell in self.cells], list(self.attacks))
 
     def table_path(self, out_dir: Path) -> Path:
         """``<title>.csv``, unless a table of that name holds another plan's cells (other values, another
         base recipe or ``--set``): then the first free or matching ``<title>-v2.csv``, ``-v3``, ... -- an
-        ablation never overwrites another one's table."""
+        ablation never overwrites another one's table. A study's table is always ``<study>.csv``: a table of
+        another declaration is refused before any work (:func:`kdlab.ablation.study.refuse_changed`)."""
+        if self.study:
+            return out_dir / f"{self.title}.csv"
         for version in itertools.count(1):
             path = out_dir / (f"{self.title}.csv" if version == 1 else f"{self.title}-v{version}.csv")
             if not path.exists() or self._owns(path):

@@ -25,6 +25,8 @@ from kdlab.results import read_table, results_folder, store_diff
 def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
     row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
            "seed": seed, "plan": plan.fingerprint}
+    row.update(plan.study)  # a declared study: its name, sha256 and declaration (kdlab.ablation.study)
+    row.update(plan.cell_notes.get(cell.label, {}))  # a tuning grid: the round that added this value, and why
     row.update({key: value for key, value in summary.items()
                 if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})
     # how the checkpoint was chosen (train.select), on which epoch, with which validation value
@@ -73,6 +75,8 @@ class AblationTable:
         frame = read_table(self.path)  # under the table's lock, like its writers
         wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
         frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
+        if self.plan.study and "plan" in frame.columns:  # a study's rows of an earlier choice (tuned values) go
+            frame = frame[frame["plan"].astype(str) == self.plan.fingerprint]
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         return {(str(row["cell"]), int(row["seed"])): row for row in records}
 

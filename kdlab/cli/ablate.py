@@ -19,7 +19,8 @@ from kdlab.config.names import EXECUTORS, SLURM_SETTINGS
 def ablate(
     recipe: Path = typer.Argument(
         ..., help="Base recipe (a file or a shipped recipe's name); every cell is this recipe plus the cell's "
-                  "overrides."),
+                  "overrides. Or a study file (recipes/studies/*.yaml, top-level study: key): exactly the cells, "
+                  "seeds, tuning and comparisons it declares, with runtime flags only."),
     components: bool = ablation_flags.COMPONENTS,
     blocks: str | None = ablation_flags.BLOCKS,
     cumulative: bool = ablation_flags.CUMULATIVE,
@@ -29,7 +30,7 @@ def ablate(
     method_set: list[str] = ablation_flags.METHOD_SET,
     inner_steps: int | None = ablation_flags.INNER_STEPS,
     inner_step: str | None = ablation_flags.INNER_STEP,
-    seeds: str = ablation_flags.SEEDS,
+    seeds: str | None = ablation_flags.SEEDS,
     tune: list[str] = typer.Option(  # "\\[": rich markup would take [kind=mgd] for a style and drop it
         [], "--tune",
         help="KEY=V1,V2,V3: first choose KEY per cell on a validation split (one seed), then run --seeds with "
@@ -38,8 +39,15 @@ def ablate(
     tune_val_size: int | None = typer.Option(
         None, "--tune-val-size", min=1,
         help="With --tune, for a recipe without data.val_size: training images held out to tune on."),
-    tune_seed: int | None = typer.Option(None, "--tune-seed", help="With --tune: its seed (default: the first "
-                                                                    "of --seeds)."),
+    tune_seed: int | None = typer.Option(None, "--tune-seed", help="With --tune: its one seed (default: the "
+                                                                    "first of --seeds)."),
+    tune_seeds: str | None = typer.Option(
+        None, "--tune-seeds", help="With --tune: seeds whose mean validation metric decides, e.g. 0,1."),
+    tune_rounds: int = typer.Option(
+        1, "--tune-rounds", min=1, help="With --tune: rounds the grid may grow by (an open edge extended, a diverged "
+                                        "neighbour of the best bisected; kdlab.ablation.tuning). 1: the values given."),
+    tune_scale: str = typer.Option("log", "--tune-scale", help="With --tune-rounds: the grid's spacing, log or "
+                                                               "linear."),
     tune_metric: str | None = typer.Option(
         None, "--tune-metric", help="With --tune: the validation metric maximised (default AP for detection, "
                                     "else pgd_acc with --attack pgd, else clean_acc)."),
@@ -66,10 +74,13 @@ def ablate(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP + " Applies to every cell."),
     name: str | None = ablation_flags.NAME,
     out: Path = ablation_flags.OUT,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and print the plan (a study: its declaration and "
+                                                          "cells); train nothing."),
 ) -> None:
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablation.cluster import cluster_settings
-    from kdlab.ablation.command import run_ablation_command
+    from kdlab.ablation.command import run_ablation_command, run_study_command
+    from kdlab.ablation.study import is_study_file
     from kdlab.ablation.slices import SliceStopped, TimeSlice, parse_duration
     from kdlab.check.plan import check_ablation_plan
     from kdlab.config.paths import check_paths
@@ -81,20 +92,53 @@ def ablate(
     if time_slice is not None and cluster is not None:
         raise KdlabError("--time-limit stops local cells; on Slurm give each job its time with --slurm "
                          "time=H:MM:SS instead")
-    recipe, plan = ablation_flags.ablation_plan(
-        recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds, attacks=attack,
-        overrides=set_, name=name, per_block_weight=per_block_weight, methods=methods, method_overrides=method_set,
-        inner_steps=inner_steps, inner_step=inner_step)
-    check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
-    check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
+    if is_study_file(recipe):
+        study = ablation_flags.study_plan(recipe, {
+            "--components": components, "--blocks": blocks is not None, "--cumulative": cumulative,
+            "--per-block-weight": per_block_weight, "--grid": bool(grid), "--methods": methods is not None,
+            "--method-set": bool(method_set), "--inner-steps": inner_steps is not None,
+            "--inner-step": inner_step is not None, "--seeds": seeds is not None, "--attack": bool(attack),
+            "--set": bool(set_), "--name": name is not None, "--tune": bool(tune),
+            "--tune-val-size": tune_val_size is not None, "--tune-seed": tune_seed is not None,
+            "--tune-seeds": tune_seeds is not None, "--tune-rounds": tune_rounds != 1, "--tune-scale": tune_scale != "log",
+            "--tune-metric": tune_metric is not None, "--tune-from": tune_from is not None}, out)
+        plan = study.plan()
+        check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(study.path))
+        if dry_run:
+            _print(study.describe())
+            return
+        check_ablation_plan(plan, out, device_here=cluster is None)
+        run = lambda: run_study_command(study, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None),  # noqa: E731
+                                        cluster=cluster, time_slice=time_slice)
+    else:
+        recipe, plan = ablation_flags.ablation_plan(
+            recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds,
+            attacks=attack, overrides=set_, name=name, per_block_weight=per_block_weight, methods=methods,
+            method_overrides=method_set, inner_steps=inner_steps, inner_step=inner_step)
+        check_paths(plan.recipe_for(plan.cells[0], plan.seeds[0]), str(recipe))  # a missing teacher, before any work
+        if dry_run:
+            _print([f"{plan.title}: {len(plan.cells)} cells × {len(plan.seeds)} seeds: "
+                    + ", ".join(cell.label for cell in plan.cells)])
+            return
+        check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
+        run = lambda: run_ablation_command(  # noqa: E731
+            plan, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None), tune=tune,
+            tune_seed=tune_seed, tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from,
+            attacks=plan.attacks, cluster=cluster, command=typed_command(), time_slice=time_slice,
+            tune_seeds=ablation_flags.int_list(tune_seeds, "--tune-seeds") if tune_seeds else None,
+            tune_rounds=tune_rounds, tune_scale=tune_scale)
     try:
-        run_ablation_command(plan, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None), tune=tune,
-                             tune_seed=tune_seed, tune_val_size=tune_val_size, tune_metric=tune_metric,
-                             tune_from=tune_from, attacks=attack, cluster=cluster, command=typed_command(),
-                             time_slice=time_slice)
+        run()
     except SliceStopped as stopped:
         from kdlab.runs.console import console
 
         for line in stopped.lines():
             console.print(line, highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(STOPPED_EXIT) from None
+
+
+def _print(lines: list[str]) -> None:
+    from kdlab.runs.console import console
+
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True, markup=False)

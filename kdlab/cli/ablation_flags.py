@@ -36,24 +36,36 @@ INNER_STEPS = typer.Option(
     help="With --methods: inner PGD steps k of every adversarially trained student (the same for all).")
 INNER_STEP = typer.Option(
     None, "--inner-step", help="With --methods: their inner PGD step size, e.g. 6.67/255 (the same for all).")
-SEEDS = typer.Option("0", "--seeds", help="Comma-separated seeds; every cell runs once per seed.")
-ATTACKS = typer.Option(["pgd"], "--attack", help="Evaluation columns besides clean (repeatable).")
+SEEDS = typer.Option(None, "--seeds", help="Comma-separated seeds; every cell runs once per seed (default 0).")
+ATTACKS = typer.Option([], "--attack", help="Evaluation columns besides clean (repeatable; default pgd).")
 NAME = typer.Option(None, "--name", help="Table name (default: the recipe's name).")
 OUT = typer.Option(Path("results/ablations"), "--out", help="Folder for the CSV, Markdown and PNG.")
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def int_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise KdlabError(f"{option} '{text}': expected comma-separated integers, e.g. {option} 0,1,2") from None
 
 
-def ablation_plan(recipe: Path, *, seeds: str, **flags):
+def ablation_plan(recipe: Path, *, seeds: str | None, attacks: list[str], **flags):
     """The recipe argument as a file (a bare name is a shipped recipe) and the ablation plan the flags describe:
     what ``kdlab ablate`` runs and ``kdlab check`` checks."""
     from kdlab.ablation.grid import plan_ablation
     from kdlab.config.shipped import resolve_recipe
 
     recipe = resolve_recipe(recipe)
-    return recipe, plan_ablation(str(recipe), seeds=_int_list(seeds, "--seeds"), **flags)
+    return recipe, plan_ablation(str(recipe), seeds=int_list(seeds or "0", "--seeds"), attacks=attacks or ["pgd"],
+                                 **flags)
+
+
+def study_plan(path: Path, given: dict[str, bool], out: Path):
+    """A study file's :class:`~kdlab.ablation.study.Study`, refusing the flags that would change its declaration
+    (``given``: flag -> whether it was given on the command line) and a table in ``out`` of another declaration."""
+    from kdlab.ablation.study import load_study, refuse_changed, refuse_plan_flags
+
+    refuse_plan_flags(path, given)
+    study = load_study(path)
+    refuse_changed(study, out)
+    return study

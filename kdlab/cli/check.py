@@ -51,7 +51,7 @@ def check(
     method_set: list[str] = ablation_flags.METHOD_SET,
     inner_steps: int | None = ablation_flags.INNER_STEPS,
     inner_step: str | None = ablation_flags.INNER_STEP,
-    seeds: str = ablation_flags.SEEDS,
+    seeds: str | None = ablation_flags.SEEDS,
     attack: list[str] = ablation_flags.ATTACKS,
     name: str | None = ablation_flags.NAME,
     out: Path = ablation_flags.OUT,
@@ -68,7 +68,17 @@ def check(
     from kdlab.runs.estimate import plan_lines, plan_summary
 
     set_threads(threads)
-    if components or blocks is not None or grid or methods is not None:
+    from kdlab.ablation.study import is_study_file
+
+    if is_study_file(recipe):  # a declared study: its own cells and seeds, no plan flags
+        study = ablation_flags.study_plan(recipe, {
+            "--components": components, "--blocks": blocks is not None, "--cumulative": cumulative,
+            "--per-block-weight": per_block_weight, "--grid": bool(grid), "--methods": methods is not None,
+            "--method-set": bool(method_set), "--inner-steps": inner_steps is not None,
+            "--inner-step": inner_step is not None, "--seeds": seeds is not None, "--attack": bool(attack),
+            "--set": bool(set_), "--name": name is not None}, out)
+        plan = check_ablation_plan(study.plan(), out, timing=timing, threads=threads)
+    elif components or blocks is not None or grid or methods is not None:
         _, ablation = ablation_flags.ablation_plan(
             recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds,
             attacks=attack, overrides=set_, name=name, per_block_weight=per_block_weight, methods=methods,

@@ -28,10 +28,10 @@ def table(
     with_eval: Path | None = typer.Option(
         None, "--with-eval", help="Ablation tables: first add the AutoAttack accuracy of each run that kdlab eval "
                                   "RUN_DIR --attack autoattack measured (e.g. results/eval.csv)."),
-    correction: str = typer.Option(
-        "holm", "--correction", help=f"One of {', '.join(CORRECTIONS)}: holm adds beside each paired interval its "
+    correction: str | None = typer.Option(
+        None, "--correction", help=f"One of {', '.join(CORRECTIONS)}: holm adds beside each paired interval its "
                                      "t-test p-value and the Holm-adjusted one over the table's comparisons; none "
-                                     "shows the uncorrected intervals alone."),
+                                     "shows the uncorrected intervals alone (default: a study's declared one, else holm)."),
 ) -> None:
     """Regenerate an ablation's Markdown table (mean ± std over seeds) and PNG plot from its CSV alone; show
     the latest evaluation rows or the runs table as Markdown."""
@@ -41,12 +41,13 @@ def table(
 
     kind = tables.csv_kind(csv)
     if kind != "ablation":
-        if paper is not None or baseline or with_eval is not None or correction != "holm":
+        if paper is not None or baseline or with_eval is not None or correction is not None:
             raise KdlabError(f"--paper, --baseline, --with-eval and --correction apply to ablation tables; {csv} is "
                              f"a {kind} table: drop them")
         print_markdown(console, tables.rows_markdown(csv, kind))
         return
-    tables.check_correction(correction)  # before --with-eval rewrites the CSV
+    if correction is not None:
+        tables.check_correction(correction)  # before --with-eval rewrites the CSV
     if paper is not None:
         tables.check_paper_fits(read_table(csv), paper)
     if with_eval is not None:

@@ -188,10 +188,14 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
 
 
 def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None,
-                   edges: dict[str, str] | None = None, correction: str = "holm") -> str:
+                   edges: dict[str, str] | None = None, correction: str = "holm", metric: str | None = None,
+                   pairs: list[tuple[str, str]] | None = None) -> str:
     """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival),
     each followed (``correction="holm"``) by its t-test column: p-value and Holm-adjusted p-value over the table's
-    comparisons; ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid."""
+    comparisons; ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid. ``metric``: the
+    deciding metric of the comparisons (default :func:`headline_metric`); ``pairs`` (a study's declared
+    comparisons, ``(cell, against)``): a table of those comparisons alone, Holm-adjusted over them, under the
+    cells (:func:`pairs_markdown`)."""
     check_correction(correction)
     baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
     edges = edges or {}
@@ -202,7 +206,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     costs = cost_columns(frame)
     header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [METRIC_LABELS.get(m, m) for m in metrics]
     header += [COST_COLUMNS[c] for c in costs]
-    metric = headline_metric(frame) if baselines else ""
+    deciding = metric or (headline_metric(frame) if baselines or pairs else "")
+    metric = deciding if baselines else ""
     deltas = {base: paired_differences(frame, base, metric) for base in baselines}
     holm, m = holm_family(deltas) if correction == "holm" else (None, 0)
     metric_label = METRIC_LABELS.get(metric, metric)
@@ -258,7 +263,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if tuned is not None:
         source = next(iter(frame["tuned_on"].dropna()), "?") if "tuned_on" in frame.columns else "?"
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
-                     f"images (one seed; kdlab ablate --tune), never on the test split: `{source}`.")
+                     f"images (kdlab ablate --tune, a study's tune:; the seeds it averaged: its tune_seeds column), never on "
+                     f"the test split: `{source}`.")
         if edges:
             notes.append("(smallest/largest tried): the best validation value was at the edge of the values tried; "
                          "a wider grid might choose another.")
@@ -271,7 +277,71 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     notes += [note for mark, note in FLAG_NOTES.items() if mark in shown]
     if reference:
         notes.append(f"Paper column: {reference['source']}.")
+    if "tune_stop" in frame.columns:
+        notes += ["", *tuning_grid_markdown(frame, deciding or headline_metric(frame))]
+    if pairs:
+        notes += ["", *pairs_markdown(frame, pairs, deciding, correction)]
     return "\n".join(lines + notes) + "\n"
+
+
+def pairs_markdown(frame: pd.DataFrame, pairs: list[tuple[str, str]], metric: str, correction: str) -> list[str]:
+    """A study's declared comparisons: per pair (cell − against, the same seed) the paired mean and 95 % CI and
+    (``correction="holm"``) the t-test p-value with its Holm-adjusted value over exactly the declared pairs."""
+    label = METRIC_LABELS.get(metric, metric)
+    cells = set(frame["cell"].astype(str))
+    differences = {(a, b): paired_differences(frame, b, metric).get(a, paired_difference([]))
+                   if a in cells and b in cells else paired_difference([]) for a, b in pairs}
+    tested = [pair for pair, difference in differences.items() if difference.pairs >= 2]
+    adjusted = dict(zip(tested, holm_adjust([differences[pair].p for pair in tested])))
+    header = ["comparison (declared)", f"Δ {label} (paired, 95 % CI)"]
+    header += [f"Δ {label}: t-test p, Holm"] if correction == "holm" else []
+    lines = ["Declared comparisons:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (a, b), difference in differences.items():
+        row = [f"{a} − {b}", difference.render()]
+        if correction == "holm":
+            row.append(render_holm(difference, adjusted.get((a, b), 1.0)))
+        lines.append("| " + " | ".join(row) + " |")
+    if correction == "holm":
+        lines += ["", f"Holm–Bonferroni over the m = {len(tested)} declared comparison{'s' if len(tested) != 1 else ''} "
+                      f"with two paired seeds or more; \"separated (Holm)\" when the adjusted p < 0.05."]
+    return lines
+
+
+def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
+    """A tuning table's final grid per cell: every value tried (in value order) with its mean validation ``metric``
+    over the tuning seeds, the round that added it (and why), the choice and why the search stopped."""
+    label = METRIC_LABELS.get(metric, metric)
+    lines = ["Tuning grid per cell (kdlab.ablation.tuning): every value tried, its mean validation "
+             f"{label} over the tuning seeds (round it was added in, why), the choice (**bold**) and why the search "
+             "stopped:", ""]
+    frame = frame[frame["cell"] != TEACHER_CELL]
+    for group, rows in frame.groupby(frame["cell"].astype(str).str.rsplit(",", n=1).str[0], sort=False):
+        values = []
+        for cell, runs in rows.groupby("cell", sort=False):
+            setting = str(cell).rsplit(",", 1)[1]
+            scores = pd.to_numeric(runs[metric], errors="coerce") if metric in runs.columns else pd.Series([math.nan])
+            mean = scores.mean() if scores.notna().all() else math.nan
+            number = pd.to_numeric(pd.Series([setting.partition("=")[2]]), errors="coerce").iloc[0]
+            first = runs.iloc[0]
+            values.append((number, setting, mean, first.get("tune_round"), first.get("tune_added"),
+                           first.get("tune_stop"), runs["seed"].nunique()))
+        finite = [v for v in values if not math.isnan(v[2])]
+        best = max(finite, key=lambda v: v[2])[1] if finite else None
+        ordered = sorted(values, key=lambda v: (math.isnan(v[0]), v[0] if not math.isnan(v[0]) else 0))
+        shown = []
+        for _number, setting, mean, round_, added, _stop, _seeds in ordered:
+            score = "diverged" if math.isnan(mean) else f"{mean:.2f}"
+            text = f"{setting}: {score}" + (f" (round {int(round_)}, {added})" if _present(round_) else "")
+            shown.append(f"**{text}**" if setting == best else text)
+        stop = next((v[5] for v in values if _present(v[5]) and str(v[5])), "not recorded")
+        seeds = max(v[6] for v in values)
+        lines.append(f"- {group} ({seeds} seed{'s' if seeds != 1 else ''}): " + "; ".join(shown)
+                     + f". Stopped: {stop}.")
+    return lines
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def cell_marks(frame: pd.DataFrame) -> dict[str, list[str]]:
@@ -360,23 +430,92 @@ def default_baseline(frame: pd.DataFrame) -> str | None:
                 None)
 
 
+def study_declaration(frame: pd.DataFrame) -> dict | None:
+    """The declaration a study's table records in every row (``study_declaration``, :mod:`kdlab.ablation.study`)."""
+    import json
+
+    if "study_declaration" not in frame.columns:
+        return None
+    recorded = frame["study_declaration"].dropna()
+    return json.loads(str(recorded.iloc[0])) if len(recorded) else None
+
+
+def declaration_markdown(frame: pd.DataFrame, declaration: dict) -> list[str]:
+    """The opening of a study table's Markdown: what was declared before any result (question, cells, seeds,
+    deciding metric, comparisons, correction, tuning, final evaluation) and the command that regenerates it."""
+    sha = next(iter(frame["study_sha256"].dropna().astype(str)), "?") if "study_sha256" in frame.columns else "?"
+    cells = declaration["cells"]
+    preset = next(key for key in ("components", "blocks", "methods", "grid") if key in cells)
+    shown = {"components": "the MixACM components preset", "blocks": f"blocks {cells.get('blocks')}"
+             + (" cumulative" if cells.get("cumulative") else "")
+             + (" (every block at acm.weight)" if cells.get("per_block_weight") else " (equal total ACM weight)"),
+             "methods": f"methods {', '.join(cells.get('methods', []))}"
+             + (f" (method_set {', '.join(cells['method_set'])})" if cells.get("method_set") else ""),
+             "grid": "grid " + "; ".join(f"{key}: {', '.join(values)}" for key, values in cells.get("grid", []))}
+    comparisons = declaration["comparisons"]
+    compared = (f"every cell − {comparisons['baseline']}" if "baseline" in comparisons
+                else ", ".join(f"{a} − {b}" for a, b in comparisons["pairs"]))
+    seeds = declaration["seeds"]
+    lines = [f"Study `{declaration['study']}` (declaration sha256 `{sha}`), declared before its runs: "
+             f"{declaration['question']}", "",
+             f"- recipe: `{declaration['recipe']}`" + (f", --set {' '.join(declaration['set'])}"
+                                                       if declaration["set"] else ""),
+             f"- cells: {shown[preset]}",
+             f"- seeds: {', '.join(map(str, seeds))} ({len(seeds)})",
+             f"- deciding metric: {METRIC_LABELS.get(declaration['metric'], declaration['metric'])}",
+             f"- comparisons: {compared}",
+             f"- correction: {declaration['correction']}"]
+    tune = declaration.get("tune")
+    if tune:
+        own = "; ".join(f"{cell}: " + ("not tuned" if spec is None else ", ".join(spec["values"]))
+                        for cell, spec in tune["cells"].items())
+        lines.append(f"- tuning: {tune['key']} = {', '.join(tune['values'])} ({tune['scale']} scale"
+                     + (f", bounds {tune['bounds']}" if tune["bounds"] != [None, None] else "")
+                     + f"; {own}" * bool(own) + f"), on validation {tune.get('metric') or declaration['metric']}, "
+                     f"mean of seeds {', '.join(map(str, tune['seeds']))}, up to {tune['max_rounds']} rounds")
+    final = declaration.get("final")
+    lines.append("- final evaluation: " + (f"{', '.join(final['attacks'])} on n = {final['n']} test images"
+                                           + (", sanity checks" if final["sanity"] else "")
+                                           if final else "none declared"))
+    command = next(iter(frame["command"].dropna().astype(str)), "") if "command" in frame.columns else ""
+    if command:
+        lines.append(f"- regenerate: `{command}`")
+    return lines + [""]
+
+
 def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] | None = None,
-           out_dir: Path | None = None, correction: str = "holm") -> tuple[Path, Path]:
+           out_dir: Path | None = None, correction: str | None = None) -> tuple[Path, Path]:
     """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder);
-    ``correction`` (:data:`~kdlab.config.names.CORRECTIONS`) as in :func:`markdown_table`."""
+    ``correction`` (:data:`~kdlab.config.names.CORRECTIONS`) as in :func:`markdown_table`. A study's table
+    (:func:`study_declaration`) opens with its declaration and by default reads its declared comparisons, metric and
+    correction."""
     from kdlab.report.plots import plot_ablation_bars
 
-    check_correction(correction)
     csv_path = Path(csv_path)
     frame = read_table(csv_path)
+    declaration = study_declaration(frame)
+    correction = correction or (declaration or {}).get("correction") or "holm"
+    check_correction(correction)
     if paper is not None:
         check_paper_fits(frame, paper)
     paper = paper or default_paper(frame)
-    baseline = baseline or default_baseline(frame)
+    pairs, metric, tuning = None, None, csv_path.stem.endswith("-val")
+    if declaration is not None and not baseline:
+        metric = (declaration.get("tune") or {}).get("metric") or declaration["metric"] if tuning else \
+            declaration["metric"]
+        comparisons = declaration["comparisons"]
+        if not tuning:
+            baseline = comparisons.get("baseline")
+            pairs = [tuple(pair) for pair in comparisons.get("pairs", [])] or None
+    else:
+        baseline = baseline or default_baseline(frame)
     stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")
     markdown = stem.with_name(stem.name + ".md")
-    table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent), correction=correction)
-    atomic_write_text(markdown, f"# {csv_path.stem}\n\nSource: `{csv_path.name}`.\n\n" + table)
+    table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent), correction=correction,
+                           metric=metric, pairs=pairs)
+    head = declaration_markdown(frame, declaration) if declaration is not None else []
+    atomic_write_text(markdown, "\n".join([f"# {csv_path.stem}", "", *head, f"Source: `{csv_path.name}`.", "", ""])
+                      + table)
     summary = summarise(frame)
     metrics = metric_columns(frame)
     plot = stem.with_name(stem.name + ".png")

@@ -1,0 +1,189 @@
+"""Declared studies (kdlab.ablation.study): one-line load errors, a digest of the declaration (not of its layout),
+the (cell, seed) set of every preset against hand-written sets, the flags a study refuses, the changed-declaration
+refusal, and a tiny study run end to end whose table records its declaration."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from kdlab.ablation.study import load_study
+from kdlab.cli.main import app
+from kdlab.errors import KdlabError
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"  # a MixACM distillation recipe on embedded data
+
+
+def write_study(folder: Path, base: Path, name: str = "tiny", **changes) -> Path:
+    study = {"study": name, "question": "Does a larger learning rate help?", "recipe": str(base),
+             "cells": {"grid": {"train.lr": [0.05, 0.1]}}, "seeds": [0, 1], "metric": "pgd_acc",
+             "comparisons": {"pairs": [["lr=0.1", "lr=0.05"]]}}
+    study.update(changes)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in study.items() if v is not ...}, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"seed": [0]}, "unknown key seed (did you mean 'seeds'?)"),
+    ({"recipe": "nowhere.yaml"}, "recipe 'nowhere.yaml' not found"),
+    ({"metric": "pgd"}, "unknown metric 'pgd' (did you mean 'pgd_acc'?)"),
+    ({"metric": "AP"}, "unknown metric 'AP'"),
+    ({"comparisons": {"pairs": [["lr=0.3", "lr=0.05"]]}}, "comparisons name cell 'lr=0.3', which the study does "
+                                                          "not run"),
+    ({"comparisons": {"baseline": "lr=1"}}, "comparisons name cell 'lr=1'"),
+    ({"comparisons": {"pairs": [["lr=0.1", "lr=0.05"], ["lr=0.05", "lr=0.1"]]}}, "is declared twice"),
+    ({"comparisons": {"baselin": "lr=0.1"}}, "unknown key comparisons.baselin (did you mean 'baseline'?)"),
+    ({"seeds": []}, "seeds is empty"),
+    ({"seeds": [0, 1, 0]}, "seeds lists 0 twice"),
+    ({"question": ...}, "missing question:"),
+    ({"cells": {"grid": {"train.lr": [0.1]}, "components": True}}, "declare exactly one of"),
+    ({"cells": {"grid": {"train.lr": [0.1]}, "cumulative": True}}, "cells.cumulative belongs to another preset"),
+    ({"correction": "bonferroni"}, "correction 'bonferroni': choose holm or none"),
+    ({"tune": {"key": "train.epochs", "values": [1, 2], "seeds": [0]}}, "two seeds or more"),
+    ({"tune": {"key": "train.epochs", "values": [1, 2], "scale": "geometric"}}, "choose log or linear"),
+    ({"tune": {"key": "train.epochs", "values": [1, 2], "max_round": 3}}, "(did you mean 'max_rounds'?)"),
+    ({"tune": {"key": "train.epochs", "values": [1, 2], "cells": {"lr=9": None}}}, "no such cell"),
+    ({"final": {"attacks": ["autoatack"], "n": 1000}}, "unknown attack 'autoatack' (did you mean 'autoattack'?)"),
+    ({"final": {"attacks": ["pgd"], "n": 0}}, "final.n"),
+])
+def test_a_mistaken_study_is_refused_in_one_line(train_recipe, tmp_path, changes, message):
+    with pytest.raises(KdlabError) as error:
+        load_study(write_study(tmp_path, train_recipe, **changes))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_digest_ignores_layout_and_changes_with_a_seed(train_recipe, tmp_path):
+    first = load_study(write_study(tmp_path, train_recipe))
+    relaid = tmp_path / "relaid.yaml"  # comments, flow style, key order, defaults written out: the same declaration
+    relaid.write_text(f"""# a comment
+comparisons: {{pairs: [[lr=0.1, lr=0.05]]}}
+metric: pgd_acc
+seeds:
+  - 0
+  - 1    # two seeds
+cells:
+  grid:
+    train.lr: [0.05, 0.1]
+correction: holm
+set: []
+question: "Does a   larger learning rate help?"
+recipe: {train_recipe}
+study: tiny
+""")
+    assert load_study(relaid).digest == first.digest and len(first.digest) == 12
+    assert load_study(write_study(tmp_path, train_recipe, seeds=[0, 1, 2])).digest != first.digest
+    assert load_study(write_study(tmp_path, train_recipe, correction="none")).digest != first.digest
+
+
+@pytest.mark.parametrize("cells,seeds,expected", [
+    ({"components": True}, [3, 4],
+     {(c, s) for c in ("student-ce", "kd-only", "acm", "acm+kd", "acm+mixup", "mixacm") for s in (3, 4)}
+     | {("teacher", 3)}),
+    ({"blocks": [2, 3]}, [0], {("block2", 0), ("block3", 0), ("block2+3", 0)}),
+    ({"blocks": [2, 3, 4], "cumulative": True}, [0], {("block2", 0), ("block2+3", 0), ("block2+3+4", 0)}),
+    ({"methods": ["mixacm", "kd"], "inner_steps": 2}, [0, 1],
+     {("mixacm", 0), ("mixacm", 1), ("kd", 0), ("kd", 1), ("teacher", 0)}),
+    ({"grid": {"method.kd.temperature": [2, 4], "method.mixup.enabled": [True]}}, [7],
+     {("temperature=2,enabled=true", 7), ("temperature=4,enabled=true", 7)}),
+])
+def test_cells_of_each_preset(tmp_path, cells, seeds, expected):
+    study = load_study(write_study(tmp_path, QUICKSTART, cells=cells, seeds=seeds, metric="clean_acc",
+                                   comparisons={"baseline": sorted(expected)[0][0] if "teacher" != sorted(expected)[0][0]
+                                                else sorted(expected)[1][0]}))
+    assert study.cells() == expected
+    assert study.command() == f"kdlab ablate {tmp_path / 'tiny.yaml'}"  # outside a repository: the path as given
+
+
+def test_the_shipped_studies_parse_and_expand_to_their_declared_cells():
+    studies = {path.stem: load_study(path) for path in sorted((ROOT / "recipes" / "studies").glob("*.yaml"))}
+    kinds = ("none", "l1", "l2", "ssim", "pkd", "cwd", "mgd", "fgd")
+    methods = ("mixacm", "kd", "ard", "rslad", "iad", "adaad", "pgd-at", "rrm", "fitnet", "at")
+    expected = {
+        "mixacm_cpu_components": {(c, s) for c in ("student-ce", "kd-only", "acm", "acm+kd", "acm+mixup", "mixacm")
+                                  for s in range(5)} | {("teacher", 0)},
+        "mixacm_cpu_blocks": {(c, s) for c in ("block2", "block3", "block4", "block2+3+4") for s in range(5)},
+        "methods_cpu": {(m, s) for m in methods for s in range(3)} | {("teacher", 0)},
+        "skd_bccd_cpu": {(f"kind={k}", s) for k in kinds for s in range(5)},
+        "skd_bccd_retinanet_cpu": {(f"kind={k}", s) for k in ("none", "l1", "ssim", "cwd") for s in range(5)},
+    }
+    assert set(studies) == set(expected)
+    for name, study in studies.items():
+        assert study.name == name and study.cells() == expected[name], name
+        assert study.command() == f"kdlab ablate recipes/studies/{name}.yaml"
+        assert study.declaration["correction"] == "holm"
+        assert study.tune is None or len(study.tune["seeds"]) >= 2
+
+
+@pytest.mark.parametrize("flag", [["--seeds", "0,1"], ["--set", "train.lr=0.2"], ["--grid", "train.lr=1,2"],
+                                  ["--name", "other"], ["--attack", "cw"], ["--tune", "train.lr=1,2"],
+                                  ["--components"]])
+def test_a_study_refuses_flags_that_change_its_declaration(train_recipe, tmp_path, flag):
+    study = write_study(tmp_path, train_recipe)
+    result = CliRunner().invoke(app, ["ablate", str(study), *flag, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "edit the study file or declare a new one" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_dry_run_takes_runtime_flags_and_prints_the_declaration(train_recipe, tmp_path):
+    study = write_study(tmp_path, train_recipe)
+    result = CliRunner().invoke(app, ["ablate", str(study), "--dry-run", "--jobs", "2", "--threads", "1",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "2 cells × 2 seeds = 4 runs: lr=0.05, lr=0.1" in result.output and "lr=0.1 − lr=0.05" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_runs_its_declared_cells_and_its_table_records_the_declaration(train_recipe, tmp_path):
+    study_path = write_study(tmp_path, train_recipe, final={"attacks": ["pgd", "autoattack"], "n": 30})
+    study = load_study(study_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "tiny.csv")
+    assert set(zip(table["cell"], table["seed"])) == study.cells() == {
+        ("lr=0.05", 0), ("lr=0.05", 1), ("lr=0.1", 0), ("lr=0.1", 1)}
+    assert set(table["study"]) == {"tiny"} and set(table["study_sha256"]) == {study.digest}
+    assert all(json.loads(text) == study.declaration for text in table["study_declaration"])
+    assert set(table["command"]) == {f"kdlab ablate {study_path}"}
+    markdown = (out / "tiny.md").read_text()
+    head = markdown.split("Source:")[0]
+    for declared in ("Study `tiny`", study.digest, "Does a larger learning rate help?", "seeds: 0, 1 (2)",
+                     "deciding metric: PGD", "comparisons: lr=0.1 − lr=0.05", "correction: holm",
+                     "final evaluation: pgd, autoattack on n = 30", f"regenerate: `kdlab ablate {study_path}`"):
+        assert declared in head, declared
+    # the declared pair alone, its paired CI and its Holm verdict side by side (m = 1)
+    wide = table.pivot(index="seed", columns="cell", values="pgd_acc")
+    mean = (wide["lr=0.1"] - wide["lr=0.05"]).mean()
+    assert f"| lr=0.1 − lr=0.05 | {mean:+.2f} [" in markdown and "m = 1 declared comparison" in markdown
+
+    # the same declaration resumes (nothing to train); another declaration of the same study is refused
+    again = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    write_study(tmp_path, train_recipe, seeds=[0, 1, 2], final={"attacks": ["pgd", "autoattack"], "n": 30})
+    changed = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
+    assert changed.exit_code == 2 and "study tiny changed since its table" in changed.output
+    assert "declare a new study (new name) instead of editing it" in changed.output
+    assert len(pd.read_csv(out / "tiny.csv")) == 4  # nothing lost
+
+
+def test_kdlab_table_reads_a_study_tables_declared_comparisons(tmp_path):
+    """Rendering from the CSV alone: the declared pairs (Holm over them only) and metric, not the default baseline;
+    hand-computed: differences 1, 2, 3 -> mean 2, t_{0.975,2} = 4.303, sd 1 -> CI 2 ± 2.48."""
+    from kdlab.report.tables import render
+
+    declaration = {"study": "s", "question": "q?", "recipe": "r.yaml", "set": [], "cells": {"grid": [["k", ["a", "b"]]]},
+                   "seeds": [0, 1, 2], "metric": "clean_acc", "attacks": ["pgd"],
+                   "comparisons": {"pairs": [["k=b", "k=a"]]}, "correction": "holm", "tune": None, "final": None}
+    rows = [{"cell": cell, "seed": seed, "clean_acc": 50.0 + (seed + 1) * (cell == "k=b"), "pgd_acc": 10.0,
+             "study": "s", "study_sha256": "abc", "study_declaration": json.dumps(declaration)}
+            for cell in ("k=a", "k=b") for seed in range(3)]
+    pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
+    markdown, _ = render(tmp_path / "s.csv")
+    text = markdown.read_text()
+    assert "| k=b − k=a | +2.00 [-0.48, +4.48] not separated |" in text.replace("−0.48", "-0.48")
+    assert "Δ clean: t-test p" in text and "deciding metric: clean" in text
