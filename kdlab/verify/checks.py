@@ -119,10 +119,10 @@ def _diverged(row: dict[str, str]) -> bool:
     return row.get("flag", "") == "diverged" and not row.get("run_dir", "").strip()
 
 
-def _cells(table: Table) -> set[tuple[str, int]]:
-    """The table's (cell, seed) set, without the shared teacher's row (the teacher is not a cell)."""
+def _cells(table: Table, teacher: bool = False) -> set[tuple[str, int]]:
+    """The table's (cell, seed) set; the shared teacher's row only with ``teacher``."""
     return {(str(cell), int(float(seed))) for cell, seed in zip(table.column("cell"), table.column("seed"))
-            if str(cell) != TEACHER_CELL and str(seed).strip()}
+            if (teacher or str(cell) != TEACHER_CELL) and str(seed).strip()}
 
 
 def _difference(made: set, have: set) -> str:
@@ -214,7 +214,10 @@ def study_name(table: Table) -> str:
 
 def check_study(table: Table, results: Path, load_study: StudyLoader = load_declared_study) -> list[Problem]:
     """A table that records a declared study (column ``study``): ``recipes/studies/<study>.yaml`` exists beside the
-    results folder, its digest equals the table's ``study_sha256`` and its (cell, seed) set equals the table's."""
+    results folder, its digest equals the table's ``study_sha256`` and its (cell, seed) set (``Study.cells()``, the
+    shared teacher's row included where the preset records one) equals the table's. The study's tuning grid
+    (``<study>-val.csv``) grows by the declared tuning rounds, so its cells are not declared up front: its digest
+    is checked, its cell set is not."""
     name = study_name(table)
     if table.kind != "ablation" or not name:
         return []
@@ -234,9 +237,9 @@ def check_study(table: Table, results: Path, load_study: StudyLoader = load_decl
         problems.append(Problem("study", where, f"records study_sha256 {', '.join(recorded) or 'none'} but "
                                                 f"{_shown(path, results)} has {study.digest} (the study changed "
                                                 "after the table was written: declare a new study)"))
-    declared = {(str(cell), int(seed)) for cell, seed in study.cells() if str(cell) != TEACHER_CELL}
-    have = _cells(table)
-    if declared != have:
+    declared = {(str(cell), int(seed)) for cell, seed in study.cells()}
+    have = _cells(table, teacher=True)
+    if not table.path.stem.endswith("-val") and declared != have:
         problems.append(Problem("study", where, f"study {name} declares " + _difference(declared, have)))
     return problems
 

@@ -5,6 +5,7 @@ are checked against a fake Study (the real one lives in kdlab.ablation.study, an
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,3 +216,27 @@ def test_a_study_table_is_not_checked_against_a_command(results):
 def test_the_committed_results_verify():
     result = invoke("verify", REPO / "results")
     assert result.exit_code == 0, result.output
+
+
+def test_a_real_declared_study_is_checked_through_kdlab_ablation_study(results):
+    """The shipped study file read by kdlab.ablation.study: a table holding exactly its declared (cell, seed) set
+    and digest verifies; one seed short does not."""
+    from kdlab.ablation.study import load_study
+    from kdlab.verify.checks import load_declared_study
+
+    source = REPO / "recipes" / "studies" / "mixacm_cpu_blocks.yaml"
+    study = load_study(source)
+    rows = [{"ablation": study.name, "kind": "blocks", "cell": cell, "seed": seed, "study": study.name,
+             "study_sha256": study.digest} for cell, seed in sorted(study.cells())]
+    path = results / "ablations" / f"{study.name}.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
+    studies = results.parent / "recipes" / "studies"
+    studies.mkdir()
+    shutil.copy(source, studies / source.name)
+    shutil.copytree(REPO / "recipes", results.parent / "recipes", dirs_exist_ok=True)  # the recipe it names
+    assert check_study(table, results, load_declared_study) == []
+    pd.DataFrame(rows[1:]).to_csv(path, index=False)
+    table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
+    [problem] = check_study(table, results, load_declared_study)
+    assert "in the table only" not in problem.what and "not in the table: " in problem.what
