@@ -45,7 +45,9 @@ def _recipe_path(recipe: Path, root: Path) -> Path:
     return resolve_recipe(recipe)
 
 
-def _seeds(text: str) -> list[int]:
+def _seeds(text: str | None) -> list[int]:
+    if text is None:  # --seeds not given: seed 0, as kdlab ablate plans it
+        return [0]
     try:
         return [int(part) for part in str(text).split(",") if part.strip()]
     except ValueError:
@@ -59,7 +61,7 @@ def command_plans(command: str, root: Path, parse: AblateParser) -> tuple[list[A
     recipe = _recipe_path(Path(flags["recipe"]), root)
     plan = plan_ablation(
         str(recipe), components=flags["components"], blocks=flags["blocks"], cumulative=flags["cumulative"],
-        grid=list(flags["grid"]), seeds=_seeds(flags["seeds"]), attacks=list(flags["attack"]),
+        grid=list(flags["grid"]), seeds=_seeds(flags["seeds"]), attacks=list(flags["attack"]) or ["pgd"],
         overrides=list(flags["set_"]), name=flags["name"], per_block_weight=flags["per_block_weight"],
         methods=flags["methods"], method_overrides=list(flags["method_set"]), inner_steps=flags["inner_steps"],
         inner_step=flags["inner_step"])
@@ -69,11 +71,13 @@ def command_plans(command: str, root: Path, parse: AblateParser) -> tuple[list[A
         return [plan], out
     from kdlab.ablation.tuning import parse_tune, tuning_plan
 
-    spec = parse_tune(list(flags["tune"]))
+    rounds = flags.get("tune_rounds", 1)
+    seeds = _seeds(flags["tune_seeds"]) if flags.get("tune_seeds") else [
+        plan.seeds[0] if flags["tune_seed"] is None else flags["tune_seed"]]
+    spec = parse_tune(list(flags["tune"]), seeds=tuple(seeds), max_rounds=rounds, scale=flags.get("tune_scale", "log"))
     plans = []
-    if flags["tune_from"] is None:
-        seed = plan.seeds[0] if flags["tune_seed"] is None else flags["tune_seed"]
-        plans.append(tuning_plan(plan, spec, seed, flags["tune_val_size"]))
+    if flags["tune_from"] is None and rounds == 1:  # more rounds grow the grid from its results: not planned
+        plans.append(tuning_plan(plan, spec, seeds, flags["tune_val_size"]))
     plans.append(replace(plan, title_suffix="-tuned"))  # the chosen values change no cell's label
     return plans, out
 

@@ -240,3 +240,18 @@ def test_a_real_declared_study_is_checked_through_kdlab_ablation_study(results):
     table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
     [problem] = check_study(table, results, load_declared_study)
     assert "in the table only" not in problem.what and "not in the table: " in problem.what
+
+
+def test_a_tune_command_plans_its_tuning_grid_and_its_tuned_table(results):
+    from kdlab.cli.verify import ablate_flags
+    from kdlab.verify.commands import planned_cells
+
+    command = ("kdlab ablate recipes/demo.yaml --grid train.lr=0.05,0.1 --tune train.weight_decay=0,0.1 "
+               "--tune-val-size 16 --seeds 3,4")
+    val = results / "ablations" / "demo-grid-train.lr-train.weight_decay-val.csv"
+    assert planned_cells(command, val, results, ablate_flags) == {
+        ("lr=0.05,weight_decay=0", 3), ("lr=0.05,weight_decay=0.1", 3), ("lr=0.1,weight_decay=0", 3),
+        ("lr=0.1,weight_decay=0.1", 3)}  # every cell x every value, on the first seed
+    tuned = results / "ablations" / "demo-grid-train.lr-tuned.csv"
+    assert planned_cells(command, tuned, results, ablate_flags) == {("lr=0.05", 3), ("lr=0.05", 4), ("lr=0.1", 3),
+                                                                     ("lr=0.1", 4)}
