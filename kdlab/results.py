@@ -100,14 +100,66 @@ def device_facts() -> dict[str, str]:
     return {"device_name": gpu or cpu, "cpu_name": cpu, "cuda": cuda}
 
 
-def provenance(diff_to: Path | None = None) -> dict[str, Any]:
+# A dirty tree's patch is stored beside the results it produced (results/diffs/<digest>.patch); one larger than
+# this is refused: such a change (a data file, a checkpoint under recipes/) belongs in a commit, not in a patch
+DIFF_LIMIT_BYTES = 1 << 20
+DIFFS_FOLDER = "diffs"
+
+
+def diff_digest(diff: str) -> str:
+    """The ``git_diff_sha256`` of a patch: the first 16 hex digits of the SHA-256 of its UTF-8 bytes (the name of
+    its file under ``results/diffs/``)."""
+    return hashlib.sha256(diff.encode()).hexdigest()[:16]
+
+
+def results_folder(table: str | Path) -> Path:
+    """The results folder a table belongs to: its own folder (``results/runs.csv``, ``results/eval.csv``), or
+    the one above for a table in an ``ablations`` folder (``results/ablations/<table>.csv``)."""
+    folder = Path(table).parent
+    return folder.parent if folder.name == "ablations" else folder
+
+
+def store_diff(diff: str, results: str | Path) -> Path:
+    """Save a dirty tree's patch as ``<results>/diffs/<digest>.patch`` (:func:`diff_digest`; ``git apply`` on a
+    clean checkout of the row's commit restores the code) and return its path. Content-addressed: written once,
+    atomically (a temporary file hard-linked into place), never overwritten; a patch over
+    :data:`DIFF_LIMIT_BYTES` is refused before any work, naming the fix."""
+    data = diff.encode()
+    if len(data) > DIFF_LIMIT_BYTES:
+        raise KdlabError(f"the uncommitted code changes are {len(data) / 2**20:.1f} MiB, over the "
+                         f"{DIFF_LIMIT_BYTES // 2**20} MiB a results/{DIFFS_FOLDER}/ patch may hold: commit your "
+                         f"changes (or move large files out of {', '.join(CODE_PATHS)}) and run again")
+    path = Path(results) / DIFFS_FOLDER / f"{diff_digest(diff)}.patch"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            os.link(temporary, path)  # fails if another process stored it first: never overwritten
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(temporary)
+    return path
+
+
+def provenance(diff_to: Path | None = None, diffs: str | Path | None = None) -> dict[str, Any]:
     """What a reader needs to reproduce a number: code version, packages and machine (its device: :func:`device_facts`).
 
     When the code is dirty the commit reads ``<sha>-dirty`` and ``git_diff_sha256`` is the SHA-256 prefix of
-    the uncommitted patch; with ``diff_to`` the patch itself is saved there (``git apply`` restores the code).
+    the uncommitted patch (:func:`diff_digest`); with ``diff_to`` the patch itself is saved there (``git apply``
+    restores the code), and with ``diffs`` (a results folder, :func:`results_folder`) it is stored there under
+    ``diffs/<git_diff_sha256>.patch`` (:func:`store_diff`), where ``kdlab verify`` finds it.
     """
     commit, diff = code_state()
-    digest = hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else ""
+    digest = diff_digest(diff) if diff else ""
+    if diff and diffs is not None:
+        store_diff(diff, diffs)
     if diff and diff_to is not None:
         atomic_write_text(diff_to, diff)
     return {

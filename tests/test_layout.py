@@ -5,6 +5,7 @@ dependencies all the same), without importing anything. The layers, top to botto
 from packages below it (or from itself), and the packages of one layer never import each other:
 
     cli
+    verify                    (checks a committed results folder: plans ablation commands, rebuilds the report)
     ablation
     check
     runs
@@ -32,6 +33,7 @@ TESTS = Path(__file__).resolve().parent
 
 LAYERS = [
     {"cli"},
+    {"verify"},  # kdlab verify plans ablation commands (ablation) and rebuilds the report: above both, below cli
     {"ablation"},
     {"check"},
     {"runs"},

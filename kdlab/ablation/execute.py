@@ -108,7 +108,11 @@ def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
     else:
         evaluation = task.evaluate(teacher, data, recipe)
         write_json(cache, evaluation)
-    return {"run_dir": info["teacher"], **evaluation}
+    # the code that trained it (its summary.json; none for a checkpoint or zoo teacher): the row's provenance
+    summary = Path(info["teacher"]) / "summary.json"
+    trained = read_json(summary) if summary.is_file() else {}
+    code = {key: trained[key] for key in ("git_commit", "git_diff_sha256") if key in trained}
+    return {"run_dir": info["teacher"], **code, **evaluation}
 
 
 def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,

@@ -5,7 +5,8 @@ each as its run is recorded again, so the table is always the same function of w
 executor ran the cells (:mod:`kdlab.ablation.execute`, :mod:`kdlab.ablation.cluster`). A row carries the cell's
 metrics, how its checkpoint was chosen, its training cost, its run directory and the ``kdlab ablate`` command
 that wrote it with its ``--set`` values (``command``, ``overrides``) and the machine that computed it
-(``device_name``, ``torch``, ``cuda``: :func:`_row`).
+(``device_name``, ``torch``, ``cuda``) and the code (``git_commit``, and ``git_diff_sha256`` for a dirty
+tree, whose patch is stored as ``<results>/diffs/<git_diff_sha256>.patch``: :func:`_row`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from kdlab.ablation.grid import AblationPlan, Cell, acm_total_weight
 from kdlab.config.names import DETECTION_METRICS
 from kdlab.report.tables import TEACHER_CELL
-from kdlab.results import read_table
+from kdlab.results import read_table, results_folder, store_diff
 
 
 def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +45,9 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
         row[key] = summary.get(key)
     row["run_dir"] = summary.get("run_dir")
+    # the code that computed it: the commit, and for a dirty tree the digest of its patch (results/diffs/)
+    row["git_commit"] = summary.get("git_commit")
+    row["git_diff_sha256"] = summary.get("git_diff_sha256")
     # which machine computed it (a study continued on other machines, kdlab.ablation.slices): device, torch, CUDA
     row["device_name"] = summary.get("device_name")
     row["torch"] = (summary.get("versions") or {}).get("torch")
@@ -80,11 +84,20 @@ class AblationTable:
         from kdlab.report.tables import write_ablation_outputs
 
         self.rows[(cell.label, seed)] = _row(self.plan, cell, seed, summary)
+        self._store_diff(summary)
         cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *self.plan.cells] for s in self.plan.seeds]
         write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows],
                                self.path)
         if self.on_cell:
             self.on_cell(cell.label, seed, summary)
+
+    def _store_diff(self, summary: dict) -> None:
+        """A run from a dirty tree: its patch (the run directory's ``code.diff``) into the table's results folder,
+        ``diffs/<git_diff_sha256>.patch`` (:func:`kdlab.results.store_diff`), so the row's code can be recovered
+        wherever the table is committed (the run stored it beside its own runs table already)."""
+        patch = Path(str(summary.get("run_dir") or "")) / "code.diff"
+        if summary.get("git_diff_sha256") and summary.get("run_dir") and patch.is_file():
+            store_diff(patch.read_bytes().decode(), results_folder(self.path))
 
     def order(self) -> list[tuple[Cell, int]]:
         """Seed-major: an interrupted ablation leaves complete tables for its first seeds, not a few full cells."""

@@ -18,6 +18,7 @@ from kdlab.cli.pack import pack, unpack
 from kdlab.cli.recipes import recipes, recipes_copy, schema
 from kdlab.cli.report import report, table
 from kdlab.cli.run import distill, train
+from kdlab.cli.verify import verify
 
 app = typer.Typer(
     cls=KdlabGroup,
@@ -67,6 +68,7 @@ app.command(cls=KdlabCommand, context_settings=CONTEXT)(pack)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(unpack)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(table)
 app.command(cls=KdlabCommand, context_settings=CONTEXT)(report)
+app.command(cls=KdlabCommand, context_settings=CONTEXT)(verify)
 
 recipes_app = typer.Typer(help="The recipes shipped with kdlab: list them, or copy one out to edit it.",
                           cls=KdlabGroup, no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False,

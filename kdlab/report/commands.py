@@ -192,7 +192,7 @@ def derived_commands(frame: pd.DataFrame, csv_path: Path, results: Path) -> tupl
             commands.append((shlex.join(tokens), runs))
     if "plan" not in frame.columns or frame["plan"].isna().all():
         return commands, ("not checked: the table predates the plan hash, so a --set it was written with is not "
-                          f"known; run it from {root} through kdlab check first")
+                          "known; run it from the checkout's root through kdlab check first")
     from kdlab.config.recipe import read_recipe_file
 
     base = read_recipe_file(recipe)
@@ -201,7 +201,7 @@ def derived_commands(frame: pd.DataFrame, csv_path: Path, results: Path) -> tupl
         return [], (f"{_shown(recipe, root)} as it is here, without --set, does not give the rows' plan hash (the "
                     "--set, recipe version or checkout path it was written with is not recorded)")
     return commands, (f"checked: {_shown(recipe, root)} without --set gives the rows' plan hash (the same recipe, "
-                      f"cells and attacks); run from {root}")
+                      "cells and attacks); run from the checkout's root")
 
 
 # --------------------------------------------------------------------------- the README's commands

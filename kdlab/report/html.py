@@ -4,10 +4,13 @@ For each ablation CSV (one given, or every ``ablations/*.csv`` of a results fold
 ``kdlab table`` shows, made by the same code: the Markdown table of :func:`kdlab.report.tables.render` (mean ± std
 over seeds and the paired 95 % confidence intervals of :mod:`kdlab.report.stats` against the default baseline) and its
 plot, then the commands that regenerate it (the ``kdlab ablate`` commands its rows record; for older tables,
-labelled, the README's or one derived from the rows, or "not recorded": :mod:`kdlab.report.commands`), the recipes (each run
-directory's ``recipe.yaml`` when it is there, else that recipe file) and the provenance of every run (commit,
-versions, seed, finish time) from the run's ``summary.json``, else from the ``runs.csv`` row with its
-``run_dir``. The page opens from disk with no server and fetches nothing.
+labelled, the README's or one derived from the rows, or "not recorded": :mod:`kdlab.report.commands`), the recipe
+file under ``recipes/`` and the provenance of every run (commit, torch, seed, finish time) from the ``runs.csv``
+row with its ``run_dir``. The page opens from disk with no server and fetches nothing.
+
+The page is a function of committed files alone (the tables, ``runs.csv``, ``recipes/``, the README) and names
+paths relative to the checkout: run directories, which git does not hold, are not read, so the same commit gives
+the same page on any machine and ``kdlab verify`` can check that the committed page is current.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pandas as pd
 from kdlab.errors import KdlabError
 from kdlab.report.commands import Regenerate, recipe_file, regenerate_commands
 from kdlab.report.tables import csv_kind, render
-from kdlab.results import read_json, read_table
+from kdlab.results import read_table
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;
@@ -71,19 +74,13 @@ def _is_ablation(path: Path) -> bool:
 
 # --------------------------------------------------------------------------- provenance
 def provenance_rows(frame: pd.DataFrame, runs: pd.DataFrame | None) -> list[dict[str, Any]]:
-    """Per row: cell, seed, run directory and, from its summary.json or its runs.csv row, commit and versions."""
+    """Per row: cell, seed, run directory and, from its runs.csv row (committed; the run directory is not), commit
+    and torch version."""
     rows = []
     for _, row in frame.iterrows():
         run_dir = "" if pd.isna(row.get("run_dir")) else str(row.get("run_dir"))
         entry = {"cell": row["cell"], "seed": row["seed"], "run_dir": run_dir, "source": "not recorded"}
-        summary_path = Path(run_dir) / "summary.json" if run_dir else None
-        if summary_path is not None and summary_path.is_file():
-            summary = read_json(summary_path)
-            versions = summary.get("versions") or {}
-            entry.update(commit=summary.get("git_commit"), seed=summary.get("seed", row["seed"]),
-                         versions=", ".join(f"{k} {v}" for k, v in versions.items()),
-                         finished=summary.get("finished_at"), source="summary.json")
-        elif runs is not None and run_dir and "run_dir" in runs.columns and (runs["run_dir"] == run_dir).any():
+        if runs is not None and run_dir and "run_dir" in runs.columns and (runs["run_dir"] == run_dir).any():
             match = runs[runs["run_dir"] == run_dir].iloc[-1]
             torch = match.get("torch")
             entry.update(commit=match.get("git_commit"), seed=match.get("seed", row["seed"]),
@@ -126,6 +123,14 @@ def _png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+def _shown(path: Path, results: Path) -> str:
+    """A path as the checkout holding ``results`` names it (``results/ablations/t.csv``), however it was given."""
+    try:
+        return Path(path).absolute().relative_to(results.absolute().parent).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
 def _section(csv_path: Path, results: Path, runs: pd.DataFrame | None) -> str:
     frame = read_table(csv_path)
     with tempfile.TemporaryDirectory() as scratch:  # the page embeds them: nothing is written into results
@@ -137,22 +142,15 @@ def _section(csv_path: Path, results: Path, runs: pd.DataFrame | None) -> str:
     parts = [f'<h2 id="{_e(csv_path.stem)}">{_e(csv_path.stem)}</h2>', table_html,
              f'<img alt="{_e(csv_path.stem)} plot" src="{image}">', "<h3>Commands that regenerate it</h3>",
              *[_commands_html(found, len(frame)) for found in regenerate_commands(frame, csv_path, results)],
-             "<pre>" + _e(f"kdlab table {csv_path.as_posix()}\nkdlab report {csv_path.as_posix()}") + "</pre>",
-             "<h3>Recipes</h3>"]
-    shown = 0
-    for run_dir in dict.fromkeys(frame["run_dir"].dropna().astype(str)):
-        saved = Path(run_dir) / "recipe.yaml"
-        if saved.is_file():
-            shown += 1
-            parts.append(f"<details><summary><code>{_e(saved)}</code></summary><pre>{_e(saved.read_text())}</pre>"
-                         "</details>")
-    if not shown:
-        if recipe is not None:
-            parts.append(f"<p class=\"note\">The run directories are not here; the recipe file named, with each "
-                         f"cell's <code>setting</code> applied as <code>--set</code>:</p><details><summary>"
-                         f"<code>{_e(recipe_shown)}</code></summary><pre>{_e(recipe.read_text())}</pre></details>")
-        else:
-            parts.append(f'<p class="note">No run directory and no recipe named {_e(ablation)} found.</p>')
+             "<pre>" + _e(f"kdlab table {_shown(csv_path, results)}\nkdlab report {_shown(csv_path, results)}")
+             + "</pre>", "<h3>Recipes</h3>"]
+    if recipe is not None:  # each run directory's recipe.yaml is not committed: the recipe file, as it is now
+        parts.append(f"<p class=\"note\">The recipe file named, with each cell's <code>setting</code> applied as "
+                     f"<code>--set</code> (each run directory's <code>recipe.yaml</code> holds the resolved recipe):"
+                     f"</p><details><summary><code>{_e(recipe_shown)}</code></summary><pre>{_e(recipe.read_text())}"
+                     "</pre></details>")
+    else:
+        parts.append(f'<p class="note">No recipe named {_e(ablation)} found under recipes/.</p>')
     parts.append("<h3>Provenance of every run</h3>")
     header = ["cell", "seed", "setting", "run directory", "commit", "versions", "finished", "from"]
     settings = dict(zip(frame["cell"].astype(str), frame.get("setting", pd.Series("", index=frame.index))))
@@ -188,6 +186,7 @@ def build_report(path: Path, out: Path | None = None) -> Path:
     runs_path = results / "runs.csv"
     runs = read_table(runs_path) if runs_path.is_file() else None
     sections = [_section(csv_path, results, runs) for csv_path in tables]
+    path = _shown(Path(path), results)  # the same page whichever way the folder was named
     nav = "".join(f'<a href="#{_e(t.stem)}">{_e(t.stem)}</a>' for t in tables)
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>kdlab report: {_e(path)}"
             f"</title>\n<style>{CSS}</style></head><body>\n<h1>kdlab report: {_e(path)}</h1>\n<nav>{nav}</nav>\n"

@@ -33,7 +33,7 @@ from kdlab.config.units import eps_255
 from kdlab.data.sizes import check_data_sizes
 from kdlab.errors import Diverged, KdlabError
 from kdlab.models.files import file_digest, load_model, save_model
-from kdlab.results import now, provenance, read_json, replace_rows, write_json
+from kdlab.results import now, provenance, read_json, replace_rows, results_folder, write_json
 from kdlab.runs.estimate import with_expected_time
 from kdlab.runs.trackers import Trackers
 from kdlab.runtime import distributed
@@ -325,7 +325,9 @@ def _record_start(recipe: Recipe, run_dir: Path, command: str, overrides, teache
                   world: int) -> dict[str, Any]:
     """Write recipe.yaml, code.diff and run.json; return the code provenance (rank 0's, for every rank)."""
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    code = provenance(diff_to=run_dir / "code.diff")  # the uncommitted code behind this run, if any
+    # the uncommitted code behind this run, if any: in the run directory and, content-addressed, in the results
+    # folder of its runs table (results/diffs/<git_diff_sha256>.patch, committed with the rows)
+    code = provenance(diff_to=run_dir / "code.diff", diffs=results_folder(recipe.output.table))
     # CPU float reductions depend on the thread count, so one key trained with 1 and with 2 threads differs in
     # its last bits (and, after 9 epochs, in its AP): the count is part of what reproduces a run
     code = {**code, "torch_threads": torch.get_num_threads()}

@@ -22,7 +22,7 @@ from kdlab.config.names import DATASETS
 from kdlab.config.recipe import validate_recipe
 from kdlab.config.sections import DataSpec
 from kdlab.errors import KdlabError
-from kdlab.results import append_rows, provenance
+from kdlab.results import append_rows, provenance, results_folder
 from kdlab.tasks.base import EvalInterrupted, EvalOptions, EvalReport, EvalTarget, refuse_unwritable
 
 
@@ -185,7 +185,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
         "data_root": data_spec.root or "",
         "test_sha256": test_set_digest(images, labels),
     }
-    info = provenance()
+    info = provenance(diffs=results_folder(out))  # a dirty tree's patch: <results>/diffs/<git_diff_sha256>.patch
     count = len(labels)
 
     # What is on record already: the latest row of each identity, with its row number (data rows from 1).
@@ -214,6 +214,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
     def record(sanity_text: str):
         def done(result) -> None:
             append({**context, "sanity": sanity_text, **result.row(), "git_commit": info["git_commit"],
+                    "git_diff_sha256": info["git_diff_sha256"],
                     "torch": info["versions"]["torch"], "evaluated_at": now()}, result.label)
         return done
 
@@ -258,6 +259,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
             verdict = {**context, "sanity": checked.summary(),
                        **setting_columns("sanity", check_eps, None, 0, 0, seed, count),
                        "eps_255": round(check_eps * 255, 4), "git_commit": info["git_commit"],
+                       "git_diff_sha256": info["git_diff_sha256"],
                        "torch": info["versions"]["torch"], "evaluated_at": now()}
             found = recorded.get(row_identity(verdict))
             if found is not None and found[1].get("sanity") == verdict["sanity"]:

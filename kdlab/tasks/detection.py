@@ -219,7 +219,7 @@ def evaluate_detection_checkpoint(target: EvalTarget, options: EvalOptions) -> E
     default of 256 is sized for CIFAR attacks). Attack options are refused, never silently ignored.
     """
     from kdlab.models.files import file_digest, load_model
-    from kdlab.results import append_rows, provenance
+    from kdlab.results import append_rows, provenance, results_folder
 
     o = options
     _refuse_attack_options(attack=o.attacks, eps=o.eps, alpha=o.alpha, steps=o.steps, restarts=o.restarts,
@@ -233,7 +233,7 @@ def evaluate_detection_checkpoint(target: EvalTarget, options: EvalOptions) -> E
     started = time.perf_counter()
     evaluation = evaluate_split(model, data, recipe, batch_size=max(1, min(o.batch_size, recipe.data.batch_size)))
     seconds = time.perf_counter() - started
-    info = provenance()
+    info = provenance(diffs=results_folder(o.out))  # a dirty tree's patch: <results>/diffs/<git_diff_sha256>.patch
     row = {
         "model": target.label,
         "checkpoint": str(target.checkpoint),
@@ -248,6 +248,7 @@ def evaluate_detection_checkpoint(target: EvalTarget, options: EvalOptions) -> E
         "wall_seconds": round(seconds, 2),
         "images_per_s": round(evaluation["eval_n"] / seconds, 2) if seconds > 0 else None,
         "git_commit": info["git_commit"],
+        "git_diff_sha256": info["git_diff_sha256"],
         "torch": info["versions"]["torch"],
         "evaluated_at": info["finished_at"],
     }

@@ -6,7 +6,7 @@ import torch
 from tests.helpers.ctrl_c import advised_args, epochs_shown
 from tests.helpers.failfast import assert_one_line_error, invoke
 
-COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect", "check", "schema", "recipes", "report"]
+COMMANDS = ["distill", "train", "eval", "ablate", "table", "inspect", "check", "schema", "recipes", "report", "verify"]
 
 
 def test_help_lists_every_command_and_each_command_documents_its_options():

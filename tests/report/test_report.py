@@ -67,10 +67,14 @@ def test_page_holds_tables_paired_intervals_commands_recipes_and_provenance(tmp_
     assert "kdlab ablate recipes/demo.yaml --name demo --grid method.feature.kind=none,ssim --seeds 0,1" in page
     assert "<b>Derived</b>: not recorded in the table" in page and "not checked" in page
     assert "kdlab table " in page and "data:image/png;base64," in page
-    assert "name: demo-kind_none-s0" in page  # the run directory's recipe.yaml
-    assert "abc1234" in page and "python 3.11.2" in page and "summary.json" in page  # from summary.json
+    assert "# the demo recipe" in page  # the recipe file under recipes/
+    # run directories are not committed, so the page never reads them: the same commit gives the same page anywhere
+    assert "name: demo-kind_none-s0" not in page and "abc1234" not in page and "summary.json" not in page
     assert "def5678" in page and "2026-02-03T04:05:06+00:00" in page  # from runs.csv
-    assert "not recorded" in page  # the other two runs have neither
+    assert page.count("<td>not recorded</td>") == 3  # the other three runs have no runs.csv row
+    assert "kdlab report results/ablations/demo-grid-method.feature.kind.csv" in page  # as the checkout names it
+    again = build_report(results / "ablations" / "demo-grid-method.feature.kind.csv", tmp_path / "again.html")
+    assert again.read_text() == page  # deterministic
     assert not list((results / "ablations").glob("*.md"))  # the report writes nothing beside the tables
 
 
