@@ -321,9 +321,15 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if final:
         torches = sorted(set(frame["final_eval_torch"].dropna().astype(str))) if "final_eval_torch" in frame.columns \
             else []
-        notes.append(f"{', '.join(metric_header(frame, metric) for metric in final)}: every run's best.pt on the "
-                     "same test images (the run's eval seed; kdlab eval TABLE.csv, docs/evaluation.md): PGD-20 and "
-                     "CW∞-30 with step ε/4, the standard AutoAttack"
+        protocol = {"pgd_acc": "PGD-20 with step ε/4", "cw_acc": "CW∞ 30 steps with step ε/4",
+                    "autoattack_acc": "the standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square)"}
+        attacks = [protocol[metric] for metric in final if metric in protocol]
+        budgets = sorted({float(e) for e in pd.to_numeric(frame.get("eval_eps", pd.Series(dtype=float)),
+                                                           errors="coerce").dropna()})
+        at = f" at ε = {budgets[0] * 255:g}/255" if len(budgets) == 1 else ""
+        notes.append(f"{', '.join(metric_header(frame, metric) for metric in final)}: final evaluation of every "
+                     "run's best.pt on the same test images (kdlab eval TABLE.csv, docs/evaluation.md)" + at
+                     + (": " + "; ".join(attacks) if attacks else "")
                      + (f"; torch {', '.join(torches)}" if torches else "") + ".")
     checked = sanity_note(frame)
     if checked:

@@ -134,6 +134,21 @@ def _remember(run_dir: Path, key: str, columns: dict, details: dict) -> None:
         write_json(path, entries)
 
 
+def evaluated_columns(run_dir: Path, attacks: list[str], n: int, sanity: bool) -> dict[str, Any] | None:
+    """The columns of this final evaluation if the run directory has them on record (same checkpoint, data, n,
+    seed, eps, batch size, attacks and sanity), else ``None``; reads the recipe, the summary and the checkpoint's
+    digest, nothing else. A run dir without a finished checkpoint is refused (one line)."""
+    from kdlab.models.files import file_digest
+
+    if n < 1:
+        raise KdlabError(f"n {n}: evaluate at least one test image (the protocol uses --n 1000)")
+    run_dir = Path(run_dir)
+    recipe, summary = _finished(run_dir)
+    key = _cache_key(file_digest(run_dir / "best.pt"), recipe, n, _run_eps(recipe, summary),
+                     check_attacks(attacks), sanity)
+    return _cached(run_dir, key)
+
+
 def check_attacks(attacks: list[str]) -> list[str]:
     """The attacks asked for, known and without repeats (``clean`` is always measured); one line otherwise."""
     from kdlab.robustness.attacks import attack_def
@@ -163,17 +178,17 @@ def evaluate_finished(run_dir: Path, attacks: list[str], n: int, sanity: bool, *
     notify = notify or _quiet
     run_dir = Path(run_dir)
     chosen = check_attacks(attacks)
-    if n < 1:
-        raise KdlabError(f"n {n}: evaluate at least one test image (the protocol uses --n 1000)")
+    cached = evaluated_columns(run_dir, chosen, n, sanity)
+    if cached is not None:
+        return {**cached, "final_eval_cached": True}
     recipe, summary = _finished(run_dir)
     eps = _run_eps(recipe, summary)
     checkpoint_sha = file_digest(run_dir / "best.pt")
     key = _cache_key(checkpoint_sha, recipe, n, eps, chosen, sanity)
-    cached = _cached(run_dir, key)
-    if cached is not None:
-        return {**cached, "final_eval_cached": True}
 
-    reused = reusable_pgd(recipe, summary, n, eps)
+    reused = reusable_pgd(recipe, summary, n, eps) if "pgd" in chosen else None
+    if reused is not None:
+        notify(f"pgd: the run's own PGD-20 on the same {summary['eval_n']} images is reused ({reused:.2f} %)")
     measure = ["clean"] + [name for name in chosen if not (name == "pgd" and reused is not None)]
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
@@ -193,7 +208,6 @@ def evaluate_finished(run_dir: Path, attacks: list[str], n: int, sanity: bool, *
             columns[f"{name}_acc"] = float(rows[name]["accuracy"])
         else:  # the run's own PGD-20 on these images (the rule in reusable_pgd)
             columns[f"{name}_acc"] = reused
-            notify(f"pgd: the run's own PGD-20 on the same {count} images reused ({reused:.2f} %)")
         columns[f"{name}_n"] = count
     columns["sanity"] = report.sanity if sanity else SANITY_NOT_RUN
     columns["final_eval_seconds"] = round(seconds, 1)
@@ -259,10 +273,11 @@ def _write_row(csv_path: Path, run_dir: str, columns: dict[str, Any]) -> None:
         frame = pd.read_csv(csv_path)  # under the lock already held (read_table would wait for it)
         rows = frame["run_dir"].astype(str) == str(run_dir)
         for column, value in columns.items():
-            if column not in frame.columns:
-                frame[column] = pd.Series([None] * len(frame), dtype=object)
-            elif frame[column].dtype != object and isinstance(value, str):
-                frame[column] = frame[column].astype(object)
+            if column.endswith("_n"):  # image counts stay integers beside the rows not evaluated yet
+                frame[column] = pd.to_numeric(frame.get(column, pd.Series([None] * len(frame))),
+                                              errors="coerce").astype("Int64")
+            elif column not in frame.columns or (frame[column].dtype != object and isinstance(value, str)):
+                frame[column] = frame.get(column, pd.Series([None] * len(frame))).astype(object)
             frame.loc[rows, column] = value
         atomic_write_text(csv_path, frame.to_csv(index=False))
 
@@ -298,6 +313,15 @@ def evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, thr
         raise KdlabError(f"the runs of {csv_path.name} were evaluated at different budgets ({shown}): one column "
                          "is one budget; evaluate each budget's runs in a table of their own")
 
+    distinct = list(dict.fromkeys(r for r in runs if r is not None))
+    before = {path: evaluated_columns(path, chosen, n, sanity) for path in distinct}
+    earlier = [float(c["final_eval_seconds"]) for c in before.values() if c is not None]
+    todo = len(distinct) - len(earlier)
+    expected = (f"; expected {format_clock(sum(earlier) / len(earlier) * todo)} at the "
+                f"{len(earlier)} evaluated runs' pace" if earlier and todo else
+                "; the expected time follows the first run" if todo else "")
+    notify(f"{csv_path.name}: {len(distinct)} runs in {len(runs)} rows, {todo} to evaluate "
+           f"({', '.join(['clean', *chosen])}{', sanity' if sanity else ''}; n {n}){expected}")
     started = time.perf_counter()
     done: dict[Path, dict] = {}
     measured_seconds: list[float] = []
@@ -325,12 +349,12 @@ def evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, thr
                 measured_seconds.append(time.perf_counter() - tic)
             else:
                 cached += 1
-            left = sum(1 for r in dict.fromkeys(runs[index:]) if r is not None and r not in done)
+            left = sum(1 for r in dict.fromkeys(runs[index:]) if r is not None and r not in done and before[r] is None)
             shown = ", ".join(f"{name} {columns[f'{name}_acc']:.2f}" for name in ["clean", *chosen])
             eta = ""
             if left and measured_seconds:
                 eta = (f"; expected {format_clock(sum(measured_seconds) / len(measured_seconds) * left)} for the "
-                       f"{left} run{'s' if left != 1 else ''} left (at most: evaluated runs cost nothing)")
+                       f"{left} run{'s' if left != 1 else ''} left")
             status = "measured" if fresh else "already evaluated"
             notify(f"{where}: {status} (n {columns['clean_n']}): {shown}; sanity {columns['sanity'][:60]}{eta}")
     except KeyboardInterrupt:
