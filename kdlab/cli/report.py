@@ -31,7 +31,8 @@ def table(
                                   "evaluation of a whole table is kdlab eval TABLE.csv (docs/evaluation.md)."),
     metric: list[str] = typer.Option(
         [], "--metric", help="Metric the paired columns compare (repeatable; the first decides), e.g. pgd_acc, "
-                             "autoattack_acc; default the headline metric, plus AutoAttack where every row has it."),
+                             "autoattack_acc.",
+        show_default="the headline metric, plus autoattack_acc where every row has it"),
     correction: str = typer.Option(
         "holm", "--correction", help=f"One of {', '.join(CORRECTIONS)}: holm adds beside each paired interval its "
                                      "t-test p-value and the Holm-adjusted one over the table's comparisons; none "
