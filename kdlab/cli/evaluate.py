@@ -15,8 +15,10 @@ from kdlab.config.names import ATTACKS, DATASETS
 @friendly
 def eval_(
     target: Path = typer.Argument(
-        ..., help="A run directory (uses its best.pt and recipe), a model checkpoint, or robustbench:NAME "
-                  "(a RobustBench zoo model read from --model-dir; test set CIFAR-10 unless --data)."),
+        ..., help="A run directory (uses its best.pt and recipe), a model checkpoint, robustbench:NAME "
+                  "(a RobustBench zoo model read from --model-dir; test set CIFAR-10 unless --data), or an ablation "
+                  "table results/ablations/X.csv: every run of it (default --attack pgd, cw, autoattack), the "
+                  "columns written into the table."),
     attack: list[str] | None = typer.Option(
         None, "--attack", show_default=False,
         help=f"Repeatable: {', '.join(ATTACKS)} "
@@ -27,7 +29,8 @@ def eval_(
     restarts: int | None = typer.Option(None, "--restarts", help="Random restarts (default 1)."),
     n: int = typer.Option(1000, "--n", min=1, help="Test images, taken in a fixed, seeded order."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per attack batch (memory stays flat)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the image order and the attacks' random starts."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the image order and the attacks' random starts (a "
+                                               "table's runs: each run's eval.seed)."),
     data: str | None = typer.Option(
         None, "--data", help=f"Test set NAME[:ROOT] instead of the run's, NAME one of {', '.join(DATASETS)}, "
                              "e.g. imagefolder:../shared/data/cifar10-jpeg."),
@@ -54,7 +57,8 @@ def eval_(
 ) -> None:
     """Measure clean and adversarial accuracy (torchattacks; standard AutoAttack) and append rows to a CSV.
 
-    TARGET is a run directory, a kdlab checkpoint, or with --arch any plain state dict."""
+    TARGET is a run directory, a kdlab checkpoint, with --arch any plain state dict, or an ablation table (the
+    final evaluation of every run in it; nothing is retrained)."""
     from rich.markup import escape
 
     from kdlab.config.units import parse_eps, parse_eps_list
@@ -70,6 +74,13 @@ def eval_(
     alpha_value = parse_eps(alpha, "--alpha") if alpha is not None else None
     sweep = parse_eps_list(eps_sweep, "--eps-sweep") if eps_sweep else None
     set_threads(threads)
+    if target.suffix == ".csv":
+        _evaluate_table(target, attack, n, out, sanity, threads, {
+            "--eps": eps, "--alpha": alpha, "--steps": steps, "--restarts": restarts, "--data": data,
+            "--eps-sweep": eps_sweep, "--arch": arch, "--num-classes": num_classes,
+            "--norm": None if norm == "dataset" else norm, "--seed": seed or None,
+            "--batch-size": None if batch_size == 256 else batch_size, "--force": force or None})
+        return
     try:
         with AttackProgress() as progress:
             report = evaluate_target(
@@ -93,3 +104,33 @@ def eval_(
     appended = len(report.rows) if report.appended is None else report.appended
     skipped = f" ({report.skipped} already recorded, skipped; --force recomputes)" if report.skipped else ""
     console.print(f"appended {appended} row{'s' if appended != 1 else ''} to {out}{skipped}", highlight=False)
+
+
+def _evaluate_table(table, attack, n, out, sanity, threads, given) -> None:
+    """``kdlab eval TABLE.csv``: :func:`kdlab.runs.final_eval.evaluate_table`, progress and its summary printed."""
+    from kdlab.config.units import format_clock
+    from kdlab.errors import KdlabError
+    from kdlab.runs.console import AttackProgress, console, error_console
+    from kdlab.runs.final_eval import evaluate_table
+    from kdlab.tasks.base import EvalInterrupted
+
+    extra = [option for option, value in given.items() if value is not None]
+    if extra:
+        raise KdlabError(f"{', '.join(extra)}: a table's runs are evaluated at their own recorded settings (eps, "
+                         "seed, data, batch size) with the protocol's attacks: drop them, or evaluate one run with "
+                         "kdlab eval RUN_DIR")
+    try:
+        with AttackProgress() as progress:
+            summary = evaluate_table(table, attack or [], n, sanity, threads or 1, out=out, progress=progress,
+                                     notify=progress.note)
+    except EvalInterrupted as stop:
+        error_console.print(stop.message, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    skipped = f", {summary['skipped']} diverged row(s) skipped" if summary["skipped"] else ""
+    console.print(f"{table}: {summary['runs']} runs of {summary['rows']} rows -- {summary['evaluated']} evaluated now, "
+                  f"{summary['cached']} already evaluated{skipped} ({format_clock(summary['seconds'])}); attack rows "
+                  f"in {out}", highlight=False, soft_wrap=True)
+    if summary["sanity_failed"]:
+        console.print(f"[bold yellow]sanity failed on:[/] {'; '.join(summary['sanity_failed'])} (see the table's "
+                      "sanity column)", soft_wrap=True)
+    console.print(f"wrote {summary['markdown']} and {summary['plot']}", highlight=False, soft_wrap=True)

@@ -27,7 +27,12 @@ def table(
                                "student-ce or kind=none when present), e.g. kind=l2."),
     with_eval: Path | None = typer.Option(
         None, "--with-eval", help="Ablation tables: first add the AutoAttack accuracy of each run that kdlab eval "
-                                  "RUN_DIR --attack autoattack measured (e.g. results/eval.csv)."),
+                                  "RUN_DIR --attack autoattack measured (e.g. results/eval.csv). The final "
+                                  "evaluation of a whole table is kdlab eval TABLE.csv (docs/evaluation.md)."),
+    metric: list[str] = typer.Option(
+        [], "--metric", help="Metric the paired columns compare (repeatable; the first decides), e.g. pgd_acc, "
+                             "autoattack_acc.",
+        show_default="a study's declared metric, else the headline metric; plus autoattack_acc where every row has it"),
     correction: str | None = typer.Option(
         None, "--correction", help=f"One of {', '.join(CORRECTIONS)}: holm adds beside each paired interval its "
                                      "t-test p-value and the Holm-adjusted one over the table's comparisons; none "
@@ -41,8 +46,9 @@ def table(
 
     kind = tables.csv_kind(csv)
     if kind != "ablation":
-        if paper is not None or baseline or with_eval is not None or correction is not None:
-            raise KdlabError(f"--paper, --baseline, --with-eval and --correction apply to ablation tables; {csv} is "
+        if paper is not None or baseline or with_eval is not None or correction is not None or metric:
+            raise KdlabError(f"--paper, --baseline, --with-eval, --metric and --correction apply to ablation tables; "
+                             f"{csv} is "
                              f"a {kind} table: drop them")
         print_markdown(console, tables.rows_markdown(csv, kind))
         return
@@ -52,7 +58,7 @@ def table(
         tables.check_paper_fits(read_table(csv), paper)
     if with_eval is not None:
         tables.merge_eval_column(csv, with_eval)
-    markdown, plot = tables.render(csv, paper=paper, baseline=baseline, correction=correction)
+    markdown, plot = tables.render(csv, paper=paper, baseline=baseline, correction=correction, metrics=metric or None)
     print_markdown(console, markdown.read_text())
     console.print(f"wrote {markdown} and {plot}", highlight=False, soft_wrap=True)
 

@@ -197,33 +197,99 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     return edges
 
 
+def metric_sizes(frame: pd.DataFrame, metric: str) -> str:
+    """``"n=1000"`` (or ``"n=500–1000"``): the test images behind an accuracy column, from its ``<attack>_n``
+    column (written by the final evaluation, :mod:`kdlab.runs.final_eval`); ``""`` where the table has none."""
+    column = f"{metric[:-4]}_n" if metric.endswith("_acc") else ""
+    if column not in frame.columns:
+        return ""
+    sizes = sorted({int(v) for v in pd.to_numeric(frame[column], errors="coerce").dropna()})
+    if not sizes:
+        return ""
+    return f"n={sizes[0]}" if len(sizes) == 1 else f"n={sizes[0]}–{sizes[-1]}"
+
+
+def metric_header(frame: pd.DataFrame, metric: str) -> str:
+    """A metric's column header: its label, with its n where the table records it, e.g. ``AutoAttack (n=1000)``."""
+    sizes = metric_sizes(frame, metric)
+    label = METRIC_LABELS.get(metric, metric)
+    return f"{label} ({sizes})" if sizes else label
+
+
+def compared_metrics(frame: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
+    """The metrics the paired columns compare, the deciding one first: ``metrics`` as given (each must be a column
+    of the table), else the headline metric (:func:`headline_metric`) and, where every student row has it,
+    AutoAttack (``autoattack_acc``): a robustness claim is checked against the standard attack as well."""
+    available = metric_columns(frame)
+    if metrics:
+        for metric in metrics:
+            if metric not in available:
+                raise KdlabError(f"--metric {metric}: not a metric of this table; choose one of "
+                                 f"{', '.join(available)}{did_you_mean(metric, available)}")
+        return list(dict.fromkeys(metrics))
+    chosen = [headline_metric(frame)]
+    students = frame[frame["cell"] != TEACHER_CELL]
+    if "autoattack_acc" in available and "autoattack_acc" not in chosen and len(students) \
+            and students["autoattack_acc"].notna().all():
+        chosen.append("autoattack_acc")
+    return chosen
+
+
+def sanity_note(frame: pd.DataFrame) -> str | None:
+    """What the ``sanity`` column (``kdlab eval --sanity`` verdicts, one per run) says of the table's rows: passed
+    on all of them, or which rows failed which check; ``None`` where no row was checked."""
+    import re
+
+    if "sanity" not in frame.columns:
+        return None
+    verdicts = frame["sanity"].astype(object).where(frame["sanity"].notna(), "").astype(str).str.strip()
+    checked = verdicts[(verdicts != "") & (verdicts != "not run")]
+    if checked.empty:
+        return None
+    unchecked = len(frame) - len(checked)
+    rest = f"; not run on {unchecked} row{'s' if unchecked != 1 else ''}" if unchecked else ""
+    failed = checked[~checked.str.startswith("ok")]
+    settings = checked.iloc[0].rsplit(" (", 1)[-1].rstrip(")") if checked.iloc[0].endswith(")") else ""
+    how = f" ({settings})" if settings else ""
+    if failed.empty:
+        return f"sanity (kdlab eval --sanity{how}): passed on all {len(checked)} rows checked{rest}."
+    shown = "; ".join(f"{frame.loc[i, 'cell']} seed {frame.loc[i, 'seed']}: "
+                      + ", ".join(dict.fromkeys(re.findall(r"\[([a-z0-9-]+)\]", text))) for i, text in failed.items())
+    return (f"sanity (kdlab eval --sanity{how}): failed on {len(failed)} of {len(checked)} rows checked ({shown}: "
+            f"see the CSV's sanity column){rest}.")
+
+
 def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None,
-                   edges: dict[str, str] | None = None, correction: str = "holm", metric: str | None = None,
-                   pairs: list[tuple[str, str]] | None = None) -> str:
+                   edges: dict[str, str] | None = None, correction: str = "holm",
+                   metrics: list[str] | None = None, pairs: list[tuple[str, str]] | None = None) -> str:
     """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival),
     each followed (``correction="holm"``) by its t-test column: p-value and Holm-adjusted p-value over the table's
-    comparisons; ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid. ``metric``: the
-    deciding metric of the comparisons (default :func:`headline_metric`); ``pairs`` (a study's declared
-    comparisons, ``(cell, against)``): a table of those comparisons alone, Holm-adjusted over them, under the
-    cells (:func:`pairs_markdown`)."""
+    comparisons; ``edges`` (:func:`tuning_edges`) marks tuned values at the edge of their grid. The paired columns
+    compare each metric of :func:`compared_metrics` (``metrics``: the deciding one first), each metric's
+    comparisons a Holm family of their own. ``pairs`` (a study's declared comparisons, ``(cell, against)``): a
+    table of those comparisons alone per compared metric, Holm-adjusted over them, under the cells
+    (:func:`pairs_markdown`)."""
     check_correction(correction)
     baselines = [baseline] if isinstance(baseline, str) else list(baseline or [])
     edges = edges or {}
     summary = summarise(frame)
-    metrics = metric_columns(frame)
+    metric_list = metric_columns(frame)
     reference = PAPER_NUMBERS.get(paper) if paper else None
     tuned = frame.groupby("cell", sort=False)["tuned"].first() if "tuned" in frame.columns else None
     costs = cost_columns(frame)
-    header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [METRIC_LABELS.get(m, m) for m in metrics]
+    header = ["cell", "seeds"] + (["tuned"] if tuned is not None else []) + [metric_header(frame, m)
+                                                                             for m in metric_list]
     header += [COST_COLUMNS[c] for c in costs]
-    deciding = metric or (headline_metric(frame) if baselines or pairs else "")
-    metric = deciding if baselines else ""
-    deltas = {base: paired_differences(frame, base, metric) for base in baselines}
-    holm, m = holm_family(deltas) if correction == "holm" else (None, 0)
-    metric_label = METRIC_LABELS.get(metric, metric)
-    for base in baselines:
-        header.append(f"Δ {metric_label} vs {base} (paired, 95 % CI)")
-        header += [] if holm is None else [f"Δ {metric_label} vs {base}: t-test p, Holm"]
+    compared = compared_metrics(frame, metrics) if baselines or pairs else []
+    deciding = compared[0] if compared else ""
+    deltas = {(metric, base): paired_differences(frame, base, metric) for metric in compared for base in baselines}
+    families = {metric: holm_family({base: deltas[(metric, base)] for base in baselines}) if correction == "holm"
+                else (None, 0) for metric in compared}
+    for metric in compared:
+        metric_label = METRIC_LABELS.get(metric, metric)
+        for base in baselines:
+            header.append(f"Δ {metric_label} vs {base} (paired, 95 % CI)")
+            header += [] if families[metric][0] is None else [f"Δ {metric_label} vs {base}: t-test p, Holm"]
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -234,13 +300,15 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         edge = edges.get(str(row["cell"]), "")
         edge = f" ({edge} tried)" if edge in ("smallest", "largest") else f" ({edge})" if edge else ""
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
-        cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
+        cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metric_list]
         cells += [_cost_cell(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in costs]
-        for base in baselines:
-            delta = deltas[base].get(str(row["cell"])) if str(row["cell"]) != base else None
-            cells.append("—" if delta is None else delta.render())
-            if holm is not None:
-                cells.append("—" if delta is None else render_holm(delta, holm.get((base, str(row["cell"])), 1.0)))
+        for metric in compared:
+            holm = families[metric][0]
+            for base in baselines:
+                delta = deltas[(metric, base)].get(str(row["cell"])) if str(row["cell"]) != base else None
+                cells.append("—" if delta is None else delta.render())
+                if holm is not None:
+                    cells.append("—" if delta is None else render_holm(delta, holm.get((base, str(row["cell"])), 1.0)))
         if reference:
             value = paper_value(reference, row["cell"])
             cells.append(f"{value:.2f}" if value is not None else "—")
@@ -249,13 +317,38 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     for base in baselines:
         notes.append(f"Paired column: mean over seeds of (cell − {base}) for the same seed, with its two-sided "
                      "95 % Student-t confidence interval; \"not separated\" when the interval includes 0.")
-    if holm is not None and baselines:
+    if correction == "holm" and compared and baselines:
+        deciding, m = METRIC_LABELS.get(compared[0], compared[0]), families[compared[0]][1]
         notes.append(f"t-test column: two-sided paired t-test p-value of the same difference (t = mean / (sd / √n), "
                      f"df = n − 1) and its Holm–Bonferroni adjusted value over the table's family of m = {m} "
-                     f"comparison{'s' if m != 1 else ''} on {metric_label} (every cell against every baseline, two seeds "
+                     f"comparison{'s' if m != 1 else ''} on {deciding} (every cell against every baseline, two seeds "
                      "or more); \"separated (Holm)\" when the adjusted p < 0.05. The intervals are not corrected "
                      "(kdlab table --correction none shows them alone).")
-    for metric in metrics:  # an attack measured on some seeds only (AutoAttack on seed 0: kdlab table --with-eval)
+    if len(compared) > 1 and baselines:
+        others = ", ".join(METRIC_LABELS.get(metric, metric) for metric in compared[1:])
+        notes.append(f"The verdict is read on {METRIC_LABELS.get(compared[0], compared[0])}; the {others} columns "
+                     "give the same paired intervals and tests on that metric, each metric's comparisons a Holm "
+                     "family of their own (a check that the verdict holds under the other attack, not a second "
+                     "chance to find one).")
+    final = [metric for metric in metric_list if metric_sizes(frame, metric)] \
+        if "final_eval_torch" in frame.columns else []  # written by the final evaluation alone
+    if final:
+        torches = sorted(set(frame["final_eval_torch"].dropna().astype(str))) if "final_eval_torch" in frame.columns \
+            else []
+        protocol = {"pgd_acc": "PGD-20 with step ε/4", "cw_acc": "CW∞ 30 steps with step ε/4",
+                    "autoattack_acc": "the standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square)"}
+        attacks = [protocol[metric] for metric in final if metric in protocol]
+        budgets = sorted({float(e) for e in pd.to_numeric(frame.get("eval_eps", pd.Series(dtype=float)),
+                                                           errors="coerce").dropna()})
+        at = f" at ε = {budgets[0] * 255:g}/255" if len(budgets) == 1 else ""
+        notes.append(f"{', '.join(metric_header(frame, metric) for metric in final)}: final evaluation of every "
+                     "run's best.pt on the same test images (kdlab eval TABLE.csv, docs/evaluation.md)" + at
+                     + (": " + "; ".join(attacks) if attacks else "")
+                     + (f"; torch {', '.join(torches)}" if torches else "") + ".")
+    checked = sanity_note(frame)
+    if checked:
+        notes.append(checked)
+    for metric in metric_list:  # an attack measured on some seeds only (AutoAttack on seed 0: kdlab table --with-eval)
         measured = frame[frame["cell"] != TEACHER_CELL].groupby("cell", sort=False)[metric].count()
         if not metric.endswith("_acc") or not len(measured) or measured.max() == 0:
             continue  # a detection AP by size is empty where the test images have no object of that size
@@ -295,8 +388,8 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append(f"Paper column: {reference['source']}.")
     if "tune_stop" in frame.columns:
         notes += ["", *tuning_grid_markdown(frame, deciding or headline_metric(frame))]
-    if pairs:
-        notes += ["", *pairs_markdown(frame, pairs, deciding, correction)]
+    for metric in compared if pairs else []:
+        notes += ["", *pairs_markdown(frame, pairs, metric, correction)]
     return "\n".join(lines + notes) + "\n"
 
 
@@ -500,11 +593,12 @@ def declaration_markdown(frame: pd.DataFrame, declaration: dict) -> list[str]:
 
 
 def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] | None = None,
-           out_dir: Path | None = None, correction: str | None = None) -> tuple[Path, Path]:
+           out_dir: Path | None = None, correction: str | None = None,
+           metrics: list[str] | None = None) -> tuple[Path, Path]:
     """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder);
-    ``correction`` (:data:`~kdlab.config.names.CORRECTIONS`) as in :func:`markdown_table`. A study's table
-    (:func:`study_declaration`) opens with its declaration and by default reads its declared comparisons, metric and
-    correction."""
+    ``correction`` (:data:`~kdlab.config.names.CORRECTIONS`) and ``metrics`` (the paired columns' metrics, the
+    deciding one first) as in :func:`markdown_table`. A study's table (:func:`study_declaration`) opens with its
+    declaration and by default reads its declared comparisons, deciding metric and correction."""
     from kdlab.report.plots import plot_ablation_bars
 
     csv_path = Path(csv_path)
@@ -525,10 +619,12 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
             pairs = [tuple(pair) for pair in comparisons.get("pairs", [])] or None
     else:
         baseline = baseline or default_baseline(frame)
+    if metric is not None and not metrics:  # the declared deciding metric first; AutoAttack beside it when measured
+        metrics = [metric] + ([] if tuning else [m for m in compared_metrics(frame)[1:] if m != metric])
     stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")
     markdown = stem.with_name(stem.name + ".md")
     table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent), correction=correction,
-                           metric=metric, pairs=pairs)
+                           metrics=metrics, pairs=pairs)
     head = declaration_markdown(frame, declaration) if declaration is not None else []
     atomic_write_text(markdown, "\n".join([f"# {csv_path.stem}", "", *head, f"Source: `{csv_path.name}`.", "", ""])
                       + table)
@@ -545,7 +641,7 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
         label_column="cell",
         title=f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} "
               "(mean ± std over seeds)",
-        series_labels=[METRIC_LABELS.get(m, m) for m in metrics],
+        series_labels=[metric_header(frame, m) for m in metrics],
         flags=cell_marks(frame),
     )
     if "passes_per_image" in cost_columns(frame):

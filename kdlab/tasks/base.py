@@ -77,13 +77,15 @@ class EvalReport:
     """The result rows (appended now, or already recorded and skipped), sanity violations and the eps-sweep plot.
 
     ``appended``: rows appended to the CSV by this call (the sanity checks' rows included; ``None``: all of
-    ``rows``); ``skipped``: how many of ``rows`` were already recorded and not computed again."""
+    ``rows``); ``skipped``: how many of ``rows`` were already recorded and not computed again; ``sanity``: the
+    sanity verdict recorded in the ``sanity`` column (``None`` when the checks were not run)."""
 
     rows: list[dict[str, Any]]
     violations: list[str] = field(default_factory=list)
     plot: Path | None = None
     appended: int | None = None
     skipped: int = 0
+    sanity: str | None = None
 
 
 class EvalInterrupted(KeyboardInterrupt):

@@ -233,6 +233,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
         known.append(_typed(found[1]) if found is not None else None)
     todo = [spec for spec, row in zip(planned, known) if row is None]
     violations: list[str] = []
+    verdict_text = None
     try:
         torch.manual_seed(seed)
         if todo:
@@ -256,6 +257,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
                                    progress=progress, on_result=record("a sanity-check attack"),
                                    recorded=sanity_recorded, on_estimate=estimate)
             violations = [str(v) for v in checked]
+            verdict_text = checked.summary()
             verdict = {**context, "sanity": checked.summary(),
                        **setting_columns("sanity", check_eps, None, 0, 0, seed, count),
                        "eps_255": round(check_eps * 255, 4), "git_commit": info["git_commit"],
@@ -280,7 +282,8 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
 
         title = sweep_title(resolved.label, specs, count, seed, data_spec)
         plot_robustness_curve(pd.DataFrame(rows), plot, title=title)
-    return EvalReport(rows, violations, plot, appended=len(kept), skipped=len(planned) - len(todo))
+    return EvalReport(rows, violations, plot, appended=len(kept), skipped=len(planned) - len(todo),
+                      sanity=verdict_text)
 
 
 def test_set_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
