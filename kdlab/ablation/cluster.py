@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdlab.ablation.execute import teacher_eval_cache
+from kdlab.ablation.execute import teacher_eval_cache, teacher_provenance
 from kdlab.ablation.grid import AblationPlan, Cell
 from kdlab.ablation.table import AblationTable
 from kdlab.config.names import EXECUTORS, SLURM_SETTINGS
@@ -339,7 +339,7 @@ def _teacher(plan: AblationPlan, first: Any, checked: Any, submitter: _Submitter
     if location is not None and not plan.include_teacher:
         return None
     if location is not None and teacher_eval_cache(first, location).is_file():
-        return {"run_dir": location, **read_json(teacher_eval_cache(first, location))}
+        return {"run_dir": location, **teacher_provenance(location), **read_json(teacher_eval_cache(first, location))}
     job = submitter.live("teacher", run_dir)
     if job is None:
         work = {"kind": "teacher", "plan": plan, "evaluate": plan.include_teacher}

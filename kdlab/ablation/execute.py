@@ -108,11 +108,17 @@ def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
     else:
         evaluation = task.evaluate(teacher, data, recipe)
         write_json(cache, evaluation)
-    # the code that trained it (its summary.json; none for a checkpoint or zoo teacher): the row's provenance
-    summary = Path(info["teacher"]) / "summary.json"
+    return {"run_dir": info["teacher"], **teacher_provenance(info["teacher"]), **evaluation}
+
+
+def teacher_provenance(teacher: str | Path) -> dict[str, Any]:
+    """The code that trained the shared teacher (``git_commit``, ``git_diff_sha256`` of its summary.json; nothing
+    for a checkpoint or zoo teacher): its table row's provenance, whichever executor evaluated it."""
+    from kdlab.results import read_json
+
+    summary = Path(teacher) / "summary.json"
     trained = read_json(summary) if summary.is_file() else {}
-    code = {key: trained[key] for key in ("git_commit", "git_diff_sha256") if key in trained}
-    return {"run_dir": info["teacher"], **code, **evaluation}
+    return {key: trained[key] for key in ("git_commit", "git_diff_sha256") if key in trained}
 
 
 def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
