@@ -106,7 +106,36 @@ def run_study_command(study, out: Path, *, jobs: int, threads: int | None, clust
         table, chosen = run_tuning(plan, spec, study.tune_metric, study.tune_val_size,
                                    lambda tuning: _run_plan(tuning, out, jobs, threads, cluster, time_slice))
         plan = seeds_plan(plan, spec, chosen, table, suffix="")
-    return _run_plan(plan, out, jobs, threads, cluster, time_slice)
+    table = _run_plan(plan, out, jobs, threads, cluster, time_slice)
+    final = study.declaration["final"]
+    if final is not None:
+        # not under a cluster executor (its own job) nor a --time-limit slice (AutoAttack is not cut at epochs)
+        run_final_evaluation(table, final, threads=threads or 1, here=cluster is None and time_slice is None)
+    return table
+
+
+def final_evaluation_command(table: Path, final: dict) -> str:
+    """The command that evaluates every finished run of ``table`` as a study's ``final:`` declares."""
+    attacks = " ".join(f"--attack {attack}" for attack in final["attacks"])
+    return f"kdlab eval {table} {attacks} --n {final['n']}" + (" --sanity" if final["sanity"] else "")
+
+
+def run_final_evaluation(table: Path, final: dict, *, threads: int, here: bool) -> None:
+    """A study's declared final evaluation (``final:``) of every finished run of its table, never retraining
+    (:func:`kdlab.runs.final_eval.evaluate_table`; resumable: runs already evaluated cost nothing). Only when
+    ``here``: under a cluster executor or a time slice the evaluation is a step of its own, so its command is
+    printed."""
+    from kdlab.runs.final_eval import evaluate_table
+
+    command = final_evaluation_command(table, final)
+    if not here:
+        console.print(f"final evaluation (declared), not run by this command: {command}", highlight=False,
+                      soft_wrap=True)
+        return
+    console.print(f"final evaluation (declared): {command}", highlight=False, soft_wrap=True)
+    evaluate_table(table, list(final["attacks"]), int(final["n"]), bool(final["sanity"]), threads=threads,
+                   out=Path(table).parent.parent / "eval.csv",
+                   notify=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True))
 
 
 def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None, time_slice: TimeSlice | None = None) -> Path:

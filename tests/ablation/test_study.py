@@ -154,6 +154,9 @@ def test_a_study_runs_its_declared_cells_and_its_table_records_the_declaration(t
     assert set(table["study"]) == {"tiny"} and set(table["study_sha256"]) == {study.digest}
     assert all(json.loads(text) == study.declaration for text in table["study_declaration"])
     assert set(table["command"]) == {f"kdlab ablate {study_path}"}
+    # the declared final evaluation ran on every finished run, without retraining: AutoAttack with its n
+    assert table["autoattack_acc"].notna().all() and set(table["autoattack_n"]) == {30}
+    assert "final evaluation (declared): kdlab eval" in result.output
     markdown = (out / "tiny.md").read_text()
     head = markdown.split("Source:")[0]
     for declared in ("Study `tiny`", study.digest, "Does a larger learning rate help?", "seeds: 0, 1 (2)",
