@@ -362,8 +362,11 @@ def _cells(path: Path, value: Any) -> dict[str, Any]:
 
 
 def _comparisons(path: Path, value: Any) -> dict[str, Any]:
+    if value == "none":  # a study that measures without comparing (e.g. one cell beside the teacher's row)
+        return {"pairs": []}
     if not isinstance(value, dict) or len(value) != 1:
-        raise _fail(path, "comparisons: {baseline: CELL} (every other cell against it) or {pairs: [[A, B], ...]}")
+        raise _fail(path, "comparisons: {baseline: CELL} (every other cell against it), {pairs: [[A, B], ...]} or "
+                          "none (a study that only measures)")
     _unknown_keys(path, "comparisons.", value, COMPARISON_KEYS)
     if "baseline" in value:
         if not isinstance(value["baseline"], str):
@@ -386,7 +389,7 @@ def _comparisons(path: Path, value: Any) -> dict[str, Any]:
 def _comparisons_text(comparisons: dict) -> str:
     if "baseline" in comparisons:
         return f"every cell − {comparisons['baseline']}"
-    return ", ".join(f"{a} − {b}" for a, b in comparisons["pairs"])
+    return ", ".join(f"{a} − {b}" for a, b in comparisons["pairs"]) or "none declared"
 
 
 def _tune(path: Path, value: Any) -> dict[str, Any] | None:

@@ -563,7 +563,7 @@ def declaration_markdown(frame: pd.DataFrame, declaration: dict) -> list[str]:
              "grid": "grid " + "; ".join(f"{key}: {', '.join(values)}" for key, values in cells.get("grid", []))}
     comparisons = declaration["comparisons"]
     compared = (f"every cell − {comparisons['baseline']}" if "baseline" in comparisons
-                else ", ".join(f"{a} − {b}" for a, b in comparisons["pairs"]))
+                else ", ".join(f"{a} − {b}" for a, b in comparisons["pairs"]) or "none declared")
     seeds = declaration["seeds"]
     lines = [f"Study `{declaration['study']}` (declaration sha256 `{sha}`), declared before its runs: "
              f"{declaration['question']}", "",

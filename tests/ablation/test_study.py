@@ -113,6 +113,7 @@ def test_the_shipped_studies_parse_and_expand_to_their_declared_cells():
         "methods_cpu": {(m, s) for m in methods for s in range(3)} | {("teacher", 0)},
         "skd_bccd_cpu": {(f"kind={k}", s) for k in kinds for s in range(5)},
         "skd_bccd_retinanet_cpu": {(f"kind={k}", s) for k in ("none", "l1", "ssim", "cwd") for s in range(5)},
+        "teacher_headroom_cpu": {("pgd-at", s) for s in range(3)} | {("teacher", 0)},
     }
     assert set(studies) == set(expected)
     for name, study in studies.items():
@@ -194,3 +195,10 @@ def test_kdlab_table_reads_a_study_tables_declared_comparisons(tmp_path):
     text = markdown.read_text()
     assert "| k=b − k=a | +2.00 [-0.48, +4.48] not separated |" in text.replace("−0.48", "-0.48")
     assert "Δ clean: t-test p" in text and "deciding metric: clean" in text
+
+
+def test_a_study_that_only_measures_declares_comparisons_none(train_recipe, tmp_path):
+    """comparisons: none (one cell beside the teacher's row, say): nothing compared, said so in the declaration."""
+    study = load_study(write_study(tmp_path, train_recipe, comparisons="none"))
+    assert study.declaration["comparisons"] == {"pairs": []}
+    assert "comparisons none declared" in "\n".join(study.describe())
