@@ -34,7 +34,7 @@ def slice_run(script: str, machine: Path, state: Path, archive: Path, seconds: i
            "SLICE_DATA": str(archive), "SLICE_AA_N": "4", "SLICE_AA_SECONDS": "1", "SLICE_SANITY": "0",
            "SLICE_SECONDS": str(seconds), "SLICE_RESERVE": str(reserve), "SLICE_MIN_ABLATE": "5"}
     result = subprocess.run(["bash", str(REPO / "scripts" / "gpu" / script)], env=env, capture_output=True,
-                            text=True, timeout=900)
+                            text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -62,7 +62,9 @@ def test_slice_2_continues_slice_1_on_a_fresh_machine(tmp_path):
         if (first / "home" / "work" / TABLE).is_file() else {}
 
     # slice 2 on a fresh machine: only the packed state of slice 1 travels
-    log2 = slice_run("slice_2_components_s0.sh", second, state, archive, seconds=900, reserve=60)
+    # a budget no busy machine exhausts, so slice 2 always finishes (slice 1's stop is what is under test; a
+    # tighter budget made this test depend on the machine's load)
+    log2 = slice_run("slice_2_components_s0.sh", second, state, archive, seconds=3600, reserve=60)
     assert "kdlab train" not in log2 and "unpacking the previous slice's state" in log2
     work = second / "home" / "work"
     table = rows(work / TABLE)
