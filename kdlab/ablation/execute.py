@@ -151,8 +151,7 @@ def evaluate_teacher(loaded: tuple, info: dict, threads: int, final: dict | None
     else:
         evaluation = task.evaluate(teacher, data, recipe)
         write_json(cache, evaluation)
-    row = {"run_dir": info["teacher"], **teacher_provenance(info["teacher"]), **evaluation,
-           "teacher_sha256": info.get("teacher_sha256")}
+    row = {"run_dir": info["teacher"], **teacher_provenance(info["teacher"]), **evaluation}
     if final is not None and Path(info["teacher"]).is_dir():
         row.update(final_evaluation(Path(info["teacher"]), final, threads, eval_out, limit, final_needs))
     return row
@@ -180,12 +179,17 @@ def refuse_another_teacher(table: AblationTable, info: dict) -> None:
 
 def teacher_provenance(teacher: str | Path) -> dict[str, Any]:
     """The code that trained the shared teacher (``git_commit``, ``git_diff_sha256`` of its summary.json; nothing
-    for a checkpoint or zoo teacher): its table row's provenance, whichever executor evaluated it."""
+    for a checkpoint or zoo teacher) and its weights (``teacher_sha256``, a zoo teacher's aside): its table row's
+    provenance, whichever executor evaluated it."""
+    from kdlab.models.files import file_digest
     from kdlab.results import read_json
 
     summary = Path(teacher) / "summary.json"
     trained = read_json(summary) if summary.is_file() else {}
-    return {key: trained[key] for key in ("git_commit", "git_diff_sha256") if key in trained}
+    provenance = {key: trained[key] for key in ("git_commit", "git_diff_sha256") if key in trained}
+    # the teacher's weights by content, as its students record them (a zoo teacher: not named by a file here)
+    weights = Path(teacher) / "best.pt" if Path(teacher).is_dir() else Path(teacher)
+    return {**provenance, **({"teacher_sha256": file_digest(weights)} if weights.is_file() else {})}
 
 
 def _absent(value: Any) -> bool:

@@ -63,6 +63,9 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     return row
 
 
+DIGESTS = ("teacher_sha256", "git_diff_sha256")  # hex digests: read as text, never as numbers
+
+
 def final_columns(summary: dict[str, Any]) -> list[str]:
     """The final evaluation's columns a summary carries besides ``<attack>_acc``: ``<attack>_n`` and
     :data:`kdlab.runs.final_eval.EXTRA_COLUMNS` (``sanity``, ``final_eval_seconds``, ``final_eval_torch``)."""
@@ -110,7 +113,7 @@ class AblationTable:
     def _rows_on_disk(self) -> dict[tuple[str, int], dict]:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return {}
-        frame = read_table(self.path)  # under the table's lock, like its writers
+        frame = read_table(self.path, text=DIGESTS)  # under the table's lock, like its writers
         wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
         frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
         if self.plan.study and "plan" in frame.columns:  # a study's rows of an earlier choice (tuned values) go
