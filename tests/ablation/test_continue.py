@@ -202,3 +202,32 @@ def test_a_study_interrupted_after_its_first_cell_continues_on_a_fresh_checkout_
     assert result.exit_code == 0, result.output
     assert events == ["train ct-teacher", "train cont-lr_0.1-s0", "eval cont-lr_0.1-s0"]
     assert compared(fresh) == compared(machine)
+
+
+def test_a_study_with_a_teacher_row_keeps_it_on_a_fresh_checkout(repo, tmp_path, monkeypatch, events):
+    """--methods puts the shared teacher's row in the table: it gets its own final evaluation, and on a fresh checkout
+    the retrained (identical) teacher's row is kept from the table, not evaluated again."""
+    study = yaml.safe_load((repo / "cont.yaml").read_text())
+    study.update(study="contm", cells={"methods": ["kd", "fitnet"]}, comparisons={"baseline": "kd"})
+    (repo / "contm.yaml").write_text(yaml.safe_dump(study))
+    table = "results/ablations/contm.csv"
+    machine, fresh = tmp_path / "a", tmp_path / "b"
+    machine.mkdir()
+    monkeypatch.chdir(machine)
+    first = invoke("ablate", str(repo / "contm.yaml"), "--threads", "1", "--out", "results/ablations")
+    assert first.exit_code == 0, first.output
+    assert events[:2] == ["train ct-teacher", "eval ct-teacher"]  # the teacher's row is evaluated before any cell
+    rows = pd.read_csv(machine / table)
+    assert list(rows["cell"]) == ["teacher", "kd", "fitnet"] and rows[FINAL_COLUMNS].notna().all().all()
+    [teacher] = (machine / "results/runs").glob("ct-teacher-*")
+    assert set(rows["teacher_sha256"]) == {sha(teacher / "best.pt")}
+
+    fresh_checkout(machine, fresh)
+    before = (fresh / table).read_bytes()
+    events.clear()
+    monkeypatch.chdir(fresh)
+    again = invoke("ablate", str(repo / "contm.yaml"), "--threads", "1", "--out", "results/ablations")
+    assert again.exit_code == 0, again.output
+    assert events == ["train ct-teacher"]
+    assert "teacher seed 0: from the table" in again.output
+    assert (fresh / table).read_bytes() == before
