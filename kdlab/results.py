@@ -281,14 +281,16 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
-def read_table(path: str | Path):
+def read_table(path: str | Path, text: tuple[str, ...] = ()):
+    """A CSV table as a DataFrame, read under its lock; the ``text`` columns as written (a digest such as
+    ``0123456789abcdef`` or ``12e4...`` is not a number)."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise KdlabError(f"table '{path}' not found: run an ablation or evaluation first, or check the path")
     with _lock_for(path):
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={column: str for column in text} or None)
 
 
 def write_problem(folder: Path, existing_file: Path | None = None) -> str | None:

@@ -106,10 +106,13 @@ def run_study_command(study, out: Path, *, jobs: int, threads: int | None, clust
         table, chosen = run_tuning(plan, spec, study.tune_metric, study.tune_val_size,
                                    lambda tuning: _run_plan(tuning, out, jobs, threads, cluster, time_slice))
         plan = seeds_plan(plan, spec, chosen, table, suffix="")
-    table = _run_plan(plan, out, jobs, threads, cluster, time_slice)
     final = study.declaration["final"]
+    # the local executor evaluates each cell as it finishes (kdlab.ablation.execute.run_cell); a cluster's jobs
+    # do not: their runs are evaluated by the catch-up below, or by the printed command
+    table = _run_plan(plan, out, jobs, threads, cluster, time_slice, final=final)
     if final is not None:
-        # not under a cluster executor (its own job) nor a --time-limit slice (AutoAttack is not cut at epochs)
+        # the catch-up (cached: nothing to do for rows evaluated with their cell); not under a cluster executor (its
+        # own job) nor a --time-limit slice (AutoAttack is not cut at epochs)
         run_final_evaluation(table, final, threads=threads or 1, here=cluster is None and time_slice is None)
     return table
 
@@ -128,6 +131,10 @@ def run_final_evaluation(table: Path, final: dict, *, threads: int, here: bool) 
     from kdlab.runs.final_eval import evaluate_table
 
     command = final_evaluation_command(table, final)
+    if not unevaluated_rows(table, final):
+        console.print(f"final evaluation (declared): {command}: every row of {Path(table).name} was evaluated with "
+                      "its cell", highlight=False, soft_wrap=True)
+        return
     if not here:
         console.print(f"final evaluation (declared), not run by this command: {command}", highlight=False,
                       soft_wrap=True)
@@ -138,8 +145,26 @@ def run_final_evaluation(table: Path, final: dict, *, threads: int, here: bool) 
                    notify=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True))
 
 
-def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None, time_slice: TimeSlice | None = None) -> Path:
-    """Run one ablation plan with progress lines; print its Markdown; return its CSV."""
+def unevaluated_rows(table: Path, final: dict) -> list[str]:
+    """``cell seed N`` of every row of ``table`` without a column of its declared final evaluation (a diverged
+    row has nothing to evaluate)."""
+    from kdlab.results import read_table
+    from kdlab.runs.final_eval import check_attacks
+
+    frame = read_table(table)
+    columns = [f"{attack}_{suffix}" for attack in ["clean", *check_attacks(list(final["attacks"]))]
+               for suffix in ("acc", "n")] + ["sanity"]
+    flags = frame["flag"].fillna("").astype(str) if "flag" in frame.columns else [""] * len(frame)
+    return [f"{cell} seed {seed}" for (_, row), flag, cell, seed in zip(frame.iterrows(), flags, frame["cell"],
+                                                                        frame["seed"])
+            if not flag.startswith("diverged") and any(column not in frame.columns or row.isna()[column]
+                                                       for column in columns)]
+
+
+def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None, time_slice: TimeSlice | None = None,
+              final: dict | None = None) -> Path:
+    """Run one ablation plan with progress lines; print its Markdown; return its CSV. ``final`` (a study's
+    declared final evaluation): each cell's runs in its worker (local executor; a cluster's jobs do not)."""
     total = len(plan.cells) * len(plan.seeds)
     target = plan.table_path(out)
     if target.stem != plan.title:
@@ -162,7 +187,8 @@ def _run_plan(plan, out: Path, jobs: int, threads: int | None, cluster=None, tim
         console.print(f"  [{len(finished)}/{total + plan.include_teacher}] {label} seed {seed}: {shown}{until}")
 
     if cluster is None:
-        table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell, time_slice=time_slice)
+        table = run_ablation(plan, out, jobs=jobs, threads=threads, on_cell=on_cell, time_slice=time_slice,
+                             final=final)
     else:
         from kdlab.ablation.cluster import run_on_cluster
 

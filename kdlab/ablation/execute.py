@@ -6,7 +6,9 @@ cells on Slurm); with ``divergence_is_a_result`` (a tuning grid) a cell whose lo
 instead of an error. :func:`run_ablation` trains (or finds) the shared teacher before any cell, then runs every
 (cell, seed) and records each in the plan's :class:`~kdlab.ablation.table.AblationTable` as it finishes. With a
 :class:`~kdlab.ablation.slices.TimeSlice` (``--time-limit``) it starts only the cells that fit, stops a running
-one at an epoch boundary, and raises :class:`~kdlab.ablation.slices.SliceStopped` with what remains.
+one at an epoch boundary, and raises :class:`~kdlab.ablation.slices.SliceStopped` with what remains. A declared
+study's ``final:`` evaluation runs per cell in the worker that trained it (:func:`final_evaluation`), and a study
+continues from its committed table on a fresh checkout (see :func:`run_ablation`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import yaml
 
 from kdlab.ablation.grid import AblationPlan, Cell
 from kdlab.ablation.slices import SliceStopped, TimeSlice
-from kdlab.ablation.table import AblationTable
+from kdlab.ablation.table import AblationTable, missing
 from kdlab.config.recipe import Recipe, keyed_settings, validate_recipe
-from kdlab.errors import Diverged
+from kdlab.errors import Diverged, KdlabError
 from kdlab.report.tables import TEACHER_CELL
 from kdlab.train.engine import Deadline, OutOfTime, deadline
 
@@ -46,15 +48,27 @@ def _die_with_parent() -> None:
         pass
 
 
+FINAL_LEFT = "final_eval_left"
+"""A summary's key when a time slice left no room for its cell's final evaluation (why, in words)."""
+
+FIRST_EVAL_SHARE = 0.5
+"""Under ``--time-limit`` with no final evaluation measured yet (in this slice or in the table's rows), a finished
+cell is evaluated only while at least this share of the slice is left: an AutoAttack is not cut at epochs, and
+nothing yet says how long it takes; after the first, the longest measured evaluation is the estimate."""
+
+
 def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), group: str = "",
              cell: str = "", reporter_factory: Callable | None = None,
              divergence_is_a_result: bool = False, command: str = "",
-             limit: Deadline | None = None) -> dict[str, Any]:
+             limit: Deadline | None = None, final: dict | None = None, final_needs: float = 0.0,
+             eval_out: str = "results/eval.csv") -> dict[str, Any]:
     """Worker entry point (a separate process with --jobs, a job with kdlab.ablation.cluster): run one cell (resuming
     it from its last epoch when interrupted before) and return its summary; its run records ``command`` (the
     ablate command) and ``overrides`` (every override behind the cell). ``divergence_is_a_result`` (a
     tuning grid): a loss that becomes non-finite returns a flagged summary with no metrics instead of raising.
-    ``limit``: training stops at an epoch boundary before it (:class:`kdlab.train.engine.OutOfTime`)."""
+    ``limit``: training stops at an epoch boundary before it (:class:`kdlab.train.engine.OutOfTime`).
+    ``final`` (a study's declared ``final:``): the cell's final evaluation right after its training, in this
+    worker (:func:`final_evaluation`; cached, so a reused run costs nothing), its columns in the summary."""
     import torch
 
     from kdlab.runs.estimate import NoteReporter
@@ -73,7 +87,27 @@ def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), gr
 
         console.print(f"  {cell} diverged (recorded, the tuning goes on): {error}")
         return {"flag": "diverged", "note": str(error)}
-    return outcome.summary
+    if final is None:
+        return outcome.summary
+    return {**outcome.summary, **final_evaluation(outcome.run_dir, final, threads, Path(eval_out), limit,
+                                                  final_needs)}
+
+
+def final_evaluation(run_dir: Path, final: dict, threads: int, out: Path, limit: Deadline | None = None,
+                     needs: float = 0.0) -> dict[str, Any]:
+    """A finished run's declared final evaluation (``final``: attacks, n, sanity) by
+    :func:`kdlab.runs.final_eval.evaluate_finished` (``out``: the evaluation rows, results/eval.csv): its table
+    columns. With ``limit`` (a time slice), an evaluation not on record yet runs only when ``needs`` seconds are
+    left; otherwise ``{FINAL_LEFT: why}`` and the row stays without its final columns (the next slice evaluates
+    it)."""
+    from kdlab.runs.final_eval import evaluate_finished, evaluated_columns
+
+    attacks, n, sanity = list(final["attacks"]), int(final["n"]), bool(final["sanity"])
+    if limit is not None and limit.left() < needs and evaluated_columns(run_dir, attacks, n, sanity) is None:
+        return {FINAL_LEFT: f"was not started: {max(0.0, limit.left()):.0f} s left, it needs about {needs:.0f} s"}
+    columns = evaluate_finished(run_dir, attacks, n, sanity, threads=threads, out=out)
+    columns.pop("final_eval_cached", None)
+    return columns
 
 
 def teacher_eval_cache(recipe: Recipe, teacher: str) -> Path:
@@ -85,12 +119,11 @@ def teacher_eval_cache(recipe: Recipe, teacher: str) -> Path:
     return cache_dir / f"eval-{hashlib.sha256(setting.encode()).hexdigest()[:10]}.json"
 
 
-def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
-                reporter_factory: Callable | None = None) -> dict[str, Any] | None:
-    """Train or find the shared teacher; with ``evaluate``, its row under the ablation's attacks (cached)."""
+def shared_teacher(plan: AblationPlan, threads: int, reporter_factory: Callable | None = None) -> tuple[tuple, dict]:
+    """Train or find the shared teacher (:func:`kdlab.runs.run.prepare_teacher`): what :func:`evaluate_teacher`
+    needs, and the teacher's info (``teacher``: where it is; ``teacher_sha256``: its weights by content)."""
     import torch
 
-    from kdlab.results import read_json, write_json
     from kdlab.runs.estimate import NoteReporter
     from kdlab.runs.run import prepare_teacher
     from kdlab.tasks import get_task
@@ -100,36 +133,91 @@ def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
     task = get_task(recipe.task)
     data = task.load_data(recipe)
     teacher, info = prepare_teacher(recipe, task.num_classes(data), reporter_factory or NoteReporter, plan.command)
-    if not evaluate:
-        return None
+    return (recipe, task, data, teacher), info
+
+
+def evaluate_teacher(loaded: tuple, info: dict, threads: int, final: dict | None = None,
+                     eval_out: Path = Path("results/eval.csv"), limit: Deadline | None = None,
+                     final_needs: float = 0.0) -> dict[str, Any]:
+    """The shared teacher's row under the ablation's attacks (cached beside it, :func:`teacher_eval_cache`) and,
+    with ``final``, its final evaluation (a teacher trained from a recipe: a checkpoint or zoo teacher has no run
+    directory to evaluate)."""
+    from kdlab.results import read_json, write_json
+
+    recipe, task, data, teacher = loaded
     cache = teacher_eval_cache(recipe, info["teacher"])
     if cache.exists():
         evaluation = read_json(cache)
     else:
         evaluation = task.evaluate(teacher, data, recipe)
         write_json(cache, evaluation)
-    return {"run_dir": info["teacher"], **teacher_provenance(info["teacher"]), **evaluation}
+    row = {"run_dir": info["teacher"], **teacher_provenance(info["teacher"]), **evaluation}
+    if final is not None and Path(info["teacher"]).is_dir():
+        row.update(final_evaluation(Path(info["teacher"]), final, threads, eval_out, limit, final_needs))
+    return row
+
+
+def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
+                reporter_factory: Callable | None = None) -> dict[str, Any] | None:
+    """Train or find the shared teacher; with ``evaluate``, its row under the ablation's attacks (cached)."""
+    loaded, info = shared_teacher(plan, threads, reporter_factory)
+    return evaluate_teacher(loaded, info, threads) if evaluate else None
+
+
+def refuse_another_teacher(table: AblationTable, info: dict) -> None:
+    """Refuse, before any cell trains, to extend a table whose rows were distilled from other teacher weights
+    (their ``teacher_sha256``) than the teacher here (a teacher retrained on a fresh checkout that came out
+    different). Rows without ``teacher_sha256`` (older tables) are not checked."""
+    here = info.get("teacher_sha256")
+    recorded = sorted({str(row["teacher_sha256"]) for row in table.rows.values()
+                       if row.get("teacher_sha256") not in (None, "")} - {str(here)})
+    if here and recorded:
+        raise KdlabError(f"the teacher retrained here ({info['teacher']}, teacher_sha256 {here}) differs from the "
+                         f"one this table's rows were distilled from (teacher_sha256 {recorded[0]}, "
+                         f"{table.path.name}): carry its run directory with kdlab pack/unpack, or declare a new study")
 
 
 def teacher_provenance(teacher: str | Path) -> dict[str, Any]:
     """The code that trained the shared teacher (``git_commit``, ``git_diff_sha256`` of its summary.json; nothing
-    for a checkpoint or zoo teacher): its table row's provenance, whichever executor evaluated it."""
+    for a checkpoint or zoo teacher) and its weights (``teacher_sha256``, a zoo teacher's aside): its table row's
+    provenance, whichever executor evaluated it."""
+    from kdlab.models.files import file_digest
     from kdlab.results import read_json
 
     summary = Path(teacher) / "summary.json"
     trained = read_json(summary) if summary.is_file() else {}
-    return {key: trained[key] for key in ("git_commit", "git_diff_sha256") if key in trained}
+    provenance = {key: trained[key] for key in ("git_commit", "git_diff_sha256") if key in trained}
+    # the teacher's weights by content, as its students record them (a zoo teacher: not named by a file here)
+    weights = Path(teacher) / "best.pt" if Path(teacher).is_dir() else Path(teacher)
+    return {**provenance, **({"teacher_sha256": file_digest(weights)} if weights.is_file() else {})}
+
+
+def _absent(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and value != value)
 
 
 def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
                  on_cell: Callable[[str, int, dict], None] | None = None,
-                 time_slice: TimeSlice | None = None) -> Path:
+                 time_slice: TimeSlice | None = None, final: dict | None = None) -> Path:
     """Run every (cell, seed), in ``jobs`` processes, rebuilding the table after each finished cell
     (:mod:`kdlab.ablation.cluster` runs the same cells as Slurm jobs). With ``time_slice``: only what fits in it
-    (:mod:`kdlab.ablation.slices`); raises :class:`SliceStopped` when something is left."""
+    (:mod:`kdlab.ablation.slices`); raises :class:`SliceStopped` when something is left. ``final`` (a study's
+    declared ``final:``): each cell's final evaluation runs in its worker right after its training and its row
+    is recorded with the final columns (evaluation rows in ``<out_dir>/../eval.csv``, results/eval.csv).
+
+    A declared study (``plan.study``) continues from its committed table on a fresh checkout: a (cell, seed)
+    whose row the table holds under the same plan fingerprint, complete (:func:`kdlab.ablation.table.missing`:
+    its metrics and, with ``final``, its final columns), is not run again when its run directory is not here
+    (the row stays as it is); an incomplete one is retrained (no checkpoint to evaluate). The shared teacher is
+    trained (or found) first, and a teacher whose weights differ from the ``teacher_sha256`` the table's rows
+    record is refused before any cell (:func:`refuse_another_teacher`)."""
+    from kdlab.runs.console import console
+
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     table = AblationTable(plan, out_dir, on_cell)
     limit = time_slice.deadline() if time_slice is not None else None
+    eval_out = out_dir.parent / "eval.csv"  # results/eval.csv beside results/ablations/, as kdlab eval TABLE.csv
+    from_table = bool(plan.study)
     pending = list(table.order())
     finished: list[str] = []
     stopped: list[str] = []
@@ -137,31 +225,77 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     def stop_here(not_started: list[str]) -> SliceStopped:
         return SliceStopped(time_slice.text if time_slice else "", finished, stopped, not_started, plan.command, [str(table.path)])
 
+    def final_needs() -> float:
+        """Seconds a final evaluation is expected to take (see :data:`FIRST_EVAL_SHARE`); 0 without a slice."""
+        if time_slice is None or final is None:
+            return 0.0
+        measured = [float(row["final_eval_seconds"]) for row in table.rows.values()
+                    if isinstance(row.get("final_eval_seconds"), (int, float)) and not _absent(row["final_eval_seconds"])]
+        return max(measured) if measured else time_slice.limit * FIRST_EVAL_SHARE
+
+    def left_unevaluated(what: str, summary: dict) -> bool:
+        if FINAL_LEFT not in summary:
+            return False
+        stopped.append(f"{what} (trained; its final evaluation {summary[FINAL_LEFT]}: the same command evaluates "
+                       "it here, a fresh checkout retrains it)")
+        return True
+
     # The teacher is trained (or found in the cache) before any cell so parallel cells share it.
     if plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
         try:
             with deadline(limit):
-                teacher = teacher_row(plan, threads, evaluate=plan.include_teacher)
+                loaded, info = shared_teacher(plan, threads)
         except OutOfTime as error:
             stopped.append(f"the shared teacher ({error})")
             raise stop_here([f"{cell.label} seed {seed}" for cell, seed in pending]) from None
-        if teacher is not None:
-            table.record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
+        if from_table:
+            refuse_another_teacher(table, info)
+        if plan.include_teacher:
+            first = (TEACHER_CELL, plan.seeds[0])
+            kept = table.rows.get(first)
+            if (from_table and kept is not None and missing(plan, Cell(TEACHER_CELL), plan.seeds[0], kept, final) is None
+                    and kept.get("teacher_sha256") == info.get("teacher_sha256")):
+                console.print(f"  {TEACHER_CELL} seed {plan.seeds[0]}: from the table (the same teacher_sha256 "
+                              f"{info.get('teacher_sha256')})", highlight=False)
+            else:
+                teacher = evaluate_teacher(loaded, info, threads, final, eval_out, limit, final_needs())
+                table.record(Cell(TEACHER_CELL), plan.seeds[0], teacher)
+                if left_unevaluated("the shared teacher", teacher):
+                    raise stop_here([f"{cell.label} seed {seed}" for cell, seed in pending])
+
+    if from_table:  # a fresh checkout: complete rows of the committed table stand for their absent run directories
+        for cell, seed in list(pending):
+            row = table.rows.get((cell.label, seed))
+            if row is None:
+                continue
+            run_dir = "" if _absent(row.get("run_dir")) else str(row["run_dir"])
+            if run_dir and (Path(run_dir) / "summary.json").is_file():
+                continue  # here: reused as usual (its row re-recorded, its final evaluation cached)
+            why = missing(plan, cell, seed, row, final)
+            if why is None:
+                pending.remove((cell, seed))
+                console.print(f"  {cell.label} seed {seed}: from the table (run directory not here)", highlight=False)
+                if time_slice is not None:  # its recorded cost informs the estimate of the cells left
+                    time_slice.measured({key: row.get(key) for key in ("wall_seconds", "final_eval_seconds")}, 0.0)
+            else:
+                console.print(f"  {cell.label} seed {seed}: retrained: its row is incomplete ({why}) and its run "
+                              f"directory {run_dir or '(none)'} is not here", highlight=False)
 
     def submit(cell: Cell, seed: int, call: Callable) -> Any:
         return call(run_cell, plan.recipe_for(cell, seed).to_yaml(), threads, plan.cell_overrides(cell, seed),
                     table.path.stem, cell.label, divergence_is_a_result=plan.divergence_is_a_result,
-                    command=plan.command, limit=limit)
+                    command=plan.command, limit=limit, final=final, final_needs=final_needs(),
+                    eval_out=str(eval_out))
 
     def fits(cell: Cell, seed: int) -> bool:
         return time_slice is None or time_slice.fits(plan.recipe_for(cell, seed).train.epochs)
 
     def done(cell: Cell, seed: int, summary: dict, began: float) -> None:
         table.record(cell, seed, summary)
-        finished.append(f"{cell.label} seed {seed}")
+        if not left_unevaluated(f"{cell.label} seed {seed}", summary):
+            finished.append(f"{cell.label} seed {seed}")
         if time_slice is not None:
             time_slice.measured(summary, time_slice.now() - began)
-
     late: list[str] = []  # reached the deadline before its first epoch (a worker's start-up): nothing kept
 
     def out_of_time(cell: Cell, seed: int, error: OutOfTime) -> None:

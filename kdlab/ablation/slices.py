@@ -13,7 +13,11 @@ ablation (:func:`kdlab.ablation.execute.run_ablation`):
   that continues (the same one); ``kdlab ablate`` prints it and exits with :data:`STOPPED_EXIT` (3).
 
 The limit bounds when training stops, not the final evaluation of a cell's last epoch: the cell estimate, taken
-from whole cells, includes it. Rerunning the same command reuses finished cells and resumes stopped ones;
+from whole cells, includes it. A study's declared final evaluation (``final:``) runs with each cell, so the estimate
+of a cell trained here includes it too (a reused cell adds its recorded ``final_eval_seconds``); after training, a
+cell's final evaluation starts only when its expected time is left
+(:data:`kdlab.ablation.execute.FIRST_EVAL_SHARE` before any was measured), else the cell is reported as stopped
+and the next slice evaluates it. Rerunning the same command reuses finished cells and resumes stopped ones;
 :mod:`kdlab.ablation.pack` carries the state to another machine.
 """
 
@@ -77,8 +81,10 @@ class TimeSlice:
     def measured(self, summary: dict, seconds: float) -> None:
         """Count a finished cell: ``seconds`` on this slice's clock if it trained here, else its recorded time."""
         if str(summary.get("finished_at") or "") < self.started_iso:
-            if isinstance(summary.get("wall_seconds"), (int, float)):
-                self.reused.append(float(summary["wall_seconds"]))
+            if isinstance(summary.get("wall_seconds"), (int, float)) and summary["wall_seconds"] == summary["wall_seconds"]:
+                final = summary.get("final_eval_seconds")  # a study's final evaluation, run with its cell
+                final = float(final) if isinstance(final, (int, float)) and final == final else 0.0
+                self.reused.append(float(summary["wall_seconds"]) + final)
         else:
             self.trained.append(seconds)
 

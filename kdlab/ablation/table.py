@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.ablation.grid import AblationPlan, Cell, acm_total_weight
-from kdlab.config.names import DETECTION_METRICS
+from kdlab.config.names import ATTACKS, DETECTION_METRICS
 from kdlab.report.tables import TEACHER_CELL
 from kdlab.results import read_table, results_folder, store_diff
 
@@ -45,6 +45,11 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     for key in ("wall_seconds", "train_seconds", "images_per_s", "passes_per_image", "teacher_forwards_per_image"):
         row[key] = summary.get(key)
     row["run_dir"] = summary.get("run_dir")
+    # which teacher it was distilled from, by content (the teacher's row: its own weights); none without a teacher
+    row["teacher_sha256"] = summary.get("teacher_sha256")
+    # a study's declared final evaluation, run with the cell (kdlab.runs.final_eval.evaluate_finished): the
+    # <attack>_acc columns above, each attack's n, the sanity verdict, its cost and torch
+    row.update({key: value for key, value in summary.items() if key in final_columns(summary)})
     # the code that computed it: the commit, and for a dirty tree the digest of its patch (results/diffs/)
     row["git_commit"] = summary.get("git_commit")
     row["git_diff_sha256"] = summary.get("git_diff_sha256")
@@ -56,6 +61,42 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     row["command"] = plan.command
     row["overrides"] = shlex.join(plan.common_overrides)
     return row
+
+
+DIGESTS = ("teacher_sha256", "git_diff_sha256")  # hex digests: read as text, never as numbers
+
+
+def final_columns(summary: dict[str, Any]) -> list[str]:
+    """The final evaluation's columns a summary carries besides ``<attack>_acc``: ``<attack>_n`` and
+    :data:`kdlab.runs.final_eval.EXTRA_COLUMNS` (``sanity``, ``final_eval_seconds``, ``final_eval_torch``)."""
+    from kdlab.runs.final_eval import EXTRA_COLUMNS
+
+    names = [f"{attack}_n" for attack in ATTACKS] + list(EXTRA_COLUMNS)
+    return [name for name in names if name in summary]
+
+
+def missing(plan: AblationPlan, cell: Cell, seed: int, row: dict[str, Any], final: dict | None) -> str | None:
+    """Why a table row is not a complete result (None when it is): a metric of its cell missing (``<attack>_acc``
+    of the plan's attacks, or a detector's ``AP``), or, with a declared ``final:`` evaluation, one of its columns
+    (each attack's ``_acc`` and ``_n`` with ``clean``, and ``sanity``). A diverged row of a tuning grid is a
+    result (the same run diverges again); any other diverged row is not."""
+    from kdlab.runs.final_eval import check_attacks
+
+    def absent(name: str) -> bool:
+        value = row.get(name)
+        return value is None or (isinstance(value, float) and value != value) or value == ""
+
+    if str(row.get("flag") or "").startswith("diverged"):
+        return None if plan.divergence_is_a_result else "it diverged"
+    recipe = plan.recipe_for(plan.cells[0] if cell.label == TEACHER_CELL else cell, seed)
+    wanted = ["AP"] if recipe.task == "detection" else [f"{attack}_acc" for attack in recipe.eval.attacks]
+    if final is not None and recipe.task == "classification" and recipe.eval.split == "test":
+        attacks = ["clean", *check_attacks(list(final["attacks"]))]
+        wanted += [f"{attack}_{suffix}" for attack in attacks for suffix in ("acc", "n")] + ["sanity"]
+    gaps = [name for name in dict.fromkeys(wanted) if absent(name)]
+    if not gaps:
+        return None
+    return f"no {', '.join(gaps[:3])}{' ...' if len(gaps) > 3 else ''} in its row"
 
 
 class AblationTable:
@@ -72,7 +113,7 @@ class AblationTable:
     def _rows_on_disk(self) -> dict[tuple[str, int], dict]:
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return {}
-        frame = read_table(self.path)  # under the table's lock, like its writers
+        frame = read_table(self.path, text=DIGESTS)  # under the table's lock, like its writers
         wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
         frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
         if self.plan.study and "plan" in frame.columns:  # a study's rows of an earlier choice (tuned values) go

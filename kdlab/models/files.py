@@ -27,12 +27,16 @@ MODEL_FORMAT = "kdlab-model/1"
 
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
-    """Write through a temporary file so a crash mid-save never leaves a torn checkpoint."""
+    """Write through a temporary file so a crash mid-save never leaves a torn checkpoint. Saved through a file
+    object, not a path: torch.save names the zip's records after a path's stem (the random temporary name), so the
+    same weights would give other bytes; through a file object they are ``archive/...`` and equal weights give an
+    equal file (its digest, :func:`file_digest`, then identifies the weights: a retrained teacher is compared by
+    it, :func:`kdlab.ablation.execute.refuse_another_teacher`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    torch.save(payload, temporary)
+    with os.fdopen(handle, "wb") as stream:
+        torch.save(payload, stream)
     os.replace(temporary, path)
 
 

@@ -616,6 +616,8 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
         comparisons = declaration["comparisons"]
         if not tuning:
             baseline = comparisons.get("baseline")
+            if baseline is not None and baseline not in set(frame["cell"].astype(str)):
+                baseline = None  # a study in progress (its teacher row first): no row of its baseline cell yet
             pairs = [tuple(pair) for pair in comparisons.get("pairs", [])] or None
     else:
         baseline = baseline or default_baseline(frame)

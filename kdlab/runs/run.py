@@ -56,13 +56,15 @@ class RunOutcome:
 def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: ReporterFactory | None,
                     command: str = "") -> tuple[nn.Module, dict]:
     """Load the teacher named by checkpoint, or train/reuse it from its recipe (the teacher cache); a teacher
-    trained here records ``command`` (the student's command, which made it) in its run.json and row."""
+    trained here records ``command`` (the student's command, which made it) in its run.json and row. The info
+    names the teacher (``teacher``), its identity in run keys (``teacher_identity``) and its weights' content
+    (``teacher_sha256``: :func:`kdlab.models.files.file_digest` of its best.pt or checkpoint file)."""
     spec = recipe.teacher
     assert spec is not None
     if spec.checkpoint is not None:
         teacher, _ = load_model(spec.checkpoint, expected_classes=num_classes)
-        info = {"teacher": spec.checkpoint, "teacher_identity": file_digest(Path(spec.checkpoint))}
-        return teacher, info
+        digest = file_digest(Path(spec.checkpoint))
+        return teacher, {"teacher": spec.checkpoint, "teacher_identity": digest, "teacher_sha256": digest}
     if spec.robustbench is not None:
         from kdlab.models.zoo import load_zoo_model
 
@@ -71,7 +73,8 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
             raise KdlabError(f"robustbench teacher {spec.robustbench} predicts {teacher.num_classes} classes, "
                              f"the data has {num_classes}: choose a {spec.dataset} recipe")
         identity = f"robustbench:{spec.robustbench}@{file_digest(path)}"  # zoo name + checkpoint hash
-        return teacher, {"teacher": f"robustbench:{spec.robustbench}", "teacher_identity": identity}
+        return teacher, {"teacher": f"robustbench:{spec.robustbench}", "teacher_identity": identity,
+                         "teacher_sha256": file_digest(path)}
     teacher_recipe = load_recipe(spec.recipe)
     if teacher_recipe.is_distillation:
         raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; name a training recipe (model:)")
@@ -85,6 +88,9 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
     info = {
         "teacher": str(outcome.run_dir),
         "teacher_identity": outcome.summary["key"],
+        # the teacher's weights by content (file_digest of best.pt): a retrained teacher of the same key that
+        # differs is told apart (kdlab.ablation.execute refuses to extend a table distilled from another one)
+        "teacher_sha256": file_digest(outcome.run_dir / "best.pt"),
         **{f"teacher_{key}": value for key, value in outcome.summary.items() if key in HEADLINE_METRICS},
     }
     return teacher, info
