@@ -34,13 +34,15 @@ def grid_plan(recipe, grid, overrides=()):
 def fake_cells(monkeypatch):
     """Cells 'run' instantly: a cell's PGD accuracy is read off its overrides, so tables can be told apart."""
     def run_cell(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False, command="",
-                 limit=None):
+                 limit=None, **final):  # final evaluation settings: none declared here
         recipe = yaml.safe_load(recipe_yaml)
         method = recipe["method"]
         pgd = 10 * method.get("kd", {}).get("weight", 1.0) + method.get("acm", {}).get("weight", 10.0)
         return {"clean_acc": 50.0, "pgd_acc": pgd, "wall_seconds": 1.0, "run_dir": recipe["name"]}
 
     monkeypatch.setattr(kdlab.ablation.execute, "run_cell", run_cell)
+    # no teacher to train or evaluate: the local executor's shared teacher (the cluster's teacher_row) stubbed
+    monkeypatch.setattr(kdlab.ablation.execute, "shared_teacher", lambda *a, **k: ((None,) * 4, {"teacher": "t"}))
     monkeypatch.setattr(kdlab.ablation.execute, "teacher_row", lambda *a, **k: None)
 
 
@@ -78,7 +80,7 @@ def test_an_interrupted_rerun_keeps_the_rows_it_has_not_recorded_again(distill_r
     assert pd.read_csv(table)["pgd_acc"].tolist() == [15.0, 30.0]
 
     def rerun(recipe_yaml, threads, overrides=(), group="", cell="", divergence_is_a_result=False, command="",
-              limit=None):
+              limit=None, **final):
         if cell == "weight=2":  # stopped before its run is recorded again
             raise KeyboardInterrupt
         return {"clean_acc": 50.0, "pgd_acc": 16.0, "wall_seconds": 1.0, "run_dir": "again"}
