@@ -18,13 +18,8 @@ import pytest
 import yaml
 
 from tests.helpers.failfast import assert_one_line_error, invoke
+from tests.helpers.tiny_study import write_pair
 
-DATA = {"dataset": "embedded", "subset": 50, "test_subset": 20, "batch_size": 25}
-TEACHER = {"name": "ct-teacher", "data": DATA, "model": {"arch": "resnet_small", "width": 4},
-           "train": {"epochs": 1}, "eval": {"n": 20, "steps": 2}}
-STUDENT = {"name": "ct", "data": DATA, "student": {"arch": "resnet_small", "width": 4},
-           "teacher": {"recipe": "teacher.yaml"}, "method": {"name": "kd"}, "train": {"epochs": 1},
-           "eval": {"n": 20, "steps": 2}}
 TABLE = "results/ablations/cont.csv"
 N = 16  # the declared final n (fewer than the 20 test images, so it is not the training evaluation's n)
 FINAL_COLUMNS = ["clean_acc", "clean_n", "pgd_acc", "pgd_n", "sanity", "final_eval_seconds"]
@@ -34,10 +29,7 @@ COMPARED = ["cell", "seed", "clean_acc", "clean_n", "pgd_acc", "pgd_n", "sanity"
 @pytest.fixture()
 def repo(tmp_path):
     """The researcher's recipes and study file, the same on every checkout (outputs: kdlab's relative defaults)."""
-    folder = tmp_path / "repo"
-    folder.mkdir()
-    (folder / "teacher.yaml").write_text(yaml.safe_dump(TEACHER))
-    (folder / "student.yaml").write_text(yaml.safe_dump(STUDENT))
+    folder = write_pair(tmp_path / "repo", "ct", teacher_epochs=1, student_epochs=1)
     (folder / "cont.yaml").write_text(yaml.safe_dump({
         "study": "cont", "question": "Does a larger learning rate help?", "recipe": str(folder / "student.yaml"),
         "cells": {"grid": {"train.lr": [0.05, 0.1]}}, "seeds": [0], "metric": "pgd_acc",

@@ -11,19 +11,13 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
 
 from kdlab.ablation.pack import MIB, Limits, pack_state, unpack_state
 from kdlab.ablation.slices import STOPPED_EXIT, TimeSlice, parse_duration
 from kdlab.errors import KdlabError
 from tests.helpers.failfast import assert_one_line_error, invoke
+from tests.helpers.tiny_study import write_pair
 
-DATA = {"dataset": "embedded", "subset": 50, "test_subset": 20, "batch_size": 25}
-TEACHER = {"name": "sl-teacher", "data": DATA, "model": {"arch": "resnet_small", "width": 4},
-           "train": {"epochs": 2}, "eval": {"n": 20, "steps": 2}}
-STUDENT = {"name": "sl", "data": DATA, "student": {"arch": "resnet_small", "width": 4},
-           "teacher": {"recipe": "teacher.yaml"}, "method": {"name": "kd"}, "train": {"epochs": 3},
-           "eval": {"n": 20, "steps": 2}}
 GRID = "train.lr=0.05,0.1,0.2"
 TABLE = "results/ablations/sl-grid-train.lr.csv"
 # what a cell computed (not when, where or by which command)
@@ -33,10 +27,7 @@ COMPARED = ["cell", "seed", "setting", "clean_acc", "pgd_acc", "best_epoch", "se
 @pytest.fixture()
 def repo(tmp_path):
     """The researcher's recipes, the same on every machine (output paths: kdlab's relative defaults)."""
-    folder = tmp_path / "repo"
-    folder.mkdir()
-    (folder / "teacher.yaml").write_text(yaml.safe_dump(TEACHER))
-    (folder / "student.yaml").write_text(yaml.safe_dump(STUDENT))
+    folder = write_pair(tmp_path / "repo", "sl", teacher_epochs=2, student_epochs=3)
     return folder
 
 
