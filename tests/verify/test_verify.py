@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kdlab.report.html import build_report
-from kdlab.verify.checks import Table, check_study, committed_tables
+from kdlab.verify.checks import Table, check_study, committed_tables, study_progress
 from tests.helpers.failfast import assert_one_line_error, invoke
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +220,8 @@ def test_the_committed_results_verify():
 
 def test_a_real_declared_study_is_checked_through_kdlab_ablation_study(results):
     """The shipped study file read by kdlab.ablation.study: a table holding exactly its declared (cell, seed) set
-    and digest verifies; one seed short does not."""
+    and digest verifies; one seed short is a study in progress (said, with what is left); a row it does not
+    declare does not verify."""
     from kdlab.ablation.study import load_study
     from kdlab.verify.checks import load_declared_study
 
@@ -238,8 +239,15 @@ def test_a_real_declared_study_is_checked_through_kdlab_ablation_study(results):
     assert check_study(table, results, load_declared_study) == []
     pd.DataFrame(rows[1:]).to_csv(path, index=False)
     table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
+    assert check_study(table, results, load_declared_study) == []
+    first_cell, first_seed = sorted(study.cells())[0]
+    assert study_progress(table, results, load_declared_study) == (
+        f"in progress: results/ablations/{study.name}.csv holds {len(rows) - 1} of the {len(rows)} runs study "
+        f"{study.name} declares (left: {first_cell} s{first_seed})")
+    pd.DataFrame(rows + [{**rows[0], "seed": 99}]).to_csv(path, index=False)
+    table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
     [problem] = check_study(table, results, load_declared_study)
-    assert "in the table only" not in problem.what and "not in the table: " in problem.what
+    assert "in the table only: " in problem.what and f"{first_cell} s99" in problem.what
 
 
 def test_a_tune_command_plans_its_tuning_grid_and_its_tuned_table(results):
