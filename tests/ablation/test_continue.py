@@ -152,7 +152,8 @@ def test_a_different_teacher_is_refused_before_any_cell_and_nothing_is_lost(fini
     machine, _, _ = finished
     fresh = tmp_path / "b"
     fresh_checkout(machine, fresh)
-    table = pd.read_csv(fresh / TABLE)
+    # as text: a hex digest such as 7e12... or 0123... would otherwise be read (and written back) as a number
+    table = pd.read_csv(fresh / TABLE, dtype=str, keep_default_na=False)
     recorded = table["teacher_sha256"].iloc[0]
     table.loc[0, "teacher_sha256"] = "0123456789abcdef"  # one row distilled from other teacher weights
     table.to_csv(fresh / TABLE, index=False)
