@@ -281,16 +281,22 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+# Columns of kdlab's tables that hold hashes: always read as text. A hex digest that happens to look like a number
+# (0123456789, 1234e56789: about 1 in 50 ten-digit ones) would otherwise be read as one and compare unequal.
+DIGEST_COLUMNS = ("plan", "study_sha256", "teacher_sha256", "git_diff_sha256", "git_commit", "run_key",
+                  "checkpoint_sha256", "test_sha256")
+
+
 def read_table(path: str | Path, text: tuple[str, ...] = ()):
-    """A CSV table as a DataFrame, read under its lock; the ``text`` columns as written (a digest such as
-    ``0123456789abcdef`` or ``12e4...`` is not a number)."""
+    """A CSV table as a DataFrame, read under its lock; the :data:`DIGEST_COLUMNS` and the ``text`` columns as
+    written (a digest such as ``0123456789abcdef`` or ``12e4...`` is not a number)."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise KdlabError(f"table '{path}' not found: run an ablation or evaluation first, or check the path")
     with _lock_for(path):
-        return pd.read_csv(path, dtype={column: str for column in text} or None)
+        return pd.read_csv(path, dtype={column: str for column in (*DIGEST_COLUMNS, *text)})
 
 
 def write_problem(folder: Path, existing_file: Path | None = None) -> str | None:

@@ -82,3 +82,17 @@ def test_the_results_folder_of_a_table():
     assert results_folder("results/runs.csv").as_posix() == "results"
     assert results_folder("results/eval.csv").as_posix() == "results"
     assert results_folder("results/ablations/t.csv").as_posix() == "results"
+
+
+def test_tables_read_digest_columns_as_text(tmp_path):
+    """A plan fingerprint or digest that looks like a number (all digits, or digits e digits) stays the string
+    kdlab wrote, so a study's rows still match its plan (pandas alone reads 1234e56789 as inf)."""
+    from kdlab.results import read_table
+
+    path = tmp_path / "t.csv"
+    path.write_text("cell,seed,plan,study_sha256,teacher_sha256,pgd_acc\na,0,1234e56789,0123456789ab,7e12345678901234,"
+                    "12.5\n")
+    row = read_table(path).iloc[0]
+    assert (row["plan"], row["study_sha256"], row["teacher_sha256"]) == ("1234e56789", "0123456789ab",
+                                                                         "7e12345678901234")
+    assert row["pgd_acc"] == 12.5 and row["seed"] == 0
