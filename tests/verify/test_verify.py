@@ -211,8 +211,6 @@ def test_a_study_table_is_not_checked_against_a_command(results):
 
 # --------------------------------------------------------------------------- the real committed tree
 @pytest.mark.slow  # rebuilds the report of every committed table (tens of seconds)
-@pytest.mark.xfail(strict=False, reason="issue #24: the committed tree predates stored diffs and recorded "
-                                        "commands; the lead archives or fixes what kdlab verify lists")
 def test_the_committed_results_verify():
     result = invoke("verify", REPO / "results")
     assert result.exit_code == 0, result.output
