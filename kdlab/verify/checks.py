@@ -125,17 +125,18 @@ def _cells(table: Table, teacher: bool = False) -> set[tuple[str, int]]:
             if (teacher or str(cell) != TEACHER_CELL) and str(seed).strip()}
 
 
-def _difference(made: set, have: set) -> str:
-    def listed(pairs: set) -> str:
-        ordered = [f"{cell} s{seed}" for cell, seed in sorted(pairs)]
-        more = len(ordered) - SHOWN_CELLS
-        return ", ".join(ordered[:SHOWN_CELLS]) + (f" and {more} more" if more > 0 else "")
+def _listed(pairs: set) -> str:
+    ordered = [f"{cell} s{seed}" for cell, seed in sorted(pairs)]
+    more = len(ordered) - SHOWN_CELLS
+    return ", ".join(ordered[:SHOWN_CELLS]) + (f" and {more} more" if more > 0 else "")
 
+
+def _difference(made: set, have: set) -> str:
     parts = [f"{len(made)} (cell, seed) pairs against the table's {len(have)}"]
     if made - have:
-        parts.append(f"not in the table: {listed(made - have)}")
+        parts.append(f"not in the table: {_listed(made - have)}")
     if have - made:
-        parts.append(f"in the table only: {listed(have - made)}")
+        parts.append(f"in the table only: {_listed(have - made)}")
     return "; ".join(parts)
 
 
@@ -212,13 +213,15 @@ def study_name(table: Table) -> str:
     return ",".join(names)
 
 
-def check_study(table: Table, results: Path, load_study: StudyLoader = load_declared_study) -> list[Problem]:
+def check_study(table: Table, results: Path, load_study: StudyLoader = load_declared_study,
+                notes: list[str] | None = None) -> list[Problem]:
     """A table that records a declared study (column ``study``): ``recipes/studies/<study>.yaml`` exists beside the
     results folder, its digest equals the table's ``study_sha256`` and every (cell, seed) of the table is one the
-    study declares (``Study.cells()``, the shared teacher's row included where the preset records one); a table
-    holding part of them is a study in progress (:func:`study_progress`), said but not a problem. The study's tuning grid
-    (``<study>-val.csv``) grows by the declared tuning rounds, so its cells are not declared up front: its digest
-    is checked, its cell set is not."""
+    study declares (``Study.cells()``, the shared teacher's row included where the preset records one). A table
+    holding only part of them is a study in progress (long CPU studies span several sessions, each continuing from
+    the committed table, docs/ablations.md): not a problem, but said in ``notes`` with what is left. The study's
+    tuning grid (``<study>-val.csv``) grows by the declared tuning rounds, so its cells are not declared up front:
+    its digest is checked, its cell set is not."""
     name = study_name(table)
     if table.kind != "ablation" or not name:
         return []
@@ -238,33 +241,16 @@ def check_study(table: Table, results: Path, load_study: StudyLoader = load_decl
         problems.append(Problem("study", where, f"records study_sha256 {', '.join(recorded) or 'none'} but "
                                                 f"{_shown(path, results)} has {study.digest} (the study changed "
                                                 "after the table was written: declare a new study)"))
+    if table.path.stem.endswith("-val"):
+        return problems
     declared = {(str(cell), int(seed)) for cell, seed in study.cells()}
     have = _cells(table, teacher=True)
-    if not table.path.stem.endswith("-val") and have - declared:
+    if have - declared:
         problems.append(Problem("study", where, f"study {name} declares " + _difference(declared, have)))
+    elif declared - have and notes is not None:
+        notes.append(f"in progress: {where} holds {len(have)} of the {len(declared)} runs study {name} declares "
+                     f"(left: {_listed(declared - have)})")
     return problems
-
-
-def study_progress(table: Table, results: Path, load_study: StudyLoader = load_declared_study) -> str | None:
-    """A declared study's table that holds only part of its declared (cell, seed) set: a study in progress (long
-    CPU studies span several sessions, each continuing from the committed table, docs/ablations.md). Not a problem
-    -- :func:`check_study` refuses any row the study does not declare -- but said, with what is left."""
-    name = study_name(table)
-    path = results.absolute().parent / "recipes" / "studies" / f"{name}.yaml"
-    if table.kind != "ablation" or not name or "," in name or table.path.stem.endswith("-val") or not path.is_file():
-        return None
-    try:
-        declared = {(str(cell), int(seed)) for cell, seed in load_study(path).cells()}
-    except KdlabError:
-        return None  # check_study reports it
-    have = _cells(table, teacher=True)
-    if not declared - have:
-        return None
-    left = sorted(declared - have)
-    shown = ", ".join(f"{cell} s{seed}" for cell, seed in left[:SHOWN_CELLS])
-    more = f" and {len(left) - SHOWN_CELLS} more" if len(left) > SHOWN_CELLS else ""
-    return (f"in progress: {_shown(table.path, results)} holds {len(have & declared)} of the {len(declared)} runs "
-            f"study {name} declares (left: {shown}{more})")
 
 
 # --------------------------------------------------------------------------- d. regenerate command
@@ -364,10 +350,8 @@ def verify_results(results: Path, parse: AblateParser, load_study: StudyLoader =
     for table in tables:
         found.problems += check_provenance(table, runs, results)
         found.problems += check_runs_recorded(table, runs, results)
-        found.problems += check_study(table, results, load_study)
+        found.problems += check_study(table, results, load_study, found.notes)
         found.problems += check_command(table, results, parse)
-        progress = study_progress(table, results, load_study)
-        found.notes += [progress] if progress else []
     if report:
         found.problems += check_report(results)
     found.problems += check_index(results)
