@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from kdlab.ablation.execute import run_ablation
+from kdlab.ablation.execute import final_eval_rows, run_ablation
 from kdlab.ablation.grid import AblationPlan
 from kdlab.ablation.slices import TimeSlice
 from kdlab.config.names import HEADLINE_METRICS
@@ -141,7 +141,7 @@ def run_final_evaluation(table: Path, final: dict, *, threads: int, here: bool) 
         return
     console.print(f"final evaluation (declared): {command}", highlight=False, soft_wrap=True)
     evaluate_table(table, list(final["attacks"]), int(final["n"]), bool(final["sanity"]), threads=threads,
-                   out=Path(table).parent.parent / "eval.csv",
+                   out=final_eval_rows(Path(table).parent),
                    notify=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True))
 
 

@@ -196,6 +196,12 @@ def _absent(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and value != value)
 
 
+def final_eval_rows(out_dir: Path) -> Path:
+    """Where a study's final evaluation appends its attack rows: ``eval.csv`` beside the tables' folder
+    (``results/eval.csv`` for ``results/ablations/``), the file ``kdlab eval TABLE.csv`` writes by default."""
+    return Path(out_dir).parent / "eval.csv"
+
+
 def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
                  on_cell: Callable[[str, int, dict], None] | None = None,
                  time_slice: TimeSlice | None = None, final: dict | None = None) -> Path:
@@ -216,7 +222,7 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     table = AblationTable(plan, out_dir, on_cell)
     limit = time_slice.deadline() if time_slice is not None else None
-    eval_out = out_dir.parent / "eval.csv"  # results/eval.csv beside results/ablations/, as kdlab eval TABLE.csv
+    eval_out = final_eval_rows(out_dir)
     from_table = bool(plan.study)
     pending = list(table.order())
     finished: list[str] = []
