@@ -26,7 +26,7 @@ import yaml
 
 from kdlab.ablation.grid import AblationPlan, Cell
 from kdlab.ablation.slices import SliceStopped, TimeSlice
-from kdlab.ablation.table import AblationTable, missing
+from kdlab.ablation.table import AblationTable, committed, missing
 from kdlab.config.recipe import Recipe, keyed_settings, validate_recipe
 from kdlab.errors import Diverged, KdlabError
 from kdlab.report.tables import TEACHER_CELL
@@ -270,14 +270,12 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
                     raise stop_here([f"{cell.label} seed {seed}" for cell, seed in pending])
 
     if from_table:  # a fresh checkout: complete rows of the committed table stand for their absent run directories
+        kept = committed(plan, table.rows, final)
         for cell, seed in list(pending):
-            row = table.rows.get((cell.label, seed))
-            if row is None:
-                continue
+            if (cell.label, seed) not in kept:
+                continue  # no row, or its run directory is here: trained or reused as usual
+            row, why = table.rows[(cell.label, seed)], kept[(cell.label, seed)]
             run_dir = "" if _absent(row.get("run_dir")) else str(row["run_dir"])
-            if run_dir and (Path(run_dir) / "summary.json").is_file():
-                continue  # here: reused as usual (its row re-recorded, its final evaluation cached)
-            why = missing(plan, cell, seed, row, final)
             if why is None:
                 pending.remove((cell, seed))
                 console.print(f"  {cell.label} seed {seed}: from the table (run directory not here)", highlight=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlab.config.methods import SETTINGS, methods_for
+from kdlab.config.paths import location_free
 from kdlab.config.recipe import Recipe, apply_overrides, read_recipe_file, validate_recipe
 from kdlab.errors import KdlabError
 from kdlab.report.commands import plan_fingerprint
@@ -77,10 +78,12 @@ class AblationPlan:
     @property
     def fingerprint(self) -> str:
         """A hash of what the table's numbers depend on: the base recipe with the common overrides, every
-        cell's overrides and the attacks (not the seeds: adding a seed extends the same table)."""
+        cell's overrides and the attacks (not the seeds: adding a seed extends the same table). Paths enter by
+        their last component (:func:`kdlab.config.paths.location_free`): the same study on a checkout elsewhere
+        has the same fingerprint, so its committed rows are recognised there."""
         if self.fixed_fingerprint:
             return self.fixed_fingerprint
-        base = apply_overrides(self.base_raw, self.common_overrides)
+        base = location_free(apply_overrides(self.base_raw, self.common_overrides))
         return plan_fingerprint(base, [list(cell.overrides) for cell in self.cells], list(self.attacks))
 
     def table_path(self, out_dir: Path) -> Path:

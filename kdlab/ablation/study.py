@@ -165,6 +165,41 @@ class Study:
         return lines
 
 
+def check_study_plan(study: Study, out: Path, timing: bool = True, threads: int | None = None) -> Any:
+    """``kdlab check STUDY.yaml``: the plan check of the study's cells (:func:`kdlab.check.plan.check_ablation_plan`)
+    showing what ``kdlab ablate STUDY.yaml`` will do on this checkout: a (cell, seed) whose complete row the
+    committed table holds is *from the table* (not retrained, :func:`kdlab.ablation.table.committed`), and under
+    the estimate, the declared final evaluation's cost for the runs left, from the final evaluations the table
+    records (the timed steps cover training only). A tuned study's final cells are known only after its tuning,
+    so its plan is the untuned one, as before."""
+    import statistics
+
+    from kdlab.ablation.table import committed, table_rows
+    from kdlab.check.plan import check_ablation_plan
+    from kdlab.runs.estimate import clock
+
+    plan = study.plan()
+    checked = check_ablation_plan(plan, out, timing=timing, threads=threads)
+    final = study.declaration["final"]
+    rows = table_rows(plan, plan.table_path(out))
+    if study.tune is None:
+        kept = committed(plan, rows, final)
+        for run in checked.runs:
+            if run.status != "finished" and kept.get((run.role, run.seed), "") is None:
+                run.status = "committed"
+    if final is not None:
+        left = [run for run in checked.to_train if run.role != TEACHER_CELL]
+        measured = [float(row["final_eval_seconds"]) for key, row in rows.items()
+                    if key[0] != TEACHER_CELL and row.get("final_eval_seconds") not in (None, "")]
+        what = f"declared final evaluation ({', '.join(final['attacks'])} on n={final['n']}" + \
+            (", sanity" if final["sanity"] else "") + f") of the {len(left)} cell runs left"
+        checked.after.append(f"{what}: about {clock(len(left) * statistics.median(measured))} more, one after "
+                             f"another (the median of the {len(measured)} this table records)" if measured and left
+                             else f"{what}: not estimated (the table records none yet)" if left
+                             else "declared final evaluation: none left")
+    return checked
+
+
 def load_study(path: str | Path) -> Study:
     """Read and check a study file: one-line errors for every mistake visible without training."""
     import yaml

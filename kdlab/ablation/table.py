@@ -99,6 +99,39 @@ def missing(plan: AblationPlan, cell: Cell, seed: int, row: dict[str, Any], fina
     return f"no {', '.join(gaps[:3])}{' ...' if len(gaps) > 3 else ''} in its row"
 
 
+def table_rows(plan: AblationPlan, path: Path) -> dict[tuple[str, int], dict]:
+    """The rows of ``plan``'s table at ``path`` (read under the table's lock, like its writers) by (cell, seed):
+    those of the plan's cells and seeds (and the shared teacher's), for a declared study only those of its plan
+    fingerprint (rows of an earlier tuning choice are left out). Nothing when the table does not exist."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return {}
+    frame = read_table(path, text=DIGESTS)
+    wanted = {cell.label for cell in plan.cells} | {TEACHER_CELL}
+    frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(plan.seeds)]
+    if plan.study and "plan" in frame.columns:
+        frame = frame[frame["plan"].astype(str) == plan.fingerprint]
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return {(str(row["cell"]), int(row["seed"])): row for row in records}
+
+
+def committed(plan: AblationPlan, rows: dict[tuple[str, int], dict], final: dict | None) -> dict[tuple[str, int], str | None]:
+    """A declared study continued on a fresh checkout (:func:`kdlab.ablation.execute.run_ablation`): for each
+    (cell, seed) of the plan whose row the committed table holds (``rows``, :func:`table_rows`) and whose run
+    directory is not here, ``None`` when that row stands for the run (complete, :func:`missing`), else why it is
+    retrained. A (cell, seed) whose run directory is here is left out: it is reused as any finished run."""
+    kept: dict[tuple[str, int], str | None] = {}
+    for seed in plan.seeds:
+        for cell in plan.cells:
+            row = rows.get((cell.label, seed))
+            if row is None:
+                continue
+            run_dir = row.get("run_dir")
+            if run_dir and (Path(str(run_dir)) / "summary.json").is_file():
+                continue
+            kept[(cell.label, seed)] = missing(plan, cell, seed, row, final)
+    return kept
+
+
 class AblationTable:
     """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
     has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell).
@@ -108,18 +141,7 @@ class AblationTable:
     def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.plan, self.path, self.on_cell = plan, plan.table_path(out_dir), on_cell
-        self.rows: dict[tuple[str, int], dict] = self._rows_on_disk()
-
-    def _rows_on_disk(self) -> dict[tuple[str, int], dict]:
-        if not self.path.is_file() or self.path.stat().st_size == 0:
-            return {}
-        frame = read_table(self.path, text=DIGESTS)  # under the table's lock, like its writers
-        wanted = {cell.label for cell in self.plan.cells} | {TEACHER_CELL}
-        frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(self.plan.seeds)]
-        if self.plan.study and "plan" in frame.columns:  # a study's rows of an earlier choice (tuned values) go
-            frame = frame[frame["plan"].astype(str) == self.plan.fingerprint]
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        return {(str(row["cell"]), int(row["seed"])): row for row in records}
+        self.rows: dict[tuple[str, int], dict] = table_rows(plan, self.path)
 
     def record(self, cell: Cell, seed: int, summary: dict) -> None:
         from kdlab.report.tables import write_ablation_outputs

@@ -49,7 +49,7 @@ class PlannedRun:
     recipe: Any
     seed: int
     run_dir: Path | None = None
-    status: str = "to train"  # finished | unfinished | to train
+    status: str = "to train"  # finished | unfinished | to train | committed (a study's complete committed row)
     reuse_from: Path | None = None
     facts: DataFacts | None = None
     cost: Any = None  # kdlab.check.models.StepCost when timed
@@ -67,10 +67,11 @@ class Plan:
     recipe: Any = None  # the checked recipe (train/distill); an ablation's first cell
     notes: list[str] = field(default_factory=list)  # what --set changed beyond its keys (a dropped method setting)
     threads: int | None = None  # the torch threads the steps were timed with (the runs' count)
+    after: list[str] = field(default_factory=list)  # lines under the estimate (a study's final evaluation)
 
     @property
     def to_train(self) -> list[PlannedRun]:
-        return [run for run in self.runs if run.status != "finished"]
+        return [run for run in self.runs if run.status not in ("finished", "committed")]
 
 
 # --------------------------------------------------------------------------- recipes

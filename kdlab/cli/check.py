@@ -68,7 +68,7 @@ def check(
     from kdlab.runs.estimate import plan_lines, plan_summary
 
     set_threads(threads)
-    from kdlab.ablation.study import is_study_file
+    from kdlab.ablation.study import check_study_plan, is_study_file
 
     if is_study_file(recipe):  # a declared study: its own cells and seeds, no plan flags
         study = ablation_flags.study_plan(recipe, {
@@ -77,7 +77,7 @@ def check(
             "--method-set": bool(method_set), "--inner-steps": inner_steps is not None,
             "--inner-step": inner_step is not None, "--seeds": seeds is not None, "--attack": bool(attack),
             "--set": bool(set_), "--name": name is not None}, out)
-        plan = check_ablation_plan(study.plan(), out, timing=timing, threads=threads)
+        plan = check_study_plan(study, out, timing=timing, threads=threads)
     elif components or blocks is not None or grid or methods is not None:
         _, ablation = ablation_flags.ablation_plan(
             recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds,

@@ -9,7 +9,8 @@ refused by the data loaders (which name ``data.root``) before any teacher is tra
 
 The run key (:meth:`kdlab.config.recipe.Recipe.key`) does not hash these absolute paths, which differ between
 machines: a teacher enters a student's key by its own identity (its run key, or its checkpoint's digest) and
-data by the dataset's name and the last component of ``data.root`` (the dataset folder's name).
+data by the dataset's name and the last component of ``data.root`` (the dataset folder's name). An ablation's
+plan fingerprint sees each path by its last component alike (:func:`location_free`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,21 @@ def resolve_paths(raw: Any, folder: str | Path) -> Any:
             path = Path(node[key].strip()).expanduser()
             node[key] = path.as_posix() if path.is_absolute() else os.path.abspath(Path(folder) / path)
     return resolved
+
+
+def location_free(raw: Any) -> Any:
+    """A copy of a resolved raw recipe mapping with every path key cut to its last component (the dataset folder's
+    name, the teacher recipe's or checkpoint's file name), as the run key sees them: what an ablation's plan
+    fingerprint hashes (:attr:`kdlab.ablation.grid.AblationPlan.fingerprint`), so a study's committed rows are
+    recognised on a checkout that lives elsewhere."""
+    if not isinstance(raw, dict):
+        return raw
+    free = copy.deepcopy(raw)
+    for section, key in PATH_KEYS:
+        node = free.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key].strip():
+            node[key] = Path(node[key].strip()).name
+    return free
 
 
 def check_paths(recipe: Any, source: str) -> None:

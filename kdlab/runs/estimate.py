@@ -148,12 +148,14 @@ def clock(seconds: float | None) -> str | None:
 def plan_lines(plan: Any) -> list[str]:
     """One line per run of the plan: what it is, whether it trains or is reused, its estimate, its directory
     (plain padded text, never cut to the terminal's width: the directory is what a user looks for)."""
-    status = {"finished": "finished: reused", "unfinished": "unfinished: resumes", "to train": "to train"}
+    status = {"finished": "finished: reused", "unfinished": "unfinished: resumes", "to train": "to train",
+              "committed": "from the table"}
 
     def role(run: Any) -> str:
         return run.role if run.role == "teacher" or plan.seeds <= 1 else f"{run.role}, seed {run.seed}"
 
-    rows = [(role(run), status[run.status], (clock(run.seconds) or "-") if run.status != "finished" else "",
+    rows = [(role(run), status[run.status],
+             (clock(run.seconds) or "-") if run.status not in ("finished", "committed") else "",
              str(run.reuse_from or run.run_dir)) for run in plan.runs]
     rows.insert(0, ("run", "status", "estimate", "directory"))
     widths = [max(len(row[k]) for row in rows) for k in range(3)]
@@ -166,7 +168,9 @@ def plan_summary(plan: Any, threads: int | None = None) -> list[str]:
     steps were timed with when the plan does not say)."""
     threads = getattr(plan, "threads", None) or threads
     finished = [run for run in plan.runs if run.status == "finished"]
-    lines = [f"{len(plan.runs)} runs: {len(finished)} finished (reused), {len(plan.to_train)} to train"
+    kept = [run for run in plan.runs if run.status == "committed"]
+    lines = [f"{len(plan.runs)} runs: {len(finished)} finished (reused), "
+             + (f"{len(kept)} from the committed table, " if kept else "") + f"{len(plan.to_train)} to train"
              + (f"; {plan.cells} cells x {plan.seeds} seeds" if plan.cells > 1 or plan.seeds > 1 else "")]
     timed = [run.seconds for run in plan.to_train if run.seconds is not None]
     if plan.to_train and timed:
@@ -174,7 +178,7 @@ def plan_summary(plan: Any, threads: int | None = None) -> list[str]:
                      f"({how_estimated(plan.to_train, threads)})")
     elif not plan.to_train:
         lines.append("nothing to train: every run is finished and will be reused (--force retrains)")
-    return lines
+    return lines + list(getattr(plan, "after", []))
 
 
 # --------------------------------------------------------------------------- a started run: its expected time

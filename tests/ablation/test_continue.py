@@ -224,3 +224,50 @@ def test_a_study_with_a_teacher_row_keeps_it_on_a_fresh_checkout(repo, tmp_path,
     assert events == ["train ct-teacher"]
     assert "teacher seed 0: from the table" in again.output
     assert (fresh / table).read_bytes() == before
+
+
+
+def test_a_checkout_in_another_folder_continues_from_the_committed_rows(repo, tmp_path, monkeypatch, events):
+    """A fresh clone lives in another folder, where its recipes resolve to other absolute paths. The plan fingerprint
+    sees paths by their last component, so the committed rows are still the study's there (before, every row was
+    retrained)."""
+    study = yaml.safe_load((repo / "cont.yaml").read_text())
+    (repo / "cont.yaml").write_text(yaml.safe_dump({**study, "recipe": "student.yaml"}))  # as shipped: relative
+    machine = tmp_path / "a"
+    machine.mkdir()
+    monkeypatch.chdir(machine)
+    assert ablate(repo).exit_code == 0
+    events.clear()
+    clone = tmp_path / "elsewhere" / "repo"
+    shutil.copytree(repo, clone)
+    shutil.rmtree(repo)  # only the clone's recipes exist now
+    fresh = tmp_path / "b"
+    fresh_checkout(machine, fresh)
+    monkeypatch.chdir(fresh)
+    result = ablate(clone)
+    assert result.exit_code == 0, result.output
+    assert events == ["train ct-teacher"]  # no cell trained or evaluated again
+    assert result.output.count("from the table (run directory not here)") == 2
+    assert compared(fresh) == compared(machine)
+
+
+def test_check_shows_what_ablate_will_do_on_a_fresh_checkout(finished, tmp_path, monkeypatch, repo, events):
+    """kdlab check STUDY.yaml: the committed complete rows are "from the table" (ablate does not retrain them), an
+    incomplete one is to train, and the final evaluation left is estimated from the evaluations the table records."""
+    machine, _, _ = finished
+    fresh = tmp_path / "b"
+    fresh_checkout(machine, fresh)
+    table = pd.read_csv(fresh / TABLE)
+    recorded = sorted(table["final_eval_seconds"])
+    table.loc[table["cell"] == "lr=0.1", ["pgd_acc", "pgd_n"]] = None  # its final evaluation never ran
+    table.to_csv(fresh / TABLE, index=False)
+    monkeypatch.chdir(fresh)
+    result = invoke("check", str(repo / "cont.yaml"), "--no-timing", "--threads", "1", "--out", "results/ablations")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.startswith("  lr=")}
+    assert "from the table" in lines["lr=0.05"] and "to train" in lines["lr=0.1"]
+    assert "3 runs: 0 finished (reused), 1 from the committed table, 2 to train" in result.output
+    # one cell run left; the median of the two recorded final evaluations (the incomplete row keeps its seconds)
+    median = (recorded[0] + recorded[1]) / 2
+    assert f"of the 1 cell runs left: about 0:00:{round(median):02d} more" in result.output
+    assert events == []  # nothing trained

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Issue #24's declared CPU studies, continued on any checkout: two queues, one core each. Start both first thing in
+# a session, from the repository root (a detached worktree keeps edits to main away from the running code):
+#   bash scripts/cpu_studies.sh a > a.log 2>&1 &
+#   bash scripts/cpu_studies.sh b > b.log 2>&1 &
+# Each study runs as `kdlab ablate recipes/studies/NAME.yaml --jobs 1 --threads 1`, which continues from its
+# committed table (complete rows are not retrained; docs/ablations.md, "Continuing a study"). Commit
+# results/ablations/, results/eval.csv, results/runs.csv and results/diffs/ as cells finish.
+#
+# Queue a takes the CIFAR-10 studies, which share one teacher (recipes/mixacm_cifar10_cpu_teacher.yaml, ~75 min
+# on one core, retrained on a fresh checkout and checked against the tables' teacher_sha256); queue b takes the
+# BCCD detection studies (each with its own teacher, 15-25 min), then the CIFAR-10 studies from the other end.
+# A study is run by one queue at a time (flock; the other queue skips it), and queue b starts a CIFAR-10 study only
+# once the shared teacher has finished training, so the two never train it at once.
+#
+# KDLAB_KEEP (optional): a folder outside the checkout where the shared teacher's run directory is kept between
+# sessions on the same machine; it is copied in before training and saved once trained. The tables' teacher_sha256
+# check still decides whether it may be used.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+QUEUE=${1:?usage: cpu_studies.sh a|b}
+KDLAB=${KDLAB:-kdlab}
+LOCKS=${KDLAB_LOCKS:-/tmp/kdlab-study-locks}
+mkdir -p "$LOCKS"
+
+CIFAR=(mixacm_cpu_components teacher_headroom_cpu mixacm_cpu_blocks methods_cpu)
+BCCD=(skd_bccd_retinanet_cpu skd_bccd_cpu)
+TEACHER_GLOB="results/runs/mixacm-cpu-teacher-*"
+
+reversed() { local i; for ((i=$#; i>0; i--)); do echo "${!i}"; done; }
+case $QUEUE in
+    a) ORDER=("${CIFAR[@]}" "${BCCD[@]}") ;;
+    b) ORDER=("${BCCD[@]}" $(reversed "${CIFAR[@]}")) ;;
+    *) echo "cpu_studies.sh: queue must be a or b, not $QUEUE" >&2; exit 2 ;;
+esac
+
+teacher_trained() { compgen -G "$TEACHER_GLOB/summary.json" > /dev/null; }
+
+restore_teacher() {
+    [ -n "${KDLAB_KEEP:-}" ] && [ -d "$KDLAB_KEEP/runs" ] || return 0
+    local kept
+    for kept in "$KDLAB_KEEP"/runs/mixacm-cpu-teacher-*; do
+        [ -f "$kept/summary.json" ] && [ ! -e "results/runs/$(basename "$kept")" ] || continue
+        mkdir -p results/runs && cp -r "$kept" results/runs/ && echo "teacher restored from $kept"
+    done
+}
+
+keep_teacher() {
+    [ -n "${KDLAB_KEEP:-}" ] && teacher_trained || return 0
+    mkdir -p "$KDLAB_KEEP/runs" && cp -r $TEACHER_GLOB "$KDLAB_KEEP/runs/" 2>/dev/null || true
+}
+
+is_cifar() { local s; for s in "${CIFAR[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+restore_teacher
+for study in "${ORDER[@]}"; do
+    if [ "$QUEUE" = b ] && is_cifar "$study"; then
+        until teacher_trained; do sleep 60; done
+    fi
+    (
+        flock -n 9 || { echo "$(date -u +%FT%TZ) $study: taken by the other queue, skipped"; exit 0; }
+        echo "$(date -u +%FT%TZ) $study: start"
+        "$KDLAB" ablate "recipes/studies/$study.yaml" --jobs 1 --threads 1
+        echo "$(date -u +%FT%TZ) $study: exit $?"
+    ) 9> "$LOCKS/$study.lock"
+    is_cifar "$study" && keep_teacher
+done
