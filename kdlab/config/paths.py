@@ -27,17 +27,25 @@ from kdlab.errors import KdlabError
 PATH_KEYS = (("data", "root"), ("teacher", "recipe"), ("teacher", "checkpoint"), ("teacher", "model_dir"))
 
 
-def resolve_paths(raw: Any, folder: str | Path) -> Any:
-    """A copy of the raw recipe mapping with every relative path key made absolute against ``folder``."""
+def _map_paths(raw: Any, change: Any) -> Any:
+    """A copy of the raw recipe mapping with ``change(path)`` in place of every non-empty path key's value."""
     if not isinstance(raw, dict):
         return raw
-    resolved = copy.deepcopy(raw)
+    changed = copy.deepcopy(raw)
     for section, key in PATH_KEYS:
-        node = resolved.get(section)
+        node = changed.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str) and node[key].strip():
-            path = Path(node[key].strip()).expanduser()
-            node[key] = path.as_posix() if path.is_absolute() else os.path.abspath(Path(folder) / path)
-    return resolved
+            node[key] = change(Path(node[key].strip()))
+    return changed
+
+
+def resolve_paths(raw: Any, folder: str | Path) -> Any:
+    """A copy of the raw recipe mapping with every relative path key made absolute against ``folder``."""
+    def absolute(path: Path) -> str:
+        path = path.expanduser()
+        return path.as_posix() if path.is_absolute() else os.path.abspath(Path(folder) / path)
+
+    return _map_paths(raw, absolute)
 
 
 def location_free(raw: Any) -> Any:
@@ -45,14 +53,7 @@ def location_free(raw: Any) -> Any:
     name, the teacher recipe's or checkpoint's file name), as the run key sees them: what an ablation's plan
     fingerprint hashes (:attr:`kdlab.ablation.grid.AblationPlan.fingerprint`), so a study's committed rows are
     recognised on a checkout that lives elsewhere."""
-    if not isinstance(raw, dict):
-        return raw
-    free = copy.deepcopy(raw)
-    for section, key in PATH_KEYS:
-        node = free.get(section)
-        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key].strip():
-            node[key] = Path(node[key].strip()).name
-    return free
+    return _map_paths(raw, lambda path: path.name)
 
 
 def check_paths(recipe: Any, source: str) -> None:
