@@ -110,6 +110,16 @@ class Study:
         cells = {(cell.label, seed) for cell in plan.cells for seed in plan.seeds}
         return cells | ({(TEACHER_CELL, plan.seeds[0])} if plan.include_teacher else set())
 
+    def fingerprint(self, table: str = "") -> str | None:
+        """The plan fingerprint the rows of the study's table (``table`` ``""``) or of its tuning grid (``"-val"``)
+        record when ``kdlab ablate`` here would recognise them (:attr:`AblationPlan.fingerprint`); None for a tuned
+        study's final table (its cells are known only from the tuning grid's choice) or a grid it has not."""
+        if table == "-val":
+            from kdlab.ablation.tuning import tuning_plan
+
+            return tuning_plan(self.plan(), self.tune_spec(), None, self.tune_val_size).fingerprint if self.tune else None
+        return None if self.tune else self.plan().fingerprint
+
     def labels(self) -> list[str]:
         return [cell.label for cell in self.plan().cells]
 

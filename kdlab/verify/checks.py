@@ -7,7 +7,8 @@ The tables checked: ``ablations/*.csv``, ``runs.csv`` and ``eval*.csv`` of the f
 - :func:`check_provenance` every row names its commit; a ``-dirty`` row's patch is in ``diffs/`` and hashes to its
   ``git_diff_sha256``;
 - :func:`check_runs_recorded` every ablation row's run has a row in ``runs.csv``;
-- :func:`check_study` a table that records a declared study matches ``recipes/studies/<study>.yaml``;
+- :func:`check_study` a table that records a declared study matches ``recipes/studies/<study>.yaml`` (its digest,
+  its (cell, seed) set, and the plan fingerprint its rows record, without which ``kdlab ablate`` retrains them);
 - :func:`check_command` a table without one: its regenerate command (:mod:`kdlab.report.commands`) plans exactly
   its (cell, seed) set (:mod:`kdlab.verify.commands`; nothing is trained);
 - :func:`check_report` the committed ``report.html`` is what ``kdlab report`` writes from the tables now;
@@ -241,6 +242,7 @@ def check_study(table: Table, results: Path, load_study: StudyLoader = load_decl
         problems.append(Problem("study", where, f"records study_sha256 {', '.join(recorded) or 'none'} but "
                                                 f"{_shown(path, results)} has {study.digest} (the study changed "
                                                 "after the table was written: declare a new study)"))
+    problems += _plan_problems(table, study, where)
     if table.path.stem.endswith("-val"):
         return problems
     declared = {(str(cell), int(seed)) for cell, seed in study.cells()}
@@ -251,6 +253,23 @@ def check_study(table: Table, results: Path, load_study: StudyLoader = load_decl
         notes.append(f"in progress: {where} holds {len(have)} of the {len(declared)} runs study {name} declares "
                      f"(left: {_listed(declared - have)})")
     return problems
+
+
+def _plan_problems(table: Table, study: Any, where: str) -> list[Problem]:
+    """The rows' ``plan`` fingerprints against the one ``kdlab ablate`` computes for the study here
+    (``study.fingerprint``): a row under another one is not recognised, so the study would train it again (a
+    recipe or a default changed since the rows were written). A tuned study's final table is not checked (its
+    cells come from the tuning grid's choice), nor a table without the column."""
+    fingerprint = getattr(study, "fingerprint", None)
+    if fingerprint is None or "plan" not in table.rows.columns:
+        return []
+    expected = fingerprint("-val" if table.path.stem.endswith("-val") else "")
+    recorded = sorted({plan.strip() for plan in table.column("plan")} - {expected, ""})
+    if expected is None or not recorded:
+        return []
+    return [Problem("study", where, f"records plan {', '.join(recorded)} but study {study.name} plans "
+                                    f"{expected} here: kdlab ablate would not recognise those rows and would "
+                                    "train them again (a recipe or a default changed since they were written)")]
 
 
 # --------------------------------------------------------------------------- d. regenerate command

@@ -262,3 +262,29 @@ def test_a_tune_command_plans_its_tuning_grid_and_its_tuned_table(results):
     tuned = results / "ablations" / "demo-grid-train.lr-tuned.csv"
     assert planned_cells(command, tuned, results, ablate_flags) == {("lr=0.05", 3), ("lr=0.05", 4), ("lr=0.1", 3),
                                                                      ("lr=0.1", 4)}
+
+
+def test_study_rows_under_another_plan_fingerprint_fail(results):
+    """Rows whose ``plan`` is not the fingerprint kdlab ablate computes for the study here would be trained again
+    (before the fingerprint ignored where the checkout lives, every table committed from another folder was in
+    this state): a problem naming both fingerprints."""
+    from kdlab.ablation.study import load_study
+    from kdlab.verify.checks import load_declared_study
+
+    source = REPO / "recipes" / "studies" / "mixacm_cpu_blocks.yaml"
+    shutil.copytree(REPO / "recipes", results.parent / "recipes", dirs_exist_ok=True)  # the study, its recipes, elsewhere
+    study = load_study(results.parent / "recipes" / "studies" / source.name)
+    expected = study.fingerprint()
+    assert expected == load_study(source).fingerprint()  # the same study in another folder: the same fingerprint
+    rows = [{"ablation": study.name, "kind": "blocks", "cell": cell, "seed": seed, "study": study.name,
+             "study_sha256": study.digest, "plan": expected} for cell, seed in sorted(study.cells())]
+    path = results / "ablations" / f"{study.name}.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
+    assert check_study(table, results, load_declared_study) == []
+    rows[0]["plan"] = "0123456789"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
+    [problem] = check_study(table, results, load_declared_study)
+    assert problem.what.startswith(f"records plan 0123456789 but study {study.name} plans {expected} here: "
+                                   "kdlab ablate would not recognise those rows")
