@@ -7,7 +7,7 @@
 # committed table (complete rows are not retrained; docs/ablations.md, "Continuing a study"). Commit
 # results/ablations/, results/eval.csv, results/runs.csv and results/diffs/ as cells finish.
 #
-# Queue a takes the CIFAR-10 studies, which share one teacher (recipes/mixacm_cifar10_cpu_teacher.yaml, ~75 min
+# Queue a takes the CIFAR-10 studies (the short headroom study first), which share one teacher (recipes/mixacm_cifar10_cpu_teacher.yaml, ~75 min
 # on one core, retrained on a fresh checkout and checked against the tables' teacher_sha256); queue b takes the
 # BCCD detection studies (each with its own teacher, 15-25 min), then the CIFAR-10 studies from the other end.
 # A study is run by one queue at a time (flock; the other queue skips it), and queue b starts a CIFAR-10 study only
@@ -24,7 +24,7 @@ KDLAB=${KDLAB:-kdlab}
 LOCKS=${KDLAB_LOCKS:-/tmp/kdlab-study-locks}
 mkdir -p "$LOCKS"
 
-CIFAR=(mixacm_cpu_components teacher_headroom_cpu mixacm_cpu_blocks methods_cpu)
+CIFAR=(teacher_headroom_cpu mixacm_cpu_components mixacm_cpu_blocks methods_cpu)
 BCCD=(skd_bccd_retinanet_cpu skd_bccd_cpu)
 TEACHER_GLOB="results/runs/mixacm-cpu-teacher-*"
 
