@@ -7,9 +7,10 @@
 # committed table (complete rows are not retrained; docs/ablations.md, "Continuing a study"). Commit
 # results/ablations/, results/eval.csv, results/runs.csv and results/diffs/ as cells finish.
 #
-# Queue a takes the CIFAR-10 studies (the short headroom study first), which share one teacher (recipes/mixacm_cifar10_cpu_teacher.yaml, ~75 min
-# on one core, retrained on a fresh checkout and checked against the tables' teacher_sha256); queue b takes the
-# BCCD detection studies (each with its own teacher, 15-25 min), then the CIFAR-10 studies from the other end.
+# Queue a takes the CIFAR-10 studies (the short headroom study first), which share one teacher
+# (recipes/mixacm_cifar10_cpu_teacher.yaml, ~75 min on one core, retrained on a fresh checkout and checked against
+# the tables' teacher_sha256); queue b takes the BCCD detection studies (each with its own teacher, 15-25 min),
+# then the CIFAR-10 studies from the other end.
 # A study is run by one queue at a time (flock; the other queue skips it), and queue b starts a CIFAR-10 study only
 # once the shared teacher has finished training, so the two never train it at once.
 #
