@@ -7,12 +7,15 @@
 # committed table (complete rows are not retrained; docs/ablations.md, "Continuing a study"). Commit
 # results/ablations/, results/eval.csv, results/runs.csv and results/diffs/ as cells finish.
 #
-# Queue a takes the CIFAR-10 studies (the short headroom study first), which share one teacher
-# (recipes/mixacm_cifar10_cpu_teacher.yaml, ~75 min on one core, retrained on a fresh checkout and checked against
-# the tables' teacher_sha256); queue b takes the BCCD detection studies (each with its own teacher, 15-25 min),
-# then the CIFAR-10 studies from the other end.
+# Queue a takes the CIFAR-10 studies that share one teacher (recipes/mixacm_cifar10_cpu_teacher.yaml, ~75 min on
+# one core, retrained on a fresh checkout and checked against the tables' teacher_sha256): the short headroom study,
+# then methods_cpu (its tuning, then its final runs). Queue b takes the RetinaNet BCCD study (its own teacher), then
+# the MixACM components and blocks studies, then the Faster R-CNN BCCD study. Each then takes what the other left.
 # A study is run by one queue at a time (flock; the other queue skips it), and queue b starts a CIFAR-10 study only
 # once the shared teacher has finished training, so the two never train it at once.
+# The MixACM components and blocks studies use recipes/mixacm_cifar10_cpu.yaml's acm.weight, which is the value
+# methods_cpu's tuning chooses for MixACM (the same recipe): they are skipped until that recipe says so (a line
+# "acm.weight: chosen by recipes/studies/methods_cpu.yaml", written with the value once the tuning has chosen it).
 #
 # KDLAB_KEEP (optional): a folder outside the checkout where the shared teacher's run directory is kept between
 # sessions on the same machine; it is copied in before training and saved once trained. The tables' teacher_sha256
@@ -25,14 +28,12 @@ KDLAB=${KDLAB:-kdlab}
 LOCKS=${KDLAB_LOCKS:-/tmp/kdlab-study-locks}
 mkdir -p "$LOCKS"
 
-CIFAR=(teacher_headroom_cpu mixacm_cpu_components mixacm_cpu_blocks methods_cpu)
-BCCD=(skd_bccd_retinanet_cpu skd_bccd_cpu)
+CIFAR=(teacher_headroom_cpu methods_cpu mixacm_cpu_components mixacm_cpu_blocks)
 TEACHER_GLOB="results/runs/mixacm-cpu-teacher-*"
 
-reversed() { local i; for ((i=$#; i>0; i--)); do echo "${!i}"; done; }
 case $QUEUE in
-    a) ORDER=("${CIFAR[@]}" "${BCCD[@]}") ;;
-    b) ORDER=("${BCCD[@]}" $(reversed "${CIFAR[@]}")) ;;
+    a) ORDER=(teacher_headroom_cpu methods_cpu mixacm_cpu_components mixacm_cpu_blocks skd_bccd_retinanet_cpu skd_bccd_cpu) ;;
+    b) ORDER=(skd_bccd_retinanet_cpu mixacm_cpu_components mixacm_cpu_blocks skd_bccd_cpu methods_cpu teacher_headroom_cpu) ;;
     *) echo "cpu_studies.sh: queue must be a or b, not $QUEUE" >&2; exit 2 ;;
 esac
 
@@ -54,8 +55,14 @@ keep_teacher() {
 
 is_cifar() { local s; for s in "${CIFAR[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
+weight_pinned() { grep -q "acm.weight: chosen by recipes/studies/methods_cpu.yaml" recipes/mixacm_cifar10_cpu.yaml; }
+
 restore_teacher
 for study in "${ORDER[@]}"; do
+    if { [ "$study" = mixacm_cpu_components ] || [ "$study" = mixacm_cpu_blocks ]; } && ! weight_pinned; then
+        echo "$(date -u +%FT%TZ) $study: skipped until MixACM's acm.weight is pinned from methods_cpu's tuning"
+        continue
+    fi
     if [ "$QUEUE" = b ] && is_cifar "$study"; then
         until teacher_trained; do sleep 60; done
     fi
