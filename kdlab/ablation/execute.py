@@ -30,6 +30,7 @@ from kdlab.ablation.table import AblationTable, committed, missing
 from kdlab.config.recipe import Recipe, keyed_settings, validate_recipe
 from kdlab.errors import Diverged, KdlabError
 from kdlab.report.tables import TEACHER_CELL
+from kdlab.results import results_folder
 from kdlab.train.engine import Deadline, OutOfTime, deadline
 
 
@@ -197,9 +198,10 @@ def _absent(value: Any) -> bool:
 
 
 def final_eval_rows(out_dir: Path) -> Path:
-    """Where a study's final evaluation appends its attack rows: ``eval.csv`` beside the tables' folder
-    (``results/eval.csv`` for ``results/ablations/``), the file ``kdlab eval TABLE.csv`` writes by default."""
-    return Path(out_dir).parent / "eval.csv"
+    """Where a study's final evaluation appends its attack rows: ``eval.csv`` of the results folder its tables
+    belong to (:func:`kdlab.results.results_folder`: ``results/eval.csv`` for ``results/ablations/``, the folder
+    itself for an ``--out`` of another name), the folder whose ``diffs/`` holds the patches of its dirty rows."""
+    return results_folder(Path(out_dir) / "table.csv") / "eval.csv"
 
 
 def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
@@ -209,7 +211,7 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     (:mod:`kdlab.ablation.cluster` runs the same cells as Slurm jobs). With ``time_slice``: only what fits in it
     (:mod:`kdlab.ablation.slices`); raises :class:`SliceStopped` when something is left. ``final`` (a study's
     declared ``final:``): each cell's final evaluation runs in its worker right after its training and its row
-    is recorded with the final columns (evaluation rows in ``<out_dir>/../eval.csv``, results/eval.csv).
+    is recorded with the final columns (evaluation rows in :func:`final_eval_rows`, results/eval.csv).
 
     A declared study (``plan.study``) continues from its committed table on a fresh checkout: a (cell, seed)
     whose row the table holds under the same plan fingerprint, complete (:func:`kdlab.ablation.table.missing`:

@@ -93,3 +93,15 @@ def test_a_diverging_tuning_value_is_a_flagged_row_and_the_grid_goes_on(tmp_path
     result = CliRunner().invoke(app, ["ablate", str(recipe), "--grid", "train.epochs=1", "--seeds", "0", "--threads",
                                       "1", "--set", "train.lr=1e30", "--out", str(tmp_path / "t2")])
     assert result.exit_code == 2 and "loss became" in result.output  # outside tuning it still stops
+
+
+def test_final_evaluation_rows_go_to_the_results_folder_that_holds_the_diffs(tmp_path):
+    """A study's final-evaluation rows and its dirty rows' patches belong to one results folder: the one above an
+    ``ablations`` folder, else the --out folder itself (before: always the folder above --out)."""
+    from kdlab.ablation.execute import final_eval_rows
+    from kdlab.results import results_folder
+
+    for out, folder in ((tmp_path / "results" / "ablations", tmp_path / "results"),
+                        (tmp_path / "mine" / "tables", tmp_path / "mine" / "tables")):
+        assert final_eval_rows(out) == folder / "eval.csv"
+        assert results_folder(out / "study.csv") == folder  # where its diffs/ go
