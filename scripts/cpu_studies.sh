@@ -23,6 +23,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's kdlab, whichever one the venv installed
 QUEUE=${1:?usage: cpu_studies.sh a|b}
 KDLAB=${KDLAB:-kdlab}
 LOCKS=${KDLAB_LOCKS:-/tmp/kdlab-study-locks}
