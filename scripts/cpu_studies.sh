@@ -19,7 +19,8 @@
 #
 # KDLAB_KEEP (optional): a folder outside the checkout where the shared teacher's run directory is kept between
 # sessions on the same machine; it is copied in before training and saved once trained. The tables' teacher_sha256
-# check still decides whether it may be used.
+# check still decides whether it may be used. KDLAB (the kdlab command), KDLAB_LOCKS (the lock folder) and KDLAB_POLL
+# (seconds between looks for the teacher) are for tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -65,7 +66,7 @@ for study in "${ORDER[@]}"; do
         continue
     fi
     if [ "$QUEUE" = b ] && is_cifar "$study"; then
-        until teacher_trained; do sleep 60; done
+        until teacher_trained; do sleep "${KDLAB_POLL:-60}"; done
     fi
     (
         flock -n 9 || { echo "$(date -u +%FT%TZ) $study: taken by the other queue, skipped"; exit 0; }
@@ -73,5 +74,5 @@ for study in "${ORDER[@]}"; do
         "$KDLAB" ablate "recipes/studies/$study.yaml" --jobs 1 --threads 1
         echo "$(date -u +%FT%TZ) $study: exit $?"
     ) 9> "$LOCKS/$study.lock"
-    is_cifar "$study" && keep_teacher
+    if is_cifar "$study"; then keep_teacher; fi
 done
