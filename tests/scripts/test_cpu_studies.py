@@ -38,7 +38,7 @@ def run(root: Path, queue: str, tmp_path: Path, **env: str) -> tuple[list[str], 
     calls = tmp_path / "calls.txt"
     calls.unlink(missing_ok=True)
     result = subprocess.run(["bash", str(root / "scripts" / SCRIPT.name), queue], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "KDLAB": str(fake_kdlab(tmp_path)),
+                            check=False, timeout=60, env={**os.environ, "KDLAB": str(fake_kdlab(tmp_path)),
                                              "CALLS": str(calls), "KDLAB_LOCKS": str(tmp_path / "locks"), **env})
     assert result.returncode == 0, result.stderr
     studies = [Path(line).stem for line in calls.read_text().split()] if calls.exists() else []
@@ -90,5 +90,5 @@ def test_the_teacher_is_kept_between_sessions_and_restored(tmp_path):
 
 
 def test_an_unknown_queue_is_refused():
-    result = subprocess.run(["bash", str(SCRIPT), "c"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["bash", str(SCRIPT), "c"], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2 and "queue must be a or b, not c" in result.stderr
