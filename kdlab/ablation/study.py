@@ -117,7 +117,9 @@ class Study:
         if table == "-val":
             from kdlab.ablation.tuning import tuning_plan
 
-            return tuning_plan(self.plan(), self.tune_spec(), None, self.tune_val_size).fingerprint if self.tune else None
+            if self.tune is None:
+                return None
+            return tuning_plan(self.plan(), self.tune_spec(), None, self.tune_val_size).fingerprint
         return None if self.tune else self.plan().fingerprint
 
     def labels(self) -> list[str]:

@@ -114,7 +114,8 @@ def table_rows(plan: AblationPlan, path: Path) -> dict[tuple[str, int], dict]:
     return {(str(row["cell"]), int(row["seed"])): row for row in records}
 
 
-def committed(plan: AblationPlan, rows: dict[tuple[str, int], dict], final: dict | None) -> dict[tuple[str, int], str | None]:
+def committed(plan: AblationPlan, rows: dict[tuple[str, int], dict],
+              final: dict | None) -> dict[tuple[str, int], str | None]:
     """A declared study continued on a fresh checkout (:func:`kdlab.ablation.execute.run_ablation`): for each
     (cell, seed) of the plan whose row the committed table holds (``rows``, :func:`table_rows`) and whose run
     directory is not here, ``None`` when that row stands for the run (complete, :func:`missing`), else why it is

@@ -272,7 +272,8 @@ def test_study_rows_under_another_plan_fingerprint_fail(results):
     from kdlab.verify.checks import load_declared_study
 
     source = REPO / "recipes" / "studies" / "mixacm_cpu_blocks.yaml"
-    shutil.copytree(REPO / "recipes", results.parent / "recipes", dirs_exist_ok=True)  # the study, its recipes, elsewhere
+    # the study and the recipes it names, in another folder
+    shutil.copytree(REPO / "recipes", results.parent / "recipes", dirs_exist_ok=True)
     study = load_study(results.parent / "recipes" / "studies" / source.name)
     expected = study.fingerprint()
     assert expected == load_study(source).fingerprint()  # the same study in another folder: the same fingerprint
