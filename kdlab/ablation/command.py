@@ -141,7 +141,7 @@ def run_final_evaluation(table: Path, final: dict, *, threads: int, here: bool) 
         return
     console.print(f"final evaluation (declared): {command}", highlight=False, soft_wrap=True)
     evaluate_table(table, list(final["attacks"]), int(final["n"]), bool(final["sanity"]), threads=threads,
-                   out=final_eval_rows(Path(table).parent),
+                   out=final_eval_rows(Path(table)),
                    notify=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True))
 
 

@@ -197,11 +197,11 @@ def _absent(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and value != value)
 
 
-def final_eval_rows(out_dir: Path) -> Path:
-    """Where a study's final evaluation appends its attack rows: ``eval.csv`` of the results folder its tables
-    belong to (:func:`kdlab.results.results_folder`: ``results/eval.csv`` for ``results/ablations/``, the folder
-    itself for an ``--out`` of another name), the folder whose ``diffs/`` holds the patches of its dirty rows."""
-    return results_folder(Path(out_dir) / "table.csv") / "eval.csv"
+def final_eval_rows(table: Path) -> Path:
+    """Where the final evaluation of a study's ``table`` appends its attack rows: ``eval.csv`` of the results folder
+    the table belongs to (:func:`kdlab.results.results_folder`: ``results/eval.csv`` for ``results/ablations/``, the
+    folder itself for an ``--out`` of another name), the folder whose ``diffs/`` holds its dirty rows' patches."""
+    return results_folder(table) / "eval.csv"
 
 
 def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int | None = None,
@@ -224,7 +224,7 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     table = AblationTable(plan, out_dir, on_cell)
     limit = time_slice.deadline() if time_slice is not None else None
-    eval_out = final_eval_rows(out_dir)
+    eval_out = final_eval_rows(table.path)
     from_table = bool(plan.study)
     pending = list(table.order())
     finished: list[str] = []

@@ -63,9 +63,6 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     return row
 
 
-DIGESTS = ("teacher_sha256", "git_diff_sha256")  # hex digests: read as text, never as numbers
-
-
 def final_columns(summary: dict[str, Any]) -> list[str]:
     """The final evaluation's columns a summary carries besides ``<attack>_acc``: ``<attack>_n`` and
     :data:`kdlab.runs.final_eval.EXTRA_COLUMNS` (``sanity``, ``final_eval_seconds``, ``final_eval_torch``)."""
@@ -105,7 +102,7 @@ def table_rows(plan: AblationPlan, path: Path) -> dict[tuple[str, int], dict]:
     fingerprint (rows of an earlier tuning choice are left out). Nothing when the table does not exist."""
     if not path.is_file() or path.stat().st_size == 0:
         return {}
-    frame = read_table(path, text=DIGESTS)
+    frame = read_table(path)  # its digest columns as text (kdlab.results.DIGEST_COLUMNS)
     wanted = {cell.label for cell in plan.cells} | {TEACHER_CELL}
     frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(plan.seeds)]
     if plan.study and "plan" in frame.columns:

@@ -56,6 +56,11 @@ class PlannedRun:
     seconds: float | None = None
     model: Any = field(default=None, repr=False)  # the network built for the check (random weights)
 
+    @property
+    def trains(self) -> bool:
+        """Whether the run will train (or resume): neither finished here nor a study's complete committed row."""
+        return self.status not in ("finished", "committed")
+
 
 @dataclass
 class Plan:
@@ -71,7 +76,7 @@ class Plan:
 
     @property
     def to_train(self) -> list[PlannedRun]:
-        return [run for run in self.runs if run.status not in ("finished", "committed")]
+        return [run for run in self.runs if run.trains]
 
 
 # --------------------------------------------------------------------------- recipes

@@ -155,7 +155,7 @@ def plan_lines(plan: Any) -> list[str]:
         return run.role if run.role == "teacher" or plan.seeds <= 1 else f"{run.role}, seed {run.seed}"
 
     rows = [(role(run), status[run.status],
-             (clock(run.seconds) or "-") if run.status not in ("finished", "committed") else "",
+             (clock(run.seconds) or "-") if run.trains else "",
              str(run.reuse_from or run.run_dir)) for run in plan.runs]
     rows.insert(0, ("run", "status", "estimate", "directory"))
     widths = [max(len(row[k]) for row in rows) for k in range(3)]

@@ -201,7 +201,8 @@ StudyLoader = Callable[[Path], Any]
 
 
 def load_declared_study(path: Path) -> Any:
-    """:func:`kdlab.ablation.study.load_study` (a ``Study`` with ``name``, ``digest`` and ``cells()``)."""
+    """:func:`kdlab.ablation.study.load_study` (a ``Study`` with ``name``, ``digest``, ``cells()`` and
+    ``fingerprint()``)."""
     try:
         from kdlab.ablation.study import load_study
     except ImportError:
@@ -260,10 +261,9 @@ def _plan_problems(table: Table, study: Any, where: str) -> list[Problem]:
     (``study.fingerprint``): a row under another one is not recognised, so the study would train it again (a
     recipe or a default changed since the rows were written). A tuned study's final table is not checked (its
     cells come from the tuning grid's choice), nor a table without the column."""
-    fingerprint = getattr(study, "fingerprint", None)
-    if fingerprint is None or "plan" not in table.rows.columns:
+    if "plan" not in table.rows.columns:
         return []
-    expected = fingerprint("-val" if table.path.stem.endswith("-val") else "")
+    expected = study.fingerprint("-val" if table.path.stem.endswith("-val") else "")
     recorded = sorted({plan.strip() for plan in table.column("plan")} - {expected, ""})
     if expected is None or not recorded:
         return []

@@ -103,5 +103,5 @@ def test_final_evaluation_rows_go_to_the_results_folder_that_holds_the_diffs(tmp
 
     for out, folder in ((tmp_path / "results" / "ablations", tmp_path / "results"),
                         (tmp_path / "mine" / "tables", tmp_path / "mine" / "tables")):
-        assert final_eval_rows(out) == folder / "eval.csv"
+        assert final_eval_rows(out / "study.csv") == folder / "eval.csv"
         assert results_folder(out / "study.csv") == folder  # where its diffs/ go
