@@ -148,17 +148,20 @@ class AttackResult:
 
 def recorded_result(row: dict[str, str]) -> AttackResult | None:
     """An :class:`AttackResult` rebuilt from a recorded CSV row (its text cells), for judging it again (the
-    sanity checks): accuracies, eps, steps and the range of the adversarial images; no per-image mask. ``None``
-    when the row lacks a column that needs (a row written before ``adv_min``/``adv_max`` were recorded)."""
+    sanity checks): accuracies, eps, steps, an ensemble's ``components`` and the range of the adversarial images;
+    no per-image mask. ``None`` when the row lacks a column that needs (a row written before ``adv_min``/``adv_max``
+    were recorded)."""
     try:
         alpha = float(row["alpha"]) if row.get("alpha") not in (None, "", "nan") else None
+        components = {name: float(value) for name, value in (
+            part.split("=", 1) for part in str(row.get("components") or "").split(";") if "=" in part)}
         return AttackResult(
             attack=row["attack"], eps=float(row["eps"]), alpha=alpha, steps=int(row["steps"]),
             restarts=int(row["restarts"]), n=int(row["n"]), seed=int(row["seed"]), accuracy=float(row["accuracy"]),
             robust=torch.zeros(0, dtype=torch.bool), wall_s=float(row["wall_s"]),
             images_per_s=float(row["images_per_s"]), clean_accuracy=float(row["clean_accuracy"]),
             max_perturbation=float(row["max_linf"]), min_value=float(row["adv_min"]),
-            max_value=float(row["adv_max"]),
+            max_value=float(row["adv_max"]), components=components,
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -105,6 +105,7 @@ def reusable_pgd(recipe, summary: dict, n: int, eps: float) -> float | None:
 
 def _cache_key(checkpoint_sha: str, recipe, n: int, eps: float, attacks: list[str], sanity: bool) -> str:
     from kdlab.robustness.attacks import AttackSpec
+    from kdlab.robustness.sanity import SANITY_RULES
 
     settings = []
     for name in attacks:
@@ -112,7 +113,7 @@ def _cache_key(checkpoint_sha: str, recipe, n: int, eps: float, attacks: list[st
         settings.append([r.name, r.eps, r.alpha, r.steps, r.restarts])
     payload = {"checkpoint_sha256": checkpoint_sha, "data": recipe.data.model_dump(mode="json"), "n": n,
                "seed": recipe.eval.seed, "eps": eps, "batch_size": recipe.eval.batch_size, "attacks": settings,
-               "sanity": sanity}
+               "sanity": SANITY_RULES if sanity else False}  # a verdict cached under older rules is judged again
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

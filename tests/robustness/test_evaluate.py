@@ -8,6 +8,7 @@ backward is zero, an input detector that snaps off-grid inputs back) and check t
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from torch import nn
 
 from kdlab.errors import KdlabError
 from kdlab.report.plots import plot_ablation_bars, plot_robustness_curve
-from kdlab.robustness.accuracy import eps_sweep, evaluate_robustness
+from kdlab.robustness.accuracy import AttackResult, eps_sweep, evaluate_robustness
 from kdlab.robustness.attacks import AttackSpec
 from kdlab.robustness.sanity import sanity_check
 from tests.helpers.prototype_net import EPS, accuracy, copy_module
@@ -187,6 +188,82 @@ def test_sanity_check_flags_masked_gradients_with_square(model, data, mask):
     by_name = {(r.attack, r.eps): r for r in report.results}
     assert by_name[("pgd", EPS)].robust_count >= clean_count - 2
     assert by_name[("square", EPS)].robust_count <= clean_count - 5
+
+
+def _judged_again(report):
+    """``recorded`` for :func:`sanity_check`: the attack results of an earlier check on the same images, so a
+    second check judges them (with other ``whitebox`` results) without attacking again."""
+    by_spec = {(r.attack, round(r.eps, 9)): r for r in report.results}
+    return lambda spec: by_spec[(spec.name, round(spec.eps, 9))]
+
+
+def _autoattack(stages: dict[str, float], n: int) -> AttackResult:
+    """An AutoAttack result as ``kdlab eval`` records it: cumulative accuracy after each stage (in %)."""
+    return AttackResult("autoattack", EPS, None, 100, 1, n, 0, accuracy=min(stages.values()),
+                        robust=torch.zeros(0, dtype=torch.bool), wall_s=1.0, images_per_s=1.0,
+                        clean_accuracy=stages["clean"], components=dict(stages))
+
+
+def test_blackbox_check_compares_square_with_the_strongest_whitebox_attack_on_record(model, data):
+    images, labels = data
+    n = images.shape[0]
+    masked = nn.Sequential(QuantiseInput(), model).eval()
+    alone = sanity_check(masked, images, labels, eps=EPS, square_queries=1000)
+    assert "blackbox-not-stronger-than-whitebox" in {v.check for v in alone}
+    by_name = {(r.attack, r.eps): r for r in alone.results}
+    square, clean = by_name[("square", EPS)].accuracy, by_name[("pgd", 0.0)].accuracy
+    own = min(by_name[("pgd", EPS)].accuracy, by_name[("apgd-ce", EPS)].accuracy)
+    assert square < own - 5  # the masked model's evidence, measured above
+    message = next(v.message for v in alone if v.check == "blackbox-not-stronger-than-whitebox")
+    assert "run AutoAttack" in message  # without AutoAttack on record, it is the next step
+
+    # AutoAttack's white-box stages (APGD-T) went below Square: Square beats no white-box attack, nothing flagged
+    strong = _autoattack({"clean": clean, "apgd-ce": own, "apgd-t": square - 4, "fab-t": square - 4,
+                          "square": square - 4}, n)
+    judged = sanity_check(masked, images, labels, eps=EPS, square_queries=1000, recorded=_judged_again(alone),
+                          whitebox=[strong])
+    assert {v.check for v in judged} == {v.check for v in alone} - {"blackbox-not-stronger-than-whitebox"}
+    assert judged.summary().endswith("square 1000 queries; also compared with autoattack)")
+
+    # stages that stayed above Square, and a PGD-20 above them: flagged, naming the strongest of all of them
+    weak = _autoattack({"clean": clean, "apgd-ce": own, "apgd-t": own - 0.5, "fab-t": own - 0.5,
+                        "square": own - 0.5}, n)
+    pgd20 = replace(weak, attack="pgd", steps=20, accuracy=own + 2, components={})
+    judged = sanity_check(masked, images, labels, eps=EPS, square_queries=1000, recorded=_judged_again(alone),
+                          whitebox=[pgd20, weak])
+    message = next(v.message for v in judged if v.check == "blackbox-not-stronger-than-whitebox")
+    assert f"attack on record, autoattack before square ({own - 0.5:.2f}%)" in message
+    assert "run AutoAttack" not in message
+    assert judged.settings["whitebox"] == ["pgd-20", "autoattack"]
+
+    with pytest.raises(KdlabError, match="on n 7"):  # a result on other images is not evidence about these
+        sanity_check(masked, images, labels, eps=EPS, square_queries=1000, recorded=_judged_again(alone),
+                     whitebox=[replace(weak, n=7)])
+
+
+@pytest.mark.parametrize("stages", [
+    {"clean": 60.0, "apgd-ce": 40.0, "apgd-t": 35.0, "fab-t": 35.0, "square": 35.0},
+    {"clean": 60.0, "apgd-ce": 40.0, "apgd-t": 35.0, "fab-t": 35.0, "square": 34.9},
+    {"clean": 60.0, "apgd-ce": 40.0, "apgd-t": 35.0, "fab-t": 35.0, "square": 34.5},
+    {"clean": 60.0, "apgd-ce": 40.0, "apgd-t": 35.0, "fab-t": 34.0, "square": 30.0},
+    {"clean": 60.0, "apgd-ce": 40.0, "square": 39.0},
+    {"clean": 60.0, "square": 50.0},
+], ids=["nothing", "0.1-points", "0.5-points", "5-points", "no-apgd-t", "square-only"])
+def test_autoattack_square_stage_is_judged_like_the_reference_check_square_sr(model, data, stages):
+    import warnings
+
+    from pyautoattack import checks
+
+    images, labels = data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checks.check_square_sr({name: value / 100 for name, value in stages.items()})  # accuracies in [0, 1]
+    reference = any("Square Attack has decreased" in str(w.message) for w in caught)
+    first = sanity_check(model, images, labels, eps=EPS, pgd_steps=2, apgd_steps=2, square_queries=20)
+    judged = sanity_check(model, images, labels, eps=EPS, pgd_steps=2, apgd_steps=2, square_queries=20,
+                          recorded=_judged_again(first), whitebox=[_autoattack(stages, images.shape[0])])
+    assert ("square-improves-autoattack" in {v.check for v in judged}) == reference
+    assert reference == (stages["square"] < 34.8 if "apgd-t" in stages else len(stages) > 2)  # the cases above
 
 
 def test_sanity_check_flags_fgsm_beating_pgd_when_the_random_start_masks_gradients(model, data):

@@ -126,3 +126,14 @@ def test_a_rerun_skips_the_recorded_attacks_and_force_recomputes_them(checkpoint
     forced = run_eval(checkpoint, out, "--attack", "pgd", "--force")
     assert forced.exit_code == 0 and len(calls) == 2, forced.output
     assert [row["attack"] for row in rows(out)] == ["fgsm", "pgd", "pgd", "pgd"]
+
+
+def test_the_sanity_verdict_is_judged_with_the_attacks_of_the_same_evaluation(checkpoint, tmp_path):
+    # The black-box check compares Square with this evaluation's PGD-20 and AutoAttack too, and says so on record.
+    out = tmp_path / "eval.csv"
+    result = CliRunner().invoke(app, ["eval", str(checkpoint), "--data", "embedded", "--n", "20", "--batch-size", "32",
+                                      "--out", str(out), "--attack", "pgd", "--attack", "autoattack", "--sanity"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    verdict = next(row for row in rows(out) if row["attack"] == "sanity")
+    assert verdict["sanity"].endswith("square 5000 queries; also compared with pgd-20, autoattack)"), verdict
