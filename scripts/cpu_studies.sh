@@ -17,9 +17,10 @@
 # methods_cpu's tuning chooses for MixACM (the same recipe): they are skipped until that recipe says so (a line
 # "acm.weight: chosen by recipes/studies/methods_cpu.yaml", written with the value once the tuning has chosen it).
 #
-# KDLAB_KEEP (optional): a folder outside the checkout where the shared teacher's run directory is kept between
-# sessions on the same machine; it is copied in before training and saved once trained. The tables' teacher_sha256
-# check still decides whether it may be used. KDLAB (the kdlab command), KDLAB_LOCKS (the lock folder) and KDLAB_POLL
+# KDLAB_KEEP (optional): a folder outside the checkout where the teachers' run directories (results/runs/*-teacher-*:
+# the shared CIFAR-10 teacher, ~1 h on one core, and the BCCD detectors' teachers, ~17 min each) are kept between
+# sessions on the same machine; they are copied in before the first study and saved after each study. The tables'
+# teacher_sha256 check still decides whether a kept teacher may be used. KDLAB (the kdlab command), KDLAB_LOCKS (the lock folder) and KDLAB_POLL
 # (seconds between looks for the teacher) are for tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,7 @@ mkdir -p "$LOCKS"
 
 CIFAR=(teacher_headroom_cpu methods_cpu mixacm_cpu_components mixacm_cpu_blocks)
 TEACHER_GLOB="results/runs/mixacm-cpu-teacher-*"
+KEPT_GLOB="results/runs/*-teacher-*"
 
 case $QUEUE in
     a) ORDER=(teacher_headroom_cpu methods_cpu mixacm_cpu_components mixacm_cpu_blocks skd_bccd_retinanet_cpu skd_bccd_cpu) ;;
@@ -41,25 +43,29 @@ esac
 
 teacher_trained() { compgen -G "$TEACHER_GLOB/summary.json" > /dev/null; }
 
-restore_teacher() {
+restore_teachers() {
     [ -n "${KDLAB_KEEP:-}" ] && [ -d "$KDLAB_KEEP/runs" ] || return 0
     local kept
-    for kept in "$KDLAB_KEEP"/runs/mixacm-cpu-teacher-*; do
+    for kept in "$KDLAB_KEEP"/runs/*-teacher-*; do
         [ -f "$kept/summary.json" ] && [ ! -e "results/runs/$(basename "$kept")" ] || continue
         mkdir -p results/runs && cp -r "$kept" results/runs/ && echo "teacher restored from $kept"
     done
 }
 
-keep_teacher() {
-    [ -n "${KDLAB_KEEP:-}" ] && teacher_trained || return 0
-    mkdir -p "$KDLAB_KEEP/runs" && cp -r $TEACHER_GLOB "$KDLAB_KEEP/runs/" 2>/dev/null || true
+keep_teachers() {
+    [ -n "${KDLAB_KEEP:-}" ] || return 0
+    local run
+    for run in $KEPT_GLOB; do
+        [ -f "$run/summary.json" ] || continue  # finished teachers only
+        mkdir -p "$KDLAB_KEEP/runs" && cp -r "$run" "$KDLAB_KEEP/runs/" 2>/dev/null || true
+    done
 }
 
 is_cifar() { local s; for s in "${CIFAR[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 weight_pinned() { grep -q "acm.weight: chosen by recipes/studies/methods_cpu.yaml" recipes/mixacm_cifar10_cpu.yaml; }
 
-restore_teacher
+restore_teachers
 for study in "${ORDER[@]}"; do
     if { [ "$study" = mixacm_cpu_components ] || [ "$study" = mixacm_cpu_blocks ]; } && ! weight_pinned; then
         echo "$(date -u +%FT%TZ) $study: skipped until MixACM's acm.weight is pinned from methods_cpu's tuning"
@@ -74,5 +80,5 @@ for study in "${ORDER[@]}"; do
         "$KDLAB" ablate "recipes/studies/$study.yaml" --jobs 1 --threads 1
         echo "$(date -u +%FT%TZ) $study: exit $?"
     ) 9> "$LOCKS/$study.lock"
-    if is_cifar "$study"; then keep_teacher; fi
+    keep_teachers
 done

@@ -1,7 +1,7 @@
 """scripts/cpu_studies.sh, issue #24's two study queues, with a stand-in for kdlab that records what it was asked
 to run: the order of each queue, the MixACM studies held back until MixACM's acm.weight is pinned, a study another
 queue holds skipped, queue b waiting for the shared teacher before a CIFAR-10 study, and the teacher kept between
-sessions (KDLAB_KEEP)."""
+sessions (KDLAB_KEEP): the shared CIFAR-10 teacher and the detection teachers alike."""
 
 import os
 import shutil
@@ -25,11 +25,12 @@ def checkout(tmp_path: Path, pinned: bool) -> Path:
 
 
 def fake_kdlab(tmp_path: Path) -> Path:
-    """Appends its arguments to calls.txt; ``ablate`` of a CIFAR-10 study trains the shared teacher (a summary.json)."""
+    """Appends its arguments to calls.txt; ``ablate`` of a CIFAR-10 study trains the shared teacher (a summary.json),
+    of a BCCD study that study's detection teacher."""
     fake = tmp_path / "kdlab"
     fake.write_text('#!/bin/bash\necho "$2" >> "$CALLS"\n'
-                    'case "$2" in *skd_bccd*) ;; *) mkdir -p results/runs/mixacm-cpu-teacher-k && '
-                    'touch results/runs/mixacm-cpu-teacher-k/summary.json ;; esac\n')
+                    'case "$2" in *skd_bccd*) t=results/runs/skd-bccd-teacher-k ;; *) t=results/runs/mixacm-cpu-teacher-k ;; '
+                    'esac\nmkdir -p $t && touch $t/summary.json\n')
     fake.chmod(0o755)
     return fake
 
@@ -78,15 +79,18 @@ def test_queue_b_waits_for_the_teacher_runs_the_pinned_mixacm_studies_and_skips_
     assert "methods_cpu: taken by the other queue, skipped" in output
 
 
-def test_the_teacher_is_kept_between_sessions_and_restored(tmp_path):
+def test_the_teachers_are_kept_between_sessions_and_restored(tmp_path):
     keep = tmp_path / "keep"
     root = checkout(tmp_path, pinned=False)
+    unfinished = root / "results" / "runs" / "other-teacher-k"
+    unfinished.mkdir(parents=True)  # no summary.json: still training, not kept
     run(root, "a", tmp_path, KDLAB_KEEP=str(keep))
-    assert (keep / "runs" / "mixacm-cpu-teacher-k" / "summary.json").is_file()
+    assert sorted(p.name for p in (keep / "runs").iterdir()) == ["mixacm-cpu-teacher-k", "skd-bccd-teacher-k"]
     fresh = checkout(tmp_path / "next", pinned=False)
     _, output = run(fresh, "b", tmp_path, KDLAB_KEEP=str(keep))
-    assert "teacher restored from" in output
-    assert (fresh / "results" / "runs" / "mixacm-cpu-teacher-k" / "summary.json").is_file()
+    assert output.count("teacher restored from") == 2
+    for name in ("mixacm-cpu-teacher-k", "skd-bccd-teacher-k"):
+        assert (fresh / "results" / "runs" / name / "summary.json").is_file()
 
 
 def test_an_unknown_queue_is_refused():
