@@ -64,26 +64,25 @@ def run_tuning(plan: AblationPlan, spec, metric: str, val_size: int | None, run)
     """The tuning rounds (:mod:`kdlab.ablation.tuning`): ``run`` runs each round's plan (finished cells are reused)
     and returns its table, until every group's search stopped; records why in the table. Returns the tuning table
     and the chosen value per tuned cell."""
-    from kdlab.ablation.tuning import advance, choose, group_scores, record_stops, start_searches, tuned_rows, \
-        tuning_plan
+    from kdlab.ablation.tuning import choose, record_stops, search_rounds, tuned_rows
 
-    searches = start_searches(plan, spec)
-    rounds = 1
-    while True:
-        tuning = tuning_plan(plan, spec, None, val_size, searches)
+    tables: list[Path] = []
+
+    def rows_of(tuning: AblationPlan, rounds: int, searches) -> list[dict]:
         if rounds == 1:
             keys = ", ".join(dict.fromkeys(search.axis.key for search in searches.values()))
             console.print(f"[bold]tuning {keys}[/] per cell on the validation split (eval.split=val), seeds "
                           f"{', '.join(map(str, tuning.seeds))} (their mean decides), up to {spec.max_rounds} "
                           f"round{'s' if spec.max_rounds != 1 else ''}; the test split is not evaluated")
-        table = run(tuning)
-        scores = group_scores(plan, spec, tuned_rows(table), metric, searches)
-        if not advance(searches, scores, spec, rounds):
-            break
-        rounds += 1
-        console.print(f"tuning round {rounds}: " + "; ".join(
-            f"{group}: {', '.join(f'{t.text} ({t.added})' for t in search.trials if t.round == rounds)}"
-            for group, search in searches.items() if any(t.round == rounds for t in search.trials)))
+        else:
+            console.print(f"tuning round {rounds}: " + "; ".join(
+                f"{group}: {', '.join(f'{t.text} ({t.added})' for t in search.trials if t.round == rounds)}"
+                for group, search in searches.items() if any(t.round == rounds for t in search.trials)))
+        tables.append(run(tuning))
+        return tuned_rows(tables[-1])
+
+    _, searches, _, _ = search_rounds(plan, spec, val_size, metric, rows_of)
+    table = tables[-1]
     record_stops(table, searches)
     chosen = choose(plan, spec, tuned_rows(table), metric, searches)
     console.print(f"chosen on validation {metric} (mean of {len(spec.seeds)} seed{'s' if len(spec.seeds) != 1 else ''}): "

@@ -177,29 +177,77 @@ class Study:
         return lines
 
 
-def check_study_plan(study: Study, out: Path, timing: bool = True, threads: int | None = None) -> Any:
-    """``kdlab check STUDY.yaml``: the plan check of the study's cells (:func:`kdlab.check.plan.check_ablation_plan`)
-    showing what ``kdlab ablate STUDY.yaml`` will do on this checkout: a (cell, seed) whose complete row the
-    committed table holds is *from the table* (not retrained, :func:`kdlab.ablation.table.committed`), and under
-    the estimate, the declared final evaluation's cost for the runs left, from the final evaluations the table
-    records (the timed steps cover training only). A tuned study's final cells are known only after its tuning,
-    so its plan is the untuned one, as before."""
-    import statistics
+def tuning_progress(study: Study, out: Path) -> tuple[AblationPlan, int, dict[str, str] | None]:
+    """Where the study's declared tuning stands in the tuning table under ``out`` (``<study>-val.csv``), replayed
+    as ``kdlab ablate`` takes its rounds (:func:`kdlab.ablation.tuning.search_rounds`): a round counts when every
+    (cell, seed) of its grid has a complete row, committed or finished here. Returns the grid of the round
+    ``kdlab ablate`` runs next (the last one when the tuning is over), its number, and once every search stopped
+    the chosen value per tuned cell (else ``None``)."""
+    from kdlab.ablation.table import committed, table_rows
+    from kdlab.ablation.tuning import choose, search_rounds
 
+    spec, plan = study.tune_spec(), study.plan()
+    found: list[dict] = []
+
+    def rows_of(grid: AblationPlan, rounds: int, searches) -> list[dict] | None:
+        rows = table_rows(grid, grid.table_path(out))
+        kept = committed(grid, rows, None)
+        if any((cell.label, seed) not in rows or kept.get((cell.label, seed)) is not None
+               for cell in grid.cells for seed in grid.seeds):
+            return None
+        found[:] = rows.values()
+        return list(found)
+
+    grid, searches, rounds, over = search_rounds(plan, spec, study.tune_val_size, study.tune_metric, rows_of)
+    return grid, rounds, choose(plan, spec, found, study.tune_metric, searches) if over else None
+
+
+def _checked(plan: AblationPlan, out: Path, final: dict | None, timing: bool, threads: int | None) -> Any:
+    """The plan check of ``plan`` with each (cell, seed) whose complete row the committed table holds shown as
+    *from the table* (``kdlab ablate`` does not retrain it, :func:`kdlab.ablation.table.committed`)."""
     from kdlab.ablation.table import committed, table_rows
     from kdlab.check.plan import check_ablation_plan
+
+    checked = check_ablation_plan(plan, out, timing=timing, threads=threads)
+    kept = committed(plan, table_rows(plan, plan.table_path(out)), final)
+    for run in checked.runs:
+        if run.status != "finished" and kept.get((run.role, run.seed), "") is None:
+            run.status = "committed"
+    return checked
+
+
+def check_study_plan(study: Study, out: Path, timing: bool = True, threads: int | None = None) -> list[Any]:
+    """``kdlab check STUDY.yaml``: the plan checks (:func:`kdlab.check.plan.check_ablation_plan`) of what
+    ``kdlab ablate STUDY.yaml`` will do on this checkout, in order. A (cell, seed) whose complete row the committed
+    table holds is *from the table* (not retrained). A tuned study first shows its tuning grid's current round
+    (:func:`tuning_progress`) while its tuning is open -- later rounds depend on the scores, so its final cells are
+    shown untuned -- and, once the tuning is over, the final plan with the chosen values. Under the final plan's
+    estimate, the declared final evaluation's cost for the runs left, from the final evaluations the table records
+    (the timed steps cover training only)."""
+    import statistics
+
+    from kdlab.ablation.table import table_rows
+    from kdlab.ablation.tuning import seeds_plan
     from kdlab.runs.estimate import clock
 
-    plan = study.plan()
-    checked = check_ablation_plan(plan, out, timing=timing, threads=threads)
+    plan, checks = study.plan(), []
     final = study.declaration["final"]
-    rows = table_rows(plan, plan.table_path(out))
-    if study.tune is None:
-        kept = committed(plan, rows, final)
-        for run in checked.runs:
-            if run.status != "finished" and kept.get((run.role, run.seed), "") is None:
-                run.status = "committed"
+    if study.tune is not None:
+        grid, rounds, chosen = tuning_progress(study, out)
+        if chosen is None:
+            tuning = _checked(grid, out, None, timing, threads)
+            tuning.after.append(f"tuning round {rounds} of at most {study.tune['max_rounds']}: later rounds depend "
+                                "on its scores, so the final runs below are shown untuned")
+            checks.append(tuning)
+        else:
+            spec = study.tune_spec()
+            plan = seeds_plan(plan, spec, chosen, grid.table_path(out), suffix="")
+    checked = _checked(plan, out, final, timing, threads)
+    if plan.tuned:
+        checked.after.append("tuning over: " + ", ".join(f"{cell}: {setting}" for cell, setting in plan.tuned.items())
+                             + f" (chosen in {plan.tuned_on})")
     if final is not None:
+        rows = table_rows(plan, plan.table_path(out))
         left = [run for run in checked.to_train if run.role != TEACHER_CELL]
         measured = [float(row["final_eval_seconds"]) for key, row in rows.items()
                     if key[0] != TEACHER_CELL and row.get("final_eval_seconds") not in (None, "")]
@@ -209,7 +257,7 @@ def check_study_plan(study: Study, out: Path, timing: bool = True, threads: int 
                              f"another (the median of the {len(measured)} this table records)" if measured and left
                              else f"{what}: not estimated (the table records none yet)" if left
                              else "declared final evaluation: none left")
-    return checked
+    return [*checks, checked]
 
 
 def load_study(path: str | Path) -> Study:

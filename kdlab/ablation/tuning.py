@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -248,6 +249,29 @@ def advance(searches: dict[str, Search], scores: dict[str, dict[str, float | Non
             search.trials.append(Trial(format_value(value), rounds_done + 1, why))
             more = True
     return more
+
+
+RoundRows = Callable[[AblationPlan, int, dict[str, Search]], "list[dict] | None"]
+"""``rows_of(grid, round, searches)`` for :func:`search_rounds`."""
+
+
+def search_rounds(plan: AblationPlan, spec: TuneSpec, val_size: int | None, metric: str,
+                  rows_of: RoundRows) -> tuple[AblationPlan, dict[str, Search], int, bool]:
+    """The tuning's rounds in order, as ``kdlab ablate`` takes them: each round's grid (:func:`tuning_plan`) is
+    handed to ``rows_of(grid, round, searches)`` (:data:`RoundRows`), which returns that round's rows -- by running
+    it, or read from a committed table -- or ``None`` when the round is not complete (the replay stops there); its
+    scores decide the next round (:func:`advance`). Returns the last grid, the searches, the round number and
+    whether every search stopped."""
+    searches = start_searches(plan, spec)
+    rounds = 1
+    while True:
+        grid = tuning_plan(plan, spec, None, val_size, searches)
+        rows = rows_of(grid, rounds, searches)
+        if rows is None:
+            return grid, searches, rounds, False
+        if not advance(searches, group_scores(plan, spec, rows, metric, searches), spec, rounds):
+            return grid, searches, rounds, True
+        rounds += 1
 
 
 # --------------------------------------------------------------------------- plans

@@ -77,19 +77,20 @@ def check(
             "--method-set": bool(method_set), "--inner-steps": inner_steps is not None,
             "--inner-step": inner_step is not None, "--seeds": seeds is not None, "--attack": bool(attack),
             "--set": bool(set_), "--name": name is not None}, out)
-        plan = check_study_plan(study, out, timing=timing, threads=threads)
+        plans = check_study_plan(study, out, timing=timing, threads=threads)
     elif components or blocks is not None or grid or methods is not None:
         _, ablation = ablation_flags.ablation_plan(
             recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds,
             attacks=attack, overrides=set_, name=name, per_block_weight=per_block_weight, methods=methods,
             method_overrides=method_set, inner_steps=inner_steps, inner_step=inner_step)
-        plan = check_ablation_plan(ablation, out, timing=timing, threads=threads)
+        plans = [check_ablation_plan(ablation, out, timing=timing, threads=threads)]
     else:
         from kdlab.config.shipped import resolve_recipe
 
-        plan = check_recipe_plan(resolve_recipe(recipe), set_, resume=True, timing=timing, threads=threads)
-    for note in plan.notes:  # what --set changed beyond its keys (a changed method's dropped settings)
-        console.print(escape(note), highlight=False, soft_wrap=True)
-    console.print(f"[bold]plan {plan.title}[/]: checked, no problems found", highlight=False)
-    for line in [*plan_lines(plan), *plan_summary(plan)]:
-        console.print(escape(line), highlight=False, soft_wrap=True)
+        plans = [check_recipe_plan(resolve_recipe(recipe), set_, resume=True, timing=timing, threads=threads)]
+    for plan in plans:  # a tuned study: its tuning grid's round, then its final runs
+        for note in plan.notes:  # what --set changed beyond its keys (a changed method's dropped settings)
+            console.print(escape(note), highlight=False, soft_wrap=True)
+        console.print(f"[bold]plan {plan.title}[/]: checked, no problems found", highlight=False)
+        for line in [*plan_lines(plan), *plan_summary(plan)]:
+            console.print(escape(line), highlight=False, soft_wrap=True)

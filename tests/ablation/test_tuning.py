@@ -2,6 +2,7 @@
 tiny study whose tuning averages two seeds, selects like its final runs and bisects towards a diverged value."""
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -60,10 +61,10 @@ def test_added_values_are_written_short():
         ["200", "6.32", "6.32e-07", "0.5"]
 
 
-@pytest.mark.slow
-def test_a_tuned_study_averages_two_seeds_selects_like_its_final_runs_and_bisects_a_divergence(tmp_path):
-    """lr 1e30 diverges; 0.05 sits on the declared lower bound, so round 2 tries only the geometric midpoint
-    sqrt(0.05 * 1e30) = 2.24e14 (diverges too) and the search stops, bracketed; the final runs use 0.05."""
+def run_tuned_study(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny tuned study, run to the end: lr 1e30 diverges; 0.05 sits on the declared lower bound, so round 2
+    tries only the geometric midpoint sqrt(0.05 * 1e30) = 2.24e14 (diverges too) and the search stops, bracketed;
+    the final runs use 0.05. Returns the study file and the tables' folder (run directories: tmp_path/runs)."""
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({
         "name": "tiny", "data": {"dataset": "embedded", "subset": 64, "val_size": 16, "test_subset": 20,
@@ -79,7 +80,13 @@ def test_a_tuned_study_averages_two_seeds_selects_like_its_final_runs_and_bisect
     out = tmp_path / "tables"
     result = CliRunner().invoke(app, ["ablate", str(study), "--threads", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    return study, out
 
+
+@pytest.mark.slow
+def test_a_tuned_study_averages_two_seeds_selects_like_its_final_runs_and_bisects_a_divergence(tmp_path):
+    """The study of :func:`run_tuned_study`: its tuning table, its choice and its final table."""
+    _, out = run_tuned_study(tmp_path)
     val = pd.read_csv(out / "tuned-val.csv")
     assert set(zip(val["cell"], val["seed"])) == {(f"epochs=1,lr={v}", s) for v in ("0.05", "1e30", "2.24e+14")
                                                   for s in (0, 1)}
@@ -98,3 +105,42 @@ def test_a_tuned_study_averages_two_seeds_selects_like_its_final_runs_and_bisect
     assert "lr=0.05 (search stopped: bracketed divergence)" in (out / "tuned.md").read_text()
     # the same selection rule: best.pt chosen on the validation split (auto -> clean for standard training) in both
     assert set(val.loc[scored, "select"]) == set(final["select"]) == {"clean"}
+
+
+@pytest.mark.slow
+def test_check_shows_the_tuning_round_ablate_runs_next_then_the_tuned_final_runs(tmp_path):
+    """kdlab check STUDY.yaml on a fresh checkout (the committed tables, no run directory): while the tuning is
+    open, the round kdlab ablate runs next (its committed rows from the table, the rest to train); once it is over,
+    the final runs with the chosen value, from the table."""
+    import shutil
+
+    study, out = run_tuned_study(tmp_path)
+    shutil.rmtree(tmp_path / "runs")
+
+    def check():
+        result = CliRunner().invoke(app, ["check", str(study), "--no-timing", "--threads", "1", "--out", str(out)],
+                                    env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    over = check()
+    assert "plan tuned-val" not in over
+    assert "tuning over: epochs=1: lr=0.05 (chosen in tuned-val.csv)" in over
+    assert "2 runs: 0 finished (reused), 2 from the committed table, 0 to train" in over
+
+    val = pd.read_csv(out / "tuned-val.csv")
+    val[val["tune_round"] == 1].to_csv(out / "tuned-val.csv", index=False)  # round 2 not committed yet
+    open_ = check()
+    tuning = open_.split("plan tuned:")[0]
+    status = {}
+    for line in tuning.splitlines():
+        if ", seed " in line:
+            cell, rest = line.strip().split(", seed ")
+            status[cell, int(rest.split()[0])] = "from the table" if "from the table" in rest else rest.split()[1]
+    assert status == {**{(f"epochs=1,lr={value}", seed): "from the table" for value in ("0.05", "1e30")
+                         for seed in (0, 1)},
+                      ("epochs=1,lr=2.24e+14", 0): "to", ("epochs=1,lr=2.24e+14", 1): "to"}  # "to train"
+    assert "6 runs: 0 finished (reused), 4 from the committed table, 2 to train" in tuning
+    assert "tuning round 2 of at most 3: later rounds depend on its scores" in tuning
+    final = open_.split("plan tuned:")[1]
+    assert "tuning over" not in final and "2 runs: 0 finished (reused), 2 to train" in final
