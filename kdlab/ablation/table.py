@@ -26,6 +26,8 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     row = {"ablation": plan.name, "kind": plan.kind, "cell": cell.label, "setting": " ".join(cell.overrides),
            "seed": seed, "plan": plan.fingerprint}
     row.update(plan.study)  # a declared study: its name, sha256 and declaration (kdlab.ablation.study)
+    if plan.study and plan.title_suffix != "-val":  # its final table: how many rows it holds when finished
+        row["study_runs"] = len(plan.cells) * len(plan.seeds) + int(plan.include_teacher)
     row.update(plan.cell_notes.get(cell.label, {}))  # a tuning grid: the round that added this value, and why
     row.update({key: value for key, value in summary.items()
                 if (key.endswith("_acc") and not key.startswith("teacher_")) or key in DETECTION_METRICS})

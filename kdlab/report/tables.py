@@ -592,6 +592,34 @@ def declaration_markdown(frame: pd.DataFrame, declaration: dict) -> list[str]:
     return lines + [""]
 
 
+def study_status(frame: pd.DataFrame, declaration: dict, tuning: bool) -> str | None:
+    """``**In progress**: ...`` for a study table that is not finished, else ``None``. A final table records how
+    many rows it holds when finished (``study_runs``) and is in progress while it holds fewer, or while a row lacks
+    the declared final evaluation; a tuning grid is in progress until its searches stopped (``tune_stop``, written
+    when the last round ends)."""
+    if tuning:
+        if "tune_stop" in frame.columns and frame["tune_stop"].notna().all():
+            return None
+        last = int(frame["tune_round"].max()) if "tune_round" in frame.columns and len(frame) else 1
+        return (f"**In progress**: tuning round {last} of at most {declaration['tune']['max_rounds']}, "
+                f"{len(frame)} runs so far; no value is chosen before every search stops. The regenerate command "
+                "continues it.")
+    if "study_runs" not in frame.columns or frame["study_runs"].dropna().empty:
+        return None  # written before tables recorded it
+    declared = int(frame["study_runs"].dropna().max())
+    final = declaration.get("final")
+    wanted = [f"{attack}_acc" for attack in final["attacks"]] if final else []
+    students = frame[frame["cell"].astype(str) != TEACHER_CELL]
+    flags = students["flag"].fillna("").astype(str) if "flag" in students.columns else pd.Series("", students.index)
+    scored = students[~flags.str.startswith("diverged")]
+    evaluated = int(scored[wanted].notna().all(axis=1).sum()) if set(wanted) <= set(frame.columns) else 0
+    if len(frame) >= declared and evaluated == len(scored):
+        return None
+    return (f"**In progress**: {len(frame)} of the {declared} declared runs have a row"
+            + (f", {evaluated} of {len(scored)} student runs have the declared final evaluation" if final else "")
+            + ". The regenerate command continues it; `kdlab verify results` lists what is left.")
+
+
 def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] | None = None,
            out_dir: Path | None = None, correction: str | None = None,
            metrics: list[str] | None = None) -> tuple[Path, Path]:
@@ -628,6 +656,8 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
     table = markdown_table(frame, paper, baseline, edges=tuning_edges(frame, csv_path.parent), correction=correction,
                            metrics=metrics, pairs=pairs)
     head = declaration_markdown(frame, declaration) if declaration is not None else []
+    status = study_status(frame, declaration, tuning) if declaration is not None else None
+    head += [status, ""] if status else []
     atomic_write_text(markdown, "\n".join([f"# {csv_path.stem}", "", *head, f"Source: `{csv_path.name}`.", "", ""])
                       + table)
     summary = summarise(frame)

@@ -185,6 +185,7 @@ def test_a_study_interrupted_after_its_first_cell_continues_on_a_fresh_checkout_
     monkeypatch.setattr(kdlab.ablation.table.AblationTable, "record", record_then_die)
     killed = ablate(repo)
     assert killed.exit_code != 0 and len(pd.read_csv(interrupted / TABLE)) == 1
+    assert "**In progress**: 1 of the 2 declared runs have a row" in (interrupted / TABLE).with_suffix(".md").read_text()
     monkeypatch.setattr(kdlab.ablation.table.AblationTable, "record", real_record)
     events.clear()
 
@@ -195,6 +196,7 @@ def test_a_study_interrupted_after_its_first_cell_continues_on_a_fresh_checkout_
     assert result.exit_code == 0, result.output
     assert events == ["train ct-teacher", "train cont-lr_0.1-s0", "eval cont-lr_0.1-s0"]
     assert compared(fresh) == compared(machine)
+    assert "In progress" not in (fresh / TABLE).with_suffix(".md").read_text()
 
 
 def test_a_study_with_a_teacher_row_keeps_it_on_a_fresh_checkout(repo, tmp_path, monkeypatch, events):

@@ -197,6 +197,39 @@ def test_kdlab_table_reads_a_study_tables_declared_comparisons(tmp_path):
     assert "Δ clean: t-test p" in text and "deciding metric: clean" in text
 
 
+STATUS_DECLARATION = {"final": {"attacks": ["pgd", "autoattack"], "n": 1000, "sanity": True},
+                      "tune": {"max_rounds": 4}}
+
+
+@pytest.mark.parametrize("rows,expected", [
+    # finished: every declared run has a row with the declared final evaluation
+    ([("teacher", "", 1, 1), ("a", "", 1, 1), ("b", "", 1, 1)], None),
+    ([("teacher", "", 1, 1), ("a", "", 1, 1)], "2 of the 3 declared runs have a row, 1 of 1 student runs"),
+    ([("teacher", "", 1, 1), ("a", "", 1, None), ("b", "", 1, 1)],
+     "3 of the 3 declared runs have a row, 1 of 2 student runs have the declared final evaluation"),
+    # a diverged run has nothing to evaluate; the teacher row is not a student run
+    ([("teacher", "", None, None), ("a", "diverged: loss nan", None, None), ("b", "", 1, 1)], None),
+], ids=["finished", "a-row-missing", "an-evaluation-missing", "diverged-and-teacher"])
+def test_a_final_table_says_it_is_in_progress_until_its_declared_runs_and_evaluations_are_there(rows, expected):
+    from kdlab.report.tables import study_status
+
+    frame = pd.DataFrame([{"cell": cell, "seed": 0, "flag": flag, "pgd_acc": pgd, "autoattack_acc": aa,
+                           "study_runs": 3} for cell, flag, pgd, aa in rows])
+    status = study_status(frame, STATUS_DECLARATION, tuning=False)
+    assert status is None if expected is None else status.startswith("**In progress**: " + expected), status
+
+
+def test_a_tuning_grid_is_in_progress_until_its_searches_stopped_and_old_tables_say_nothing():
+    from kdlab.report.tables import study_status
+
+    grid = pd.DataFrame({"cell": ["w=1", "w=10", "w=100"], "seed": 0, "tune_round": [1, 1, 2]})
+    assert study_status(grid, STATUS_DECLARATION, tuning=True).startswith(
+        "**In progress**: tuning round 2 of at most 4, 3 runs so far")
+    assert study_status(grid.assign(tune_stop="interior"), STATUS_DECLARATION, tuning=True) is None
+    # a final table written before tables recorded their declared size: no claim either way
+    assert study_status(pd.DataFrame({"cell": ["a"], "seed": [0]}), STATUS_DECLARATION, tuning=False) is None
+
+
 def test_a_study_that_only_measures_declares_comparisons_none(train_recipe, tmp_path):
     """comparisons: none (one cell beside the teacher's row, say): nothing compared, said so in the declaration."""
     study = load_study(write_study(tmp_path, train_recipe, comparisons="none"))
