@@ -169,7 +169,8 @@ def evaluate_finished(run_dir: Path, attacks: list[str], n: int, sanity: bool, *
     Returns the table's columns: ``<attack>_acc`` and ``<attack>_n`` for ``clean`` and each attack (accuracy in %
     and the number of test images), ``sanity`` (the verdict ``kdlab eval --sanity`` records: ``"ok (...)"`` or
     the violations; ``"not run"`` without ``sanity``), ``final_eval_seconds`` (wall seconds the evaluation took
-    when it was computed), ``final_eval_torch`` (the torch that computed it) and ``final_eval_cached`` (True when
+    when it was computed; ``None`` when every attack was on record and only the verdict was judged again, e.g.
+    under new sanity rules: :func:`evaluate_table` then keeps the seconds the table records), ``final_eval_torch`` (the torch that computed it) and ``final_eval_cached`` (True when
     this call did no work). Idempotent and resumable: see the module docstring. ``threads``: torch threads."""
     import torch
 
@@ -211,7 +212,8 @@ def evaluate_finished(run_dir: Path, attacks: list[str], n: int, sanity: bool, *
             columns[f"{name}_acc"] = reused
         columns[f"{name}_n"] = count
     columns["sanity"] = report.sanity if sanity else SANITY_NOT_RUN
-    columns["final_eval_seconds"] = round(seconds, 1)
+    # every attack already on record (a verdict judged again under new rules): no evaluation cost was measured
+    columns["final_eval_seconds"] = round(seconds, 1) if report.attacks_run != 0 else None
     columns["final_eval_torch"] = torch.__version__.split("+")[0]
     _remember(run_dir, key, columns, {"checkpoint_sha256": checkpoint_sha, "test_sha256": rows["clean"].get(
         "test_sha256"), "eps": eps, "n": count, "out": str(out), "evaluated_at": now()})
@@ -316,8 +318,9 @@ def evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, thr
 
     distinct = list(dict.fromkeys(r for r in runs if r is not None))
     before = {path: evaluated_columns(path, chosen, n, sanity) for path in distinct}
-    earlier = [float(c["final_eval_seconds"]) for c in before.values() if c is not None]
-    todo = len(distinct) - len(earlier)
+    earlier = [float(c["final_eval_seconds"]) for c in before.values()
+               if c is not None and c.get("final_eval_seconds") is not None]
+    todo = sum(1 for columns in before.values() if columns is None)
     expected = (f"; expected {format_clock(sum(earlier) / len(earlier) * todo)} at the "
                 f"{len(earlier)} evaluated runs' pace" if earlier and todo else
                 "; the expected time follows the first run" if todo else "")
@@ -343,7 +346,9 @@ def evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, thr
             columns = evaluate_finished(run_dir, chosen, n, sanity, threads=threads, out=out, progress=progress,
                                         notify=notify)
             fresh = not columns.pop("final_eval_cached")
-            _write_row(csv_path, str(frame["run_dir"].iloc[index - 1]), columns)
+            # no cost measured (every attack on record): the row keeps the seconds it records
+            written = {k: v for k, v in columns.items() if not (k == "final_eval_seconds" and v is None)}
+            _write_row(csv_path, str(frame["run_dir"].iloc[index - 1]), written)
             done[run_dir] = columns
             if fresh:
                 evaluated += 1

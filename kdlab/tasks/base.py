@@ -77,8 +77,10 @@ class EvalReport:
     """The result rows (appended now, or already recorded and skipped), sanity violations and the eps-sweep plot.
 
     ``appended``: rows appended to the CSV by this call (the sanity checks' rows included; ``None``: all of
-    ``rows``); ``skipped``: how many of ``rows`` were already recorded and not computed again; ``sanity``: the
-    sanity verdict recorded in the ``sanity`` column (``None`` when the checks were not run)."""
+    ``rows``); ``attacks_run``: how many of those were attacks computed by this call (not the sanity verdict,
+    which a call may only judge again from recorded attacks); ``skipped``: how many of ``rows`` were already
+    recorded and not computed again; ``sanity``: the sanity verdict recorded in the ``sanity`` column (``None``
+    when the checks were not run)."""
 
     rows: list[dict[str, Any]]
     violations: list[str] = field(default_factory=list)
@@ -86,6 +88,7 @@ class EvalReport:
     appended: int | None = None
     skipped: int = 0
     sanity: str | None = None
+    attacks_run: int | None = None
 
 
 class EvalInterrupted(KeyboardInterrupt):

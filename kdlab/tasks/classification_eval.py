@@ -205,11 +205,14 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
         notify(f"{what}{_describe(spec.resolved())}: already in {out} (row {number}), skipped")
 
     kept: list[str] = []
+    attacks_run = 0
 
-    def append(row: dict, label: str) -> None:
+    def append(row: dict, label: str, attack: bool = True) -> None:
+        nonlocal attacks_run
         append_rows(out, [row])
         appended[row_identity(row)] = row
         kept.append(label)
+        attacks_run += attack
 
     def record(sanity_text: str):
         def done(result) -> None:
@@ -271,7 +274,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
             if found is not None and found[1].get("sanity") == verdict["sanity"]:
                 notify(f"sanity verdict eps {format_eps(check_eps)}: already in {out} (row {found[0]}), skipped")
             else:
-                append(verdict, "the sanity verdict")
+                append(verdict, "the sanity verdict", attack=False)
     except KeyboardInterrupt:
         if kept:
             raise EvalInterrupted(
@@ -287,7 +290,7 @@ def evaluate_classifier_checkpoint(target: EvalTarget, options: EvalOptions) -> 
         title = sweep_title(resolved.label, specs, count, seed, data_spec)
         plot_robustness_curve(pd.DataFrame(rows), plot, title=title)
     return EvalReport(rows, violations, plot, appended=len(kept), skipped=len(planned) - len(todo),
-                      sanity=verdict_text)
+                      sanity=verdict_text, attacks_run=attacks_run)
 
 
 def test_set_digest(images: torch.Tensor, labels: torch.Tensor) -> str:

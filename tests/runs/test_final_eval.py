@@ -287,3 +287,34 @@ def test_paired_columns_on_autoattack_form_a_holm_family_of_their_own():
     assert "Δ PGD" not in deciding and "Δ AutoAttack vs a (paired" in deciding
     with pytest.raises(KdlabError, match="--metric cw_acc: not a metric of this table"):
         markdown_table(frame, baseline="a", metrics=["cw_acc"])
+
+
+@pytest.mark.slow
+def test_a_verdict_judged_again_under_new_sanity_rules_attacks_nothing_and_keeps_the_recorded_seconds(
+        fresh, monkeypatch):
+    """A change of the sanity rules (SANITY_RULES) makes every cached verdict stale: the table's runs are judged
+    again from their recorded attack rows, and the table keeps the evaluation seconds it records (judging is not
+    the evaluation's cost)."""
+    import kdlab.robustness.sanity
+
+    folder, table, _ = fresh
+    out = folder / "eval.csv"
+    command = ["eval", str(table), "--attack", "cw", "--n", str(N), "--sanity", "--out", str(out)]
+    first = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    evaluated, rows = pd.read_csv(table), len(pd.read_csv(out))
+
+    monkeypatch.setattr(kdlab.robustness.sanity, "SANITY_RULES", kdlab.robustness.sanity.SANITY_RULES + 1)
+    import kdlab.robustness.accuracy
+
+    real, attacked = kdlab.robustness.accuracy.build_attack, []
+    monkeypatch.setattr(kdlab.robustness.accuracy, "build_attack",
+                        lambda model, spec, *a, **k: attacked.append(spec.name) or real(model, spec, *a, **k))
+    again = CliRunner().invoke(app, command, env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert "4 evaluated now" in again.output  # not taken from the cache: judged again
+    assert set(attacked) <= {"clean"}  # every attack came from the record
+    assert len(pd.read_csv(out)) == rows  # the same verdicts: nothing appended
+    judged = pd.read_csv(table)
+    assert judged["final_eval_seconds"].tolist() == evaluated["final_eval_seconds"].tolist()
+    assert judged["final_eval_seconds"].notna().all() and judged["sanity"].tolist() == evaluated["sanity"].tolist()
