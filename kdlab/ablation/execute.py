@@ -30,7 +30,7 @@ from kdlab.ablation.table import AblationTable, committed, missing
 from kdlab.config.recipe import Recipe, keyed_settings, validate_recipe
 from kdlab.errors import Diverged, KdlabError
 from kdlab.report.tables import TEACHER_CELL
-from kdlab.results import results_folder
+from kdlab.results import provenance, results_folder
 from kdlab.train.engine import Deadline, OutOfTime, deadline
 
 
@@ -87,7 +87,9 @@ def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), gr
         from kdlab.runs.console import console
 
         console.print(f"  {cell} diverged (recorded, the tuning goes on): {error}")
-        return {"flag": "diverged", "note": str(error)}
+        # a result like any other row: the code (commit, a dirty tree's patch) and the machine that found it
+        code = provenance(diffs=results_folder(recipe.output.table))
+        return {"flag": "diverged", "note": str(error), **code}
     if final is None:
         return outcome.summary
     return {**outcome.summary, **final_evaluation(outcome.run_dir, final, threads, Path(eval_out), limit,

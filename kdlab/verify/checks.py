@@ -116,7 +116,7 @@ def _where(table: Table, number: int, row: dict[str, str], results: Path) -> str
 
 
 def _diverged(row: dict[str, str]) -> bool:
-    """A tuning value whose loss diverged: recorded as a flagged row with no run and no number (exempt)."""
+    """A tuning value whose loss diverged: recorded as a flagged row with no run and no number (no runs.csv row)."""
     return row.get("flag", "") == "diverged" and not row.get("run_dir", "").strip()
 
 
@@ -148,18 +148,17 @@ def check_provenance(table: Table, runs: dict[str, dict[str, str]], results: Pat
     first 16 hex digits of the file's SHA-256).
 
     An ablation row written before ablation rows carried ``git_commit`` names its commit through its run's row in
-    ``runs.csv`` (the same run directory). A diverged tuning row (no run, no number) is exempt."""
+    ``runs.csv`` (the same run directory). A diverged tuning row (no run, no number) is a result too (the tuning's
+    next values depend on it), so it names its own commit."""
     problems = []
     for number, row in enumerate(table.rows.to_dict("records"), start=1):
-        if table.kind == "ablation" and _diverged(row):
-            continue
         commit, digest = row.get("git_commit", "").strip(), row.get("git_diff_sha256", "").strip()
-        if table.kind == "ablation" and not commit:
+        if table.kind == "ablation" and not commit and not _diverged(row):
             run = runs.get(_run_key(row.get("run_dir", "")), {})
             commit, digest = run.get("git_commit", "").strip(), run.get("git_diff_sha256", "").strip()
         where = _where(table, number, row, results)
         if not commit or commit == "unknown":
-            through = " (nor does its run's row in runs.csv)" if table.kind == "ablation" else ""
+            through = " (nor does its run's row in runs.csv)" if table.kind == "ablation" and not _diverged(row) else ""
             problems.append(Problem("provenance", where, f"names no commit (git_commit {commit or 'empty'}){through}"))
             continue
         if not commit.endswith("-dirty"):

@@ -95,6 +95,10 @@ def test_a_tuned_study_averages_two_seeds_selects_like_its_final_runs_and_bisect
     assert by_value.loc["epochs=1,lr=1e30", ["tune_round", "tune_added"]].tolist() == [1, "grid"]
     assert set(val["tune_stop"]) == {"bracketed divergence"} and set(val["tune_seeds"]) == {2}
     assert set(val.loc[val["cell"] != "epochs=1,lr=0.05", "flag"]) == {"diverged"}
+    # a diverged row is a result with provenance like the others: the code and the machine that found it
+    diverged = val[val["flag"] == "diverged"]
+    assert diverged["git_commit"].notna().all() and diverged["torch"].notna().all()
+    assert set(diverged["git_commit"]) == set(val.loc[val["flag"] != "diverged", "git_commit"])
     scored = val["flag"].astype(str) != "diverged"  # (a 1-epoch model may be flagged collapsed: still scored)
     assert set(val.loc[scored, "cell"]) == {"epochs=1,lr=0.05"} and set(val.loc[scored, "eval_split"]) == {"val"}
     markdown = (out / "tuned-val.md").read_text()

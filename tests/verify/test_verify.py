@@ -81,6 +81,19 @@ def test_a_row_with_no_commit_fails(results):
                                 "(git_commit empty)"]
 
 
+def test_a_diverged_tuning_row_needs_its_own_commit_but_no_run(results):
+    table = pd.read_csv(results / TABLE, dtype=str, keep_default_na=False)
+    table.loc[0, ["run_dir", "clean_acc", "pgd_acc", "flag"]] = ["", "", "", "diverged"]
+    table.to_csv(results / TABLE, index=False)
+    assert verify(results, "--no-report").exit_code == 0  # no run, so no runs.csv row: fine
+    table.loc[0, "git_commit"] = ""
+    table.to_csv(results / TABLE, index=False)
+    result = verify(results, "--no-report")
+    assert result.exit_code == 1
+    assert problems(result) == [f"provenance: results/{TABLE} row 1 (cell lr=0.05 seed 0): names no commit "
+                                "(git_commit empty)"]
+
+
 def test_a_dirty_row_whose_patch_is_missing_or_altered_fails(results):
     patch = results / "diffs" / f"{DIGEST}.patch"
     patch.write_bytes(PATCH.encode() + b"+y = 3\n")
