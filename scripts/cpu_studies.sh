@@ -20,8 +20,8 @@
 # KDLAB_KEEP (optional): a folder outside the checkout where the teachers' run directories (results/runs/*-teacher-*:
 # the shared CIFAR-10 teacher, ~1 h on one core, and the BCCD detectors' teachers, ~17 min each) are kept between
 # sessions on the same machine; they are copied in before the first study and saved after each study. The tables'
-# teacher_sha256 check still decides whether a kept teacher may be used. KDLAB (the kdlab command), KDLAB_LOCKS (the lock folder) and KDLAB_POLL
-# (seconds between looks for the teacher) are for tests.
+# teacher_sha256 check still decides whether a kept teacher may be used. KDLAB (the kdlab command), KDLAB_LOCKS
+# (the lock folder) and KDLAB_POLL (seconds between looks for the teacher) are for tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1

@@ -49,8 +49,8 @@ from kdlab.robustness.accuracy import (
 from kdlab.robustness.attacks import AttackSpec, attack_def, attack_mode
 from kdlab.robustness.seeded_pgd import DEFAULT_EPS
 
-__all__ = ["SANITY_RULES", "SQUARE_QUERIES", "SQUARE_SR_ALPHA", "SanityReport", "SanityViolation", "sanity_check", "sanity_specs",
-           "whitebox_accuracy"]
+__all__ = ["SANITY_RULES", "SQUARE_QUERIES", "SQUARE_SR_ALPHA", "SanityReport", "SanityViolation", "sanity_check",
+           "sanity_specs", "whitebox_accuracy"]
 
 SQUARE_QUERIES = attack_def("square").steps
 """5000: Square's query budget in the standard AutoAttack (fra31/auto-attack ``autoattack/autoattack.py``)."""

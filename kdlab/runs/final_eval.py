@@ -170,8 +170,8 @@ def evaluate_finished(run_dir: Path, attacks: list[str], n: int, sanity: bool, *
     and the number of test images), ``sanity`` (the verdict ``kdlab eval --sanity`` records: ``"ok (...)"`` or
     the violations; ``"not run"`` without ``sanity``), ``final_eval_seconds`` (wall seconds the evaluation took
     when it was computed; ``None`` when every attack was on record and only the verdict was judged again, e.g.
-    under new sanity rules: :func:`evaluate_table` then keeps the seconds the table records), ``final_eval_torch`` (the torch that computed it) and ``final_eval_cached`` (True when
-    this call did no work). Idempotent and resumable: see the module docstring. ``threads``: torch threads."""
+    under new sanity rules: :func:`evaluate_table` then keeps the seconds the table records), ``final_eval_torch``
+    (the torch that computed it) and ``final_eval_cached`` (True when this call did no work). Idempotent and resumable: see the module docstring. ``threads``: torch threads."""
     import torch
 
     from kdlab.models.files import file_digest
