@@ -20,6 +20,7 @@ def checkout(tmp_path: Path, pinned: bool) -> Path:
     (root / "recipes").mkdir()
     shutil.copy(SCRIPT, root / "scripts" / SCRIPT.name)
     text = (REPO / "recipes" / "mixacm_cifar10_cpu.yaml").read_text()
+    text = "".join(line for line in text.splitlines(keepends=True) if PIN not in line)  # the committed recipe is pinned
     (root / "recipes" / "mixacm_cifar10_cpu.yaml").write_text(text + (f"# {PIN}\n" if pinned else ""))
     return root
 
