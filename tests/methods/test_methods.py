@@ -233,16 +233,6 @@ def test_default_method_is_the_tasks_own():
     assert load_recipe("recipes/skd_quickstart_teacher.yaml").method.name == "skd"
 
 
-def test_run_keys_of_committed_recipes_are_unchanged():
-    """The committed tables name their run directories by these keys: a refactoring that changes one renames
-    every cached run and teacher. Change them only on purpose (with SCHEMA_VERSION when a meaning changed).
-    Classification keys re-pinned when train.rng default became sample, issue #24 (tests/config/test_run_keys.py
-    pins every recipe, and the keys from before)."""
-    expected = {"mixacm_cifar10_cpu": "474984682f", "quickstart": "7742eb9459", "skd_bccd_cpu": "ed42f3d258",
-                "skd_bccd_cpu_teacher": "c201b2ca8b", "quickstart_teacher": "f131c9ac92"}
-    assert {name: load_recipe(f"recipes/{name}.yaml").key() for name in expected} == expected
-
-
 # --------------------------------------------------------------------------- cost
 def test_supervised_passes_count_the_inner_maximisation():
     model = build_classifier("resnet_small", 10, width=4)
