@@ -78,7 +78,8 @@ for study in "${ORDER[@]}"; do
         flock -n 9 || { echo "$(date -u +%FT%TZ) $study: taken by the other queue, skipped"; exit 0; }
         echo "$(date -u +%FT%TZ) $study: start"
         "$KDLAB" ablate "recipes/studies/$study.yaml" --jobs 1 --threads 1
-        echo "$(date -u +%FT%TZ) $study: exit $?"
+        status=$?  # before the date's command substitution resets $?
+        echo "$(date -u +%FT%TZ) $study: exit $status"
     ) 9> "$LOCKS/$study.lock"
     keep_teachers
 done

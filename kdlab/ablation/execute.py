@@ -2,7 +2,7 @@
 
 Every cell is an ordinary (cached, resumable) run (:func:`kdlab.runs.run.run_recipe`): :func:`run_cell` is the
 entry point of a worker process of ``--jobs`` and of a cluster job (:mod:`kdlab.ablation.cluster` runs the same
-cells on Slurm); with ``divergence_is_a_result`` (a tuning grid) a cell whose loss diverges is a flagged result
+cells on Slurm); with ``divergence_is_a_result`` (a tuning grid, a declared study) a cell whose loss diverges is a flagged result
 instead of an error. :func:`run_ablation` trains (or finds) the shared teacher before any cell, then runs every
 (cell, seed) and records each in the plan's :class:`~kdlab.ablation.table.AblationTable` as it finishes. With a
 :class:`~kdlab.ablation.slices.TimeSlice` (``--time-limit``) it starts only the cells that fit, stops a running
@@ -66,7 +66,8 @@ def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), gr
     """Worker entry point (a separate process with --jobs, a job with kdlab.ablation.cluster): run one cell (resuming
     it from its last epoch when interrupted before) and return its summary; its run records ``command`` (the
     ablate command) and ``overrides`` (every override behind the cell). ``divergence_is_a_result`` (a
-    tuning grid): a loss that becomes non-finite returns a flagged summary with no metrics instead of raising.
+    tuning grid, a declared study): a loss that becomes non-finite returns a flagged summary with no metrics
+    instead of raising.
     ``limit``: training stops at an epoch boundary before it (:class:`kdlab.train.engine.OutOfTime`).
     ``final`` (a study's declared ``final:``): the cell's final evaluation right after its training, in this
     worker (:func:`final_evaluation`; cached, so a reused run costs nothing), its columns in the summary."""
@@ -86,7 +87,7 @@ def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), gr
             raise
         from kdlab.runs.console import console
 
-        console.print(f"  {cell} diverged (recorded, the tuning goes on): {error}")
+        console.print(f"  {cell} diverged (recorded as its result, the other runs go on): {error}")
         # a result like any other row: the code (commit, a dirty tree's patch) and the machine that found it
         code = provenance(diffs=results_folder(recipe.output.table))
         return {"flag": "diverged", "note": str(error), **code}

@@ -48,7 +48,8 @@ class AblationPlan:
     title_suffix: str = ""
     tuned: dict[str, str] = field(default_factory=dict)
     tuned_on: str | None = None
-    # a tuning grid records a value whose loss diverges as a flagged row and goes on (kdlab.ablation.tuning)
+    # a tuning grid (kdlab.ablation.tuning) or a declared study (kdlab.ablation.study) records a run whose loss
+    # diverges as a flagged row and goes on
     divergence_is_a_result: bool = False
     # the ``kdlab ablate`` command line that runs this plan, as typed: every cell's run.json and every table row
     # record it (not part of the fingerprint: the same cells under other --jobs or --threads are the same table)

@@ -571,7 +571,10 @@ def _expand(study: Study) -> AblationPlan:
             overrides=declaration["set"], name=declaration["study"])
     except KdlabError as error:
         raise _fail(path, str(error)) from None
-    return replace(plan, table_name=declaration["study"], study=study.columns(), command=study.command())
+    # a declared run whose loss diverges is a result (the same seed diverges again), recorded as a flagged row:
+    # the study keeps its declared seeds and goes on with its other runs instead of stopping at the first
+    return replace(plan, table_name=declaration["study"], study=study.columns(), command=study.command(),
+                   divergence_is_a_result=True)
 
 
 def _check_comparisons(study: Study) -> None:

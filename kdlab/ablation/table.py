@@ -57,6 +57,7 @@ def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> 
     row["git_diff_sha256"] = summary.get("git_diff_sha256")
     # which machine computed it (a study continued on other machines, kdlab.ablation.slices): device, torch, CUDA
     row["device_name"] = summary.get("device_name")
+    row["torch_threads"] = summary.get("torch_threads")  # CPU float sums depend on it; the table notes say it
     row["torch"] = (summary.get("versions") or {}).get("torch")
     row["cuda"] = summary.get("cuda")
     # what wrote this row: the ablate command as typed (every flag) and its --set overrides, shell-quoted
@@ -78,7 +79,7 @@ def missing(plan: AblationPlan, cell: Cell, seed: int, row: dict[str, Any], fina
     """Why a table row is not a complete result (None when it is): a metric of its cell missing (``<attack>_acc``
     of the plan's attacks, or a detector's ``AP``), or, with a declared ``final:`` evaluation, one of its columns
     (each attack's ``_acc`` and ``_n`` with ``clean``, and ``sanity``). A diverged row of a tuning grid is a
-    result (the same run diverges again); any other diverged row is not."""
+    result (the same run diverges again), and so is one of a declared study; any other diverged row is not."""
     from kdlab.runs.final_eval import check_attacks
 
     def absent(name: str) -> bool:
@@ -132,16 +133,30 @@ def committed(plan: AblationPlan, rows: dict[tuple[str, int], dict],
     return kept
 
 
+def other_rows(plan: AblationPlan, path: Path) -> list[dict]:
+    """The rows of the table at ``path`` whose (cell, seed) ``plan`` does not run, in table order: a tuning grid's
+    later rounds while an earlier round's plan is replayed, seeds beyond a rerun's ``--seeds``."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    frame = read_table(path)
+    ours = {(cell.label, seed) for cell in [Cell(TEACHER_CELL), *plan.cells] for seed in plan.seeds}
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return [row for row in records if (str(row["cell"]), int(row["seed"])) not in ours]
+
+
 class AblationTable:
     """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
-    has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell).
-    A rerun starts from the rows its own table holds and replaces each as its run is recorded again: an
-    interrupted rerun never leaves the table shorter than it was."""
+    has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell, then
+    the table's rows of cells or seeds this plan does not run, kept as they were). A rerun starts from the rows
+    its own table holds and replaces each as its run is recorded again: an interrupted rerun never leaves the
+    table shorter than it was."""
 
     def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.plan, self.path, self.on_cell = plan, plan.table_path(out_dir), on_cell
         self.rows: dict[tuple[str, int], dict] = table_rows(plan, self.path)
+        # before, a rewrite dropped them: replaying a tuning's round 1 emptied its later rounds from the table
+        self.others = other_rows(plan, self.path)
 
     def record(self, cell: Cell, seed: int, summary: dict) -> None:
         from kdlab.report.tables import write_ablation_outputs
@@ -149,8 +164,8 @@ class AblationTable:
         self.rows[(cell.label, seed)] = _row(self.plan, cell, seed, summary)
         self._store_diff(summary)
         cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *self.plan.cells] for s in self.plan.seeds]
-        write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows],
-                               self.path)
+        write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows]
+                               + self.others, self.path)
         if self.on_cell:
             self.on_cell(cell.label, seed, summary)
 

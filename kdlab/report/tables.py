@@ -35,8 +35,10 @@ COST_COLUMNS = {"passes_per_image": "passes/img", "teacher_forwards_per_image": 
 
 # A flag's first word (the row's ``flag`` column) and the note that explains its ⚠ mark under a table.
 FLAG_NOTES = {
-    "diverged": "⚠ diverged: the training loss became non-finite (lower the value, or the learning rate); recorded "
-                "with no metrics so the tuning grid goes on.",
+    "diverged": "⚠ diverged: the training loss became non-finite on a seed (the same run diverges again: lower the "
+                "value, or the learning rate); recorded with no metrics, so a tuning grid goes on and a declared "
+                "study keeps its seeds: the cell's means and its paired differences are over the seeds that "
+                "finished (its seeds column counts the diverged ones, a paired column the seeds it paired).",
     "collapsed": "⚠ collapsed: a model of this cell predicts (nearly) one or two classes or is at chance on clean "
                  "images -- collapsed: robust accuracy meaningless (see the CSV's flag column).",
     "weak": f"⚠ weak: a detector of this cell (or the teacher) finds almost nothing: AP50 under {WEAK_AP50:g} % (see "
@@ -139,7 +141,8 @@ def paired_differences(frame: pd.DataFrame, baseline: str, metric: str) -> dict[
     if baseline not in set(frame["cell"]):
         raise KdlabError(f"baseline cell '{baseline}' is not in the table: choose one of "
                          f"{', '.join(dict.fromkeys(frame['cell'].astype(str)))}")
-    wide = frame[frame["cell"] != TEACHER_CELL].pivot_table(index="seed", columns="cell", values=metric, sort=False)
+    wide = frame[frame["cell"] != TEACHER_CELL].pivot_table(index="seed", columns="cell", values=metric, sort=False,
+                                                            dropna=False)  # a cell whose every run diverged: no pair
     deltas = wide.sub(wide[baseline], axis=0)
     return {str(cell): paired_difference(deltas[cell].tolist()) for cell in deltas.columns}
 
@@ -229,6 +232,7 @@ def compared_metrics(frame: pd.DataFrame, metrics: list[str] | None = None) -> l
         return list(dict.fromkeys(metrics))
     chosen = [headline_metric(frame)]
     students = frame[frame["cell"] != TEACHER_CELL]
+    students = students[~flags_of(students).str.startswith("diverged")]  # a diverged run has nothing to measure
     if "autoattack_acc" in available and "autoattack_acc" not in chosen and len(students) \
             and students["autoattack_acc"].notna().all():
         chosen.append("autoattack_acc")
@@ -293,10 +297,11 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
     if reference:
         header.append(reference["label"])  # what the paper measured, e.g. "attack unstated"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    marks = cell_marks(frame)
+    marks, diverged = cell_marks(frame), diverged_seeds(frame)
     for _, row in summary.iterrows():
         label = str(row["cell"]) + "".join(f" ⚠ {mark}" for mark in marks.get(str(row["cell"]), []))
-        cells = [label, str(int(row["seeds"]))]
+        failed = diverged.get(str(row["cell"]), 0)
+        cells = [label, str(int(row["seeds"])) + (f" ({failed} diverged)" if failed else "")]
         edge = edges.get(str(row["cell"]), "")
         edge = f" ({edge} tried)" if edge in ("smallest", "largest") else f" ({edge})" if edge else ""
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
@@ -306,7 +311,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
             holm = families[metric][0]
             for base in baselines:
                 delta = deltas[(metric, base)].get(str(row["cell"])) if str(row["cell"]) != base else None
-                cells.append("—" if delta is None else delta.render())
+                cells.append("—" if delta is None else render_pairs(delta, frame, str(row["cell"]), base))
                 if holm is not None:
                     cells.append("—" if delta is None else render_holm(delta, holm.get((base, str(row["cell"])), 1.0)))
         if reference:
@@ -406,7 +411,7 @@ def pairs_markdown(frame: pd.DataFrame, pairs: list[tuple[str, str]], metric: st
     header += [f"Δ {label}: t-test p, Holm"] if correction == "holm" else []
     lines = ["Declared comparisons:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (a, b), difference in differences.items():
-        row = [f"{a} − {b}", difference.render()]
+        row = [f"{a} − {b}", render_pairs(difference, frame, a, b)]
         if correction == "holm":
             row.append(render_holm(difference, adjusted.get((a, b), 1.0)))
         lines.append("| " + " | ".join(row) + " |")
@@ -453,11 +458,33 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def flags_of(frame: pd.DataFrame) -> pd.Series:
+    """The rows' ``flag`` column as text, ``""`` where a row has none (or the table no such column)."""
+    if "flag" not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=str)
+    return frame["flag"].astype(object).where(frame["flag"].notna(), "").astype(str)
+
+
+def diverged_seeds(frame: pd.DataFrame) -> dict[str, int]:
+    """Per cell, how many of its rows are flagged ``diverged`` (no metrics: a run whose loss became non-finite)."""
+    counts = frame[flags_of(frame).str.startswith("diverged")].groupby("cell")["seed"].nunique()
+    return {str(cell): int(count) for cell, count in counts.items()}
+
+
+def render_pairs(difference: PairedDifference, frame: pd.DataFrame, cell: str, against: str) -> str:
+    """``difference.render()``, with ``(4 of 5 seeds paired)`` when a seed both cells ran has no metric in one
+    of them (it diverged): the difference is then over the seeds that finished in both."""
+    seeds = set(frame.loc[frame["cell"].astype(str) == cell, "seed"]) \
+        & set(frame.loc[frame["cell"].astype(str) == against, "seed"])
+    shown = difference.render()
+    return shown + (f" ({difference.pairs} of {len(seeds)} seeds paired)"
+                    if 0 < difference.pairs < len(seeds) else "")
+
+
 def cell_marks(frame: pd.DataFrame) -> dict[str, list[str]]:
     """Per flagged cell, the first words of its rows' flags (``collapsed``, ``weak``, ``diverged``: the keys of
     :data:`FLAG_NOTES`): what the Markdown marks ``⚠ collapsed`` and the plot hatches."""
-    flags = frame["flag"] if "flag" in frame.columns else pd.Series("", index=frame.index)
-    flags = flags.astype(object).where(flags.notna(), "").astype(str)
+    flags = flags_of(frame)
     # a flag's first word names it: "collapsed: ..." (classification), "weak: ..." (detection), "diverged"
     marks = frame.assign(mark=flags.str.split(":").str[0].str.strip())[flags != ""].groupby("cell")["mark"]
     return {str(cell): sorted(set(values)) for cell, values in marks}
@@ -610,8 +637,7 @@ def study_status(frame: pd.DataFrame, declaration: dict, tuning: bool) -> str | 
     final = declaration.get("final")
     wanted = [f"{attack}_acc" for attack in final["attacks"]] if final else []
     students = frame[frame["cell"].astype(str) != TEACHER_CELL]
-    flags = students["flag"].fillna("").astype(str) if "flag" in students.columns else pd.Series("", students.index)
-    scored = students[~flags.str.startswith("diverged")]
+    scored = students[~flags_of(students).str.startswith("diverged")]
     evaluated = int(scored[wanted].notna().all(axis=1).sum()) if set(wanted) <= set(frame.columns) else 0
     if len(frame) >= declared and evaluated == len(scored):
         return None
@@ -649,6 +675,8 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
             pairs = [tuple(pair) for pair in comparisons.get("pairs", [])] or None
     else:
         baseline = baseline or default_baseline(frame)
+    if not metric_columns(frame):  # only diverged runs so far: nothing to compare (or plot) yet
+        baseline, pairs, metric = None, None, None
     if metric is not None and not metrics:  # the declared deciding metric first; AutoAttack beside it when measured
         metrics = [metric] + ([] if tuning else [m for m in compared_metrics(frame)[1:] if m != metric])
     stem = Path(out_dir) / csv_path.stem if out_dir is not None else csv_path.with_suffix("")

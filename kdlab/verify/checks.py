@@ -116,7 +116,8 @@ def _where(table: Table, number: int, row: dict[str, str], results: Path) -> str
 
 
 def _diverged(row: dict[str, str]) -> bool:
-    """A tuning value whose loss diverged: recorded as a flagged row with no run and no number (no runs.csv row)."""
+    """A run whose loss diverged (a tuning value, a declared study's seed): recorded as a flagged row with no run and
+    no number (no runs.csv row)."""
     return row.get("flag", "") == "diverged" and not row.get("run_dir", "").strip()
 
 

@@ -105,3 +105,28 @@ def test_final_evaluation_rows_go_to_the_results_folder_that_holds_the_diffs(tmp
                         (tmp_path / "mine" / "tables", tmp_path / "mine" / "tables")):
         assert final_eval_rows(out / "study.csv") == folder / "eval.csv"
         assert results_folder(out / "study.csv") == folder  # where its diffs/ go
+
+
+def test_a_rerun_over_fewer_cells_or_seeds_keeps_the_tables_other_rows(train_recipe, tmp_path):
+    """Recording a run rewrites the table; the rows of cells or seeds the rerun does not cover stay as they were.
+    Before, they were dropped: replaying a tuning's round 1 (a plan of round 1's cells) emptied its later rounds
+    from the table, and on a checkout without their run directories the next round retrained them."""
+    from dataclasses import replace
+
+    from kdlab.ablation.table import AblationTable
+
+    out = tmp_path / "abl"
+    full = plan(train_recipe, seeds=(0, 1))
+    table = run_ablation(full, out, threads=1)
+    before = pd.read_csv(table)
+    assert len(before) == 4
+    # round 1 of a tuning: fewer cells under the grid's fingerprint (kdlab.ablation.tuning), and fewer seeds
+    first = replace(full, seeds=[0], cells=full.cells[:1], fixed_fingerprint=full.fingerprint)
+    rerun = AblationTable(first, out)
+    assert rerun.path == table
+    row = before[(before["cell"] == full.cells[0].label) & (before["seed"] == 0)].iloc[0]
+    rerun.record(full.cells[0], 0, {"clean_acc": row["clean_acc"], "pgd_acc": row["pgd_acc"],
+                                    "run_dir": row["run_dir"]})
+    after = pd.read_csv(table)
+    assert sorted(zip(after["cell"], after["seed"])) == sorted(zip(before["cell"], before["seed"]))
+    assert after.set_index(["cell", "seed"])["pgd_acc"].to_dict() == before.set_index(["cell", "seed"])["pgd_acc"].to_dict()

@@ -3,6 +3,7 @@ the (cell, seed) set of every preset against hand-written sets, the flags a stud
 refusal, and a tiny study run end to end whose table records its declaration."""
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -235,3 +236,42 @@ def test_a_study_that_only_measures_declares_comparisons_none(train_recipe, tmp_
     study = load_study(write_study(tmp_path, train_recipe, comparisons="none"))
     assert study.declaration["comparisons"] == {"pairs": []}
     assert "comparisons none declared" in "\n".join(study.describe())
+
+
+def test_a_declared_run_that_diverges_is_recorded_and_the_study_goes_on(train_recipe, tmp_path):
+    """A final run whose loss becomes non-finite is that seed's result (rerunning it diverges again), not the end
+    of the study: before, the first divergence stopped `kdlab ablate STUDY` with exit 2 and every later run of the
+    study was never trained (a RetinaNet CWD seed did this to skd_bccd_retinanet_cpu)."""
+    study_path = write_study(tmp_path, train_recipe, cells={"grid": {"train.lr": ["1e30", 0.05]}}, seeds=[0],
+                             comparisons={"pairs": [["lr=0.05", "lr=1e30"]]})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "diverged (recorded as its result, the other runs go on)" in result.output
+    table = pd.read_csv(out / "tiny.csv")
+    rows = table.set_index("cell")
+    assert rows.loc["lr=1e30", "flag"] == "diverged" and math.isnan(rows.loc["lr=1e30", "pgd_acc"])
+    assert rows.loc["lr=0.05", "pgd_acc"] >= 0  # the run after the divergence was trained
+    assert "lr=1e30 ⚠ diverged | 1 (1 diverged) |" in (out / "tiny.md").read_text()
+    again = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
+    assert again.exit_code == 0 and "diverged (recorded" not in again.output  # complete: nothing runs again
+    assert len(pd.read_csv(out / "tiny.csv")) == 2
+
+
+def test_a_cell_with_a_diverged_seed_is_summarised_and_paired_over_the_seeds_that_finished(tmp_path):
+    """k=b diverged on seed 2: its mean is over seeds 0 and 1, and k=b − k=a pairs those two (hand-computed:
+    differences 1 and 3 -> mean 2, sd √2, t_{0.975,1} = 12.706 -> CI 2 ± 12.706 = [-10.71, +14.71]), each count said."""
+    from kdlab.report.tables import render
+
+    declaration = {"study": "s", "question": "q?", "recipe": "r.yaml", "set": [], "cells": {"grid": [["k", ["a", "b"]]]},
+                   "seeds": [0, 1, 2], "metric": "pgd_acc", "attacks": ["pgd"],
+                   "comparisons": {"pairs": [["k=b", "k=a"]]}, "correction": "holm", "tune": None, "final": None}
+    b = {0: 31.0, 1: 33.0, 2: math.nan}
+    rows = [{"cell": cell, "seed": seed, "clean_acc": 50.0, "pgd_acc": 30.0 if cell == "k=a" else b[seed],
+             "flag": "diverged" if cell == "k=b" and seed == 2 else "", "study": "s", "study_sha256": "abc",
+             "study_declaration": json.dumps(declaration)} for cell in ("k=a", "k=b") for seed in range(3)]
+    rows[-1]["clean_acc"] = math.nan
+    pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
+    text = render(tmp_path / "s.csv")[0].read_text().replace("−", "-")
+    assert "| k=b ⚠ diverged | 3 (1 diverged) | 50.00 ± 0.00 | 32.00 ± 1.41 |" in text
+    assert "| k=b - k=a | +2.00 [-10.71, +14.71] not separated (2 of 3 seeds paired) |" in text
