@@ -10,8 +10,11 @@ class KdlabError(Exception):
 
 
 class Diverged(KdlabError):
-    """The training loss became non-finite. Fatal for a run; in a tuning grid (``kdlab ablate --tune``) it is a
-    result — that value diverges — recorded as a flagged row while the other values go on."""
+    """The training loss became non-finite. Fatal for a run; in a tuning grid (``kdlab ablate --tune``) or a
+    declared study it is a result — that value (seed) diverges — recorded as a flagged row while the other runs go
+    on. ``run_dir``: the run's directory, whose run.json names the code that trained it."""
+
+    run_dir = None  # set where the divergence is raised (kdlab.runs.run)
 
 
 class ReportedElsewhere(KdlabError):

@@ -74,7 +74,7 @@ def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), gr
     import torch
 
     from kdlab.runs.estimate import NoteReporter
-    from kdlab.runs.run import run_recipe
+    from kdlab.runs.run import run_recipe, trained_code
 
     torch.set_num_threads(threads)
     recipe = validate_recipe(yaml.safe_load(recipe_yaml))
@@ -88,8 +88,10 @@ def run_cell(recipe_yaml: str, threads: int, overrides: tuple[str, ...] = (), gr
         from kdlab.runs.console import console
 
         console.print(f"  {cell} diverged (recorded as its result, the other runs go on): {error}")
-        # a result like any other row: the code (commit, a dirty tree's patch) and the machine that found it
-        code = provenance(diffs=results_folder(recipe.output.table))
+        # a result like any other row: the code (commit, a dirty tree's patch) and the machine that trained the
+        # run, as its run.json records them (a divergence read back may be older than this code), else this one
+        code = (trained_code(Path(error.run_dir)) if error.run_dir else None) \
+            or provenance(diffs=results_folder(recipe.output.table))
         return {"flag": "diverged", "note": str(error), **code}
     if final is None:
         return outcome.summary

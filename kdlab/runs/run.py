@@ -191,8 +191,10 @@ def _claim_directory(run_dir: Path, resume: bool, force: bool) -> dict | None:
         return read_json(summary_path)
     elif (run_dir / DIVERGED).exists():
         record = read_json(run_dir / DIVERGED)
-        raise Diverged(f"{record['error']} (recorded in {run_dir / DIVERGED} at {record['at']}; --force trains it "
-                       "again)")
+        error = Diverged(f"{record['error']} (recorded in {run_dir / DIVERGED} at {record['at']}; --force trains "
+                         "it again)")
+        error.run_dir = run_dir
+        raise error
     elif (run_dir / "last.pt").exists() and not resume:
         raise KdlabError(
             f"an unfinished run exists at {run_dir}: pass --resume to continue it or --force to start over"
@@ -274,6 +276,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         except Diverged as error:
             if main:
                 write_json(run_dir / DIVERGED, {"error": str(error), "at": now()})
+            error.run_dir = run_dir
             raise
 
         best, _ = load_model(run_dir / "best.pt", expected_classes=setup.num_classes)
@@ -325,6 +328,22 @@ def _trainable_here(recipe: Recipe) -> None:
                                              recipe.device, recipe.task)
     if problems:
         raise KdlabError(problems[0])
+
+
+# what run.json records of the code and the machine that trained a run (_record_start: kdlab.results.provenance's
+# keys and the torch thread count)
+CODE_KEYS = ("git_commit", "git_diff_sha256", "versions", "machine", "device_name", "cpu_name", "cuda",
+             "torch_threads")
+
+
+def trained_code(run_dir: Path) -> dict[str, Any] | None:
+    """The code and machine a run recorded when it started (its run.json: :data:`CODE_KEYS`), or None without
+    one. A divergence read back from ``diverged.json`` was found by the code that trained the run, not by the one
+    that reads it (a dirty tree's patch went to the results folder's diffs/ when the run started)."""
+    path = run_dir / "run.json"
+    record = read_json(path) if path.is_file() else {}
+    code = {key: record[key] for key in CODE_KEYS if key in record}
+    return code if code.get("git_commit") else None
 
 
 def _record_start(recipe: Recipe, run_dir: Path, command: str, overrides, teacher_info: dict,

@@ -257,6 +257,18 @@ def test_a_declared_run_that_diverges_is_recorded_and_the_study_goes_on(train_re
     assert again.exit_code == 0 and "diverged (recorded" not in again.output  # complete: nothing runs again
     assert len(pd.read_csv(out / "tiny.csv")) == 2
 
+    # the row read back from the run's diverged.json names the code that trained the run (its run.json), not the
+    # code that reads it back: before, a divergence found at one commit was recorded under the next one's
+    run_json = next((tmp_path / "runs").glob("tiny-lr_1e30-s0-*")) / "run.json"
+    record = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**record, "git_commit": "0123456789abcdef-dirty", "git_diff_sha256": "feed",
+                                    "torch_threads": 7}))
+    (out / "tiny.csv").unlink()
+    third = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
+    assert third.exit_code == 0, third.output
+    row = pd.read_csv(out / "tiny.csv", dtype={"git_diff_sha256": str}).set_index("cell").loc["lr=1e30"]
+    assert (row["git_commit"], row["git_diff_sha256"], row["torch_threads"]) == ("0123456789abcdef-dirty", "feed", 7)
+
 
 def test_a_cell_with_a_diverged_seed_is_summarised_and_paired_over_the_seeds_that_finished(tmp_path):
     """k=b diverged on seed 2: its mean is over seeds 0 and 1, and k=b − k=a pairs those two (hand-computed:
