@@ -144,6 +144,31 @@ def other_rows(plan: AblationPlan, path: Path) -> list[dict]:
     return [row for row in records if (str(row["cell"]), int(row["seed"])) not in ours]
 
 
+def _blank(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and value != value)
+
+
+def same_row(old: dict | None, new: dict) -> bool:
+    """Whether ``new`` says what the table's row ``old`` says (as read back from the CSV: a number as written, an
+    empty cell as NaN): then recording it again rewrites nothing."""
+    if old is None:
+        return False
+    for key in set(old) | set(new):
+        a, b = old.get(key), new.get(key)
+        if _blank(a) or _blank(b):
+            if _blank(a) and _blank(b):
+                continue
+            return False
+        try:
+            if float(a) == float(b):
+                continue
+        except (TypeError, ValueError):
+            pass
+        if str(a) != str(b):
+            return False
+    return True
+
+
 class AblationTable:
     """An ablation's CSV (+ Markdown and PNG), rewritten after every finished run: the same function of what
     has finished whichever executor ran it (teacher first, then cells in plan order, seeds within a cell, then
@@ -161,11 +186,14 @@ class AblationTable:
     def record(self, cell: Cell, seed: int, summary: dict) -> None:
         from kdlab.report.tables import write_ablation_outputs
 
-        self.rows[(cell.label, seed)] = _row(self.plan, cell, seed, summary)
+        row = _row(self.plan, cell, seed, summary)
+        unchanged = same_row(self.rows.get((cell.label, seed)), row)
+        self.rows[(cell.label, seed)] = row
         self._store_diff(summary)
-        cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *self.plan.cells] for s in self.plan.seeds]
-        write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows]
-                               + self.others, self.path)
+        if not unchanged:  # a reused run whose row the table holds already (a rerun, a tuning's rounds replayed)
+            cell_major = [(c, s) for c in [Cell(TEACHER_CELL), *self.plan.cells] for s in self.plan.seeds]
+            write_ablation_outputs([self.rows[(c.label, s)] for c, s in cell_major if (c.label, s) in self.rows]
+                                   + self.others, self.path)
         if self.on_cell:
             self.on_cell(cell.label, seed, summary)
 

@@ -130,3 +130,23 @@ def test_a_rerun_over_fewer_cells_or_seeds_keeps_the_tables_other_rows(train_rec
     after = pd.read_csv(table)
     assert sorted(zip(after["cell"], after["seed"])) == sorted(zip(before["cell"], before["seed"]))
     assert after.set_index(["cell", "seed"])["pgd_acc"].to_dict() == before.set_index(["cell", "seed"])["pgd_acc"].to_dict()
+
+
+def test_recording_a_reused_run_whose_row_the_table_holds_writes_nothing(train_recipe, tmp_path, monkeypatch):
+    """A rerun over finished runs (a tuning's rounds replayed on restart: 182 rows re-rendered, about 20 CPU-minutes
+    for methods_cpu) leaves the table untouched; a changed row is written."""
+    import kdlab.report.tables
+
+    out = tmp_path / "abl"
+    table = run_ablation(plan(train_recipe, seeds=(0, 1)), out, threads=1)
+    before = table.read_bytes()
+    writes = []
+    real = kdlab.report.tables.write_ablation_outputs
+    monkeypatch.setattr(kdlab.report.tables, "write_ablation_outputs", lambda *a, **k: writes.append(1) or real(*a, **k))
+    run_ablation(plan(train_recipe, seeds=(0, 1)), out, threads=1)
+    assert writes == [] and table.read_bytes() == before
+    frame = pd.read_csv(table)
+    frame.loc[0, "pgd_acc"] = 99.0  # the table says something else than the run: the run's row is written again
+    frame.to_csv(table, index=False)
+    run_ablation(plan(train_recipe, seeds=(0, 1)), out, threads=1)
+    assert writes and pd.read_csv(table).loc[0, "pgd_acc"] != 99.0
