@@ -11,6 +11,7 @@ tree, whose patch is stored as ``<results>/diffs/<git_diff_sha256>.patch``: :fun
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -145,7 +146,7 @@ def other_rows(plan: AblationPlan, path: Path) -> list[dict]:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and value != value)
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def same_row(old: dict | None, new: dict) -> bool:
