@@ -2,9 +2,9 @@
 
 Every cell is an ordinary (cached, resumable) run (:func:`kdlab.runs.run.run_recipe`): :func:`run_cell` is the
 entry point of a worker process of ``--jobs`` and of a cluster job (:mod:`kdlab.ablation.cluster` runs the same
-cells on Slurm); with ``divergence_is_a_result`` (a tuning grid, a declared study) a cell whose loss diverges is a flagged result
-instead of an error. :func:`run_ablation` trains (or finds) the shared teacher before any cell, then runs every
-(cell, seed) and records each in the plan's :class:`~kdlab.ablation.table.AblationTable` as it finishes. With a
+cells on Slurm); with ``divergence_is_a_result`` (a tuning grid, a declared study) a cell whose loss diverges is a
+flagged result instead of an error. :func:`run_ablation` trains (or finds) the shared teacher before any cell,
+then runs every (cell, seed) and records each in the plan's :class:`~kdlab.ablation.table.AblationTable` as it finishes. With a
 :class:`~kdlab.ablation.slices.TimeSlice` (``--time-limit``) it starts only the cells that fit, stops a running
 one at an epoch boundary, and raises :class:`~kdlab.ablation.slices.SliceStopped` with what remains. A declared
 study's ``final:`` evaluation runs per cell in the worker that trained it (:func:`final_evaluation`), and a study

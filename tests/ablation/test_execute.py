@@ -129,7 +129,8 @@ def test_a_rerun_over_fewer_cells_or_seeds_keeps_the_tables_other_rows(train_rec
                                     "run_dir": row["run_dir"]})
     after = pd.read_csv(table)
     assert sorted(zip(after["cell"], after["seed"])) == sorted(zip(before["cell"], before["seed"]))
-    assert after.set_index(["cell", "seed"])["pgd_acc"].to_dict() == before.set_index(["cell", "seed"])["pgd_acc"].to_dict()
+    accuracy = ["cell", "seed"]
+    assert after.set_index(accuracy)["pgd_acc"].to_dict() == before.set_index(accuracy)["pgd_acc"].to_dict()
 
 
 def test_recording_a_reused_run_whose_row_the_table_holds_writes_nothing(train_recipe, tmp_path, monkeypatch):
@@ -142,7 +143,8 @@ def test_recording_a_reused_run_whose_row_the_table_holds_writes_nothing(train_r
     before = table.read_bytes()
     writes = []
     real = kdlab.report.tables.write_ablation_outputs
-    monkeypatch.setattr(kdlab.report.tables, "write_ablation_outputs", lambda *a, **k: writes.append(1) or real(*a, **k))
+    monkeypatch.setattr(kdlab.report.tables, "write_ablation_outputs",
+                        lambda *a, **k: writes.append(1) or real(*a, **k))
     run_ablation(plan(train_recipe, seeds=(0, 1)), out, threads=1)
     assert writes == [] and table.read_bytes() == before
     frame = pd.read_csv(table)

@@ -272,11 +272,12 @@ def test_a_declared_run_that_diverges_is_recorded_and_the_study_goes_on(train_re
 
 def test_a_cell_with_a_diverged_seed_is_summarised_and_paired_over_the_seeds_that_finished(tmp_path):
     """k=b diverged on seed 2: its mean is over seeds 0 and 1, and k=b − k=a pairs those two (hand-computed:
-    differences 1 and 3 -> mean 2, sd √2, t_{0.975,1} = 12.706 -> CI 2 ± 12.706 = [-10.71, +14.71]), each count said."""
+    differences 1 and 3 -> mean 2, sd √2, t_{0.975,1} = 12.706 -> CI 2 ± 12.706 = [-10.71, +14.71]), each count
+    said."""
     from kdlab.report.tables import render
 
-    declaration = {"study": "s", "question": "q?", "recipe": "r.yaml", "set": [], "cells": {"grid": [["k", ["a", "b"]]]},
-                   "seeds": [0, 1, 2], "metric": "pgd_acc", "attacks": ["pgd"],
+    declaration = {"study": "s", "question": "q?", "recipe": "r.yaml", "set": [],
+                   "cells": {"grid": [["k", ["a", "b"]]]}, "seeds": [0, 1, 2], "metric": "pgd_acc", "attacks": ["pgd"],
                    "comparisons": {"pairs": [["k=b", "k=a"]]}, "correction": "holm", "tune": None, "final": None}
     b = {0: 31.0, 1: 33.0, 2: math.nan}
     rows = [{"cell": cell, "seed": seed, "clean_acc": 50.0, "pgd_acc": 30.0 if cell == "k=a" else b[seed],
