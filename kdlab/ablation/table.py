@@ -104,15 +104,29 @@ def table_rows(plan: AblationPlan, path: Path) -> dict[tuple[str, int], dict]:
     """The rows of ``plan``'s table at ``path`` (read under the table's lock, like its writers) by (cell, seed):
     those of the plan's cells and seeds (and the shared teacher's), for a declared study only those of its plan
     fingerprint (rows of an earlier tuning choice are left out). Nothing when the table does not exist."""
+    return _split_rows(plan, path)[0]
+
+
+def _split_rows(plan: AblationPlan, path: Path) -> tuple[dict[tuple[str, int], dict], list[dict]]:
+    """The table's rows in two parts, read once: :func:`table_rows`, and in table order the rows whose (cell,
+    seed) the plan does not run (a tuning grid's later rounds while an earlier round's plan is replayed, seeds
+    beyond a rerun's ``--seeds``)."""
     if not path.is_file() or path.stat().st_size == 0:
-        return {}
+        return {}, []
     frame = read_table(path)  # its digest columns as text (kdlab.results.DIGEST_COLUMNS)
-    wanted = {cell.label for cell in plan.cells} | {TEACHER_CELL}
-    frame = frame[frame["cell"].astype(str).isin(wanted) & frame["seed"].isin(plan.seeds)]
-    if plan.study and "plan" in frame.columns:
-        frame = frame[frame["plan"].astype(str) == plan.fingerprint]
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    return {(str(row["cell"]), int(row["seed"])): row for row in records}
+    cells = {cell.label for cell in plan.cells} | {TEACHER_CELL}
+    fingerprinted = bool(plan.study) and "plan" in frame.columns
+    ours: dict[tuple[str, int], dict] = {}
+    others = []
+    for row in records:
+        key = (str(row["cell"]), int(row["seed"]))
+        if key[0] not in cells or key[1] not in plan.seeds:
+            if key[0] != TEACHER_CELL:  # the table has one teacher row: the plan's own (on its first seed)
+                others.append(row)
+        elif not fingerprinted or str(row["plan"]) == plan.fingerprint:
+            ours[key] = row
+    return ours, others
 
 
 def committed(plan: AblationPlan, rows: dict[tuple[str, int], dict],
@@ -132,17 +146,6 @@ def committed(plan: AblationPlan, rows: dict[tuple[str, int], dict],
                 continue
             kept[(cell.label, seed)] = missing(plan, cell, seed, row, final)
     return kept
-
-
-def other_rows(plan: AblationPlan, path: Path) -> list[dict]:
-    """The rows of the table at ``path`` whose (cell, seed) ``plan`` does not run, in table order: a tuning grid's
-    later rounds while an earlier round's plan is replayed, seeds beyond a rerun's ``--seeds``."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return []
-    frame = read_table(path)
-    ours = {(cell.label, seed) for cell in [Cell(TEACHER_CELL), *plan.cells] for seed in plan.seeds}
-    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    return [row for row in records if (str(row["cell"]), int(row["seed"])) not in ours]
 
 
 def _blank(value: Any) -> bool:
@@ -180,9 +183,9 @@ class AblationTable:
     def __init__(self, plan: AblationPlan, out_dir: Path, on_cell: Callable[[str, int, dict], None] | None = None):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.plan, self.path, self.on_cell = plan, plan.table_path(out_dir), on_cell
-        self.rows: dict[tuple[str, int], dict] = table_rows(plan, self.path)
-        # before, a rewrite dropped them: replaying a tuning's round 1 emptied its later rounds from the table
-        self.others = other_rows(plan, self.path)
+        # the rows of cells or seeds it does not run are written back as they were (before, a rewrite dropped them:
+        # replaying a tuning's round 1 emptied its later rounds from the table)
+        self.rows, self.others = _split_rows(plan, self.path)
 
     def record(self, cell: Cell, seed: int, summary: dict) -> None:
         from kdlab.report.tables import write_ablation_outputs
