@@ -72,9 +72,10 @@ def prepare_teacher(recipe: Recipe, num_classes: int, reporter_factory: Reporter
         if teacher.num_classes not in (None, num_classes):
             raise KdlabError(f"robustbench teacher {spec.robustbench} predicts {teacher.num_classes} classes, "
                              f"the data has {num_classes}: choose a {spec.dataset} recipe")
-        identity = f"robustbench:{spec.robustbench}@{file_digest(path)}"  # zoo name + checkpoint hash
+        digest = file_digest(path)  # read once: a zoo checkpoint can be hundreds of MB
+        identity = f"robustbench:{spec.robustbench}@{digest}"  # zoo name + checkpoint hash
         return teacher, {"teacher": f"robustbench:{spec.robustbench}", "teacher_identity": identity,
-                         "teacher_sha256": file_digest(path)}
+                         "teacher_sha256": digest}
     teacher_recipe = load_recipe(spec.recipe)
     if teacher_recipe.is_distillation:
         raise KdlabError(f"teacher.recipe '{spec.recipe}' is a distillation recipe; name a training recipe (model:)")
