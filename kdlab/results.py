@@ -300,17 +300,17 @@ def read_table(path: str | Path, text: tuple[str, ...] = ()):
 
 
 def write_problem(folder: Path, existing_file: Path | None = None) -> str | None:
-    """Whether kdlab can really write in ``folder``: create it (and missing parents), write and delete a temporary
-    file in it, open ``existing_file`` for appending (without writing), then remove the folders this created. None
+    """Whether kdlab can really write in ``folder``: write and delete a temporary file in the nearest folder that
+    exists (``folder`` itself, or the ancestor where kdlab will create the missing ones: creating a folder needs
+    the same rights as creating a file there), and open ``existing_file`` for appending (without writing). None
     when it can; else the OS's reason. Permission bits alone say nothing for root, on /proc or a read-only mount:
-    the one probe of the plan check's output paths and of ``kdlab eval --out``."""
-    created: list[Path] = []
+    the one probe of the plan check's output paths and of ``kdlab eval --out``. It creates no folder, so probes
+    running at once (every torchrun rank checks its plan) cannot remove one another's folders or collide on one."""
+    home = folder
+    while not home.exists() and home != home.parent:
+        home = home.parent
     try:
-        missing = [folder, *folder.parents]
-        for parent in reversed(missing[: next(i for i, p in enumerate(missing) if p.exists())]):
-            parent.mkdir()
-            created.append(parent)
-        handle, name = tempfile.mkstemp(dir=folder, prefix=".kdlab-write-check-")
+        handle, name = tempfile.mkstemp(dir=home, prefix=".kdlab-write-check-")
         os.close(handle)
         os.unlink(name)
         if existing_file is not None:
@@ -318,10 +318,4 @@ def write_problem(folder: Path, existing_file: Path | None = None) -> str | None
                 pass
     except OSError as error:
         return error.strerror or str(error)
-    finally:
-        for made in reversed(created):
-            try:
-                made.rmdir()
-            except OSError:
-                pass
     return None

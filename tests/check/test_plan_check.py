@@ -173,6 +173,25 @@ def test_the_write_check_creates_and_leaves_nothing(tmp_path):
     assert table.read_text() == "a,b\n1,2\n"
 
 
+def _probe(folder: str) -> str | None:
+    from kdlab.results import write_problem
+
+    return write_problem(Path(folder))
+
+
+def test_write_checks_running_at_once_on_a_new_folder_all_pass(tmp_path):
+    """Every torchrun rank checks its plan, so two processes probe the same missing output.dir at once: a probe
+    that created the folder and removed it again made the other fail ('File exists', 'No such file or
+    directory'; about one probe in four over these rounds did)."""
+    import multiprocessing
+
+    folders = [str(tmp_path / f"round{i}" / "runs") for i in range(40)]
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        answers = pool.map(_probe, [folder for folder in folders for _ in range(4)], chunksize=1)
+    assert answers == [None] * len(answers)
+    assert list(tmp_path.iterdir()) == []  # and nothing was left behind
+
+
 def test_a_folder_where_the_table_should_be_is_called_a_folder(tmp_path):
     from kdlab.check.plan import writable_problems
 
