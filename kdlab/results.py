@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -285,6 +286,11 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
 # (0123456789, 1234e56789: about 1 in 50 ten-digit ones) would otherwise be read as one and compare unequal.
 DIGEST_COLUMNS = ("plan", "study_sha256", "teacher_sha256", "git_diff_sha256", "git_commit", "run_key",
                   "checkpoint_sha256", "test_sha256")
+
+
+def blank(value: Any) -> bool:
+    """Whether a table cell holds nothing: None, an empty string, or the NaN pandas reads for an empty field."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def read_table(path: str | Path, text: tuple[str, ...] = ()):

@@ -30,7 +30,7 @@ from kdlab.ablation.table import AblationTable, committed, missing
 from kdlab.config.recipe import Recipe, keyed_settings, validate_recipe
 from kdlab.errors import Diverged, KdlabError
 from kdlab.report.tables import TEACHER_CELL
-from kdlab.results import provenance, results_folder
+from kdlab.results import blank, provenance, results_folder
 from kdlab.train.engine import Deadline, OutOfTime, deadline
 
 
@@ -198,10 +198,6 @@ def teacher_provenance(teacher: str | Path) -> dict[str, Any]:
     return {**provenance, **({"teacher_sha256": file_digest(weights)} if weights.is_file() else {})}
 
 
-def _absent(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and value != value)
-
-
 def final_eval_rows(table: Path) -> Path:
     """Where the final evaluation of a study's ``table`` appends its attack rows: ``eval.csv`` of the results folder
     the table belongs to (:func:`kdlab.results.results_folder`: ``results/eval.csv`` for ``results/ablations/``, the
@@ -243,7 +239,7 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
         if time_slice is None or final is None:
             return 0.0
         measured = [float(row["final_eval_seconds"]) for row in table.rows.values()
-                    if isinstance(row.get("final_eval_seconds"), (int, float)) and not _absent(row["final_eval_seconds"])]
+                    if isinstance(row.get("final_eval_seconds"), (int, float)) and not blank(row["final_eval_seconds"])]
         return max(measured) if measured else time_slice.limit * FIRST_EVAL_SHARE
 
     def left_unevaluated(what: str, summary: dict) -> bool:
@@ -282,7 +278,7 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
             if (cell.label, seed) not in kept:
                 continue  # no row, or its run directory is here: trained or reused as usual
             row, why = table.rows[(cell.label, seed)], kept[(cell.label, seed)]
-            run_dir = "" if _absent(row.get("run_dir")) else str(row["run_dir"])
+            run_dir = "" if blank(row.get("run_dir")) else str(row["run_dir"])
             if why is None:
                 pending.remove((cell, seed))
                 console.print(f"  {cell.label} seed {seed}: from the table (run directory not here)", highlight=False)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kdlab.errors import KdlabError
+from kdlab.results import blank
 from kdlab.results import now as iso_now
 
 STOPPED_EXIT = 3  # kdlab ablate's exit code when --time-limit stopped it (scripts test it to loop)
@@ -81,9 +82,9 @@ class TimeSlice:
     def measured(self, summary: dict, seconds: float) -> None:
         """Count a finished cell: ``seconds`` on this slice's clock if it trained here, else its recorded time."""
         if str(summary.get("finished_at") or "") < self.started_iso:
-            if isinstance(summary.get("wall_seconds"), (int, float)) and summary["wall_seconds"] == summary["wall_seconds"]:
+            if isinstance(summary.get("wall_seconds"), (int, float)) and not blank(summary["wall_seconds"]):
                 final = summary.get("final_eval_seconds")  # a study's final evaluation, run with its cell
-                final = float(final) if isinstance(final, (int, float)) and final == final else 0.0
+                final = float(final) if isinstance(final, (int, float)) and not blank(final) else 0.0
                 self.reused.append(float(summary["wall_seconds"]) + final)
         else:
             self.trained.append(seconds)

@@ -159,8 +159,8 @@ class Study:
                  f"  recipe {self.declaration['recipe']}, {len(plan.cells)} cells × {len(plan.seeds)} seeds = "
                  f"{len(plan.cells) * len(plan.seeds)} runs: {', '.join(self.labels())}"
                  + (" (+ the shared teacher)" if plan.include_teacher else ""),
-                 f"  seeds {', '.join(map(str, self.seeds))}; metric {self.metric}; comparisons "
-                 f"{_comparisons_text(self.declaration['comparisons'])}; correction {self.declaration['correction']}"]
+                 (f"  seeds {', '.join(map(str, self.seeds))}; metric {self.metric}; comparisons "
+                 f"{_comparisons_text(self.declaration['comparisons'])}; correction {self.declaration['correction']}")]
         if tune is not None:
             spec = self.tune_spec()
             grids = "; ".join(f"{cell.label}: {axis.key}={','.join(axis.values)} ({axis.scale}"
@@ -315,7 +315,7 @@ def refuse_changed(study: Study, out: Path) -> None:
         recorded = set(frame["study_sha256"].dropna().astype(str)) if "study_sha256" in frame.columns else {"none"}
         if recorded - {study.digest}:
             raise KdlabError(f"study {study.name} changed since its table {table} was written (sha256 "
-                             f"{sorted(recorded - {study.digest})[0]}, now {study.digest}): declare a new study "
+                             f"{min(recorded - {study.digest})}, now {study.digest}): declare a new study "
                              "(new name) instead of editing it")
 
 

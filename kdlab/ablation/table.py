@@ -11,7 +11,6 @@ tree, whose patch is stored as ``<results>/diffs/<git_diff_sha256>.patch``: :fun
 
 from __future__ import annotations
 
-import math
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from kdlab.ablation.grid import AblationPlan, Cell, acm_total_weight
 from kdlab.config.names import ATTACKS, DETECTION_METRICS
 from kdlab.report.tables import TEACHER_CELL
-from kdlab.results import read_table, results_folder, store_diff
+from kdlab.results import blank, read_table, results_folder, store_diff
 
 
 def _row(plan: AblationPlan, cell: Cell, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +82,6 @@ def missing(plan: AblationPlan, cell: Cell, seed: int, row: dict[str, Any], fina
     result (the same run diverges again), and so is one of a declared study; any other diverged row is not."""
     from kdlab.runs.final_eval import check_attacks
 
-    def absent(name: str) -> bool:
-        value = row.get(name)
-        return value is None or (isinstance(value, float) and value != value) or value == ""
-
     if str(row.get("flag") or "").startswith("diverged"):
         return None if plan.divergence_is_a_result else "it diverged"
     recipe = plan.recipe_for(plan.cells[0] if cell.label == TEACHER_CELL else cell, seed)
@@ -94,7 +89,7 @@ def missing(plan: AblationPlan, cell: Cell, seed: int, row: dict[str, Any], fina
     if final is not None and recipe.task == "classification" and recipe.eval.split == "test":
         attacks = ["clean", *check_attacks(list(final["attacks"]))]
         wanted += [f"{attack}_{suffix}" for attack in attacks for suffix in ("acc", "n")] + ["sanity"]
-    gaps = [name for name in dict.fromkeys(wanted) if absent(name)]
+    gaps = [name for name in dict.fromkeys(wanted) if blank(row.get(name))]
     if not gaps:
         return None
     return f"no {', '.join(gaps[:3])}{' ...' if len(gaps) > 3 else ''} in its row"
@@ -148,10 +143,6 @@ def committed(plan: AblationPlan, rows: dict[tuple[str, int], dict],
     return kept
 
 
-def _blank(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
-
-
 def same_row(old: dict | None, new: dict) -> bool:
     """Whether ``new`` says what the table's row ``old`` says (as read back from the CSV: a number as written, an
     empty cell as NaN): then recording it again rewrites nothing."""
@@ -159,8 +150,8 @@ def same_row(old: dict | None, new: dict) -> bool:
         return False
     for key in set(old) | set(new):
         a, b = old.get(key), new.get(key)
-        if _blank(a) or _blank(b):
-            if _blank(a) and _blank(b):
+        if blank(a) or blank(b):
+            if blank(a) and blank(b):
                 continue
             return False
         try:

@@ -80,8 +80,8 @@ def ablate(
     """Run an ablation grid; finished cells are reused, interrupted ones resume; writes CSV + Markdown + PNG."""
     from kdlab.ablation.cluster import cluster_settings
     from kdlab.ablation.command import run_ablation_command, run_study_command
-    from kdlab.ablation.study import is_study_file
     from kdlab.ablation.slices import SliceStopped, TimeSlice, parse_duration
+    from kdlab.ablation.study import is_study_file
     from kdlab.check.plan import check_ablation_plan
     from kdlab.config.paths import check_paths
     from kdlab.errors import KdlabError
@@ -108,7 +108,7 @@ def ablate(
             _print(study.describe())
             return
         check_ablation_plan(plan, out, device_here=cluster is None)
-        run = lambda: run_study_command(study, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None),  # noqa: E731
+        run = lambda: run_study_command(study, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None),
                                         cluster=cluster, time_slice=time_slice)
     else:
         recipe, plan = ablation_flags.ablation_plan(
@@ -121,7 +121,7 @@ def ablate(
                     + ", ".join(cell.label for cell in plan.cells)])
             return
         check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
-        run = lambda: run_ablation_command(  # noqa: E731
+        run = lambda: run_ablation_command(
             plan, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None), tune=tune,
             tune_seed=tune_seed, tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from,
             attacks=plan.attacks, cluster=cluster, command=typed_command(), time_slice=time_slice,

@@ -416,8 +416,8 @@ def pairs_markdown(frame: pd.DataFrame, pairs: list[tuple[str, str]], metric: st
             row.append(render_holm(difference, adjusted.get((a, b), 1.0)))
         lines.append("| " + " | ".join(row) + " |")
     if correction == "holm":
-        lines += ["", f"Holm–Bonferroni over the m = {len(tested)} declared comparison{'s' if len(tested) != 1 else ''} "
-                      f"with two paired seeds or more; \"separated (Holm)\" when the adjusted p < 0.05."]
+        lines += ["", (f"Holm–Bonferroni over the m = {len(tested)} declared comparison{'s' if len(tested) != 1 else ''} "
+                      f"with two paired seeds or more; \"separated (Holm)\" when the adjusted p < 0.05.")]
     return lines
 
 
@@ -425,9 +425,9 @@ def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
     """A tuning table's final grid per cell: every value tried (in value order) with its mean validation ``metric``
     over the tuning seeds, the round that added it (and why), the choice and why the search stopped."""
     label = METRIC_LABELS.get(metric, metric)
-    lines = ["Tuning grid per cell (kdlab.ablation.tuning): every value tried, its mean validation "
+    lines = [("Tuning grid per cell (kdlab.ablation.tuning): every value tried, its mean validation "
              f"{label} over the tuning seeds (round it was added in, why), the choice (**bold**) and why the search "
-             "stopped:", ""]
+             "stopped:"), ""]
     frame = frame[frame["cell"] != TEACHER_CELL]
     for group, rows in frame.groupby(frame["cell"].astype(str).str.rsplit(",", n=1).str[0], sort=False):
         values = []
@@ -592,8 +592,8 @@ def declaration_markdown(frame: pd.DataFrame, declaration: dict) -> list[str]:
     compared = (f"every cell − {comparisons['baseline']}" if "baseline" in comparisons
                 else ", ".join(f"{a} − {b}" for a, b in comparisons["pairs"]) or "none declared")
     seeds = declaration["seeds"]
-    lines = [f"Study `{declaration['study']}` (declaration sha256 `{sha}`), declared before its runs: "
-             f"{declaration['question']}", "",
+    lines = [(f"Study `{declaration['study']}` (declaration sha256 `{sha}`), declared before its runs: "
+             f"{declaration['question']}"), "",
              f"- recipe: `{declaration['recipe']}`" + (f", --set {' '.join(declaration['set'])}"
                                                        if declaration["set"] else ""),
              f"- cells: {shown[preset]}",

@@ -34,8 +34,8 @@ def write_study(folder: Path, base: Path, name: str = "tiny", **changes) -> Path
     ({"recipe": "nowhere.yaml"}, "recipe 'nowhere.yaml' not found"),
     ({"metric": "pgd"}, "unknown metric 'pgd' (did you mean 'pgd_acc'?)"),
     ({"metric": "AP"}, "unknown metric 'AP'"),
-    ({"comparisons": {"pairs": [["lr=0.3", "lr=0.05"]]}}, "comparisons name cell 'lr=0.3', which the study does "
-                                                          "not run"),
+    ({"comparisons": {"pairs": [["lr=0.3", "lr=0.05"]]}}, ("comparisons name cell 'lr=0.3', which the study does "
+                                                          "not run")),
     ({"comparisons": {"baseline": "lr=1"}}, "comparisons name cell 'lr=1'"),
     ({"comparisons": {"pairs": [["lr=0.1", "lr=0.05"], ["lr=0.05", "lr=0.1"]]}}, "is declared twice"),
     ({"comparisons": {"baselin": "lr=0.1"}}, "unknown key comparisons.baselin (did you mean 'baseline'?)"),
@@ -49,8 +49,8 @@ def write_study(folder: Path, base: Path, name: str = "tiny", **changes) -> Path
     ({"tune": {"key": "train.epochs", "values": [1, 2], "scale": "geometric"}}, "choose log or linear"),
     ({"tune": {"key": "train.epochs", "values": [1, 2], "max_round": 3}}, "(did you mean 'max_rounds'?)"),
     ({"tune": {"key": "train.epochs", "values": [1, 2], "cells": {"lr=9": None}}}, "no such cell"),
-    ({"tune": {"key": "train.epochs", "values": [1, 2]}}, "no validation split (data.val_size 0): pass "
-                                                          "--tune-val-size N (a study: tune.val_size)"),
+    ({"tune": {"key": "train.epochs", "values": [1, 2]}}, ("no validation split (data.val_size 0): pass "
+                                                          "--tune-val-size N (a study: tune.val_size)")),
     ({"tune": {"key": "train.epoch", "values": [1, 2], "val_size": 16}}, "unknown key 'epoch' in train (did you mean 'epochs'?)"),
     ({"final": {"attacks": ["autoatack"], "n": 1000}}, "unknown attack 'autoatack' (did you mean 'autoattack'?)"),
     ({"final": {"attacks": ["pgd"], "n": 0}}, "final.n"),
@@ -97,7 +97,7 @@ study: tiny
 ])
 def test_cells_of_each_preset(tmp_path, cells, seeds, expected):
     study = load_study(write_study(tmp_path, QUICKSTART, cells=cells, seeds=seeds, metric="clean_acc",
-                                   comparisons={"baseline": sorted(expected)[0][0] if "teacher" != sorted(expected)[0][0]
+                                   comparisons={"baseline": min(expected)[0] if "teacher" != min(expected)[0]
                                                 else sorted(expected)[1][0]}))
     assert study.cells() == expected
     assert study.command() == f"kdlab ablate {tmp_path / 'tiny.yaml'}"  # outside a repository: the path as given

@@ -49,7 +49,8 @@ def test_a_run_from_a_dirty_tree_stores_a_patch_that_restores_the_code(dirty_rep
 
     run_row = pd.read_csv(results / "runs.csv").iloc[0]
     ablation_row = pd.read_csv(table).iloc[0]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dirty_repo, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dirty_repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
     assert run_row["git_commit"] == ablation_row["git_commit"] == f"{head}-dirty"
     digest = run_row["git_diff_sha256"]
     assert ablation_row["git_diff_sha256"] == digest and len(digest) == 16

@@ -192,7 +192,7 @@ def test_a_run_without_a_finished_checkpoint_is_refused_in_one_line(fresh, tmp_p
 
 
 def test_a_table_gets_its_columns_with_their_n_and_an_interrupted_evaluation_resumes(fresh, monkeypatch):
-    folder, table, runs = fresh
+    folder, table, _runs = fresh
     out = folder / "eval.csv"
     command = ["eval", str(table), "--attack", "pgd", "--attack", "cw", "--n", str(N), "--out", str(out)]
     no_training(monkeypatch)

@@ -140,7 +140,7 @@ class RecordsOptimizer(nn.Module):
 
 @pytest.mark.parametrize("epochs", [3, 5])  # 12 and 20 steps: CyclicLR's peak at a step, and between two
 def test_cyclic_schedule_equals_torch_cyclic_lr_at_every_step(tmp_path, monkeypatch, epochs):
-    import kdlab.train.engine as engine
+    from kdlab.train import engine
 
     optimizers = []
     build = engine.build_optimizer

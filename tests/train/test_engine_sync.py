@@ -12,8 +12,8 @@ from kdlab.config.sections import AdversarialSpec, TrainSpec
 from kdlab.errors import KdlabError
 from kdlab.methods.mixacm import MixACM
 from kdlab.methods.supervised import SupervisedTraining
-from kdlab.runtime.sample_random import SampleGenerator, key_of
 from kdlab.models.files import safe_load
+from kdlab.runtime.sample_random import SampleGenerator, key_of
 from kdlab.train.engine import StepResult, fit
 from tests.helpers.tiny_training import STEPS, source, tiny_net
 

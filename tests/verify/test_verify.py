@@ -77,8 +77,8 @@ def test_a_row_with_no_commit_fails(results):
     runs.to_csv(results / "runs.csv", index=False)
     result = verify(results, "--no-report")
     assert result.exit_code == 1
-    assert problems(result) == ["provenance: results/runs.csv row 3 (run demo-lr_0.1-s0-k01): names no commit "
-                                "(git_commit empty)"]
+    assert problems(result) == [("provenance: results/runs.csv row 3 (run demo-lr_0.1-s0-k01): names no commit "
+                                "(git_commit empty)")]
 
 
 def test_a_diverged_tuning_row_needs_its_own_commit_but_no_run(results):
@@ -90,8 +90,8 @@ def test_a_diverged_tuning_row_needs_its_own_commit_but_no_run(results):
     table.to_csv(results / TABLE, index=False)
     result = verify(results, "--no-report")
     assert result.exit_code == 1
-    assert problems(result) == [f"provenance: results/{TABLE} row 1 (cell lr=0.05 seed 0): names no commit "
-                                "(git_commit empty)"]
+    assert problems(result) == [(f"provenance: results/{TABLE} row 1 (cell lr=0.05 seed 0): names no commit "
+                                "(git_commit empty)")]
 
 
 def test_a_dirty_row_whose_patch_is_missing_or_altered_fails(results):
@@ -99,10 +99,10 @@ def test_a_dirty_row_whose_patch_is_missing_or_altered_fails(results):
     patch.write_bytes(PATCH.encode() + b"+y = 3\n")
     altered = problems(verify(results, "--no-report"))
     actual = hashlib.sha256(PATCH.encode() + b"+y = 3\n").hexdigest()[:16]
-    assert altered == [f"provenance: results/{TABLE} row 4 (cell lr=0.1 seed 1): results/diffs/{DIGEST}.patch "
-                       f"hashes to {actual}, not its git_diff_sha256 {DIGEST}",
-                       f"provenance: results/runs.csv row 4 (run demo-lr_0.1-s1-k11): results/diffs/{DIGEST}.patch "
-                       f"hashes to {actual}, not its git_diff_sha256 {DIGEST}"]
+    assert altered == [(f"provenance: results/{TABLE} row 4 (cell lr=0.1 seed 1): results/diffs/{DIGEST}.patch "
+                       f"hashes to {actual}, not its git_diff_sha256 {DIGEST}"),
+                       (f"provenance: results/runs.csv row 4 (run demo-lr_0.1-s1-k11): results/diffs/{DIGEST}.patch "
+                       f"hashes to {actual}, not its git_diff_sha256 {DIGEST}")]
     patch.unlink()
     result = verify(results, "--no-report")
     assert result.exit_code == 1
@@ -115,8 +115,8 @@ def test_a_run_with_no_runs_row_fails(results):
     runs.drop(index=0).to_csv(results / "runs.csv", index=False)
     result = verify(results, "--no-report")
     assert result.exit_code == 1
-    assert problems(result) == [f"runs: results/{TABLE} row 1 (cell lr=0.05 seed 0): its run demo-lr_0.05-s0-k05 "
-                                "has no row in results/runs.csv"]
+    assert problems(result) == [(f"runs: results/{TABLE} row 1 (cell lr=0.05 seed 0): its run demo-lr_0.05-s0-k05 "
+                                "has no row in results/runs.csv")]
 
 
 def test_a_table_whose_command_makes_other_cells_fails(results):
@@ -125,13 +125,13 @@ def test_a_table_whose_command_makes_other_cells_fails(results):
     table.to_csv(results / TABLE, index=False)
     result = verify(results, "--no-report")
     assert result.exit_code == 1
-    assert problems(result) == [f"command: results/{TABLE}: its regenerate commands make 6 (cell, seed) pairs "
-                                "against the table's 4; not in the table: lr=0.05 s2, lr=0.1 s2"]
+    assert problems(result) == [(f"command: results/{TABLE}: its regenerate commands make 6 (cell, seed) pairs "
+                                "against the table's 4; not in the table: lr=0.05 s2, lr=0.1 s2")]
     table["command"] = "kdlab ablate recipes/demo.yaml --grid train.lr=0.05,0.2 --seeds 0,1"
     table.to_csv(results / TABLE, index=False)
     assert problems(verify(results, "--no-report")) == [
-        f"command: results/{TABLE}: its regenerate commands make 4 (cell, seed) pairs against the table's 4; not "
-        "in the table: lr=0.2 s0, lr=0.2 s1; in the table only: lr=0.1 s0, lr=0.1 s1"]
+        (f"command: results/{TABLE}: its regenerate commands make 4 (cell, seed) pairs against the table's 4; not "
+        "in the table: lr=0.2 s0, lr=0.2 s1; in the table only: lr=0.1 s0, lr=0.1 s1")]
 
 
 def test_a_table_with_no_command_or_another_tables_command_fails(results):
@@ -139,8 +139,8 @@ def test_a_table_with_no_command_or_another_tables_command_fails(results):
     table["command"] = "kdlab ablate recipes/demo.yaml --grid train.epochs=1,2 --seeds 0,1"
     table.to_csv(results / TABLE, index=False)
     assert problems(verify(results, "--no-report")) == [
-        f"command: results/{TABLE}: recorded command '{table['command'][0]}': it writes "
-        "demo-grid-train.epochs.csv in results/ablations, not this table"]
+        (f"command: results/{TABLE}: recorded command '{table['command'][0]}': it writes "
+        "demo-grid-train.epochs.csv in results/ablations, not this table")]
     table.drop(columns="command").to_csv(results / TABLE, index=False)  # no command, no README, no plan hash
     (results.parent / "recipes" / "demo.yaml").unlink()
     [line] = problems(verify(results, "--no-report"))
@@ -199,8 +199,8 @@ def test_a_declared_study_must_match_its_table(results):
     [table] = [t for t in committed_tables(results)[0] if t.kind == "ablation"]
     cells = {("lr=0.05", 0), ("lr=0.05", 1), ("lr=0.1", 0), ("lr=0.1", 1)}
     assert [p.line() for p in check_study(table, results, lambda path: FakeStudy("demo", "d1", cells))] == [
-        "study: results/ablations/demo-grid-train.lr.csv: records study demo but recipes/studies/demo.yaml is "
-        "missing"]
+        ("study: results/ablations/demo-grid-train.lr.csv: records study demo but recipes/studies/demo.yaml is "
+        "missing")]
     (results.parent / "recipes" / "studies").mkdir()
     (results.parent / "recipes" / "studies" / "demo.yaml").write_text("name: demo\n")
     seen = []
@@ -209,10 +209,10 @@ def test_a_declared_study_must_match_its_table(results):
     lines = [p.line() for p in check_study(table, results, lambda path: FakeStudy("demo", "d2", cells - {
         ("lr=0.1", 1)} | {("lr=0.2", 0)}))]
     assert lines == [
-        f"study: results/{TABLE}: records study_sha256 d1 but recipes/studies/demo.yaml has d2 (the study changed "
-        "after the table was written: declare a new study)",
-        f"study: results/{TABLE}: study demo declares 4 (cell, seed) pairs against the table's 4; not in the "
-        "table: lr=0.2 s0; in the table only: lr=0.1 s1"]
+        (f"study: results/{TABLE}: records study_sha256 d1 but recipes/studies/demo.yaml has d2 (the study changed "
+        "after the table was written: declare a new study)"),
+        (f"study: results/{TABLE}: study demo declares 4 (cell, seed) pairs against the table's 4; not in the "
+        "table: lr=0.2 s0; in the table only: lr=0.1 s1")]
 
 
 def test_a_study_table_is_not_checked_against_a_command(results):
@@ -255,10 +255,10 @@ def test_a_real_declared_study_is_checked_through_kdlab_ablation_study(results):
     table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
     notes = []
     assert check_study(table, results, load_declared_study, notes) == []
-    first_cell, first_seed = sorted(study.cells())[0]
+    first_cell, first_seed = min(study.cells())
     assert notes == [
-        f"in progress: results/ablations/{study.name}.csv holds {len(rows) - 1} of the {len(rows)} runs study "
-        f"{study.name} declares (left: {first_cell} s{first_seed})"]
+        (f"in progress: results/ablations/{study.name}.csv holds {len(rows) - 1} of the {len(rows)} runs study "
+        f"{study.name} declares (left: {first_cell} s{first_seed})")]
     pd.DataFrame(rows + [{**rows[0], "seed": 99}]).to_csv(path, index=False)
     table = Table(path, "ablation", pd.read_csv(path, dtype=str, keep_default_na=False))
     [problem] = check_study(table, results, load_declared_study)
