@@ -305,6 +305,13 @@ def read_table(path: str | Path, text: tuple[str, ...] = ()):
         return pd.read_csv(path, dtype={column: str for column in (*DIGEST_COLUMNS, *text)})
 
 
+def existing_ancestor(path: Path) -> Path:
+    """``path`` if it exists, else its nearest ancestor that does: where kdlab will create what is missing."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def write_problem(folder: Path, existing_file: Path | None = None) -> str | None:
     """Whether kdlab can really write in ``folder``: write and delete a temporary file in the nearest folder that
     exists (``folder`` itself, or the ancestor where kdlab will create the missing ones: creating a folder needs
@@ -312,11 +319,8 @@ def write_problem(folder: Path, existing_file: Path | None = None) -> str | None
     when it can; else the OS's reason. Permission bits alone say nothing for root, on /proc or a read-only mount:
     the one probe of the plan check's output paths and of ``kdlab eval --out``. It creates no folder, so probes
     running at once (every torchrun rank checks its plan) cannot remove one another's folders or collide on one."""
-    home = folder
-    while not home.exists() and home != home.parent:
-        home = home.parent
     try:
-        handle, name = tempfile.mkstemp(dir=home, prefix=".kdlab-write-check-")
+        handle, name = tempfile.mkstemp(dir=existing_ancestor(folder), prefix=".kdlab-write-check-")
         os.close(handle)
         os.unlink(name)
         if existing_file is not None:

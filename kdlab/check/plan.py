@@ -32,7 +32,7 @@ from typing import Any
 
 from kdlab.check.data import DataFacts, data_facts
 from kdlab.errors import KdlabError
-from kdlab.results import write_problem
+from kdlab.results import existing_ancestor, write_problem
 
 
 class PlanError(KdlabError):
@@ -127,9 +127,7 @@ def writable_problems(path: str, key: str, folder: bool) -> list[str]:
         kind = "a file" if folder else "a folder"
         return [f"{key}: '{path}' is {kind}, not {what}: set {key} to {what} path"]
     home = target if folder else target.parent  # the folder kdlab creates and writes files in
-    ancestor = home
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    ancestor = existing_ancestor(home)
     if not ancestor.is_dir():
         return [(f"{key}: '{path}' cannot be created because '{ancestor}' is a file, not a folder: set {key} "
                  "to a path under a folder")]

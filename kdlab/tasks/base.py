@@ -16,7 +16,7 @@ from torch import nn
 
 from kdlab.config.recipe import Recipe
 from kdlab.errors import KdlabError
-from kdlab.results import write_problem
+from kdlab.results import existing_ancestor, write_problem
 from kdlab.train.engine import DataSource
 
 
@@ -111,9 +111,7 @@ def refuse_unwritable(path: Path, option: str) -> None:
         raise KdlabError(f"{option} {path} is not writable: make it writable (chmod u+w {path}) or choose another "
                          f"{option}")
     folder = path.parent
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = existing_ancestor(folder)
     if not existing.is_dir():
         raise KdlabError(f"{option} {path}: {existing} is a file, not a folder, so {folder} cannot be created: "
                          f"choose another {option}")
