@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.ablation.grid import AblationPlan, plan_ablation
-from kdlab.ablation.tuning import SCALES, Axis, TuneSpec
+from kdlab.ablation.tuning import COLLAPSED_RULES, SCALES, Axis, TuneSpec
 from kdlab.config.names import ATTACKS, CORRECTIONS, DETECTION_METRICS
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.tables import TEACHER_CELL
@@ -36,7 +36,8 @@ REQUIRED = ("study", "question", "recipe", "cells", "seeds", "metric", "comparis
 PRESETS = ("components", "blocks", "methods", "grid")
 PRESET_OPTIONS = {"components": (), "blocks": ("cumulative", "per_block_weight"),
                   "methods": ("method_set", "inner_steps", "inner_step"), "grid": ()}
-TUNE_KEYS = ("key", "values", "cells", "seeds", "metric", "scale", "bounds", "max_rounds", "bisections", "val_size")
+TUNE_KEYS = ("key", "values", "cells", "seeds", "metric", "scale", "bounds", "max_rounds", "bisections", "val_size",
+             "collapsed")
 TUNE_CELL_KEYS = ("key", "values", "scale", "bounds")
 FINAL_KEYS = ("attacks", "n", "sanity")
 COMPARISON_KEYS = ("baseline", "pairs")
@@ -137,7 +138,7 @@ class Study:
                                                               own.get("scale", tune["scale"]),
                                                               own.get("bounds", tune["bounds"]))
         return TuneSpec(default, per_group, seeds=tuple(tune["seeds"]), max_rounds=tune["max_rounds"],
-                        bisections=tune["bisections"])
+                        bisections=tune["bisections"], collapsed=tune.get("collapsed", "keep"))
 
     @property
     def tune_metric(self) -> str:
@@ -168,7 +169,8 @@ class Study:
                               if (axis := spec.axis(cell.label)) else f"{cell.label}: not tuned"
                               for cell in plan.cells)
             lines.append(f"  tuning on validation {self.tune_metric}, mean of seeds {tune['seeds']}, up to "
-                         f"{tune['max_rounds']} rounds: {grids}")
+                         f"{tune['max_rounds']} rounds" + ", values with a collapsed seed excluded"
+                         * (spec.collapsed == "exclude") + f": {grids}")
         final = self.declaration["final"]
         if final is not None:
             lines.append(f"  final evaluation: {', '.join(final['attacks'])} on n={final['n']} test images"
@@ -511,6 +513,12 @@ def _tune(path: Path, value: Any) -> dict[str, Any] | None:
         raise _fail(path, "tune.val_size: a positive number of training images held out for tuning")
     if tune["scale"] not in SCALES:
         raise _fail(path, f"tune.scale {tune['scale']!r}: choose {' or '.join(SCALES)}")
+    collapsed = value.get("collapsed", "keep")
+    if collapsed not in COLLAPSED_RULES:
+        raise _fail(path, f"tune.collapsed {collapsed!r}: choose {' or '.join(COLLAPSED_RULES)} (exclude: a value "
+                          "with a collapsed seed is never chosen)")
+    if collapsed != "keep":  # recorded only when declared: the default leaves earlier declarations' sha256 alone
+        tune["collapsed"] = collapsed
     cells = value.get("cells") or {}
     if not isinstance(cells, dict):
         raise _fail(path, "tune.cells: CELL: {values: [...]} (its own grid), or CELL: null (not tuned)")

@@ -16,6 +16,11 @@ MGD) gives each its own weight, chosen the same way for all and never on the tes
 2. **Choice**: per group, the value with the highest mean over the tuning seeds of the validation metric (default:
    AP for detection, else PGD, else clean accuracy; ties go to the value tried first). A value whose run diverged
    on any seed (non-finite loss: a flagged row with no metrics, :mod:`kdlab.ablation.execute`) is *diverged*.
+   A value with a *collapsed* seed (a model predicting one or two classes, whose robust accuracy means nothing:
+   the row's ``flag``, :mod:`kdlab.robustness.accuracy`) still counts by default, as every tuning rule in the
+   field's code does (none detects collapse); a study declaring ``tune.collapsed: exclude`` treats it as diverged
+   (never chosen; the search bisects towards it), so a value on the edge of collapse is not chosen for its
+   meaningless robust accuracy.
 3. **Rounds** (:func:`next_values`, a pure function of the scores): while the best value of a group sits at an
    open edge of what was tried, the next round tries one more value past it (the grid's own step: ×ratio on a
    ``log`` scale, +difference on a ``linear`` one, clipped to the declared ``bounds``); when the best value's
@@ -47,6 +52,8 @@ from kdlab.report.tables import TEACHER_CELL, tuning_cell
 _ENTRY = re.compile(r"^(?P<key>[^=\[\]]+?)(?:\[(?P<group>[^\]]+)\])?=(?P<values>.+)$")
 
 SCALES = ("log", "linear")
+# what a tuning value with a collapsed seed scores (a study's ``tune.collapsed``): its mean, or nothing (diverged)
+COLLAPSED_RULES = ("keep", "exclude")
 # why a group's search stopped (the tuning table's ``tune_stop``)
 INTERIOR, BOUND, BRACKETED, MAX_ROUNDS = "interior", "bound", "bracketed divergence", "max rounds"
 ALL_DIVERGED, ONE_VALUE, NOT_NUMERIC = "every value diverged", "one value", "values not numeric"
@@ -77,13 +84,15 @@ class Axis:
 @dataclass(frozen=True)
 class TuneSpec:
     """The tuning protocol: every group's axis (``per_group`` replaces the default for a group; ``None`` leaves it
-    untuned), the seeds whose mean decides, how many rounds and bisections the search may take."""
+    untuned), the seeds whose mean decides, how many rounds and bisections the search may take, and whether a value
+    with a collapsed seed may be chosen (``collapsed``: one of :data:`COLLAPSED_RULES`)."""
 
     default: Axis
     per_group: dict[str, Axis | None] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1)
     max_rounds: int = 4
     bisections: int = 1
+    collapsed: str = "keep"
 
     @property
     def key(self) -> str:
@@ -327,7 +336,7 @@ def default_metric(task: str, attacks: list[str]) -> str:
 def group_scores(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: str,
                  searches: dict[str, Search] | None = None) -> dict[str, dict[str, float | None]]:
     """Per tuned group, every value tried -> the mean over its seeds of ``metric`` (``None``: diverged on a seed,
-    or no value). ``searches``: the values the tuning ran (each must have its rows); without them (a finished
+    collapsed on a seed under ``collapsed: exclude``, or no value). ``searches``: the values the tuning ran (each must have its rows); without them (a finished
     table from elsewhere, ``--tune-from``) the declared values must have rows and any other value found counts."""
     by_label: dict[str, list] = {}
     for row in rows:
@@ -350,11 +359,19 @@ def group_scores(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: s
                              f"with (its cells: {', '.join(sorted(by_label)) or 'none'})")
         scores: dict[str, float | None] = {}
         for text in texts:
-            values = [row.get(metric) for row in by_label[axis.label(cell.label, text)]]
+            runs = by_label[axis.label(cell.label, text)]
+            values = [row.get(metric) for row in runs]
             finite = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
             scores[text] = sum(finite) / len(finite) if finite and len(finite) == len(values) else None
+            if spec.collapsed == "exclude" and any(is_collapsed(row) for row in runs):
+                scores[text] = None
         result[cell.label] = scores
     return result
+
+
+def is_collapsed(row: dict) -> bool:
+    """Whether a table row's model collapsed (its ``flag`` starts ``collapsed``: :mod:`kdlab.robustness.accuracy`)."""
+    return str(row.get("flag") or "").startswith("collapsed")
 
 
 def choose(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: str,

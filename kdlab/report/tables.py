@@ -173,7 +173,8 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     its tuning table (``tuned_on``, in ``folder``) tried: "smallest" or "largest". A choice at the edge of the
     grid says a wider grid might choose otherwise. A tuning table that records why its search stopped
     (``tune_stop``, :mod:`kdlab.ablation.tuning`) gives that instead where it is not "interior": "search stopped:
-    bound", "search stopped: bracketed divergence", "search stopped: max rounds"."""
+    bound", "search stopped: bracketed divergence", "search stopped: max rounds". A chosen value with a collapsed
+    tuning seed adds "⚠ collapsed on k of n tuning seeds" (after "; " when there is a mark already)."""
     source = next(iter(frame["tuned_on"].dropna()), None) if "tuned_on" in frame.columns else None
     if source is None or not (Path(folder) / str(source)).is_file():
         return {}
@@ -181,22 +182,30 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     tried = tuning["cell"].astype(str).tolist()
     stops = dict(zip(tried, tuning["tune_stop"].astype(object).where(tuning["tune_stop"].notna(), "")
                      .astype(str))) if "tune_stop" in tuning.columns else None
+    flags = tuning["flag"].astype(object).where(tuning["flag"].notna(), "").astype(str) \
+        if "flag" in tuning.columns else pd.Series("", index=tuning.index)
     edges = {}
     for cell, chosen in frame.groupby("cell", sort=False)["tuned"].first().dropna().items():
         key, _, value = str(chosen).partition("=")
         prefix = tuning_cell(str(cell), f"{key}=")
+        marks = []
         if stops is not None:
             stop = next((stops[label] for label in tried if label.startswith(prefix) and stops[label]), "")
             if stop and stop != "interior":
-                edges[str(cell)] = f"search stopped: {stop}"
-            continue
-        try:
-            values = [float(label[len(prefix):]) for label in tried if label.startswith(prefix)]
-            value = float(value)
-        except ValueError:  # a tuned key with non-numeric values has no order
-            continue
-        if len(values) >= 3 and value in (min(values), max(values)):
-            edges[str(cell)] = "largest" if value == max(values) else "smallest"
+                marks.append(f"search stopped: {stop}")
+        else:
+            try:
+                values = [float(label[len(prefix):]) for label in tried if label.startswith(prefix)]
+                if len(values) >= 3 and float(value) in (min(values), max(values)):
+                    marks.append("largest" if float(value) == max(values) else "smallest")
+            except ValueError:  # a tuned key with non-numeric values has no order
+                pass
+        runs = tuning["cell"].astype(str) == prefix + value
+        collapsed = int(flags[runs].str.startswith("collapsed").sum())
+        if collapsed:
+            marks.append(f"⚠ collapsed on {collapsed} of {int(runs.sum())} tuning seeds")
+        if marks:
+            edges[str(cell)] = "; ".join(marks)
     return edges
 
 
@@ -302,8 +311,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         label = str(row["cell"]) + "".join(f" ⚠ {mark}" for mark in marks.get(str(row["cell"]), []))
         failed = diverged.get(str(row["cell"]), 0)
         cells = [label, str(int(row["seeds"])) + (f" ({failed} diverged)" if failed else "")]
-        edge = edges.get(str(row["cell"]), "")
-        edge = f" ({edge} tried)" if edge in ("smallest", "largest") else f" ({edge})" if edge else ""
+        edge = "; ".join(f"{mark} tried" if mark in ("smallest", "largest") else mark
+                         for mark in edges.get(str(row["cell"]), "").split("; ") if mark)
+        edge = f" ({edge})" if edge else ""
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metric_list]
         cells += [_cost_cell(c, row[f"{c}_mean"], row[f"{c}_std"]) for c in costs]
@@ -374,13 +384,15 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
                      f"images (kdlab ablate --tune, a study's tune:; the seeds it averaged: its tune_seeds column), never on "
                      f"the test split: `{source}`.")
-        if {"smallest", "largest"} & set(edges.values()):
+        edge_marks = {mark for edge in edges.values() for mark in edge.split("; ")}
+        if {"smallest", "largest"} & edge_marks:
             notes.append("(smallest/largest tried): the best validation value was at the edge of the values tried; "
                          "a wider grid might choose another.")
-        if any(edge.startswith("search stopped") for edge in edges.values()):
+        if any(mark.startswith("search stopped") for mark in edge_marks):
             notes.append("(search stopped: ...): why the tuning search (kdlab.ablation.tuning) ended other than with "
                          "the best value interior: bound = it is a declared bound; bracketed divergence = its "
-                         "neighbour diverged and the values between were tried; max rounds = still at an open edge "
+                         "neighbour diverged (or collapsed, under tune.collapsed: exclude) and the values between "
+                         "were tried; max rounds = still at an open edge "
                          "after the declared rounds.")
     if "acm_total_weight" in frame.columns:
         totals = sorted(set(frame.loc[frame["cell"] != TEACHER_CELL, "acm_total_weight"].dropna().round(6)))
@@ -423,8 +435,13 @@ def pairs_markdown(frame: pd.DataFrame, pairs: list[tuple[str, str]], metric: st
 
 def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
     """A tuning table's final grid per cell: every value tried (in value order) with its mean validation ``metric``
-    over the tuning seeds, the round that added it (and why), the choice and why the search stopped."""
+    over the tuning seeds, the round that added it (and why), the choice and why the search stopped. A value with a
+    collapsed seed is marked; under a declared ``tune.collapsed: exclude`` it is not choosable
+    (:mod:`kdlab.ablation.tuning`)."""
     label = METRIC_LABELS.get(metric, metric)
+    exclude = ((study_declaration(frame) or {}).get("tune") or {}).get("collapsed") == "exclude"
+    flags = frame["flag"].astype(object).where(frame["flag"].notna(), "").astype(str) if "flag" in frame.columns \
+        else pd.Series("", index=frame.index)
     lines = [("Tuning grid per cell (kdlab.ablation.tuning): every value tried, its mean validation "
              f"{label} over the tuning seeds (round it was added in, why), the choice (**bold**) and why the search "
              "stopped:"), ""]
@@ -437,14 +454,18 @@ def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
             mean = scores.mean() if scores.notna().all() else math.nan
             number = pd.to_numeric(pd.Series([setting.partition("=")[2]]), errors="coerce").iloc[0]
             first = runs.iloc[0]
+            collapsed = int(flags[runs.index].str.startswith("collapsed").sum())
             values.append((number, setting, mean, first.get("tune_round"), first.get("tune_added"),
-                           first.get("tune_stop"), runs["seed"].nunique()))
-        finite = [v for v in values if not math.isnan(v[2])]
+                           first.get("tune_stop"), runs["seed"].nunique(), collapsed))
+        finite = [v for v in values if not math.isnan(v[2]) and not (exclude and v[7])]
         best = max(finite, key=lambda v: v[2])[1] if finite else None
         ordered = sorted(values, key=lambda v: (math.isnan(v[0]), v[0] if not math.isnan(v[0]) else 0))
         shown = []
-        for _number, setting, mean, round_, added, _stop, _seeds in ordered:
+        for _number, setting, mean, round_, added, _stop, seeds, collapsed in ordered:
             score = "diverged" if math.isnan(mean) else f"{mean:.2f}"
+            if collapsed:
+                score += f" ⚠ collapsed on {collapsed} of {seeds} seed{'s' if seeds != 1 else ''}" + (
+                    ", excluded" if exclude else "")
             text = f"{setting}: {score}" + (f" (round {int(round_)}, {added})" if _present(round_) else "")
             shown.append(f"**{text}**" if setting == best else text)
         stop = next((v[5] for v in values if _present(v[5]) and str(v[5])), "not recorded")

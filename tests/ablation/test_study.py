@@ -48,6 +48,8 @@ def write_study(folder: Path, base: Path, name: str = "tiny", **changes) -> Path
     ({"tune": {"key": "train.epochs", "values": [1, 2], "seeds": [0]}}, "two seeds or more"),
     ({"tune": {"key": "train.epochs", "values": [1, 2], "scale": "geometric"}}, "choose log or linear"),
     ({"tune": {"key": "train.epochs", "values": [1, 2], "max_round": 3}}, "(did you mean 'max_rounds'?)"),
+    ({"tune": {"key": "train.epochs", "values": [1, 2], "collapsed": "drop"}},
+     "tune.collapsed 'drop': choose keep or exclude"),
     ({"tune": {"key": "train.epochs", "values": [1, 2], "cells": {"lr=9": None}}}, "no such cell"),
     ({"tune": {"key": "train.epochs", "values": [1, 2]}}, ("no validation split (data.val_size 0): pass "
                                                           "--tune-val-size N (a study: tune.val_size)")),
@@ -82,6 +84,16 @@ study: tiny
     assert load_study(relaid).digest == first.digest and len(first.digest) == 12
     assert load_study(write_study(tmp_path, train_recipe, seeds=[0, 1, 2])).digest != first.digest
     assert load_study(write_study(tmp_path, train_recipe, correction="none")).digest != first.digest
+
+
+def test_declaring_the_default_collapsed_rule_keeps_the_digest_and_exclude_changes_it(train_recipe, tmp_path):
+    """Studies declared before ``tune.collapsed`` existed keep their sha256; ``exclude`` is another protocol."""
+    tune = {"key": "train.epochs", "values": [1, 2], "val_size": 16}
+    digests = [load_study(write_study(tmp_path, train_recipe, tune=dict(tune, **extra))).digest
+               for extra in ({}, {"collapsed": "keep"}, {"collapsed": "exclude"})]
+    assert digests[0] == digests[1] != digests[2]
+    assert load_study(write_study(tmp_path, train_recipe, tune=dict(tune, collapsed="exclude"))).tune_spec() \
+        .collapsed == "exclude"
 
 
 @pytest.mark.parametrize("cells,seeds,expected", [

@@ -99,3 +99,20 @@ def test_a_tuned_value_at_the_edge_of_its_grid_is_marked(tmp_path):
     assert "| kind=ssim | 1 | weight=20 (largest tried) |" in text and "| kind=l2 | 1 | weight=2 |" in text
     assert "| kind=mgd | 1 | weight=2e-6 (smallest tried) |" in text and "a wider grid might" in text
     assert tuning_edges(frame.assign(tuned_on="missing.csv"), tmp_path) == {}  # no tuning table: nothing marked
+
+
+def test_a_tuned_value_chosen_with_a_collapsed_tuning_seed_is_marked_in_the_final_table(tmp_path):
+    from kdlab.report.tables import render
+
+    (tmp_path / "t-val.csv").write_text(
+        "cell,seed,pgd_acc,flag,tune_stop\n"
+        '"m,weight=10",0,11,,interior\n"m,weight=10",1,12,,interior\n'
+        '"m,weight=100",0,10,"collapsed: robust accuracy meaningless (predicts class 2 for 100% of 500 images)",'
+        'interior\n"m,weight=100",1,20,,interior\n"m,weight=1000",0,9,,interior\n"m,weight=1000",1,9,,interior\n'
+        '"k,weight=1",0,5,,bound\n"k,weight=1",1,5,,bound\n')
+    frame = pd.DataFrame({"kind": ["grid"] * 2, "cell": ["m", "k"], "seed": [0, 0], "pgd_acc": [14.0, 4.0],
+                          "tuned": ["weight=100", "weight=1"], "tuned_on": ["t-val.csv"] * 2})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    text = render(tmp_path / "t.csv")[0].read_text()
+    assert "| m | 1 | weight=100 (⚠ collapsed on 1 of 2 tuning seeds) |" in text
+    assert "| k | 1 | weight=1 (search stopped: bound) |" in text

@@ -1,15 +1,19 @@
 """The tuning protocol (kdlab.ablation.tuning): the round-by-round grid search on hand-made validation scores, and one
 tiny study whose tuning averages two seeds, selects like its final runs and bisects towards a diverged value."""
 
+import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kdlab.ablation.tuning import format_value, next_values
+from kdlab.ablation.grid import Cell
+from kdlab.ablation.tuning import (Axis, TuneSpec, advance, choose, format_value, group_scores, next_values,
+                                     start_searches)
 from kdlab.cli.main import app
 
 
@@ -59,6 +63,41 @@ def test_nothing_to_search():
 def test_added_values_are_written_short():
     assert [format_value(v) for v in (200.0, math.sqrt(40), 2e-7 * math.sqrt(10), 0.5)] == \
         ["200", "6.32", "6.32e-07", "0.5"]
+
+
+def collapse_rows() -> list[dict]:
+    """Two seeds of weight 1, 10, 100: 100 has the best mean PGD (15.0) but one of its models collapsed (it predicts
+    one class; its robust accuracy, 20, is meaningless); the best value among the others is 10 (mean 11.5)."""
+    scores = {"1": (8.0, 9.0), "10": (11.0, 12.0), "100": (10.0, 20.0)}
+    return [{"cell": f"m,weight={value}", "seed": seed, "pgd_acc": score,
+             "flag": "collapsed: robust accuracy meaningless (predicts class 2 for 100% of 500 images)"
+             if (value, seed) == ("100", 1) else ""}
+            for value, pair in scores.items() for seed, score in enumerate(pair)]
+
+
+@pytest.mark.parametrize("rule,chosen,added", [("keep", "100", "1000 (extend up)"),
+                                               ("exclude", "10", "31.6 (bisect)")])
+def test_a_value_with_a_collapsed_seed_is_chosen_only_when_collapse_is_kept(rule, chosen, added):
+    """keep (the default): 100 wins on its mean and the grid extends past it (100 * 100 / 10); exclude: 100 counts
+    as diverged, 10 is chosen and the next round bisects between them (sqrt(10 * 100) = 31.6)."""
+    plan = SimpleNamespace(cells=[Cell("m", ())])
+    spec = TuneSpec(Axis("method.weight", ("1", "10", "100")), collapsed=rule)
+    assert choose(plan, spec, collapse_rows(), "pgd_acc") == {"m": chosen}
+    searches = start_searches(plan, spec)
+    assert advance(searches, group_scores(plan, spec, collapse_rows(), "pgd_acc", searches), spec, 1)
+    assert [f"{t.text} ({t.added})" for t in searches["m"].trials if t.round == 2] == [added]
+
+
+def test_the_tuning_grid_marks_collapsed_seeds_and_bolds_the_choice_of_the_declared_rule():
+    from kdlab.report.tables import tuning_grid_markdown
+
+    frame = pd.DataFrame(collapse_rows()).assign(tune_round=1, tune_added="grid", tune_stop="interior")
+    kept = "\n".join(tuning_grid_markdown(frame, "pgd_acc"))
+    assert "**weight=100: 15.00 ⚠ collapsed on 1 of 2 seeds (round 1, grid)**" in kept
+    declared = json.dumps({"tune": {"collapsed": "exclude"}})
+    excluded = "\n".join(tuning_grid_markdown(frame.assign(study_declaration=declared), "pgd_acc"))
+    assert "; weight=100: 15.00 ⚠ collapsed on 1 of 2 seeds, excluded (round 1, grid)." in excluded
+    assert "**weight=10: 11.50 (round 1, grid)**" in excluded
 
 
 def run_tuned_study(tmp_path: Path) -> tuple[Path, Path]:
