@@ -145,7 +145,7 @@ def test_a_tuned_study_averages_two_seeds_selects_like_its_final_runs_and_bisect
 
     final = pd.read_csv(out / "tuned.csv")
     assert set(final["tuned"]) == {"lr=0.05"} and set(final["tuned_on"]) == {"tuned-val.csv"}
-    assert "lr=0.05 (search stopped: bracketed divergence)" in (out / "tuned.md").read_text()
+    assert "lr=0.05 (search stopped: bracketed divergence" in (out / "tuned.md").read_text()  # (; ⚠ collapsed ...)
     # the same selection rule: best.pt chosen on the validation split (auto -> clean for standard training) in both
     assert set(val.loc[scored, "select"]) == set(final["select"]) == {"clean"}
 
