@@ -12,8 +12,16 @@ import yaml
 from typer.testing import CliRunner
 
 from kdlab.ablation.grid import Cell
-from kdlab.ablation.tuning import (Axis, TuneSpec, advance, choose, format_value, group_scores, next_values,
-                                     start_searches)
+from kdlab.ablation.tuning import (
+    Axis,
+    TuneSpec,
+    advance,
+    choose,
+    format_value,
+    group_scores,
+    next_values,
+    start_searches,
+)
 from kdlab.cli.main import app
 
 
