@@ -193,7 +193,8 @@ def test_tests_mirror_the_packages():
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     folders = {p.name for p in TESTS.iterdir() if p.is_dir()}
     assert folders - TEST_FOLDERS_OF_NO_PACKAGE <= packages, sorted(folders - TEST_FOLDERS_OF_NO_PACKAGE - packages)
-    loose = sorted(p.name for p in TESTS.glob("test_*.py") if p.name != Path(__file__).name)
+    # the checks of the whole repository: its layout (this module) and its style (test_style.py)
+    loose = sorted(p.name for p in TESTS.glob("test_*.py") if p.name not in (Path(__file__).name, "test_style.py"))
     assert loose == [], f"test modules outside a package folder: {loose}"
 
 
