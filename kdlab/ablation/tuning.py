@@ -47,7 +47,7 @@ from pathlib import Path
 
 from kdlab.ablation.grid import AblationPlan, Cell, split_values
 from kdlab.errors import KdlabError
-from kdlab.report.tables import TEACHER_CELL, tuning_cell
+from kdlab.report.tables import TEACHER_CELL, is_collapsed, tuning_cell
 
 _ENTRY = re.compile(r"^(?P<key>[^=\[\]]+?)(?:\[(?P<group>[^\]]+)\])?=(?P<values>.+)$")
 
@@ -336,8 +336,9 @@ def default_metric(task: str, attacks: list[str]) -> str:
 def group_scores(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: str,
                  searches: dict[str, Search] | None = None) -> dict[str, dict[str, float | None]]:
     """Per tuned group, every value tried -> the mean over its seeds of ``metric`` (``None``: diverged on a seed,
-    collapsed on a seed under ``collapsed: exclude``, or no value). ``searches``: the values the tuning ran (each must have its rows); without them (a finished
-    table from elsewhere, ``--tune-from``) the declared values must have rows and any other value found counts."""
+    collapsed on a seed under ``collapsed: exclude``, or no value). ``searches``: the values the tuning ran (each
+    must have its rows); without them (a finished table from elsewhere, ``--tune-from``) the declared values must
+    have rows and any other value found counts."""
     by_label: dict[str, list] = {}
     for row in rows:
         if row.get("cell") != TEACHER_CELL:
@@ -363,15 +364,10 @@ def group_scores(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: s
             values = [row.get(metric) for row in runs]
             finite = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
             scores[text] = sum(finite) / len(finite) if finite and len(finite) == len(values) else None
-            if spec.collapsed == "exclude" and any(is_collapsed(row) for row in runs):
+            if spec.collapsed == "exclude" and any(is_collapsed(row.get("flag")) for row in runs):
                 scores[text] = None
         result[cell.label] = scores
     return result
-
-
-def is_collapsed(row: dict) -> bool:
-    """Whether a table row's model collapsed (its ``flag`` starts ``collapsed``: :mod:`kdlab.robustness.accuracy`)."""
-    return str(row.get("flag") or "").startswith("collapsed")
 
 
 def choose(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: str,

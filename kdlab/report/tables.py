@@ -168,6 +168,17 @@ def holm_family(deltas: dict[str, dict[str, PairedDifference]]) -> tuple[dict[tu
              if cell != base and frozenset((base, cell)) in adjusted}, len(tests))
 
 
+def is_collapsed(flag: Any) -> bool:
+    """Whether a row's ``flag`` says its model collapsed (``collapsed: ...``, :mod:`kdlab.robustness.accuracy`)."""
+    return isinstance(flag, str) and flag.startswith("collapsed")
+
+
+def collapsed_rows(frame: pd.DataFrame) -> pd.Series:
+    """Per row of ``frame``, :func:`is_collapsed` of its ``flag`` (all False without the column)."""
+    flags = frame["flag"] if "flag" in frame.columns else pd.Series(None, index=frame.index, dtype=object)
+    return flags.map(is_collapsed).astype(bool)
+
+
 def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     """Per cell of a ``--tune`` table whose chosen value is the smallest or the largest of the (3 or more) values
     its tuning table (``tuned_on``, in ``folder``) tried: "smallest" or "largest". A choice at the edge of the
@@ -182,8 +193,7 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     tried = tuning["cell"].astype(str).tolist()
     stops = dict(zip(tried, tuning["tune_stop"].astype(object).where(tuning["tune_stop"].notna(), "")
                      .astype(str))) if "tune_stop" in tuning.columns else None
-    flags = tuning["flag"].astype(object).where(tuning["flag"].notna(), "").astype(str) \
-        if "flag" in tuning.columns else pd.Series("", index=tuning.index)
+    collapsed_runs = collapsed_rows(tuning)
     edges = {}
     for cell, chosen in frame.groupby("cell", sort=False)["tuned"].first().dropna().items():
         key, _, value = str(chosen).partition("=")
@@ -201,7 +211,7 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
             except ValueError:  # a tuned key with non-numeric values has no order
                 pass
         runs = tuning["cell"].astype(str) == prefix + value
-        collapsed = int(flags[runs].str.startswith("collapsed").sum())
+        collapsed = int(collapsed_runs[runs].sum())
         if collapsed:
             marks.append(f"⚠ collapsed on {collapsed} of {int(runs.sum())} tuning seeds")
         if marks:
@@ -440,8 +450,7 @@ def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
     (:mod:`kdlab.ablation.tuning`)."""
     label = METRIC_LABELS.get(metric, metric)
     exclude = ((study_declaration(frame) or {}).get("tune") or {}).get("collapsed") == "exclude"
-    flags = frame["flag"].astype(object).where(frame["flag"].notna(), "").astype(str) if "flag" in frame.columns \
-        else pd.Series("", index=frame.index)
+    collapsed_runs = collapsed_rows(frame)
     lines = [("Tuning grid per cell (kdlab.ablation.tuning): every value tried, its mean validation "
              f"{label} over the tuning seeds (round it was added in, why), the choice (**bold**) and why the search "
              "stopped:"), ""]
@@ -454,7 +463,7 @@ def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
             mean = scores.mean() if scores.notna().all() else math.nan
             number = pd.to_numeric(pd.Series([setting.partition("=")[2]]), errors="coerce").iloc[0]
             first = runs.iloc[0]
-            collapsed = int(flags[runs.index].str.startswith("collapsed").sum())
+            collapsed = int(collapsed_runs[runs.index].sum())
             values.append((number, setting, mean, first.get("tune_round"), first.get("tune_added"),
                            first.get("tune_stop"), runs["seed"].nunique(), collapsed))
         finite = [v for v in values if not math.isnan(v[2]) and not (exclude and v[7])]
