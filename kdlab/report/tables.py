@@ -190,7 +190,8 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
     if source is None or not (Path(folder) / str(source)).is_file():
         return {}
     tuning = read_table(Path(folder) / str(source))
-    tried = tuning["cell"].astype(str).tolist()
+    labels = tuning["cell"].astype(str)
+    tried = labels.tolist()
     stops = dict(zip(tried, tuning["tune_stop"].astype(object).where(tuning["tune_stop"].notna(), "")
                      .astype(str))) if "tune_stop" in tuning.columns else None
     collapsed_runs = collapsed_rows(tuning)
@@ -210,7 +211,7 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
                     marks.append("largest" if float(value) == max(values) else "smallest")
             except ValueError:  # a tuned key with non-numeric values has no order
                 pass
-        runs = tuning["cell"].astype(str) == prefix + value
+        runs = labels == prefix + value
         collapsed = int(collapsed_runs[runs].sum())
         if collapsed:
             marks.append(f"⚠ collapsed on {collapsed} of {int(runs.sum())} tuning seeds")
