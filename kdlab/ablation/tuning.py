@@ -47,7 +47,7 @@ from pathlib import Path
 
 from kdlab.ablation.grid import AblationPlan, Cell, split_values
 from kdlab.errors import KdlabError
-from kdlab.report.tables import TEACHER_CELL, is_collapsed, tuning_cell
+from kdlab.report.tables import TEACHER_CELL, best_tuned_value, is_collapsed, tuning_cell, tuning_score
 
 _ENTRY = re.compile(r"^(?P<key>[^=\[\]]+?)(?:\[(?P<group>[^\]]+)\])?=(?P<values>.+)$")
 
@@ -165,12 +165,11 @@ def next_values(scores: dict[float, float | None], *, scale: str = "log",
     difference, to the neighbour on the other side) but never past ``bounds``; a side whose neighbour diverged is
     bisected (at most ``max_bisections`` times in the search: ``bisections_done`` so far); a side whose
     neighbour scored is closed. ``rounds_done`` rounds have run; none is added past ``max_rounds``."""
-    finite = {value: score for value, score in scores.items() if score is not None and not math.isnan(score)}
-    if not finite:
+    best = best_tuned_value(scores)  # the first of equal scores, in the order tried
+    if best is None:
         return [], ALL_DIVERGED
     if len(scores) == 1:
         return [], ONE_VALUE
-    best = max(finite, key=finite.get)  # the first of equal scores, in the order tried
     ordered = sorted(scores)
     index = ordered.index(best)
     below = ordered[index - 1] if index > 0 else None
@@ -358,15 +357,11 @@ def group_scores(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: s
         if missing:
             raise KdlabError(f"the tuning table has no row for {missing[0]}: pass the --tune values it was made "
                              f"with (its cells: {', '.join(sorted(by_label)) or 'none'})")
-        scores: dict[str, float | None] = {}
-        for text in texts:
-            runs = by_label[axis.label(cell.label, text)]
-            values = [row.get(metric) for row in runs]
-            finite = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
-            scores[text] = sum(finite) / len(finite) if finite and len(finite) == len(values) else None
-            if spec.collapsed == "exclude" and any(is_collapsed(row.get("flag")) for row in runs):
-                scores[text] = None
-        result[cell.label] = scores
+        result[cell.label] = {
+            text: tuning_score([row.get(metric) for row in by_label[axis.label(cell.label, text)]],
+                               any(is_collapsed(row.get("flag")) for row in by_label[axis.label(cell.label, text)]),
+                               spec.collapsed)
+            for text in texts}
     return result
 
 
@@ -376,11 +371,11 @@ def choose(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: str,
     (first tried on ties)."""
     chosen = {}
     for group, scores in group_scores(plan, spec, rows, metric, searches).items():
-        finite = {text: score for text, score in scores.items() if score is not None}
-        if not finite:
+        best = best_tuned_value(scores)
+        if best is None:
             raise KdlabError(f"no {metric} for cell {group} in the tuning table (every value diverged, or "
                              f"choose --tune-metric from its columns, e.g. AP, AP50, clean_acc)")
-        chosen[group] = max(finite, key=finite.get)
+        chosen[group] = best
     return chosen
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from filelock import FileLock
@@ -25,6 +25,8 @@ from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.paper import PAPER_NUMBERS
 from kdlab.report.stats import PairedDifference, holm_adjust, paired_difference, render_holm
 from kdlab.results import atomic_write_text, read_table
+
+Value = TypeVar("Value")  # a tuned value: its text in a table, its number in a search
 
 TEACHER_CELL = "teacher"  # the shared teacher's row: one run for every seed, so never paired with a seed
 
@@ -177,6 +179,23 @@ def collapsed_rows(frame: pd.DataFrame) -> pd.Series:
     """Per row of ``frame``, :func:`is_collapsed` of its ``flag`` (all False without the column)."""
     flags = frame["flag"] if "flag" in frame.columns else pd.Series(None, index=frame.index, dtype=object)
     return flags.map(is_collapsed).astype(bool)
+
+
+def tuning_score(values: list[Any], collapsed: bool, rule: str = "keep") -> float | None:
+    """What one tuning value scores (:mod:`kdlab.ablation.tuning`'s selection rule): the mean of its seeds'
+    ``values``; ``None`` (never chosen) when a seed has none (it diverged), or when a seed ``collapsed`` and the
+    study declares ``tune.collapsed: exclude`` (``rule``)."""
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    if not finite or len(finite) != len(values) or (collapsed and rule == "exclude"):
+        return None
+    return sum(finite) / len(finite)
+
+
+def best_tuned_value(scores: dict[Value, float | None]) -> Value | None:
+    """The value a tuning chooses: the highest :func:`tuning_score` (``None`` or NaN: never), the first tried on
+    ties (``scores`` in the order the values were tried); ``None`` when no value has a score."""
+    finite = {value: score for value, score in scores.items() if score is not None and not math.isnan(score)}
+    return max(finite, key=finite.__getitem__) if finite else None
 
 
 def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
@@ -450,32 +469,34 @@ def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
     collapsed seed is marked; under a declared ``tune.collapsed: exclude`` it is not choosable
     (:mod:`kdlab.ablation.tuning`)."""
     label = METRIC_LABELS.get(metric, metric)
-    exclude = ((study_declaration(frame) or {}).get("tune") or {}).get("collapsed") == "exclude"
+    rule = ((study_declaration(frame) or {}).get("tune") or {}).get("collapsed", "keep")
     collapsed_runs = collapsed_rows(frame)
     lines = [("Tuning grid per cell (kdlab.ablation.tuning): every value tried, its mean validation "
              f"{label} over the tuning seeds (round it was added in, why), the choice (**bold**) and why the search "
              "stopped:"), ""]
     frame = frame[frame["cell"] != TEACHER_CELL]
     for group, rows in frame.groupby(frame["cell"].astype(str).str.rsplit(",", n=1).str[0], sort=False):
-        values = []
+        values, choosable = [], {}
         for cell, runs in rows.groupby("cell", sort=False):
             setting = str(cell).rsplit(",", 1)[1]
-            scores = pd.to_numeric(runs[metric], errors="coerce") if metric in runs.columns else pd.Series([math.nan])
-            mean = scores.mean() if scores.notna().all() else math.nan
+            scores = (pd.to_numeric(runs[metric], errors="coerce") if metric in runs.columns
+                      else pd.Series([math.nan] * len(runs))).tolist()
+            diverged = any(math.isnan(score) for score in scores)
+            mean = math.nan if diverged else sum(scores) / len(scores)
             number = pd.to_numeric(pd.Series([setting.partition("=")[2]]), errors="coerce").iloc[0]
             first = runs.iloc[0]
             collapsed = int(collapsed_runs[runs.index].sum())
             values.append((number, setting, mean, first.get("tune_round"), first.get("tune_added"),
                            first.get("tune_stop"), runs["seed"].nunique(), collapsed))
-        finite = [v for v in values if not math.isnan(v[2]) and not (exclude and v[7])]
-        best = max(finite, key=lambda v: v[2])[1] if finite else None
+            choosable[setting] = tuning_score(scores, collapsed > 0, rule)
+        best = best_tuned_value(choosable)
         ordered = sorted(values, key=lambda v: (math.isnan(v[0]), v[0] if not math.isnan(v[0]) else 0))
         shown = []
         for _number, setting, mean, round_, added, _stop, seeds, collapsed in ordered:
             score = "diverged" if math.isnan(mean) else f"{mean:.2f}"
             if collapsed:
                 score += f" ⚠ collapsed on {collapsed} of {seeds} seed{'s' if seeds != 1 else ''}" + (
-                    ", excluded" if exclude else "")
+                    ", excluded" if rule == "exclude" else "")
             text = f"{setting}: {score}" + (f" (round {int(round_)}, {added})" if _present(round_) else "")
             shown.append(f"**{text}**" if setting == best else text)
         stop = next((v[5] for v in values if _present(v[5]) and str(v[5])), "not recorded")

@@ -23,6 +23,7 @@ from kdlab.ablation.tuning import (
     start_searches,
 )
 from kdlab.cli.main import app
+from kdlab.errors import KdlabError
 
 
 def test_best_at_the_upper_edge_extends_up_by_the_grids_own_step():
@@ -107,6 +108,23 @@ def test_the_tuning_grid_marks_collapsed_seeds_and_bolds_the_choice_of_the_decla
     assert "; weight=100: 15.00 ⚠ collapsed on 1 of 2 seeds, excluded (round 1, grid)." in excluded
     assert "**weight=10: 11.50 (round 1, grid)**" in excluded
 
+
+
+def test_equal_means_go_to_the_value_tried_first_in_the_choice_and_in_the_grid():
+    """10 (tried first) and 1 (tried second) both average 11.0; 100 diverged on a seed (no score). The choice and
+    the grid's bold must name 10, and no value when every one diverged."""
+    from kdlab.report.tables import tuning_grid_markdown
+
+    scores = {"10": (10.0, 12.0), "1": (11.0, 11.0), "100": (30.0, math.nan)}
+    rows = [{"cell": f"m,weight={value}", "seed": seed, "pgd_acc": score}
+            for value, pair in scores.items() for seed, score in enumerate(pair)]
+    plan = SimpleNamespace(cells=[Cell("m", ())])
+    spec = TuneSpec(Axis("method.weight", ("10", "1", "100")))
+    assert choose(plan, spec, rows, "pgd_acc") == {"m": "10"}
+    grid = "\n".join(tuning_grid_markdown(pd.DataFrame(rows), "pgd_acc"))
+    assert "weight=1: 11.00; **weight=10: 11.00**; weight=100: diverged." in grid
+    with pytest.raises(KdlabError, match="every value diverged"):
+        choose(plan, spec, [{**row, "pgd_acc": math.nan} for row in rows], "pgd_acc")
 
 def run_tuned_study(tmp_path: Path) -> tuple[Path, Path]:
     """A tiny tuned study, run to the end: lr 1e30 diverges; 0.05 sits on the declared lower bound, so round 2
