@@ -39,8 +39,8 @@ def verify(
                                      "folder: seconds per table)."),
 ) -> None:
     """Check a committed results folder: every row names its commit (a dirty row's patch in diffs/), every run
-    has its runs.csv row, each table's declared study or regenerate command gives exactly its cells, the report
-    is current, README.md indexes every file. Exit 1 with one line per problem (docs/commands.md)."""
+    has its runs.csv row, each table's declared study or regenerate command gives exactly its cells, its Markdown
+    and the report are current, README.md indexes every file. Exit 1 with one line per problem (docs/commands.md)."""
     from kdlab.verify.checks import verify_results
 
     found = verify_results(results, parse=ablate_flags, report=report)

@@ -198,13 +198,13 @@ def best_tuned_value(scores: dict[Value, float | None]) -> Value | None:
     return max(finite, key=finite.__getitem__) if finite else None
 
 
-def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
+def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, list[str]]:
     """Per cell of a ``--tune`` table whose chosen value is the smallest or the largest of the (3 or more) values
     its tuning table (``tuned_on``, in ``folder``) tried: "smallest" or "largest". A choice at the edge of the
     grid says a wider grid might choose otherwise. A tuning table that records why its search stopped
     (``tune_stop``, :mod:`kdlab.ablation.tuning`) gives that instead where it is not "interior": "search stopped:
     bound", "search stopped: bracketed divergence", "search stopped: max rounds". A chosen value with a collapsed
-    tuning seed adds "⚠ collapsed on k of n tuning seeds" (after "; " when there is a mark already)."""
+    tuning seed adds "⚠ collapsed on k of n tuning seeds". A cell with no mark has no entry."""
     source = next(iter(frame["tuned_on"].dropna()), None) if "tuned_on" in frame.columns else None
     if source is None or not (Path(folder) / str(source)).is_file():
         return {}
@@ -235,7 +235,7 @@ def tuning_edges(frame: pd.DataFrame, folder: Path) -> dict[str, str]:
         if collapsed:
             marks.append(f"⚠ collapsed on {collapsed} of {int(runs.sum())} tuning seeds")
         if marks:
-            edges[str(cell)] = "; ".join(marks)
+            edges[str(cell)] = marks
     return edges
 
 
@@ -303,7 +303,7 @@ def sanity_note(frame: pd.DataFrame) -> str | None:
 
 
 def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str | list[str] | None = None,
-                   edges: dict[str, str] | None = None, correction: str = "holm",
+                   edges: dict[str, list[str]] | None = None, correction: str = "holm",
                    metrics: list[str] | None = None, pairs: list[tuple[str, str]] | None = None) -> str:
     """Mean ± std per cell, and one paired column per ``baseline`` cell (e.g. ``kind=none`` and the best rival),
     each followed (``correction="holm"``) by its t-test column: p-value and Holm-adjusted p-value over the table's
@@ -342,7 +342,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         failed = diverged.get(str(row["cell"]), 0)
         cells = [label, str(int(row["seeds"])) + (f" ({failed} diverged)" if failed else "")]
         edge = "; ".join(f"{mark} tried" if mark in ("smallest", "largest") else mark
-                         for mark in edges.get(str(row["cell"]), "").split("; ") if mark)
+                         for mark in edges.get(str(row["cell"]), []))
         edge = f" ({edge})" if edge else ""
         cells += [] if tuned is None else [_markdown_cell(tuned.get(row["cell"])) + edge]
         cells += [_mean_std(row[f"{m}_mean"], row[f"{m}_std"]) for m in metric_list]
@@ -414,7 +414,7 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "
                      f"images (kdlab ablate --tune, a study's tune:; the seeds it averaged: its tune_seeds column), never on "
                      f"the test split: `{source}`.")
-        edge_marks = {mark for edge in edges.values() for mark in edge.split("; ")}
+        edge_marks = {mark for marks in edges.values() for mark in marks}
         if {"smallest", "largest"} & edge_marks:
             notes.append("(smallest/largest tried): the best validation value was at the edge of the values tried; "
                          "a wider grid might choose another.")
@@ -700,8 +700,9 @@ def study_status(frame: pd.DataFrame, declaration: dict, tuning: bool) -> str | 
 
 def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] | None = None,
            out_dir: Path | None = None, correction: str | None = None,
-           metrics: list[str] | None = None) -> tuple[Path, Path]:
-    """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder);
+           metrics: list[str] | None = None, plot: bool = True) -> tuple[Path, Path]:
+    """Markdown and PNG from the CSV alone, beside it (or in ``out_dir``, e.g. a report's scratch folder; ``plot``
+    False: the Markdown alone, e.g. to check a committed one, ``kdlab verify``);
     ``correction`` (:data:`~kdlab.config.names.CORRECTIONS`) and ``metrics`` (the paired columns' metrics, the
     deciding one first) as in :func:`markdown_table`. A study's table (:func:`study_declaration`) opens with its
     declaration and by default reads its declared comparisons, deciding metric and correction."""
@@ -742,12 +743,12 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
                       + table)
     summary = summarise(frame)
     metrics = metric_columns(frame)
-    plot = stem.with_name(stem.name + ".png")
-    if not metrics:  # only diverged runs so far: nothing to plot yet
-        return markdown, plot
+    plot_path = stem.with_name(stem.name + ".png")
+    if not metrics or not plot:  # nothing to plot yet (only diverged runs so far), or the Markdown alone asked
+        return markdown, plot_path
     plot_ablation_bars(
         summary,
-        plot,
+        plot_path,
         value_columns=[f"{m}_mean" for m in metrics],
         error_columns=[f"{m}_std" for m in metrics],
         label_column="cell",
@@ -765,7 +766,7 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
             metric, xlabel="student forward+backward passes per training image",
             ylabel=f"{METRIC_LABELS.get(metric, metric)} (%)",
             title=f"{csv_path.stem}: robustness against training cost\n{plot_subtitle(frame)} (mean ± std over seeds)")
-    return markdown, plot
+    return markdown, plot_path
 
 
 def plot_subtitle(frame: pd.DataFrame) -> str:

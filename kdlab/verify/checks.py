@@ -11,6 +11,8 @@ The tables checked: ``ablations/*.csv``, ``runs.csv`` and ``eval*.csv`` of the f
   its (cell, seed) set, and the plan fingerprint its rows record, without which ``kdlab ablate`` retrains them);
 - :func:`check_command` a table without one: its regenerate command (:mod:`kdlab.report.commands`) plans exactly
   its (cell, seed) set (:mod:`kdlab.verify.commands`; nothing is trained);
+- :func:`check_markdown` each table's committed ``.md`` (what a reader reads) is what ``kdlab table`` writes from
+  its CSV now;
 - :func:`check_report` the committed ``report.html`` is what ``kdlab report`` writes from the tables now;
 - :func:`check_index` ``README.md`` names every file of the folder.
 """
@@ -297,7 +299,35 @@ def check_command(table: Table, results: Path, parse: AblateParser) -> list[Prob
     return problems
 
 
-# --------------------------------------------------------------------------- e. report
+# --------------------------------------------------------------------------- e. the tables' Markdown, the report
+def _first_difference(old: str, new: str) -> int:
+    """The first line (1-based) where two texts differ."""
+    return next((i for i, (a, b) in enumerate(zip(old.splitlines(), new.splitlines()), start=1) if a != b),
+                min(len(old.splitlines()), len(new.splitlines())) + 1)
+
+
+def check_markdown(table: Table, results: Path) -> list[Problem]:
+    """An ablation table's committed ``.md`` is what ``kdlab table`` writes from its CSV now (its declaration,
+    means, paired and Holm columns, marks and notes: :func:`kdlab.report.tables.render`, into a temporary folder,
+    the Markdown alone). A CSV changed after its Markdown, or code that now renders it otherwise, fails."""
+    from kdlab.report.tables import render
+
+    if table.kind != "ablation":
+        return []
+    committed = table.path.with_suffix(".md")
+    where = _shown(committed, results)
+    command = f"kdlab table {_shown(table.path, results)}"
+    if not committed.is_file():
+        return [Problem("markdown", where, f"missing: run {command} and commit it")]
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = render(table.path, out_dir=Path(scratch), plot=False)[0].read_text()
+    old = committed.read_text()
+    if fresh == old:
+        return []
+    return [Problem("markdown", where, f"stale: {command} now writes another table (first difference on line "
+                                       f"{_first_difference(old, fresh)}); rerun it and commit the .md and .png")]
+
+
 def check_report(results: Path) -> list[Problem]:
     """``report.html`` is current: ``kdlab report`` of the folder, written into a temporary folder now, gives the
     same bytes (the page is a function of the committed files: :mod:`kdlab.report.html`)."""
@@ -315,10 +345,9 @@ def check_report(results: Path) -> list[Problem]:
     old = committed.read_text()
     if fresh == old:
         return []
-    line = next((i for i, (a, b) in enumerate(zip(old.splitlines(), fresh.splitlines()), start=1) if a != b),
-                min(len(old.splitlines()), len(fresh.splitlines())) + 1)
     return [Problem("report", where, f"stale: kdlab report {_shown(results, results)} now writes another page "
-                                     f"(first difference on line {line}); rerun it and commit the page")]
+                                     f"(first difference on line {_first_difference(old, fresh)}); rerun it and "
+                                     "commit the page")]
 
 
 # --------------------------------------------------------------------------- f. index
@@ -371,6 +400,7 @@ def verify_results(results: Path, parse: AblateParser, load_study: StudyLoader =
         found.problems += check_runs_recorded(table, runs, results)
         found.problems += check_study(table, results, load_study, found.notes)
         found.problems += check_command(table, results, parse)
+        found.problems += check_markdown(table, results)
     if report:
         found.problems += check_report(results)
     found.problems += check_index(results)

@@ -92,7 +92,7 @@ def test_a_tuned_value_at_the_edge_of_its_grid_is_marked(tmp_path):
     frame = pd.DataFrame({"kind": ["grid"] * 3, "cell": ["kind=ssim", "kind=l2", "kind=mgd"], "seed": [0] * 3,
                           "AP": [50.0, 49.0, 48.0], "tuned": ["weight=20", "weight=2", "weight=2e-6"],
                           "tuned_on": ["t-val.csv"] * 3})
-    assert tuning_edges(frame, tmp_path) == {"kind=ssim": "largest", "kind=mgd": "smallest"}
+    assert tuning_edges(frame, tmp_path) == {"kind=ssim": ["largest"], "kind=mgd": ["smallest"]}
     frame.to_csv(tmp_path / "t-tuned.csv", index=False)
     markdown, _ = render(tmp_path / "t-tuned.csv")
     text = markdown.read_text()

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from kdlab.report.html import build_report
+from kdlab.report.tables import render
 from kdlab.verify.checks import Table, check_study, committed_tables
 from tests.helpers.failfast import assert_one_line_error, invoke
 
@@ -27,8 +28,8 @@ TABLE = "ablations/demo-grid-train.lr.csv"
 @pytest.fixture()
 def results(tmp_path) -> Path:
     """A checkout-like folder: recipes/demo.yaml and results/ with a 2-cell x 2-seed grid table whose rows record
-    their command, runs.csv rows for its runs (one from a dirty tree, its patch in diffs/), eval.csv, the report
-    and a README naming every file."""
+    their command and its Markdown, runs.csv rows for its runs (one from a dirty tree, its patch in diffs/),
+    eval.csv, the report and a README naming every file."""
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "demo.yaml").write_text(yaml.safe_dump({
         "name": "demo", "data": {"dataset": "embedded", "subset": 64, "test_subset": 20, "batch_size": 32},
@@ -52,7 +53,8 @@ def results(tmp_path) -> Path:
         results / "eval.csv", index=False)
     (results / "diffs").mkdir()
     (results / "diffs" / f"{DIGEST}.patch").write_bytes(PATCH.encode())
-    (results / "README.md").write_text("runs.csv, eval.csv, report.html and demo-grid-train.lr (csv)\n")
+    (results / "README.md").write_text("runs.csv, eval.csv, report.html and demo-grid-train.lr (csv, md, png)\n")
+    render(results / TABLE)
     build_report(results)
     return results
 
@@ -85,6 +87,7 @@ def test_a_diverged_tuning_row_needs_its_own_commit_but_no_run(results):
     table = pd.read_csv(results / TABLE, dtype=str, keep_default_na=False)
     table.loc[0, ["run_dir", "clean_acc", "pgd_acc", "flag"]] = ["", "", "", "diverged"]
     table.to_csv(results / TABLE, index=False)
+    render(results / TABLE)  # kdlab table, as after any change of a CSV
     assert verify(results, "--no-report").exit_code == 0  # no run, so no runs.csv row: fine
     table.loc[0, "git_commit"] = ""
     table.to_csv(results / TABLE, index=False)
@@ -151,12 +154,32 @@ def test_a_stale_report_fails(results):
     table = pd.read_csv(results / TABLE)
     table.loc[0, "pgd_acc"] = 55.0  # a number changed after the page was written
     table.to_csv(results / TABLE, index=False)
+    render(results / TABLE)  # kdlab table: its Markdown is current again
     result = verify(results)
     assert result.exit_code == 1
     [line] = problems(result)
     assert line.startswith("report: results/report.html: stale: kdlab report results now writes another page")
     build_report(results)
     assert verify(results).exit_code == 0
+
+
+def test_a_table_whose_markdown_is_stale_or_missing_fails(results):
+    """The .md is what a reader reads: a CSV changed after it (or code that renders it otherwise) fails, naming the
+    first line that differs (the means' row of lr=0.05: line 4 of the Markdown) and the command that fixes it."""
+    table = pd.read_csv(results / TABLE)
+    table.loc[0, "pgd_acc"] = 55.0
+    table.to_csv(results / TABLE, index=False)
+    markdown = (results / TABLE).with_suffix(".md")
+    old = markdown.read_text().splitlines()
+    line = next(i for i, text in enumerate(old, start=1) if text.startswith("| lr=0.05 |"))
+    assert problems(verify(results, "--no-report")) == [
+        (f"markdown: results/{TABLE[:-4]}.md: stale: kdlab table results/{TABLE} now writes another table (first "
+         f"difference on line {line}); rerun it and commit the .md and .png")]
+    markdown.unlink()
+    assert problems(verify(results, "--no-report")) == [
+        f"markdown: results/{TABLE[:-4]}.md: missing: run kdlab table results/{TABLE} and commit it"]
+    render(results / TABLE)
+    assert verify(results, "--no-report").exit_code == 0
 
 
 def test_an_unindexed_file_fails(results):
