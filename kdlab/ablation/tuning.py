@@ -260,13 +260,13 @@ def advance(searches: dict[str, Search], scores: dict[str, dict[str, float | Non
 
 
 RoundRows = Callable[[AblationPlan, int, dict[str, Search]], "list[dict] | None"]
-"""``rows_of(grid, round, searches)`` for :func:`search_rounds`."""
+"""``trial_rowsof(grid, round, searches)`` for :func:`search_rounds`."""
 
 
 def search_rounds(plan: AblationPlan, spec: TuneSpec, val_size: int | None, metric: str,
-                  rows_of: RoundRows) -> tuple[AblationPlan, dict[str, Search], int, bool]:
+                  trial_rowsof: RoundRows) -> tuple[AblationPlan, dict[str, Search], int, bool]:
     """The tuning's rounds in order, as ``kdlab ablate`` takes them: each round's grid (:func:`tuning_plan`) is
-    handed to ``rows_of(grid, round, searches)`` (:data:`RoundRows`), which returns that round's rows -- by running
+    handed to ``trial_rowsof(grid, round, searches)`` (:data:`RoundRows`), which returns that round's rows -- by running
     it, or read from a committed table -- or ``None`` when the round is not complete (the replay stops there); its
     scores decide the next round (:func:`advance`). Returns the last grid, the searches, the round number and
     whether every search stopped."""
@@ -274,7 +274,7 @@ def search_rounds(plan: AblationPlan, spec: TuneSpec, val_size: int | None, metr
     rounds = 1
     while True:
         grid = tuning_plan(plan, spec, None, val_size, searches)
-        rows = rows_of(grid, rounds, searches)
+        rows = trial_rowsof(grid, rounds, searches)
         if rows is None:
             return grid, searches, rounds, False
         if not advance(searches, group_scores(plan, spec, rows, metric, searches), spec, rounds):
@@ -357,11 +357,11 @@ def group_scores(plan: AblationPlan, spec: TuneSpec, rows: list[dict], metric: s
         if missing:
             raise KdlabError(f"the tuning table has no row for {missing[0]}: pass the --tune values it was made "
                              f"with (its cells: {', '.join(sorted(by_label)) or 'none'})")
+        runs = {text: by_label[axis.label(cell.label, text)] for text in texts}
         result[cell.label] = {
-            text: tuning_score([row.get(metric) for row in by_label[axis.label(cell.label, text)]],
-                               any(is_collapsed(row.get("flag")) for row in by_label[axis.label(cell.label, text)]),
-                               spec.collapsed)
-            for text in texts}
+            text: tuning_score([row.get(metric) for row in trial_rows],
+                               any(is_collapsed(row.get("flag")) for row in trial_rows), spec.collapsed)
+            for text, trial_rows in runs.items()}
     return result
 
 

@@ -109,7 +109,6 @@ def test_the_tuning_grid_marks_collapsed_seeds_and_bolds_the_choice_of_the_decla
     assert "**weight=10: 11.50 (round 1, grid)**" in excluded
 
 
-
 def test_equal_means_go_to_the_value_tried_first_in_the_choice_and_in_the_grid():
     """10 (tried first) and 1 (tried second) both average 11.0; 100 diverged on a seed (no score). The choice and
     the grid's bold must name 10, and no value when every one diverged."""
@@ -125,6 +124,7 @@ def test_equal_means_go_to_the_value_tried_first_in_the_choice_and_in_the_grid()
     assert "weight=1: 11.00; **weight=10: 11.00**; weight=100: diverged." in grid
     with pytest.raises(KdlabError, match="every value diverged"):
         choose(plan, spec, [{**row, "pgd_acc": math.nan} for row in rows], "pgd_acc")
+
 
 def run_tuned_study(tmp_path: Path) -> tuple[Path, Path]:
     """A tiny tuned study, run to the end: lr 1e30 diverges; 0.05 sits on the declared lower bound, so round 2
