@@ -481,8 +481,8 @@ def tuning_grid_markdown(frame: pd.DataFrame, metric: str) -> list[str]:
             setting = str(cell).rsplit(",", 1)[1]
             scores = (pd.to_numeric(runs[metric], errors="coerce") if metric in runs.columns
                       else pd.Series([math.nan] * len(runs))).tolist()
-            diverged = any(math.isnan(score) for score in scores)
-            mean = math.nan if diverged else sum(scores) / len(scores)
+            kept = tuning_score(scores, False)  # the mean shown, also beside a value the rule excludes
+            mean = math.nan if kept is None else kept
             number = pd.to_numeric(pd.Series([setting.partition("=")[2]]), errors="coerce").iloc[0]
             first = runs.iloc[0]
             collapsed = int(collapsed_runs[runs.index].sum())
