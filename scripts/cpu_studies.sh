@@ -26,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's kdlab, whichever one the venv installed
-QUEUE=${1:?usage: cpu_studies.sh a|b}
+QUEUE=${1:?usage: cpu_studies.sh a|b|both}
 KDLAB=${KDLAB:-kdlab}
 LOCKS=${KDLAB_LOCKS:-/tmp/kdlab-study-locks}
 mkdir -p "$LOCKS"
@@ -36,10 +36,12 @@ TEACHER_GLOB="results/runs/mixacm-cpu-teacher-*"
 KEPT_GLOB="results/runs/*-teacher-*"
 
 case $QUEUE in
-    a) ORDER=(teacher_headroom_cpu methods_cpu mixacm_cpu_components mixacm_cpu_blocks skd_bccd_retinanet_cpu skd_bccd_cpu) ;;
+    a|both) ORDER=(teacher_headroom_cpu methods_cpu mixacm_cpu_components mixacm_cpu_blocks skd_bccd_retinanet_cpu skd_bccd_cpu) ;;
     b) ORDER=(skd_bccd_retinanet_cpu mixacm_cpu_components mixacm_cpu_blocks skd_bccd_cpu methods_cpu teacher_headroom_cpu) ;;
-    *) echo "cpu_studies.sh: queue must be a or b, not $QUEUE" >&2; exit 2 ;;
+    *) echo "cpu_studies.sh: queue must be a, b or both, not $QUEUE" >&2; exit 2 ;;
 esac
+JOBS=1
+[ "$QUEUE" = both ] && JOBS=2
 
 teacher_trained() { compgen -G "$TEACHER_GLOB/summary.json" > /dev/null; }
 
@@ -77,7 +79,7 @@ for study in "${ORDER[@]}"; do
     (
         flock -n 9 || { echo "$(date -u +%FT%TZ) $study: taken by the other queue, skipped"; exit 0; }
         echo "$(date -u +%FT%TZ) $study: start"
-        "$KDLAB" ablate "recipes/studies/$study.yaml" --jobs 1 --threads 1
+        "$KDLAB" ablate "recipes/studies/$study.yaml" --jobs "$JOBS" --threads 1
         status=$?  # before the date's command substitution resets $?
         echo "$(date -u +%FT%TZ) $study: exit $status"
     ) 9> "$LOCKS/$study.lock"

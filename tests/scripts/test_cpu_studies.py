@@ -29,7 +29,7 @@ def fake_kdlab(tmp_path: Path) -> Path:
     """Appends its arguments to calls.txt; ``ablate`` of a CIFAR-10 study trains the shared teacher (a summary.json),
     of a BCCD study that study's detection teacher."""
     fake = tmp_path / "kdlab"
-    fake.write_text('#!/bin/bash\necho "$2" >> "$CALLS"\n'
+    fake.write_text('#!/bin/bash\necho "$2" >> "$CALLS"\necho "$4" >> "$CALLS.jobs"\n'
                     'case "$2" in *skd_bccd*) t=results/runs/skd-bccd-teacher-k ;; *) t=results/runs/mixacm-cpu-teacher-k ;; '
                     'esac\nmkdir -p $t && touch $t/summary.json\n')
     fake.chmod(0o755)
@@ -39,6 +39,7 @@ def fake_kdlab(tmp_path: Path) -> Path:
 def run(root: Path, queue: str, tmp_path: Path, **env: str) -> tuple[list[str], str]:
     calls = tmp_path / "calls.txt"
     calls.unlink(missing_ok=True)
+    (tmp_path / "calls.txt.jobs").unlink(missing_ok=True)
     result = subprocess.run(["bash", str(root / "scripts" / SCRIPT.name), queue], capture_output=True, text=True,
                             check=False, timeout=60, env={**os.environ, "KDLAB": str(fake_kdlab(tmp_path)),
                                              "CALLS": str(calls), "KDLAB_LOCKS": str(tmp_path / "locks"), **env})
@@ -94,6 +95,15 @@ def test_the_teachers_are_kept_between_sessions_and_restored(tmp_path):
         assert (fresh / "results" / "runs" / name / "summary.json").is_file()
 
 
+def test_queue_both_runs_queue_as_order_with_two_workers_per_study(tmp_path):
+    studies, _ = run(checkout(tmp_path, pinned=True), "both", tmp_path)
+    assert studies == ["teacher_headroom_cpu", "methods_cpu", "mixacm_cpu_components", "mixacm_cpu_blocks",
+                       "skd_bccd_retinanet_cpu", "skd_bccd_cpu"]
+    assert set((tmp_path / "calls.txt.jobs").read_text().split()) == {"2"}
+    studies, _ = run(checkout(tmp_path / "one", pinned=True), "a", tmp_path)
+    assert set((tmp_path / "calls.txt.jobs").read_text().split()) == {"1"}
+
+
 def test_an_unknown_queue_is_refused():
     result = subprocess.run(["bash", str(SCRIPT), "c"], capture_output=True, text=True, timeout=30, check=False)
-    assert result.returncode == 2 and "queue must be a or b, not c" in result.stderr
+    assert result.returncode == 2 and "queue must be a, b or both, not c" in result.stderr
