@@ -288,21 +288,54 @@ DIGEST_COLUMNS = ("plan", "study_sha256", "teacher_sha256", "git_diff_sha256", "
                   "checkpoint_sha256", "test_sha256")
 
 
+COUNT_COLUMNS = ("seed", "best_epoch", "eval_n", "eval_steps", "torch_threads", "tune_round", "tune_seeds",
+                 "study_runs")
+"""Columns of kdlab's tables that hold counts (and every ``<attack>_n``): :func:`table_csv` writes them as integers,
+not as the floats pandas reads a column with a blank into (a diverged row's): a table rewritten after such a row
+keeps the text of its other rows (``5``, not ``5.0``)."""
+
+VERSION_COLUMNS = ("torch", "cuda", "final_eval_torch")
+"""Columns holding a version, read back as text: CUDA ``12.10`` is not the number 12.1."""
+
+
+def table_csv(frame: Any) -> str:
+    """A table (a DataFrame) as CSV text, its :data:`COUNT_COLUMNS` whose values are all whole numbers written as
+    integers, a blank where a row has none."""
+    import pandas as pd
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if column not in COUNT_COLUMNS and not column.endswith("_n"):
+            continue
+        values = frame[column]
+        given = values.notna() & (values.astype(str) != "")
+        numbers = pd.to_numeric(values.where(given), errors="coerce")
+        if numbers[given].notna().all() and (numbers[given] % 1 == 0).all():
+            frame[column] = numbers.astype("Int64")
+    return frame.to_csv(index=False)
+
+
 def blank(value: Any) -> bool:
     """Whether a table cell holds nothing: None, an empty string, or the NaN pandas reads for an empty field."""
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def read_table(path: str | Path, text: tuple[str, ...] = ()):
-    """A CSV table as a DataFrame, read under its lock; the :data:`DIGEST_COLUMNS` and the ``text`` columns as
-    written (a digest such as ``0123456789abcdef`` or ``12e4...`` is not a number)."""
-    import pandas as pd
-
+    """A CSV table as a DataFrame, read under its lock (:func:`read_table_held`)."""
     path = Path(path)
     if not path.is_file():
         raise KdlabError(f"table '{path}' not found: run an ablation or evaluation first, or check the path")
     with _lock_for(path):
-        return pd.read_csv(path, dtype={column: str for column in (*DIGEST_COLUMNS, *text)})
+        return read_table_held(path, text)
+
+
+def read_table_held(path: str | Path, text: tuple[str, ...] = ()):
+    """A CSV table as a DataFrame, read by a caller that holds its lock already (to rewrite it): the
+    :data:`DIGEST_COLUMNS`, :data:`VERSION_COLUMNS` and the ``text`` columns as written (a digest such as
+    ``0123456789abcdef`` or ``12e4...`` is not a number), so :func:`table_csv` writes them back unchanged."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={column: str for column in (*DIGEST_COLUMNS, *VERSION_COLUMNS, *text)})
 
 
 def existing_ancestor(path: Path) -> Path:

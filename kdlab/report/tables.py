@@ -24,7 +24,7 @@ from kdlab.config.names import CORRECTIONS, DETECTION_METRICS, METRIC_LABELS, WE
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.paper import PAPER_NUMBERS
 from kdlab.report.stats import PairedDifference, holm_adjust, paired_difference, render_holm
-from kdlab.results import atomic_write_text, read_table
+from kdlab.results import atomic_write_text, read_table, read_table_held, table_csv
 
 Value = TypeVar("Value")  # a tuned value: its text in a table, its number in a search
 
@@ -571,7 +571,7 @@ def write_ablation_outputs(rows: list[dict[str, Any]], csv_path: Path, paper: st
     """Rewrite the ablation CSV atomically (under its lock), then its Markdown and PNG."""
     frame = pd.DataFrame(rows)
     with FileLock(str(csv_path) + ".lock", timeout=600):
-        atomic_write_text(csv_path, frame.to_csv(index=False))
+        atomic_write_text(csv_path, table_csv(frame))
     render(csv_path, paper=paper)
 
 
@@ -589,7 +589,7 @@ def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack
     if not csv_path.is_file():
         raise KdlabError(f"table '{csv_path}' not found: run the ablation first, or check the path")
     with FileLock(str(csv_path) + ".lock", timeout=600):
-        frame = pd.read_csv(csv_path)  # under the lock already held (read_table would wait for it)
+        frame = read_table_held(csv_path)
         runs = frame["run_dir"].map(lambda run_dir: Path(str(run_dir)).name)
         frame[f"{attack}_acc"] = runs.map(lambda run: by_run.get(run, {}).get("accuracy"))
         frame[f"{attack}_n"] = runs.map(lambda run: by_run.get(run, {}).get("n"))
@@ -597,7 +597,7 @@ def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack
         if not matched:
             raise KdlabError(f"no {attack} row of {eval_path} evaluates a run of {csv_path.name}: run kdlab eval "
                              f"RUN_DIR --attack {attack} on a run_dir of the table first")
-        atomic_write_text(csv_path, frame.to_csv(index=False))
+        atomic_write_text(csv_path, table_csv(frame))
     return matched
 
 

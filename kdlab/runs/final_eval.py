@@ -270,19 +270,16 @@ def _write_row(csv_path: Path, run_dir: str, columns: dict[str, Any]) -> None:
     import pandas as pd
     from filelock import FileLock
 
-    from kdlab.results import atomic_write_text
+    from kdlab.results import atomic_write_text, read_table_held, table_csv
 
     with FileLock(str(csv_path) + ".lock", timeout=600):
-        frame = pd.read_csv(csv_path)  # under the lock already held (read_table would wait for it)
+        frame = read_table_held(csv_path)
         rows = frame["run_dir"].astype(str) == str(run_dir)
         for column, value in columns.items():
-            if column.endswith("_n"):  # image counts stay integers beside the rows not evaluated yet
-                frame[column] = pd.to_numeric(frame.get(column, pd.Series([None] * len(frame))),
-                                              errors="coerce").astype("Int64")
-            elif column not in frame.columns or (frame[column].dtype != object and isinstance(value, str)):
+            if column not in frame.columns or (frame[column].dtype != object and isinstance(value, str)):
                 frame[column] = frame.get(column, pd.Series([None] * len(frame))).astype(object)
             frame.loc[rows, column] = value
-        atomic_write_text(csv_path, frame.to_csv(index=False))
+        atomic_write_text(csv_path, table_csv(frame))  # image counts stay integers beside rows not evaluated yet
 
 
 def evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, threads: int = 1, *,

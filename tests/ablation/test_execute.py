@@ -152,3 +152,28 @@ def test_recording_a_reused_run_whose_row_the_table_holds_writes_nothing(train_r
     frame.to_csv(table, index=False)
     run_ablation(plan(train_recipe, seeds=(0, 1)), out, threads=1)
     assert writes and pd.read_csv(table).loc[0, "pgd_acc"] != 99.0
+
+
+def test_a_diverged_row_leaves_the_other_rows_text_as_written(train_recipe, tmp_path):
+    """Rewriting the table after a diverged run (no best epoch, no n) kept every other row's counts as integers
+    and its versions and digests as text: before, pandas read a count column with a blank as floats, so every
+    committed row changed (``5`` -> ``5.0``, ``1000`` -> ``1000.0``) and a CUDA ``12.10`` became ``12.1``."""
+    import csv
+
+    from kdlab.ablation.table import AblationTable
+
+    out = tmp_path / "abl"
+    grid = plan(train_recipe, seeds=(0, 1))
+    finished = {"clean_acc": 41.5, "pgd_acc": 20.25, "best_epoch": 5, "eval_n": 1000, "eval_steps": 20,
+                "torch_threads": 1, "cuda": "12.10", "git_commit": "0123456789", "run_dir": "runs/a"}
+    AblationTable(grid, out).record(grid.cells[0], 0, finished)
+    AblationTable(grid, out).record(grid.cells[1], 0, {"flag": "diverged at step 3", "run_dir": "runs/b"})
+    AblationTable(grid, out).record(grid.cells[0], 1, {**finished, "run_dir": "runs/c"})  # read back, rewritten
+    with grid.table_path(out).open(newline="") as stream:
+        rows = {(row["cell"], row["seed"]): row for row in csv.DictReader(stream)}
+    for seed in ("0", "1"):
+        row = rows[(grid.cells[0].label, seed)]
+        assert (row["best_epoch"], row["eval_n"], row["eval_steps"], row["torch_threads"]) == ("5", "1000", "20", "1")
+        assert (row["cuda"], row["git_commit"], row["clean_acc"]) == ("12.10", "0123456789", "41.5")
+    diverged = rows[(grid.cells[1].label, "0")]
+    assert (diverged["best_epoch"], diverged["eval_n"], diverged["cuda"]) == ("", "", "")

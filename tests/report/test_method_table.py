@@ -61,6 +61,7 @@ def test_autoattack_of_seed_zero_runs_joins_the_table_from_eval_rows(tmp_path):
     rows = _rows()
     for row in rows:
         row["run_dir"] = f"results/runs/m-{row['cell']}-s{row['seed']}-abc"
+        row["git_commit"] = "0123456789"  # a digest that looks like a number: rewritten as written
     csv = tmp_path / "m-methods.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     evaluations = pd.DataFrame([
@@ -80,6 +81,8 @@ def test_autoattack_of_seed_zero_runs_joins_the_table_from_eval_rows(tmp_path):
     assert merge_eval_column(csv, tmp_path / "eval.csv") == 2
     merged = pd.read_csv(csv)
     assert merged.set_index(["cell", "seed"])["autoattack_acc"].dropna().to_dict() == {("kd", 0): 8.4, ("ard", 0): 12.6}
+    lines = csv.read_text().splitlines()  # n is a count beside the rows not evaluated: 500, not 500.0
+    assert sum(",0123456789," in line and line.endswith(",8.4,500") for line in lines) == 1, lines[:3]
     text = render(csv)[0].read_text()
     assert "| AutoAttack |" in text.splitlines()[4] or "AutoAttack" in text.splitlines()[4]
     assert "AutoAttack: measured on 1 seed(s) per cell, n = 500 test images" in text
