@@ -11,6 +11,11 @@
 # one core, retrained on a fresh checkout and checked against the tables' teacher_sha256): the short headroom study,
 # then methods_cpu (its tuning, then its final runs). Queue b takes the RetinaNet BCCD study (its own teacher), then
 # the MixACM components and blocks studies, then the Faster R-CNN BCCD study. Each then takes what the other left.
+# Queue `both` takes queue a's order alone with two workers per study (`--jobs 2`, the studies' declared command):
+# start it instead of a and b once one study is left, so its runs use both cores. Study names after the queue
+# (`cpu_studies.sh both skd_bccd_cpu`) run only those, in the queue's order: a complete study replays its finished
+# runs from their directories (about 10 minutes of both cores for methods_cpu), which a session with one study left
+# need not pay.
 # A study is run by one queue at a time (flock; the other queue skips it), and queue b starts a CIFAR-10 study only
 # once the shared teacher has finished training, so the two never train it at once.
 # The MixACM components and blocks studies use recipes/mixacm_cifar10_cpu.yaml's acm.weight, which is the value
@@ -26,7 +31,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's kdlab, whichever one the venv installed
-QUEUE=${1:?usage: cpu_studies.sh a|b|both}
+QUEUE=${1:?usage: cpu_studies.sh a|b|both [STUDY...]}
+shift
 KDLAB=${KDLAB:-kdlab}
 LOCKS=${KDLAB_LOCKS:-/tmp/kdlab-study-locks}
 mkdir -p "$LOCKS"
@@ -42,6 +48,14 @@ case $QUEUE in
 esac
 JOBS=1
 [ "$QUEUE" = both ] && JOBS=2
+if [ $# -gt 0 ]; then
+    for study in "$@"; do
+        [[ " ${ORDER[*]} " == *" $study "* ]] || { echo "cpu_studies.sh: unknown study $study; the studies are: ${ORDER[*]}" >&2; exit 2; }
+    done
+    KEEP=()
+    for study in "${ORDER[@]}"; do [[ " $* " == *" $study "* ]] && KEEP+=("$study"); done
+    ORDER=("${KEEP[@]}")
+fi
 
 teacher_trained() { compgen -G "$TEACHER_GLOB/summary.json" > /dev/null; }
 

@@ -1,7 +1,8 @@
 """scripts/cpu_studies.sh, issue #24's two study queues, with a stand-in for kdlab that records what it was asked
 to run: the order of each queue, the MixACM studies held back until MixACM's acm.weight is pinned, a study another
-queue holds skipped, queue b waiting for the shared teacher before a CIFAR-10 study, and the teacher kept between
-sessions (KDLAB_KEEP): the shared CIFAR-10 teacher and the detection teachers alike."""
+queue holds skipped, queue b waiting for the shared teacher before a CIFAR-10 study, the teacher kept between
+sessions (KDLAB_KEEP): the shared CIFAR-10 teacher and the detection teachers alike, and the one-queue mode (`both`:
+two workers per study, named studies only)."""
 
 import os
 import shutil
@@ -36,13 +37,14 @@ def fake_kdlab(tmp_path: Path) -> Path:
     return fake
 
 
-def run(root: Path, queue: str, tmp_path: Path, **env: str) -> tuple[list[str], str]:
+def run(root: Path, queue: str, tmp_path: Path, *studies: str, **env: str) -> tuple[list[str], str]:
     calls = tmp_path / "calls.txt"
     calls.unlink(missing_ok=True)
     (tmp_path / "calls.txt.jobs").unlink(missing_ok=True)
-    result = subprocess.run(["bash", str(root / "scripts" / SCRIPT.name), queue], capture_output=True, text=True,
-                            check=False, timeout=60, env={**os.environ, "KDLAB": str(fake_kdlab(tmp_path)),
-                                             "CALLS": str(calls), "KDLAB_LOCKS": str(tmp_path / "locks"), **env})
+    result = subprocess.run(["bash", str(root / "scripts" / SCRIPT.name), queue, *studies], capture_output=True,
+                            text=True, check=False, timeout=60,
+                            env={**os.environ, "KDLAB": str(fake_kdlab(tmp_path)), "CALLS": str(calls),
+                                 "KDLAB_LOCKS": str(tmp_path / "locks"), **env})
     assert result.returncode == 0, result.stderr
     studies = [Path(line).stem for line in calls.read_text().split()] if calls.exists() else []
     return studies, result.stdout
@@ -102,6 +104,14 @@ def test_queue_both_runs_queue_as_order_with_two_workers_per_study(tmp_path):
     assert set((tmp_path / "calls.txt.jobs").read_text().split()) == {"2"}
     studies, _ = run(checkout(tmp_path / "one", pinned=True), "a", tmp_path)
     assert set((tmp_path / "calls.txt.jobs").read_text().split()) == {"1"}
+
+
+def test_named_studies_run_alone_in_the_queues_order_and_an_unknown_name_is_refused(tmp_path):
+    studies, _ = run(checkout(tmp_path, pinned=True), "both", tmp_path, "skd_bccd_cpu", "methods_cpu")
+    assert studies == ["methods_cpu", "skd_bccd_cpu"]
+    result = subprocess.run(["bash", str(SCRIPT), "both", "skd_bccd"], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 2 and "unknown study skd_bccd; the studies are: teacher_headroom_cpu" in result.stderr
 
 
 def test_an_unknown_queue_is_refused():
