@@ -47,8 +47,8 @@ def test_a_run_from_a_dirty_tree_stores_a_patch_that_restores_the_code(dirty_rep
                          seeds=[0], attacks=["pgd"], overrides=[], name=None)
     table = run_ablation(plan, results / "ablations", threads=1)
 
-    run_row = pd.read_csv(results / "runs.csv").iloc[0]
-    ablation_row = pd.read_csv(table).iloc[0]
+    run_row = pd.read_csv(results / "runs.csv", dtype={"git_diff_sha256": str}).iloc[0]  # digests: text
+    ablation_row = pd.read_csv(table, dtype={"git_diff_sha256": str}).iloc[0]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=dirty_repo, capture_output=True, text=True,
                           check=True).stdout.strip()
     assert run_row["git_commit"] == ablation_row["git_commit"] == f"{head}-dirty"
