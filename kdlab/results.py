@@ -19,13 +19,14 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from kdlab.errors import KdlabError
 
@@ -197,6 +198,27 @@ def atomic_write_text(path: Path, text: str) -> None:
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, path)
+
+
+@contextmanager
+def sole_writer(table: str | Path) -> Iterator[None]:
+    """Held while one process runs the cells of an ablation table or evaluates its runs (``kdlab ablate``,
+    ``kdlab eval TABLE.csv``, ``kdlab table --with-eval``): each rewrites the whole CSV from the rows it has read and recorded, so a second
+    process on the same table would drop the other's rows from it. The second is refused at once, with the fix
+    (the lock dies with its process: a killed run leaves nothing to clean)."""
+    table = Path(table)
+    if not table.parent.is_dir():
+        raise KdlabError(f"table '{table}': its folder {table.parent} does not exist: check the path")
+    lock = FileLock(str(table) + ".writer.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise KdlabError(f"another kdlab process is writing {table} (kdlab ablate or kdlab eval of this table): wait "
+                         "for it to finish or stop it; one kdlab ablate runs cells in parallel with --jobs N") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _lock_for(path: Path) -> FileLock:

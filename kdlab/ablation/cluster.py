@@ -64,7 +64,7 @@ from kdlab.ablation.table import AblationTable
 from kdlab.config.names import EXECUTORS, SLURM_SETTINGS
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.tables import TEACHER_CELL
-from kdlab.results import read_json, write_json
+from kdlab.results import read_json, sole_writer, write_json
 from kdlab.runs.console import console
 
 # sbatch options that kdlab or submitit set themselves: given as sbatch.X they would break the job or the array
@@ -244,7 +244,15 @@ def _failure(what: str, job: Any, error: Exception) -> str:
 # --------------------------------------------------------------------------- the ablation
 def run_on_cluster(plan: AblationPlan, out_dir: Path, settings: ClusterSettings, threads: int | None = None,
                    on_cell=None) -> Path:
-    """Run every (cell, seed) of ``plan`` as a job (see the module docstring); returns the table's CSV."""
+    """Run every (cell, seed) of ``plan`` as a job (see the module docstring); returns the table's CSV. One
+    process writes a table at a time (:func:`kdlab.results.sole_writer`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sole_writer(plan.table_path(out_dir)):
+        return _run_on_cluster(plan, out_dir, settings, threads, on_cell)
+
+
+def _run_on_cluster(plan: AblationPlan, out_dir: Path, settings: ClusterSettings, threads: int | None,
+                    on_cell) -> Path:
     from kdlab.check.plan import check_ablation_plan
 
     first = plan.recipe_for(plan.cells[0], plan.seeds[0])

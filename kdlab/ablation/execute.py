@@ -30,7 +30,7 @@ from kdlab.ablation.table import AblationTable, committed, missing
 from kdlab.config.recipe import Recipe, keyed_settings, validate_recipe
 from kdlab.errors import Diverged, KdlabError
 from kdlab.report.tables import TEACHER_CELL
-from kdlab.results import blank, provenance, results_folder
+from kdlab.results import blank, provenance, results_folder, sole_writer
 from kdlab.train.engine import Deadline, OutOfTime, deadline
 
 
@@ -219,7 +219,16 @@ def run_ablation(plan: AblationPlan, out_dir: Path, jobs: int = 1, threads: int 
     its metrics and, with ``final``, its final columns), is not run again when its run directory is not here
     (the row stays as it is); an incomplete one is retrained (no checkpoint to evaluate). The shared teacher is
     trained (or found) first, and a teacher whose weights differ from the ``teacher_sha256`` the table's rows
-    record is refused before any cell (:func:`refuse_another_teacher`)."""
+    record is refused before any cell (:func:`refuse_another_teacher`). One process writes a table at a time
+    (:func:`kdlab.results.sole_writer`): a second ``kdlab ablate`` of the same table is refused before any work."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sole_writer(plan.table_path(out_dir)):
+        return _run_ablation(plan, out_dir, jobs, threads, on_cell, time_slice, final)
+
+
+def _run_ablation(plan: AblationPlan, out_dir: Path, jobs: int, threads: int | None,
+                  on_cell: Callable[[str, int, dict], None] | None, time_slice: TimeSlice | None,
+                  final: dict | None) -> Path:
     from kdlab.runs.console import console
 
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))

@@ -24,7 +24,7 @@ from kdlab.config.names import CORRECTIONS, DETECTION_METRICS, METRIC_LABELS, WE
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.paper import PAPER_NUMBERS
 from kdlab.report.stats import PairedDifference, holm_adjust, paired_difference, render_holm
-from kdlab.results import atomic_write_text, read_table, read_table_held, table_csv
+from kdlab.results import atomic_write_text, read_table, read_table_held, sole_writer, table_csv
 
 Value = TypeVar("Value")  # a tuned value: its text in a table, its number in a search
 
@@ -588,7 +588,7 @@ def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack
               zip(evaluations["checkpoint"], evaluations.to_dict("records"))}
     if not csv_path.is_file():
         raise KdlabError(f"table '{csv_path}' not found: run the ablation first, or check the path")
-    with FileLock(str(csv_path) + ".lock", timeout=600):
+    with sole_writer(csv_path), FileLock(str(csv_path) + ".lock", timeout=600):  # not while kdlab ablate writes it
         frame = read_table_held(csv_path)
         runs = frame["run_dir"].map(lambda run_dir: Path(str(run_dir)).name)
         frame[f"{attack}_acc"] = runs.map(lambda run: by_run.get(run, {}).get("accuracy"))

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.errors import KdlabError
-from kdlab.results import now, read_json, write_json
+from kdlab.results import now, read_json, sole_writer, write_json
 
 FINAL_ATTACKS = ["pgd", "cw", "autoattack"]
 """The final protocol's attacks (issue #24): PGD-20, CW-inf and the standard AutoAttack."""
@@ -294,7 +294,14 @@ def evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, thr
 
     Returns a summary: ``rows`` (table rows), ``runs`` (distinct runs), ``evaluated`` (computed now),
     ``cached`` (done before), ``skipped`` (diverged rows), ``sanity_failed`` (``cell seed`` of rows whose sanity
-    verdict is not ok), ``seconds``, ``markdown`` and ``plot`` (the rendered files)."""
+    verdict is not ok), ``seconds``, ``markdown`` and ``plot`` (the rendered files). Not while another process
+    writes the table (:func:`kdlab.results.sole_writer`: a ``kdlab ablate`` would drop the columns written here)."""
+    with sole_writer(csv_path):
+        return _evaluate_table(csv_path, attacks, n, sanity, threads, out, progress, notify)
+
+
+def _evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, threads: int, out: Path,
+                    progress: Any, notify: Notify | None) -> dict[str, Any]:
     from kdlab.config.units import format_clock, format_eps
     from kdlab.report.tables import render
     from kdlab.tasks.base import EvalInterrupted, refuse_unwritable

@@ -300,3 +300,29 @@ def test_a_cell_with_a_diverged_seed_is_summarised_and_paired_over_the_seeds_tha
     text = render(tmp_path / "s.csv")[0].read_text().replace("−", "-")
     assert "| k=b ⚠ diverged | 3 (1 diverged) | 50.00 ± 0.00 | 32.00 ± 1.41 |" in text
     assert "| k=b - k=a | +2.00 [-10.71, +14.71] not separated (2 of 3 seeds paired) |" in text
+
+
+def test_a_second_process_on_the_same_table_is_refused_before_any_work(train_recipe, tmp_path):
+    """Each writer rewrites the whole CSV from the rows it has seen: two at once would drop each other's rows. A
+    process (here the flock command, as a running kdlab ablate would) holds the table's writer lock."""
+    import subprocess
+    import time
+
+    from kdlab.runs.final_eval import evaluate_table
+
+    study_path = write_study(tmp_path, train_recipe)
+    out = tmp_path / "out"
+    out.mkdir()
+    runs = yaml.safe_load(train_recipe.read_text())["output"]["dir"]
+    holder = subprocess.Popen(["flock", str(out / "tiny.csv.writer.lock"), "sleep", "60"])
+    try:
+        time.sleep(1)
+        result = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert "another kdlab process is writing" in result.output and "tiny.csv" in result.output
+        assert not Path(runs).exists() or not any(Path(runs).iterdir())  # nothing trained
+        with pytest.raises(KdlabError, match="another kdlab process is writing"):
+            evaluate_table(out / "tiny.csv", ["pgd"], 10, False)
+    finally:
+        holder.kill()
+        holder.wait()
