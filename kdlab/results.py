@@ -203,9 +203,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 @contextmanager
 def sole_writer(table: str | Path) -> Iterator[None]:
     """Held while one process runs the cells of an ablation table or evaluates its runs (``kdlab ablate``,
-    ``kdlab eval TABLE.csv``, ``kdlab table --with-eval``): each rewrites the whole CSV from the rows it has read and recorded, so a second
-    process on the same table would drop the other's rows from it. The second is refused at once, with the fix
-    (the lock dies with its process: a killed run leaves nothing to clean)."""
+    ``kdlab eval TABLE.csv``, ``kdlab table --with-eval``): each rewrites the whole CSV from the rows it has read
+    and recorded, so a second process on the same table would drop the other's rows from it. The second is
+    refused at once, with the fix (the lock dies with its process: a killed run leaves nothing to clean)."""
     table = Path(table)
     if not table.parent.is_dir():
         raise KdlabError(f"table '{table}': its folder {table.parent} does not exist: check the path")
