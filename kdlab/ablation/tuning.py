@@ -260,13 +260,13 @@ def advance(searches: dict[str, Search], scores: dict[str, dict[str, float | Non
 
 
 RoundRows = Callable[[AblationPlan, int, dict[str, Search]], "list[dict] | None"]
-"""``trial_rowsof(grid, round, searches)`` for :func:`search_rounds`."""
+"""``rows_of(grid, round, searches)`` for :func:`search_rounds`."""
 
 
 def search_rounds(plan: AblationPlan, spec: TuneSpec, val_size: int | None, metric: str,
-                  trial_rowsof: RoundRows) -> tuple[AblationPlan, dict[str, Search], int, bool]:
+                  rows_of: RoundRows) -> tuple[AblationPlan, dict[str, Search], int, bool]:
     """The tuning's rounds in order, as ``kdlab ablate`` takes them: each round's grid (:func:`tuning_plan`) is
-    handed to ``trial_rowsof(grid, round, searches)`` (:data:`RoundRows`), which returns that round's rows -- by running
+    handed to ``rows_of(grid, round, searches)`` (:data:`RoundRows`), which returns that round's rows -- by running
     it, or read from a committed table -- or ``None`` when the round is not complete (the replay stops there); its
     scores decide the next round (:func:`advance`). Returns the last grid, the searches, the round number and
     whether every search stopped."""
@@ -274,7 +274,7 @@ def search_rounds(plan: AblationPlan, spec: TuneSpec, val_size: int | None, metr
     rounds = 1
     while True:
         grid = tuning_plan(plan, spec, None, val_size, searches)
-        rows = trial_rowsof(grid, rounds, searches)
+        rows = rows_of(grid, rounds, searches)
         if rows is None:
             return grid, searches, rounds, False
         if not advance(searches, group_scores(plan, spec, rows, metric, searches), spec, rounds):
