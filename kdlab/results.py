@@ -19,7 +19,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -200,25 +200,39 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+_WRITING: set[Path] = set()  # the tables whose writer lock this process holds (sole_writer nests)
+
+
 @contextmanager
-def sole_writer(table: str | Path) -> Iterator[None]:
+def sole_writer(*tables: str | Path) -> Iterator[None]:
     """Held while one process runs the cells of an ablation table or evaluates its runs (``kdlab ablate``,
     ``kdlab eval TABLE.csv``, ``kdlab table --with-eval``): each rewrites the whole CSV from the rows it has read
     and recorded, so a second process on the same table would drop the other's rows from it. The second is
-    refused at once, with the fix (the lock dies with its process: a killed run leaves nothing to clean)."""
-    table = Path(table)
-    if not table.parent.is_dir():
-        raise KdlabError(f"table '{table}': its folder {table.parent} does not exist: check the path")
-    lock = FileLock(str(table) + ".writer.lock")
+    refused at once, with the fix (the lock dies with its process: a killed run leaves nothing to clean).
+    ``kdlab ablate`` takes its tables' locks before its plan check, so a second one is refused before any work;
+    a table this process already writes is not locked again (the commands nest)."""
+    taken: list[tuple[Path, FileLock]] = []
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise KdlabError(f"another kdlab process is writing {table} (kdlab ablate or kdlab eval of this table): wait "
-                         "for it to finish or stop it; one kdlab ablate runs cells in parallel with --jobs N") from None
-    try:
+        for table in map(Path, tables):
+            if not table.parent.is_dir():
+                raise KdlabError(f"table '{table}': its folder {table.parent} does not exist: check the path")
+            key = table.resolve()
+            if key in _WRITING:
+                continue
+            lock = FileLock(str(table) + ".writer.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                raise KdlabError(f"another kdlab process is writing {table} (kdlab ablate or kdlab eval of this "
+                                 "table): wait for it to finish or stop it; one kdlab ablate runs cells in parallel "
+                                 "with --jobs N") from None
+            _WRITING.add(key)
+            taken.append((key, lock))
         yield
     finally:
-        lock.release()
+        for key, lock in reversed(taken):
+            _WRITING.discard(key)
+            lock.release()
 
 
 def _lock_for(path: Path) -> FileLock:
@@ -358,6 +372,18 @@ def read_table_held(path: str | Path, text: tuple[str, ...] = ()):
     import pandas as pd
 
     return pd.read_csv(path, dtype={column: str for column in (*DIGEST_COLUMNS, *VERSION_COLUMNS, *text)})
+
+
+def rewrite_table(path: str | Path, change: Callable[[Any], Any]) -> Any:
+    """Rewrite a CSV table in place under its lock: its rows read as written (:func:`read_table_held`), ``change``
+    applied to that DataFrame (in place), the result written back atomically by :func:`table_csv` (nothing is
+    written when ``change`` raises). Returns what ``change`` returns. The caller holds :func:`sole_writer`."""
+    path = Path(path)
+    with _lock_for(path):
+        frame = read_table_held(path)
+        result = change(frame)
+        atomic_write_text(path, table_csv(frame))
+    return result
 
 
 def existing_ancestor(path: Path) -> Path:

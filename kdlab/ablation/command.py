@@ -7,6 +7,7 @@ parses its options and calls :func:`run_ablation_command`. The cells run in a lo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from kdlab.ablation.grid import AblationPlan
 from kdlab.ablation.slices import TimeSlice
 from kdlab.config.names import HEADLINE_METRICS
 from kdlab.errors import KdlabError
+from kdlab.results import sole_writer
 from kdlab.runs.console import console, print_markdown
 from kdlab.runs.estimate import clock, remaining_seconds
 
@@ -23,7 +25,8 @@ def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: i
                          tune_seed: int | None, tune_val_size: int | None, tune_metric: str | None,
                          attacks: list[str], cluster=None, tune_from: Path | None = None, command: str = "",
                          time_slice: TimeSlice | None = None, tune_seeds: list[int] | None = None,
-                         tune_rounds: int = 1, tune_scale: str = "log") -> Path:
+                         tune_rounds: int = 1, tune_scale: str = "log", check: Callable[[], None] | None = None
+                         ) -> Path:
     """With ``tune`` (``KEY=V1,V2``), first choose KEY per cell on a validation split (kdlab.ablation.tuning), then run
     the seeds with the chosen values; returns the final table. ``tune_from``: choose from that finished tuning
     table (e.g. another detector's) instead of running one. ``tune_seeds`` (default: ``tune_seed``, else the first
@@ -32,31 +35,42 @@ def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: i
     (:class:`kdlab.ablation.cluster.ClusterSettings`): run every cell as a job there instead of in ``jobs`` processes.
     ``command``: the ablate command line as typed, recorded by every run and table row (the tuning grid's too).
     ``time_slice`` (``--time-limit``, started when the command began): stop cleanly before its end
-    (:mod:`kdlab.ablation.slices`), raising :class:`~kdlab.ablation.slices.SliceStopped` when cells remain."""
+    (:mod:`kdlab.ablation.slices`), raising :class:`~kdlab.ablation.slices.SliceStopped` when cells remain.
+    ``check`` (the plan check) runs after the flags are checked and, without ``tune``, once the table's writer
+    lock is held (:func:`kdlab.results.sole_writer`: a second ``kdlab ablate`` of it is refused before any work;
+    a tuned grid's tables are named by its tuning, so theirs are taken as each starts)."""
     plan = replace(plan, command=command)
     if (tune_val_size is not None or tune_seed is not None or tune_metric is not None or tune_from is not None
             or tune_seeds is not None or tune_rounds != 1) and not tune:
         raise KdlabError("--tune-val-size, --tune-seed(s), --tune-rounds, --tune-metric and --tune-from belong to "
                          "--tune KEY=V1,V2: add it")
-    if tune:
-        from kdlab.ablation.tuning import choose, default_metric, parse_tune, seeds_plan, tuned_rows
+    if tune and tune_seed is not None and tune_seeds is not None:
+        raise KdlabError("--tune-seed and --tune-seeds: give one (--tune-seeds 0,1 averages two seeds)")
+    if tune and tune_from is not None and (tune_val_size is not None or tune_seed is not None
+                                           or tune_seeds is not None):
+        raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed(s)")
+    if not tune:
+        out.mkdir(parents=True, exist_ok=True)
+        with sole_writer(plan.table_path(out)):
+            if check is not None:
+                check()
+            return _run_plan(plan, out, jobs, threads, cluster, time_slice)
+    from kdlab.ablation.tuning import choose, default_metric, parse_tune, seeds_plan, tuned_rows
 
-        if tune_seed is not None and tune_seeds is not None:
-            raise KdlabError("--tune-seed and --tune-seeds: give one (--tune-seeds 0,1 averages two seeds)")
-        seeds = tune_seeds or [plan.seeds[0] if tune_seed is None else tune_seed]
-        spec = parse_tune(tune, seeds=tuple(seeds), max_rounds=tune_rounds, scale=tune_scale)
-        metric = tune_metric or default_metric(plan.recipe_for(plan.cells[0], plan.seeds[0]).task, attacks)
-        if tune_from is None:
-            table, chosen = run_tuning(plan, spec, metric, tune_val_size,
-                                       lambda tuning: _run_plan(tuning, out, jobs, threads, cluster, time_slice))
-        else:
-            if tune_val_size is not None or tune_seed is not None or tune_seeds is not None:
-                raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed(s)")
-            table = tune_from
-            chosen = choose(plan, spec, tuned_rows(table), metric)
-            console.print(f"chosen on validation {metric} in {table}: "
-                          + ", ".join(f"{c}: {spec.axis(c).setting(v)}" for c, v in chosen.items()))
-        plan = seeds_plan(plan, spec, chosen, table)
+    seeds = tune_seeds or [plan.seeds[0] if tune_seed is None else tune_seed]
+    spec = parse_tune(tune, seeds=tuple(seeds), max_rounds=tune_rounds, scale=tune_scale)
+    metric = tune_metric or default_metric(plan.recipe_for(plan.cells[0], plan.seeds[0]).task, attacks)
+    if check is not None:
+        check()
+    if tune_from is None:
+        table, chosen = run_tuning(plan, spec, metric, tune_val_size,
+                                   lambda tuning: _run_plan(tuning, out, jobs, threads, cluster, time_slice))
+    else:
+        table = tune_from
+        chosen = choose(plan, spec, tuned_rows(table), metric)
+        console.print(f"chosen on validation {metric} in {table}: "
+                      + ", ".join(f"{c}: {spec.axis(c).setting(v)}" for c, v in chosen.items()))
+    plan = seeds_plan(plan, spec, chosen, table)
     return _run_plan(plan, out, jobs, threads, cluster, time_slice)
 
 
@@ -91,14 +105,25 @@ def run_tuning(plan: AblationPlan, spec, metric: str, val_size: int | None, run)
 
 
 def run_study_command(study, out: Path, *, jobs: int, threads: int | None, cluster=None,
-                      time_slice: TimeSlice | None = None) -> Path:
+                      time_slice: TimeSlice | None = None, check: Callable[[], None] | None = None) -> Path:
     """A declared study (:class:`kdlab.ablation.study.Study`): exactly its cells and seeds, after its declared
     tuning, into ``<out>/<study>.csv`` (tuning: ``<study>-val.csv``); refused before any work when a table there
-    holds another declaration of the same study. Returns the final table."""
+    holds another declaration of the same study or another process writes one of them
+    (:func:`kdlab.results.sole_writer`). ``check`` (the plan check) runs after those two refusals, before any
+    cell. Returns the final table."""
+    out.mkdir(parents=True, exist_ok=True)
+    with sole_writer(*study.tables(out)):
+        return _run_study(study, out, jobs, threads, cluster, time_slice, check)
+
+
+def _run_study(study, out: Path, jobs: int, threads: int | None, cluster, time_slice: TimeSlice | None,
+               check: Callable[[], None] | None) -> Path:
     from kdlab.ablation.study import refuse_changed
     from kdlab.ablation.tuning import seeds_plan
 
     refuse_changed(study, out)
+    if check is not None:
+        check()
     plan = study.plan()
     if study.tune is not None:
         spec = study.tune_spec()

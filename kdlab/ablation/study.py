@@ -123,6 +123,10 @@ class Study:
             return tuning_plan(self.plan(), self.tune_spec(), None, self.tune_val_size).fingerprint
         return None if self.tune else self.plan().fingerprint
 
+    def tables(self, out: Path) -> tuple[Path, Path]:
+        """The study's table and its tuning table under ``out``: ``<study>.csv``, ``<study>-val.csv``."""
+        return out / f"{self.name}.csv", out / f"{self.name}-val.csv"
+
     def labels(self) -> list[str]:
         return [cell.label for cell in self.plan().cells]
 
@@ -310,7 +314,7 @@ def refuse_changed(study: Study, out: Path) -> None:
     """Refuse to run when ``out`` holds the study's table (or tuning table) written under another declaration."""
     from kdlab.results import read_table
 
-    for table in (out / f"{study.name}.csv", out / f"{study.name}-val.csv"):
+    for table in study.tables(out):
         if not table.is_file() or table.stat().st_size == 0:
             continue
         frame = read_table(table)

@@ -107,9 +107,9 @@ def ablate(
         if dry_run:
             _print(study.describe())
             return
-        check_ablation_plan(plan, out, device_here=cluster is None)
         run = lambda: run_study_command(study, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None),
-                                        cluster=cluster, time_slice=time_slice)
+                                        cluster=cluster, time_slice=time_slice,
+                                        check=lambda: check_ablation_plan(plan, out, device_here=cluster is None))
     else:
         recipe, plan = ablation_flags.ablation_plan(
             recipe, components=components, blocks=blocks, cumulative=cumulative, grid=grid, seeds=seeds,
@@ -120,13 +120,14 @@ def ablate(
             _print([f"{plan.title}: {len(plan.cells)} cells × {len(plan.seeds)} seeds: "
                     + ", ".join(cell.label for cell in plan.cells)])
             return
-        check_ablation_plan(plan, out, device_here=cluster is None)  # every cell's models, data, paths; before training
+        # the plan check (every cell's models, data, paths) runs after the flags and the table's writer lock
         run = lambda: run_ablation_command(
             plan, out, jobs=jobs, threads=cell_threads(threads, local=cluster is None), tune=tune,
             tune_seed=tune_seed, tune_val_size=tune_val_size, tune_metric=tune_metric, tune_from=tune_from,
             attacks=plan.attacks, cluster=cluster, command=typed_command(), time_slice=time_slice,
             tune_seeds=ablation_flags.int_list(tune_seeds, "--tune-seeds") if tune_seeds else None,
-            tune_rounds=tune_rounds, tune_scale=tune_scale)
+            tune_rounds=tune_rounds, tune_scale=tune_scale,
+            check=lambda: check_ablation_plan(plan, out, device_here=cluster is None))
     try:
         run()
     except SliceStopped as stopped:

@@ -24,7 +24,7 @@ from kdlab.config.names import CORRECTIONS, DETECTION_METRICS, METRIC_LABELS, WE
 from kdlab.errors import KdlabError, did_you_mean
 from kdlab.report.paper import PAPER_NUMBERS
 from kdlab.report.stats import PairedDifference, holm_adjust, paired_difference, render_holm
-from kdlab.results import atomic_write_text, read_table, read_table_held, sole_writer, table_csv
+from kdlab.results import atomic_write_text, read_table, rewrite_table, sole_writer, table_csv
 
 Value = TypeVar("Value")  # a tuned value: its text in a table, its number in a search
 
@@ -588,8 +588,8 @@ def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack
               zip(evaluations["checkpoint"], evaluations.to_dict("records"))}
     if not csv_path.is_file():
         raise KdlabError(f"table '{csv_path}' not found: run the ablation first, or check the path")
-    with sole_writer(csv_path), FileLock(str(csv_path) + ".lock", timeout=600):  # not while kdlab ablate writes it
-        frame = read_table_held(csv_path)
+
+    def merge(frame: pd.DataFrame) -> int:
         runs = frame["run_dir"].map(lambda run_dir: Path(str(run_dir)).name)
         frame[f"{attack}_acc"] = runs.map(lambda run: by_run.get(run, {}).get("accuracy"))
         frame[f"{attack}_n"] = runs.map(lambda run: by_run.get(run, {}).get("n"))
@@ -597,8 +597,10 @@ def merge_eval_column(csv_path: Path, eval_path: Path, attack: str = "autoattack
         if not matched:
             raise KdlabError(f"no {attack} row of {eval_path} evaluates a run of {csv_path.name}: run kdlab eval "
                              f"RUN_DIR --attack {attack} on a run_dir of the table first")
-        atomic_write_text(csv_path, table_csv(frame))
-    return matched
+        return matched
+
+    with sole_writer(csv_path):  # not while kdlab ablate writes it
+        return rewrite_table(csv_path, merge)
 
 
 def default_paper(frame: pd.DataFrame) -> str | None:

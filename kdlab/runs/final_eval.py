@@ -268,18 +268,17 @@ def _table_runs(csv_path: Path):
 def _write_row(csv_path: Path, run_dir: str, columns: dict[str, Any]) -> None:
     """Write one run's final columns into every table row of that run, atomically, under the table's lock."""
     import pandas as pd
-    from filelock import FileLock
 
-    from kdlab.results import atomic_write_text, read_table_held, table_csv
+    from kdlab.results import rewrite_table
 
-    with FileLock(str(csv_path) + ".lock", timeout=600):
-        frame = read_table_held(csv_path)
+    def write(frame: pd.DataFrame) -> None:  # image counts stay integers beside rows not evaluated yet (table_csv)
         rows = frame["run_dir"].astype(str) == str(run_dir)
         for column, value in columns.items():
             if column not in frame.columns or (frame[column].dtype != object and isinstance(value, str)):
                 frame[column] = frame.get(column, pd.Series([None] * len(frame))).astype(object)
             frame.loc[rows, column] = value
-        atomic_write_text(csv_path, table_csv(frame))  # image counts stay integers beside rows not evaluated yet
+
+    rewrite_table(csv_path, write)
 
 
 def evaluate_table(csv_path: Path, attacks: list[str], n: int, sanity: bool, threads: int = 1, *,

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from kdlab.report.html import build_report
 from tests.helpers.failfast import invoke
@@ -54,3 +55,23 @@ def test_a_report_of_a_table_written_by_the_cli_regenerates_every_cell_and_check
     assert "2 runs: 2 finished (reused), 0 to train" in checked.output
     for run_dir in rows["run_dir"]:  # each reused from the very run the table holds, not from a twin
         assert run_dir in checked.output
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--tune-val-size", "16"], "belong to --tune KEY=V1,V2: add it"),
+    (["--tune", "train.lr=0.05,0.1", "--tune-seed", "0", "--tune-seeds", "0,1"], "--tune-seed and --tune-seeds"),
+    (["--tune", "train.lr=0.05,0.1", "--tune-from", "x-val.csv", "--tune-val-size", "16"],
+     "--tune-from reuses a finished tuning table"),
+])
+def test_a_mistaken_tune_flag_is_refused_before_the_plan_check(train_recipe, tmp_path, monkeypatch, flags, message):
+    """The plan check builds every cell's models and data (about 20 s of a CPU study): a flag mistake is refused
+    before it, with exit 2 (before: after it)."""
+    import kdlab.check.plan
+
+    checked = []
+    monkeypatch.setattr(kdlab.check.plan, "check_ablation_plan", lambda *args, **kwargs: checked.append(args))
+    ran = invoke("ablate", str(train_recipe), "--grid", "train.lr=0.05,0.1", "--seeds", "0", "--threads", "1",
+                 "--out", str(tmp_path / "tables"), *flags)
+    assert ran.exit_code == 2, ran.output
+    assert message in ran.output
+    assert not checked

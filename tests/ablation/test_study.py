@@ -302,27 +302,53 @@ def test_a_cell_with_a_diverged_seed_is_summarised_and_paired_over_the_seeds_tha
     assert "| k=b - k=a | +2.00 [-10.71, +14.71] not separated (2 of 3 seeds paired) |" in text
 
 
-def test_a_second_process_on_the_same_table_is_refused_before_any_work(train_recipe, tmp_path):
+@pytest.mark.parametrize("held", ["tiny.csv", "tiny-val.csv"])
+def test_a_second_process_on_the_same_table_is_refused_before_any_work(train_recipe, tmp_path, monkeypatch, held):
     """Each writer rewrites the whole CSV from the rows it has seen: two at once would drop each other's rows. A
-    process (here the flock command, as a running kdlab ablate would) holds the table's writer lock."""
+    process (here the flock command, as a running kdlab ablate would) holds the writer lock of the study's table
+    or of its tuning table: the second is refused before its plan check (which builds every cell's models and
+    data: about 20 s of a CPU study) and before its tuning."""
     import subprocess
     import time
 
+    import kdlab.check.plan
     from kdlab.runs.final_eval import evaluate_table
 
-    study_path = write_study(tmp_path, train_recipe)
+    checked = []
+    monkeypatch.setattr(kdlab.check.plan, "check_ablation_plan", lambda *args, **kwargs: checked.append(args))
+    study_path = write_study(tmp_path, train_recipe, tune={"key": "train.epochs", "values": [1, 2], "val_size": 16})
     out = tmp_path / "out"
     out.mkdir()
     runs = yaml.safe_load(train_recipe.read_text())["output"]["dir"]
-    holder = subprocess.Popen(["flock", str(out / "tiny.csv.writer.lock"), "sleep", "60"])
+    holder = subprocess.Popen(["flock", str(out / f"{held}.writer.lock"), "sleep", "60"])
     try:
         time.sleep(1)
         result = CliRunner().invoke(app, ["ablate", str(study_path), "--threads", "1", "--out", str(out)])
         assert result.exit_code == 2, result.output
-        assert "another kdlab process is writing" in result.output and "tiny.csv" in result.output
+        assert "another kdlab process is writing" in result.output and held in result.output
+        assert not checked  # refused before the plan check
         assert not Path(runs).exists() or not any(Path(runs).iterdir())  # nothing trained
         with pytest.raises(KdlabError, match="another kdlab process is writing"):
-            evaluate_table(out / "tiny.csv", ["pgd"], 10, False)
+            evaluate_table(out / held, ["pgd"], 10, False)
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_process_writing_a_table_may_enter_its_writer_lock_again_and_keeps_it_until_the_outer_exit(tmp_path):
+    """kdlab ablate holds its tables' writer locks from before its plan check, then runs the cells under the same
+    locks: the inner entry must not refuse its own process, nor release the lock the outer one holds."""
+    import subprocess
+
+    from kdlab.results import sole_writer
+
+    table = tmp_path / "t.csv"
+
+    def free() -> bool:  # another process could take the lock now
+        return subprocess.run(["flock", "-n", str(table) + ".writer.lock", "true"], check=False).returncode == 0
+
+    with sole_writer(table, tmp_path / "t-val.csv"):
+        with sole_writer(table):
+            assert not free()
+        assert not free()
+    assert free()
