@@ -125,6 +125,7 @@ def test_the_shipped_studies_parse_and_expand_to_their_declared_cells():
         "mixacm_cpu_blocks": {(c, s) for c in ("block2", "block3", "block4", "block2+3+4") for s in range(5)},
         "methods_cpu": {(m, s) for m in methods for s in range(3)} | {("teacher", 0)},
         "skd_bccd_cpu": {(f"kind={k}", s) for k in kinds for s in range(5)},
+        "skd_bccd_frcnn_cpu": {(f"kind={k}", s) for k in kinds for s in range(5)},
         "skd_bccd_retinanet_cpu": {(f"kind={k}", s) for k in ("none", "l1", "ssim", "cwd") for s in range(5)},
         "teacher_headroom_cpu": {("pgd-at", s) for s in range(3)} | {("teacher", 0)},
     }
@@ -134,6 +135,10 @@ def test_the_shipped_studies_parse_and_expand_to_their_declared_cells():
         assert study.command() == f"kdlab ablate recipes/studies/{name}.yaml"
         assert study.declaration["correction"] == "holm"
         assert study.tune is None or len(study.tune["seeds"]) >= 2
+    # declared anew for another processor type (its header): the same declaration under another name
+    again, first = (dict(studies[name].declaration) for name in ("skd_bccd_frcnn_cpu", "skd_bccd_cpu"))
+    assert again.pop("study") == "skd_bccd_frcnn_cpu" and first.pop("study") == "skd_bccd_cpu"
+    assert again == first
 
 
 @pytest.mark.parametrize("flag", [["--seeds", "0,1"], ["--set", "train.lr=0.2"], ["--grid", "train.lr=1,2"],

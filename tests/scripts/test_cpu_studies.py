@@ -52,7 +52,8 @@ def run(root: Path, queue: str, tmp_path: Path, *studies: str, **env: str) -> tu
 
 def test_queue_a_holds_the_mixacm_studies_back_until_the_weight_is_pinned(tmp_path):
     studies, output = run(checkout(tmp_path, pinned=False), "a", tmp_path)
-    assert studies == ["teacher_headroom_cpu", "methods_cpu", "skd_bccd_retinanet_cpu", "skd_bccd_cpu"]
+    assert studies == ["teacher_headroom_cpu", "methods_cpu", "skd_bccd_retinanet_cpu", "skd_bccd_cpu",
+                       "skd_bccd_frcnn_cpu"]
     assert "mixacm_cpu_components: skipped until MixACM's acm.weight is pinned" in output
 
 
@@ -79,7 +80,8 @@ def test_queue_b_waits_for_the_teacher_runs_the_pinned_mixacm_studies_and_skips_
         queue.kill()
     assert queue.returncode == 0
     assert [Path(line).stem for line in calls.read_text().split()] == [
-        "skd_bccd_retinanet_cpu", "mixacm_cpu_components", "mixacm_cpu_blocks", "skd_bccd_cpu", "teacher_headroom_cpu"]
+        "skd_bccd_retinanet_cpu", "mixacm_cpu_components", "mixacm_cpu_blocks", "skd_bccd_cpu", "skd_bccd_frcnn_cpu",
+        "teacher_headroom_cpu"]
     assert "methods_cpu: taken by the other queue, skipped" in output
 
 
@@ -100,15 +102,16 @@ def test_the_teachers_are_kept_between_sessions_and_restored(tmp_path):
 def test_queue_both_runs_queue_as_order_with_two_workers_per_study(tmp_path):
     studies, _ = run(checkout(tmp_path, pinned=True), "both", tmp_path)
     assert studies == ["teacher_headroom_cpu", "methods_cpu", "mixacm_cpu_components", "mixacm_cpu_blocks",
-                       "skd_bccd_retinanet_cpu", "skd_bccd_cpu"]
+                       "skd_bccd_retinanet_cpu", "skd_bccd_cpu", "skd_bccd_frcnn_cpu"]
     assert set((tmp_path / "calls.txt.jobs").read_text().split()) == {"2"}
     studies, _ = run(checkout(tmp_path / "one", pinned=True), "a", tmp_path)
     assert set((tmp_path / "calls.txt.jobs").read_text().split()) == {"1"}
 
 
 def test_named_studies_run_alone_in_the_queues_order_and_an_unknown_name_is_refused(tmp_path):
-    studies, _ = run(checkout(tmp_path, pinned=True), "both", tmp_path, "skd_bccd_cpu", "methods_cpu")
-    assert studies == ["methods_cpu", "skd_bccd_cpu"]
+    studies, _ = run(checkout(tmp_path, pinned=True), "both", tmp_path, "skd_bccd_frcnn_cpu", "skd_bccd_cpu",
+                     "methods_cpu")
+    assert studies == ["methods_cpu", "skd_bccd_cpu", "skd_bccd_frcnn_cpu"]
     result = subprocess.run(["bash", str(SCRIPT), "both", "skd_bccd"], capture_output=True, text=True, timeout=30,
                             check=False)
     assert result.returncode == 2 and "unknown study skd_bccd; the studies are: teacher_headroom_cpu" in result.stderr
