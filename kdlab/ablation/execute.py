@@ -173,14 +173,25 @@ def teacher_row(plan: AblationPlan, threads: int, evaluate: bool,
 def refuse_another_teacher(table: AblationTable, info: dict) -> None:
     """Refuse, before any cell trains, to extend a table whose rows were distilled from other teacher weights
     (their ``teacher_sha256``) than the teacher here (a teacher retrained on a fresh checkout that came out
-    different). Rows without ``teacher_sha256`` (older tables) are not checked."""
+    different). Rows without ``teacher_sha256`` (older tables) are not checked. When the rows ran on another
+    processor than the teacher trained here, the refusal names both: CPU training is reproducible on one
+    processor type only (the Faster R-CNN BCCD teacher differed between AMD EPYC and Intel Xeon machines)."""
+    from kdlab.results import read_json
+
     here = info.get("teacher_sha256")
     recorded = sorted({str(row["teacher_sha256"]) for row in table.rows.values()
                        if row.get("teacher_sha256") not in (None, "")} - {str(here)})
-    if here and recorded:
-        raise KdlabError(f"the teacher retrained here ({info['teacher']}, teacher_sha256 {here}) differs from the "
-                         f"one this table's rows were distilled from (teacher_sha256 {recorded[0]}, "
-                         f"{table.path.name}): carry its run directory with kdlab pack/unpack, or declare a new study")
+    if not (here and recorded):
+        return
+    summary = Path(info["teacher"]) / "summary.json"
+    trained_on = str(read_json(summary).get("device_name") or "") if summary.is_file() else ""
+    ran_on = sorted({str(row["device_name"]) for row in table.rows.values()
+                     if str(row.get("teacher_sha256")) == recorded[0] and not blank(row.get("device_name"))})
+    machines = (f"; its rows ran on {', '.join(ran_on)}, the teacher was retrained on {trained_on}: CPU training is "
+                "reproducible on one processor type only") if trained_on and ran_on and trained_on not in ran_on else ""
+    raise KdlabError(f"the teacher retrained here ({info['teacher']}, teacher_sha256 {here}) differs from the one "
+                     f"this table's rows were distilled from (teacher_sha256 {recorded[0]}, {table.path.name}"
+                     f"{machines}): carry its run directory with kdlab pack/unpack, or declare a new study")
 
 
 def teacher_provenance(teacher: str | Path) -> dict[str, Any]:

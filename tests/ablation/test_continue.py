@@ -147,8 +147,13 @@ def test_an_incomplete_row_without_its_run_directory_is_retrained(finished, tmp_
     assert compared(fresh) == compared(machine)  # the same numbers again (deterministic CPU training)
 
 
+@pytest.mark.parametrize("other_processor", [None, "AMD EPYC 7B13"])
 def test_a_different_teacher_is_refused_before_any_cell_and_nothing_is_lost(finished, tmp_path, monkeypatch, repo,
-                                                                           events):
+                                                                           events, other_processor):
+    """The refusal names the processors when the row ran on another one than the teacher retrained here (CPU
+    training is reproducible on one processor type only), and only then."""
+    from kdlab.results import cpu_name
+
     machine, _, _ = finished
     fresh = tmp_path / "b"
     fresh_checkout(machine, fresh)
@@ -156,13 +161,18 @@ def test_a_different_teacher_is_refused_before_any_cell_and_nothing_is_lost(fini
     table = pd.read_csv(fresh / TABLE, dtype=str, keep_default_na=False)
     recorded = table["teacher_sha256"].iloc[0]
     table.loc[0, "teacher_sha256"] = "0123456789abcdef"  # one row distilled from other teacher weights
+    if other_processor:
+        table.loc[0, "device_name"] = other_processor  # ... on another processor type
     table.to_csv(fresh / TABLE, index=False)
     before = (fresh / TABLE).read_bytes()
     monkeypatch.chdir(fresh)
     result = ablate(repo)
-    assert_one_line_error(result, "the teacher retrained here", f"teacher_sha256 {recorded}",
+    text = assert_one_line_error(result, "the teacher retrained here", f"teacher_sha256 {recorded}",
                                  "teacher_sha256 0123456789abcdef",
                                  "carry its run directory with kdlab pack/unpack, or declare a new study")
+    processors = (f"its rows ran on {other_processor}, the teacher was retrained on {cpu_name()}: CPU training is "
+                  "reproducible on one processor type only")
+    assert (processors in text) == bool(other_processor), text
     assert events == ["train ct-teacher"]  # refused before any cell
     assert (fresh / TABLE).read_bytes() == before
     assert sorted(p.name.rsplit("-", 1)[0] for p in (fresh / "results/runs").iterdir() if p.is_dir()) == ["ct-teacher"]
