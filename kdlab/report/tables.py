@@ -109,6 +109,25 @@ def thread_note(frame: pd.DataFrame) -> str:
     return text + ("; not recorded for some runs" if unknown else "")
 
 
+def device_note(frame: pd.DataFrame) -> str | None:
+    """Which device the table's rows ran on (their ``device_name``: the GPU, else the processor), with how many
+    rows each when they differ: CPU training is reproducible on one processor type only, and a teacher retrained
+    on another one comes out different (docs/ablations.md, "Continuing a study"). None when no row records it."""
+    if "device_name" not in frame.columns:
+        return None
+    names = frame["device_name"].dropna().astype(str)
+    counts = names[names.str.strip() != ""].value_counts(sort=False)
+    if counts.empty:
+        return None
+    missing = len(frame) - int(counts.sum())
+    if len(counts) == 1 and not missing:
+        return f"device: {counts.index[0]} (every row)."
+    parts = [f"{name} ({count} row{'s' if count != 1 else ''})" for name, count in counts.items()]
+    if missing:
+        parts.append(f"not recorded ({missing} row{'s' if missing != 1 else ''})")
+    return f"device: {', '.join(parts)}" + ("; rows from different devices." if len(counts) > 1 else ".")
+
+
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std and seed count per cell, in the order cells first appear."""
     metrics = metric_columns(frame) + cost_columns(frame)
@@ -409,6 +428,9 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes.append("Training cost: student forward+backward passes and teacher forwards per training image (a "
                      "k-step inner maximisation costs k extra passes), and training seconds (wall time of the "
                      f"epochs, {thread_note(frame)}; on a shared machine, a rough guide).")
+    device = device_note(frame)
+    if device is not None:
+        notes.append(device)
     if tuned is not None:
         source = next(iter(frame["tuned_on"].dropna()), "?") if "tuned_on" in frame.columns else "?"
         notes.append(f"tuned: the value each cell uses, chosen on a validation split held out of the training "

@@ -39,3 +39,23 @@ def test_mixed_and_missing_thread_counts_are_said_so(tmp_path):
 def test_a_torch_threads_column_is_read_before_the_run_directories(tmp_path):
     frame = _frame(tmp_path, [None, None]).assign(torch_threads=[4, 4])
     assert "4 torch threads per run" in _caption(markdown_table(frame))
+
+
+def _device_line(table):
+    return [line for line in table.splitlines() if line.startswith("device:")]
+
+
+def test_the_device_the_rows_ran_on_is_stated_and_a_mix_is_counted(tmp_path):
+    """CPU training is reproducible on one processor type only (a teacher retrained on an Intel Xeon differed
+    from the AMD EPYC one): the table says where its rows ran, and a mix row by row."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    one = _frame(tmp_path / "a", [1, 1]).assign(device_name=["AMD EPYC", "AMD EPYC"])
+    assert _device_line(markdown_table(one)) == ["device: AMD EPYC (every row)."]
+    mixed = _frame(tmp_path / "b", [1, 1]).assign(device_name=["AMD EPYC", "Intel(R) Xeon(R) Processor"])
+    assert _device_line(markdown_table(mixed)) == [
+        "device: AMD EPYC (1 row), Intel(R) Xeon(R) Processor (1 row); rows from different devices."]
+    partly = _frame(tmp_path / "c", [1, 1]).assign(device_name=["AMD EPYC", None])
+    assert _device_line(markdown_table(partly)) == ["device: AMD EPYC (1 row), not recorded (1 row)."]
+    assert _device_line(markdown_table(_frame(tmp_path, [1, 1]))) == []  # an older table without the column
