@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from kdlab.errors import KdlabError
 
-__all__ = ["plot_ablation_bars", "plot_cost_robustness", "plot_robustness_curve"]
+__all__ = ["plot_ablation_bars", "plot_cost_robustness", "plot_robustness_curve", "png_source"]
 
 
 def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -50,12 +50,22 @@ def _fit_title(fig: Figure, ax, title: str, fontsize: float = 10.0) -> None:
         size -= 0.5
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path, source: str | None = None) -> Path:
+    """Write the PNG; ``source`` (what it was drawn from) goes into its ``Source`` text chunk (:func:`png_source`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=150, format="png")
+    fig.savefig(path, dpi=150, format="png", metadata={"Source": source} if source else None)
     return path
+
+
+def png_source(path: str | Path) -> str | None:
+    """The ``Source`` text a PNG was saved with (``source=`` of the plot functions), None when it has none. Read
+    with Pillow (matplotlib's own image library)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return getattr(image, "text", {}).get("Source")
 
 
 def plot_robustness_curve(rows: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
@@ -96,6 +106,7 @@ def plot_ablation_bars(
     series_labels: Sequence[str] | None = None,
     ylim: tuple[float, float] | None = (0.0, 100.0),
     flags: dict[str, list[str]] | None = None,
+    source: str | None = None,
 ) -> Path:
     """Grouped bars: one group per ``label_column`` value, one bar per ``value_columns`` entry; saves a PNG.
 
@@ -104,7 +115,8 @@ def plot_ablation_bars(
     (ddof=1; 0 for a single seed) is drawn. The value axis spans ``ylim`` (0-100 %, so two plots compare at a
     glance; ``None``: fitted to the data); the legend (``series_labels``, default the column names) sits
     outside the axes, so it never hides a bar. ``flags`` (label -> marks such as ``collapsed``) hatch that group's
-    bars and add ``⚠ mark`` to its tick label, as the Markdown table marks the cell.
+    bars and add ``⚠ mark`` to its tick label, as the Markdown table marks the cell. ``source``: recorded in the
+    PNG (:func:`png_source`), e.g. the table it was drawn from.
     """
     table = pd.DataFrame(table)
     value_columns = list(value_columns)
@@ -161,7 +173,7 @@ def plot_ablation_bars(
     if len(value_columns) > 1:
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     _fit_title(fig, ax, title or "Ablation (mean ± std over seeds)")
-    return _save(fig, path)
+    return _save(fig, path, source)
 
 
 def plot_cost_robustness(
@@ -173,10 +185,12 @@ def plot_cost_robustness(
     title: str | None = None,
     xlabel: str | None = None,
     ylabel: str = "Robust accuracy (%)",
+    source: str | None = None,
 ) -> Path:
     """Robustness against training cost: one point per ``label_column`` value at the mean over its rows (one row
     per seed) of ``cost_column`` (x) and ``metric_column`` (y), with the sample standard deviation over seeds
-    (ddof=1; none for a single seed) as error bars on both axes, each point labelled."""
+    (ddof=1; none for a single seed) as error bars on both axes, each point labelled. ``source``: as
+    :func:`plot_ablation_bars`."""
     table = pd.DataFrame(table)
     _require(table, [label_column, cost_column, metric_column], "cost plot")
     table = table.dropna(subset=[cost_column, metric_column])
@@ -195,4 +209,4 @@ def plot_cost_robustness(
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     _fit_title(fig, ax, title or f"{metric_column} against {cost_column} (mean ± std over seeds)")
-    return _save(fig, path)
+    return _save(fig, path, source)

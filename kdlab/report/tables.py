@@ -13,6 +13,7 @@ its Holm-adjusted value over every comparison the table makes (:func:`holm_famil
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any, TypeVar
@@ -730,7 +731,7 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
     ``correction`` (:data:`~kdlab.config.names.CORRECTIONS`) and ``metrics`` (the paired columns' metrics, the
     deciding one first) as in :func:`markdown_table`. A study's table (:func:`study_declaration`) opens with its
     declaration and by default reads its declared comparisons, deciding metric and correction."""
-    from kdlab.report.plots import plot_ablation_bars
+    from kdlab.report.plots import plot_ablation_bars, plot_cost_robustness
 
     csv_path = Path(csv_path)
     frame = read_table(csv_path)
@@ -765,32 +766,56 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
     head += [status, ""] if status else []
     atomic_write_text(markdown, "\n".join([f"# {csv_path.stem}", "", *head, f"Source: `{csv_path.name}`.", "", ""])
                       + table)
-    summary = summarise(frame)
-    metrics = metric_columns(frame)
     plot_path = stem.with_name(stem.name + ".png")
-    if not metrics or not plot:  # nothing to plot yet (only diverged runs so far), or the Markdown alone asked
+    if not plot:  # the Markdown alone
         return markdown, plot_path
-    plot_ablation_bars(
-        summary,
-        plot_path,
-        value_columns=[f"{m}_mean" for m in metrics],
-        error_columns=[f"{m}_std" for m in metrics],
-        label_column="cell",
-        title=f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} "
-              "(mean ± std over seeds)",
-        series_labels=[metric_header(frame, m) for m in metrics],
-        flags=cell_marks(frame),
-    )
-    if "passes_per_image" in cost_columns(frame):
-        from kdlab.report.plots import plot_cost_robustness
-
-        metric = headline_metric(frame)
-        plot_cost_robustness(
-            frame[frame["cell"] != TEACHER_CELL], stem.with_name(stem.name + "-cost.png"), "passes_per_image",
-            metric, xlabel="student forward+backward passes per training image",
-            ylabel=f"{METRIC_LABELS.get(metric, metric)} (%)",
-            title=f"{csv_path.stem}: robustness against training cost\n{plot_subtitle(frame)} (mean ± std over seeds)")
+    for suffix, inputs in plot_inputs(frame, csv_path).items():  # none while every run so far diverged
+        draw = plot_cost_robustness if suffix == COST_PLOT else plot_ablation_bars
+        draw(path=stem.with_name(stem.name + suffix + ".png"), source=plot_source(csv_path, inputs), **inputs)
     return markdown, plot_path
+
+
+COST_PLOT = "-cost"  # the suffix of a method comparison's cost plot: <table>-cost.png
+
+
+def plot_inputs(frame: pd.DataFrame, csv_path: Path) -> dict[str, dict[str, Any]]:
+    """What :func:`render` draws for a table, by the suffix of each PNG's name (``""``: ``<table>.png``, the bars,
+    once a metric column has a value; :data:`COST_PLOT`: a method comparison's cost plot): the keyword arguments of
+    :func:`~kdlab.report.plots.plot_ablation_bars` and :func:`~kdlab.report.plots.plot_cost_robustness`, data
+    included, which :func:`plot_source` digests."""
+    metrics = metric_columns(frame)
+    if not metrics:
+        return {}
+    summary = summarise(frame)
+    values, errors = [f"{m}_mean" for m in metrics], [f"{m}_std" for m in metrics]
+    inputs: dict[str, dict[str, Any]] = {"": {
+        "table": summary[["cell", *values, *errors]], "value_columns": values, "error_columns": errors,
+        "label_column": "cell",
+        "title": f"{csv_path.stem}\n{plot_subtitle(frame) or 'settings not recorded in this CSV'} (mean ± std over "
+                 "seeds)",
+        "series_labels": [metric_header(frame, m) for m in metrics], "flags": cell_marks(frame)}}
+    if "passes_per_image" in cost_columns(frame):
+        metric = headline_metric(frame)
+        inputs[COST_PLOT] = {
+            "table": frame.loc[frame["cell"] != TEACHER_CELL, ["cell", "passes_per_image", metric]],
+            "cost_column": "passes_per_image", "metric_column": metric,
+            "xlabel": "student forward+backward passes per training image",
+            "ylabel": f"{METRIC_LABELS.get(metric, metric)} (%)",
+            "title": f"{csv_path.stem}: robustness against training cost\n{plot_subtitle(frame)} (mean ± std over "
+                     "seeds)"}
+    return inputs
+
+
+def plot_source(csv_path: Path, inputs: dict[str, Any]) -> str:
+    """What a table's PNG records it was drawn from (its ``Source`` text, :func:`kdlab.report.plots.png_source`):
+    the CSV's name and the sha256 of the plot's inputs (:func:`plot_inputs`: the numbers, labels and marks drawn).
+    ``kdlab verify`` computes it again from the committed CSV: a plot that no longer shows what its CSV says (rows
+    changed or added after it was drawn) is found; a change to columns the plot does not draw is not."""
+    import json
+
+    canonical = json.dumps({key: value.to_csv(index=False) if isinstance(value, pd.DataFrame) else value
+                            for key, value in inputs.items()}, sort_keys=True, default=str)
+    return f"{csv_path.name} data sha256 {hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
 def plot_subtitle(frame: pd.DataFrame) -> str:

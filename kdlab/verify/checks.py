@@ -13,6 +13,7 @@ The tables checked: ``ablations/*.csv``, ``runs.csv`` and ``eval*.csv`` of the f
   its (cell, seed) set (:mod:`kdlab.verify.commands`; nothing is trained);
 - :func:`check_markdown` each table's committed ``.md`` (what a reader reads) is what ``kdlab table`` writes from
   its CSV now;
+- :func:`check_plots` each table's committed PNGs were drawn from its CSV as committed (the ``Source`` they record);
 - :func:`check_report` the committed ``report.html`` is what ``kdlab report`` writes from the tables now;
 - :func:`check_index` ``README.md`` names every file of the folder.
 """
@@ -328,6 +329,34 @@ def check_markdown(table: Table, results: Path) -> list[Problem]:
                                        f"{_first_difference(old, fresh)}); rerun it and commit the .md and .png")]
 
 
+def check_plots(table: Table, results: Path) -> list[Problem]:
+    """An ablation table's committed PNGs (:func:`kdlab.report.tables.plot_inputs`: its bars, a method comparison's
+    cost plot) record, as their ``Source``, the sha256 of what they draw (:func:`kdlab.report.tables.plot_source`),
+    computed again here from the committed CSV: a plot that no longer shows what its CSV says fails. The picture
+    itself is not compared (its bytes change with the matplotlib release)."""
+    from kdlab.report.plots import png_source
+    from kdlab.report.tables import plot_inputs, plot_source
+    from kdlab.results import read_table
+
+    if table.kind != "ablation":
+        return []
+    command = f"kdlab table {_shown(table.path, results)}"
+    problems = []
+    stem = table.path.with_suffix("")
+    for suffix, inputs in plot_inputs(read_table(table.path), table.path).items():
+        png = stem.with_name(stem.name + suffix + ".png")
+        where = _shown(png, results)
+        if not png.is_file():
+            problems.append(Problem("plot", where, f"missing: run {command} and commit it"))
+            continue
+        recorded, expected = png_source(png), plot_source(table.path, inputs)
+        if recorded != expected:
+            drawn = "records no source (drawn before plots recorded one)" if recorded is None else \
+                f"shows other numbers than its CSV now gives ({recorded.split()[-1][:12]}, now {expected.split()[-1][:12]})"
+            problems.append(Problem("plot", where, f"stale: it {drawn}; rerun {command} and commit the .png"))
+    return problems
+
+
 def check_report(results: Path) -> list[Problem]:
     """``report.html`` is current: ``kdlab report`` of the folder, written into a temporary folder now, gives the
     same bytes (the page is a function of the committed files: :mod:`kdlab.report.html`)."""
@@ -401,6 +430,7 @@ def verify_results(results: Path, parse: AblateParser, load_study: StudyLoader =
         found.problems += check_study(table, results, load_study, found.notes)
         found.problems += check_command(table, results, parse)
         found.problems += check_markdown(table, results)
+        found.problems += check_plots(table, results)
     if report:
         found.problems += check_report(results)
     found.problems += check_index(results)

@@ -24,9 +24,9 @@ def figures(monkeypatch):
     saved = []
     original = kdlab.report.plots._save
 
-    def keep(fig, path):
+    def keep(fig, path, source=None):
         saved.append(fig)
-        return original(fig, path)
+        return original(fig, path, source)
 
     monkeypatch.setattr(kdlab.report.plots, "_save", keep)
     return saved

@@ -172,12 +172,45 @@ def test_a_table_whose_markdown_is_stale_or_missing_fails(results):
     markdown = (results / TABLE).with_suffix(".md")
     old = markdown.read_text().splitlines()
     line = next(i for i, text in enumerate(old, start=1) if text.startswith("| lr=0.05 |"))
-    assert problems(verify(results, "--no-report")) == [
-        (f"markdown: results/{TABLE[:-4]}.md: stale: kdlab table results/{TABLE} now writes another table (first "
-         f"difference on line {line}); rerun it and commit the .md and .png")]
+    assert problems(verify(results, "--no-report"))[0] == (
+        f"markdown: results/{TABLE[:-4]}.md: stale: kdlab table results/{TABLE} now writes another table (first "
+        f"difference on line {line}); rerun it and commit the .md and .png")
+    render(results / TABLE)  # kdlab table: both current
     markdown.unlink()
     assert problems(verify(results, "--no-report")) == [
         f"markdown: results/{TABLE[:-4]}.md: missing: run kdlab table results/{TABLE} and commit it"]
+    render(results / TABLE)
+    assert verify(results, "--no-report").exit_code == 0
+
+
+def test_a_plot_that_no_longer_shows_its_csv_or_records_nothing_fails(results):
+    """The .png is what a reader looks at: it records a digest of what it draws (the cells' means, stds, labels
+    and marks), which verify computes again from the CSV. A number changed after it was drawn (here with the
+    Markdown rewritten alone) fails, as does a plot with no record or none at all; a column the plot does not
+    draw (the rows' command) may change."""
+    from matplotlib.figure import Figure
+
+    from kdlab.report.plots import png_source
+
+    png = (results / TABLE).with_suffix(".png")
+    drawn = png_source(png).split()[-1]
+    table = pd.read_csv(results / TABLE)
+    table["command"] = COMMAND + " --jobs 2"  # not drawn: the plot still shows this CSV
+    table.to_csv(results / TABLE, index=False)
+    assert verify(results, "--no-report").exit_code == 0
+    table.loc[0, "pgd_acc"] = 55.0  # drawn
+    table.to_csv(results / TABLE, index=False)
+    render(results / TABLE, plot=False)  # the Markdown alone: current again
+    [line] = problems(verify(results, "--no-report"))
+    assert line.startswith(f"plot: results/{TABLE[:-4]}.png: stale: it shows other numbers than its CSV now gives "
+                           f"({drawn[:12]}, now ") and line.endswith(f"rerun kdlab table results/{TABLE} and commit the .png")
+    Figure().savefig(png, format="png")  # a picture that says nothing of its source
+    assert problems(verify(results, "--no-report")) == [
+        (f"plot: results/{TABLE[:-4]}.png: stale: it records no source (drawn before plots recorded one); rerun "
+         f"kdlab table results/{TABLE} and commit the .png")]
+    png.unlink()
+    assert problems(verify(results, "--no-report")) == [
+        f"plot: results/{TABLE[:-4]}.png: missing: run kdlab table results/{TABLE} and commit it"]
     render(results / TABLE)
     assert verify(results, "--no-report").exit_code == 0
 
