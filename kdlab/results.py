@@ -276,22 +276,24 @@ def _append_locked(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(stream.fileno())
 
 
-def replace_rows(path: str | Path, rows: Iterable[dict[str, Any]], key: str) -> None:
-    """Like :func:`append_rows`, but first drop the table's rows whose ``key`` column equals a new row's: one
-    row per ``key`` (e.g. one per run directory, so a run forced and finished again is not listed twice)."""
+def replace_rows(path: str | Path, rows: Iterable[dict[str, Any]], key: str | tuple[str, ...]) -> None:
+    """Like :func:`append_rows`, but first drop the table's rows whose ``key`` columns all equal a new row's: one
+    row per ``key`` (e.g. one per run directory and device, so a run forced and finished again is not listed
+    twice, while the same run trained on another processor, whose weights differ, keeps its own row)."""
+    keys = (key,) if isinstance(key, str) else tuple(key)
     rows = [{name: _cell(value) for name, value in row.items()} for row in rows]
     if not rows:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    replaced = {str(row.get(key, "")) for row in rows}
+    replaced = {tuple(str(row.get(name, "")) for name in keys) for row in rows}
     with _lock_for(path):
         if path.exists() and path.stat().st_size > 0:
             with path.open(newline="") as stream:
                 reader = csv.DictReader(stream)
                 header = list(reader.fieldnames or [])
                 existing = list(reader)
-            kept = [row for row in existing if row.get(key) not in replaced]
+            kept = [row for row in existing if tuple(row.get(name) or "" for name in keys) not in replaced]
             if len(kept) < len(existing):
                 new_columns = (name for row in rows for name in row if name not in header)
                 columns = header + list(dict.fromkeys(new_columns))

@@ -318,7 +318,9 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False,
         if main:
             write_json(run_dir / "summary.json", summary)
             trackers.finish(summary, run_dir)
-            replace_rows(recipe.output.table, [_table_row(summary)], key="run_dir")
+            # one row per run and device: CPU training is reproducible on one processor type only, so the same
+            # run retrained on another one (a fresh checkout elsewhere) is another result and keeps its own row
+            replace_rows(recipe.output.table, [_table_row(summary)], key=("run_dir", "device_name"))
         distributed.barrier()  # the summary exists before any rank goes on (a student reads its teacher's)
     return RunOutcome(run_dir, summary, reused=False)
 

@@ -159,6 +159,26 @@ def test_force_then_interrupt_then_resume_leaves_one_row_per_finished_run(tmp_pa
     assert rows["finished_at"].iloc[0] == resumed.summary["finished_at"]
 
 
+def test_the_same_run_finished_on_another_processor_keeps_the_first_ones_row(tmp_path, monkeypatch):
+    """A fresh checkout on another processor type retrains a run of the same key to other weights (the BCCD Faster
+    R-CNN teacher on Intel Xeon against AMD EPYC): its runs.csv row is added beside the committed one, which
+    other tables' rows (their teacher) still describe; on the same processor it replaces it (one row per run)."""
+    import kdlab.results
+    from kdlab.runs.run import run_recipe
+
+    recipe = tiny_recipe(tmp_path)
+    first = run_recipe(recipe)
+    here = pd.read_csv(tmp_path / "runs.csv", dtype=str)["device_name"].iloc[0]
+    run_recipe(recipe, force=True)  # the same processor: replaced
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == 1
+    monkeypatch.setattr(kdlab.results, "cpu_name", lambda: "AMD EPYC 7B13")
+    again = run_recipe(recipe, force=True)
+    rows = pd.read_csv(tmp_path / "runs.csv", dtype=str)
+    assert again.run_dir == first.run_dir
+    assert rows["run_dir"].tolist() == [str(first.run_dir)] * 2
+    assert rows["device_name"].tolist() == [here, "AMD EPYC 7B13"]
+
+
 def test_a_diverged_run_is_recorded_and_a_rerun_reports_it_without_training(tmp_path, monkeypatch):
     import kdlab.runs.run
     from kdlab.errors import Diverged
