@@ -81,7 +81,11 @@ def provenance_rows(frame: pd.DataFrame, runs: pd.DataFrame | None) -> list[dict
         run_dir = "" if pd.isna(row.get("run_dir")) else str(row.get("run_dir"))
         entry = {"cell": row["cell"], "seed": row["seed"], "run_dir": run_dir, "source": "not recorded"}
         if runs is not None and run_dir and "run_dir" in runs.columns and (runs["run_dir"] == run_dir).any():
-            match = runs[runs["run_dir"] == run_dir].iloc[-1]
+            matches = runs[runs["run_dir"] == run_dir]
+            device = row.get("device_name")
+            if "device_name" in matches.columns and not pd.isna(device) and (matches["device_name"] == device).any():
+                matches = matches[matches["device_name"] == device]  # a run retrained on another processor
+            match = matches.iloc[-1]
             torch = match.get("torch")
             entry.update(commit=match.get("git_commit"), seed=match.get("seed", row["seed"]),
                          versions="" if pd.isna(torch) else f"torch {torch}", finished=match.get("finished_at"),

@@ -215,3 +215,15 @@ def test_page_renders_in_headless_chromium_without_network(tmp_path):
     assert "+3.00 [-9.71, +15.71] not separated" in tables[0][2]
     assert requests and all(url.startswith(("file://", "data:")) for url in requests), requests
     assert requests[0] == page_path.as_uri()
+
+
+def test_provenance_of_a_run_retrained_on_another_processor_is_the_row_of_the_tables_processor():
+    """runs.csv keeps one row per run and device (the same teacher key retrained on an Intel Xeon beside the AMD
+    EPYC one): a table row is shown with the commit of the run that ran on its own processor."""
+    from kdlab.report.html import provenance_rows
+
+    runs = pd.DataFrame([{"run_dir": "results/runs/t-k", "device_name": "AMD EPYC", "git_commit": "aaa111"},
+                         {"run_dir": "results/runs/t-k", "device_name": "Intel Xeon", "git_commit": "bbb222"}])
+    frame = pd.DataFrame([{"cell": "teacher", "seed": 0, "run_dir": "results/runs/t-k", "device_name": "AMD EPYC"},
+                          {"cell": "teacher", "seed": 0, "run_dir": "results/runs/t-k", "device_name": None}])
+    assert [entry["commit"] for entry in provenance_rows(frame, runs)] == ["aaa111", "bbb222"]
