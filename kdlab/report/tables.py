@@ -460,7 +460,31 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes += ["", *tuning_grid_markdown(frame, deciding or headline_metric(frame))]
     for metric in compared if pairs else []:
         notes += ["", *pairs_markdown(frame, pairs, metric, correction)]
+    notes += teacher_gap_markdown(frame, compared_metrics(frame, metrics))
     return "\n".join(lines + notes) + "\n"
+
+
+def teacher_gap_markdown(frame: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """The gap from each cell up to the table's teacher (one run): per cell and metric, the mean over the cell's
+    seeds of (teacher − cell) with its 95 % t-interval. The teacher is one fixed model, so the interval is that of
+    the cell's seeds (a one-sample interval: :func:`~kdlab.report.stats.paired_difference` of the per-seed gaps).
+    It is the headroom of ``teacher_headroom_cpu`` (teacher − PGD-AT student, declared in its study file) and, in
+    a distillation table, how much of the teacher's robustness a method leaves behind. Nothing without exactly one
+    teacher row or another cell."""
+    teacher = frame[frame["cell"] == TEACHER_CELL]
+    students = frame[frame["cell"] != TEACHER_CELL]
+    metrics = [m for m in metrics if m in teacher.columns and len(teacher) == 1 and not pd.isna(teacher[m].iloc[0])]
+    if not metrics or students.empty:
+        return []
+    labels = [METRIC_LABELS.get(metric, metric) for metric in metrics]
+    title = "Gap to the teacher (teacher − cell; the teacher is one run, so the 95 % interval is over the cell's seeds):"
+    lines = ["", title, "", "| cell | " + " | ".join(f"Δ {label}" for label in labels) + " |",
+             "|" + "---|" * (len(metrics) + 1)]
+    for cell, rows in students.groupby("cell", sort=False):
+        gaps = [paired_difference([float(teacher[m].iloc[0]) - float(value) for value in rows[m]]).render()
+                for m in metrics]
+        lines.append(f"| {cell} | " + " | ".join(gaps) + " |")
+    return lines
 
 
 def pairs_markdown(frame: pd.DataFrame, pairs: list[tuple[str, str]], metric: str, correction: str) -> list[str]:
