@@ -7,7 +7,8 @@ parses its options and calls :func:`run_ablation_command`. The cells run in a lo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,10 +51,7 @@ def run_ablation_command(plan: AblationPlan, out: Path, *, jobs: int, threads: i
                                            or tune_seeds is not None):
         raise KdlabError("--tune-from reuses a finished tuning table: drop --tune-val-size and --tune-seed(s)")
     if not tune:
-        out.mkdir(parents=True, exist_ok=True)
-        with sole_writer(plan.table_path(out)):
-            if check is not None:
-                check()
+        with _writing(out, [plan.table_path(out)], check):
             return _run_plan(plan, out, jobs, threads, cluster, time_slice)
     from kdlab.ablation.tuning import choose, default_metric, parse_tune, seeds_plan, tuned_rows
 
@@ -111,19 +109,35 @@ def run_study_command(study, out: Path, *, jobs: int, threads: int | None, clust
     holds another declaration of the same study or another process writes one of them
     (:func:`kdlab.results.sole_writer`). ``check`` (the plan check) runs after those two refusals, before any
     cell. Returns the final table."""
-    out.mkdir(parents=True, exist_ok=True)
-    with sole_writer(*study.tables(out)):
-        return _run_study(study, out, jobs, threads, cluster, time_slice, check)
-
-
-def _run_study(study, out: Path, jobs: int, threads: int | None, cluster, time_slice: TimeSlice | None,
-               check: Callable[[], None] | None) -> Path:
     from kdlab.ablation.study import refuse_changed
+
+    def checks() -> None:
+        refuse_changed(study, out)
+        if check is not None:
+            check()
+
+    with _writing(out, study.tables(out), checks):
+        return _run_study(study, out, jobs, threads, cluster, time_slice)
+
+
+@contextmanager
+def _writing(out: Path, tables: list[Path], check: Callable[[], None] | None) -> Iterator[None]:
+    """Hold the writer locks of ``tables`` (:func:`kdlab.results.sole_writer`), then run ``check``: a second
+    writer of one of them is refused before the plan check. A folder that does not exist yet holds no table to
+    protect: there the check runs first, so a refused plan leaves nothing behind (not even the folder)."""
+    if not out.is_dir() and check is not None:
+        check()
+        check = None
+    out.mkdir(parents=True, exist_ok=True)
+    with sole_writer(*tables):
+        if check is not None:
+            check()
+        yield
+
+
+def _run_study(study, out: Path, jobs: int, threads: int | None, cluster, time_slice: TimeSlice | None) -> Path:
     from kdlab.ablation.tuning import seeds_plan
 
-    refuse_changed(study, out)
-    if check is not None:
-        check()
     plan = study.plan()
     if study.tune is not None:
         spec = study.tune_spec()

@@ -460,21 +460,23 @@ def markdown_table(frame: pd.DataFrame, paper: str | None = None, baseline: str 
         notes += ["", *tuning_grid_markdown(frame, deciding or headline_metric(frame))]
     for metric in compared if pairs else []:
         notes += ["", *pairs_markdown(frame, pairs, metric, correction)]
-    notes += teacher_gap_markdown(frame, compared_metrics(frame, metrics))
+    notes += teacher_gap_markdown(frame, metrics)
     return "\n".join(lines + notes) + "\n"
 
 
-def teacher_gap_markdown(frame: pd.DataFrame, metrics: list[str]) -> list[str]:
+def teacher_gap_markdown(frame: pd.DataFrame, metrics: list[str] | None = None) -> list[str]:
     """The gap from each cell up to the table's teacher (one run): per cell and metric, the mean over the cell's
     seeds of (teacher − cell) with its 95 % t-interval. The teacher is one fixed model, so the interval is that of
     the cell's seeds (a one-sample interval: :func:`~kdlab.report.stats.paired_difference` of the per-seed gaps).
     It is the headroom of ``teacher_headroom_cpu`` (teacher − PGD-AT student, declared in its study file) and, in
-    a distillation table, how much of the teacher's robustness a method leaves behind. Nothing without exactly one
-    teacher row or another cell."""
+    a distillation table, how much of the teacher's robustness a method leaves behind; ``metrics``: as
+    :func:`compared_metrics`. Nothing without exactly one teacher row, another cell or a metric measured yet."""
     teacher = frame[frame["cell"] == TEACHER_CELL]
     students = frame[frame["cell"] != TEACHER_CELL]
-    metrics = [m for m in metrics if m in teacher.columns and len(teacher) == 1 and not pd.isna(teacher[m].iloc[0])]
-    if not metrics or students.empty:
+    if len(teacher) != 1 or students.empty or not metric_columns(frame):
+        return []
+    metrics = [m for m in compared_metrics(frame, metrics) if not pd.isna(teacher[m].iloc[0])]
+    if not metrics:
         return []
     labels = [METRIC_LABELS.get(metric, metric) for metric in metrics]
     title = "Gap to the teacher (teacher − cell; the teacher is one run, so the 95 % interval is over the cell's seeds):"

@@ -121,7 +121,7 @@ def test_ablation_bars_use_a_0_to_100_axis_and_a_legend_that_hides_no_bar(tmp_pa
 
     figures = []
     real_save = kdlab.report.plots._save
-    monkeypatch.setattr(kdlab.report.plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    monkeypatch.setattr(kdlab.report.plots, "_save", lambda fig, path, source=None: figures.append(fig) or real_save(fig, path, source))
     table = pd.DataFrame({"cell": [f"cell{i}" for i in range(6)], "clean_mean": [96.0, 97, 95, 98, 96, 97],
                           "pgd_mean": [91.0, 94, 92, 93, 95, 90]})
     kdlab.report.plots.plot_ablation_bars(table, tmp_path / "bars.png", ["clean_mean", "pgd_mean"],
