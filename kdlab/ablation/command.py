@@ -7,7 +7,7 @@ parses its options and calls :func:`run_ablation_command`. The cells run in a lo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -121,7 +121,7 @@ def run_study_command(study, out: Path, *, jobs: int, threads: int | None, clust
 
 
 @contextmanager
-def _writing(out: Path, tables: list[Path], check: Callable[[], None] | None) -> Iterator[None]:
+def _writing(out: Path, tables: Sequence[Path], check: Callable[[], None] | None) -> Iterator[None]:
     """Hold the writer locks of ``tables`` (:func:`kdlab.results.sole_writer`), then run ``check``: a second
     writer of one of them is refused before the plan check. A folder that does not exist yet holds no table to
     protect: there the check runs first, so a refused plan leaves nothing behind (not even the folder)."""
