@@ -194,6 +194,24 @@ def refuse_another_teacher(table: AblationTable, info: dict) -> None:
                      f"{machines}): carry its run directory with kdlab pack/unpack, or declare a new study")
 
 
+def other_processor_warning(table: AblationTable) -> str | None:
+    """A warning, before the shared teacher is trained or found, when the rows that record a teacher
+    (``teacher_sha256``) all ran on devices other than this one: a teacher retrained here will likely differ
+    (CPU training is reproducible on one processor type only), and :func:`refuse_another_teacher` will then refuse
+    the study once it has trained. None when a row ran here, or no row records its teacher and device."""
+    from kdlab.results import device_facts
+
+    ran_on = {str(row["device_name"]) for row in table.rows.values()
+              if not blank(row.get("teacher_sha256")) and not blank(row.get("device_name"))}
+    here = device_facts()["device_name"]
+    if not ran_on or here in ran_on:
+        return None
+    return (f"  note: this table's rows ran on {', '.join(sorted(ran_on))}, this machine is {here}: a teacher "
+            "retrained here will likely differ (CPU training is reproducible on one processor type only) and the "
+            "study is then refused once it has trained; carry the teacher's run directory (kdlab pack/unpack) to "
+            "continue it here")
+
+
 def teacher_provenance(teacher: str | Path) -> dict[str, Any]:
     """The code that trained the shared teacher (``git_commit``, ``git_diff_sha256`` of its summary.json; nothing
     for a checkpoint or zoo teacher) and its weights (``teacher_sha256``, a zoo teacher's aside): its table row's
@@ -271,6 +289,9 @@ def _run_ablation(plan: AblationPlan, out_dir: Path, jobs: int, threads: int | N
 
     # The teacher is trained (or found in the cache) before any cell so parallel cells share it.
     if plan.recipe_for(plan.cells[0], plan.seeds[0]).is_distillation:
+        warning = other_processor_warning(table) if from_table else None
+        if warning:
+            console.print(warning, highlight=False, soft_wrap=True, markup=False)
         try:
             with deadline(limit):
                 loaded, info = shared_teacher(plan, threads)

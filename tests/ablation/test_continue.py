@@ -176,6 +176,14 @@ def test_a_different_teacher_is_refused_before_any_cell_and_nothing_is_lost(fini
     assert events == ["train ct-teacher"]  # refused before any cell
     assert (fresh / TABLE).read_bytes() == before
     assert sorted(p.name.rsplit("-", 1)[0] for p in (fresh / "results/runs").iterdir() if p.is_dir()) == ["ct-teacher"]
+    # warned before the teacher trained, (the others ran here): only when no row did
+    table.loc[:, "device_name"] = other_processor or table.loc[0, "device_name"]
+    table.to_csv(fresh / TABLE, index=False)
+    events.clear()
+    warned = ablate(repo).output
+    note = f"note: this table's rows ran on {other_processor}, this machine is {cpu_name()}: a teacher retrained"
+    assert (note in " ".join(warned.split())) == bool(other_processor), warned
+    assert events == []  # the teacher is here now: found, not trained again
 
 
 def test_a_study_interrupted_after_its_first_cell_continues_on_a_fresh_checkout_to_the_same_table(
