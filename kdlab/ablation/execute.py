@@ -185,13 +185,20 @@ def refuse_another_teacher(table: AblationTable, info: dict) -> None:
         return
     summary = Path(info["teacher"]) / "summary.json"
     trained_on = str(read_json(summary).get("device_name") or "") if summary.is_file() else ""
-    ran_on = sorted({str(row["device_name"]) for row in table.rows.values()
-                     if str(row.get("teacher_sha256")) == recorded[0] and not blank(row.get("device_name"))})
+    ran_on = sorted(devices_of(table, recorded[0]))
     machines = (f"; its rows ran on {', '.join(ran_on)}, the teacher was retrained on {trained_on}: CPU training is "
                 "reproducible on one processor type only") if trained_on and ran_on and trained_on not in ran_on else ""
     raise KdlabError(f"the teacher retrained here ({info['teacher']}, teacher_sha256 {here}) differs from the one "
                      f"this table's rows were distilled from (teacher_sha256 {recorded[0]}, {table.path.name}"
                      f"{machines}): carry its run directory with kdlab pack/unpack, or declare a new study")
+
+
+def devices_of(table: AblationTable, teacher_sha256: str | None = None) -> set[str]:
+    """The devices (``device_name``) that the table's rows recording a teacher ran on (those of that
+    ``teacher_sha256`` alone, if given)."""
+    return {str(row["device_name"]) for row in table.rows.values()
+            if not blank(row.get("teacher_sha256")) and not blank(row.get("device_name"))
+            and (teacher_sha256 is None or str(row["teacher_sha256"]) == teacher_sha256)}
 
 
 def other_processor_warning(table: AblationTable) -> str | None:
@@ -201,8 +208,7 @@ def other_processor_warning(table: AblationTable) -> str | None:
     the study once it has trained. None when a row ran here, or no row records its teacher and device."""
     from kdlab.results import device_facts
 
-    ran_on = {str(row["device_name"]) for row in table.rows.values()
-              if not blank(row.get("teacher_sha256")) and not blank(row.get("device_name"))}
+    ran_on = devices_of(table)
     here = device_facts()["device_name"]
     if not ran_on or here in ran_on:
         return None
