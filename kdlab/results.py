@@ -209,8 +209,8 @@ def sole_writer(*tables: str | Path) -> Iterator[None]:
     ``kdlab eval TABLE.csv``, ``kdlab table --with-eval``): each rewrites the whole CSV from the rows it has read
     and recorded, so a second process on the same table would drop the other's rows from it. The second is
     refused at once, with the fix (the lock dies with its process: a killed run leaves nothing to clean).
-    ``kdlab ablate`` takes its tables' locks before its plan check, so a second one is refused before any work;
-    a table this process already writes is not locked again (the commands nest)."""
+    ``kdlab ablate`` takes its tables' locks before its plan check where their folder exists, so a second one is
+    refused before any work; a table this process already writes is not locked again (the commands nest)."""
     taken: list[tuple[Path, FileLock]] = []
     try:
         for table in map(Path, tables):
