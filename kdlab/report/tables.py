@@ -792,16 +792,21 @@ def render(csv_path: Path, paper: str | None = None, baseline: str | list[str] |
     head += [status, ""] if status else []
     atomic_write_text(markdown, "\n".join([f"# {csv_path.stem}", "", *head, f"Source: `{csv_path.name}`.", "", ""])
                       + table)
-    plot_path = stem.with_name(stem.name + ".png")
+    plot_path = plot_file(stem, "")
     if not plot:  # the Markdown alone
         return markdown, plot_path
     for suffix, inputs in plot_inputs(frame, csv_path).items():  # none while every run so far diverged
         draw = plot_cost_robustness if suffix == COST_PLOT else plot_ablation_bars
-        draw(path=stem.with_name(stem.name + suffix + ".png"), source=plot_source(csv_path, inputs), **inputs)
+        draw(path=plot_file(stem, suffix), source=plot_source(csv_path, inputs), **inputs)
     return markdown, plot_path
 
 
 COST_PLOT = "-cost"  # the suffix of a method comparison's cost plot: <table>-cost.png
+
+
+def plot_file(stem: Path, suffix: str) -> Path:
+    """The PNG of a table (``stem``: its path without ``.csv``) for a :func:`plot_inputs` suffix."""
+    return stem.with_name(stem.name + suffix + ".png")
 
 
 def plot_inputs(frame: pd.DataFrame, csv_path: Path) -> dict[str, dict[str, Any]]:

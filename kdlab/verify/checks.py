@@ -335,16 +335,15 @@ def check_plots(table: Table, results: Path) -> list[Problem]:
     computed again here from the committed CSV: a plot that no longer shows what its CSV says fails. The picture
     itself is not compared (its bytes change with the matplotlib release)."""
     from kdlab.report.plots import png_source
-    from kdlab.report.tables import plot_inputs, plot_source
+    from kdlab.report.tables import plot_file, plot_inputs, plot_source
     from kdlab.results import read_table
 
     if table.kind != "ablation":
         return []
     command = f"kdlab table {_shown(table.path, results)}"
     problems = []
-    stem = table.path.with_suffix("")
     for suffix, inputs in plot_inputs(read_table(table.path), table.path).items():
-        png = stem.with_name(stem.name + suffix + ".png")
+        png = plot_file(table.path.with_suffix(""), suffix)
         where = _shown(png, results)
         if not png.is_file():
             problems.append(Problem("plot", where, f"missing: run {command} and commit it"))
